@@ -1,0 +1,42 @@
+/*
+ * cli.h - shared pieces of the cspresnet command-line tool.
+ * Exit codes: 0 success, 1 failure (bad file, bad weights, I/O), 2 usage error.
+ */
+#ifndef CSPRESNET_CLI_H
+#define CSPRESNET_CLI_H
+
+#include "cspresnet.h"
+
+#define EXIT_USAGE 2
+
+/* Architecture flags shared by summary and infer. */
+typedef struct arch_flags {
+    const char *arch;          /* --arch */
+    double width, depth;       /* --width-mult / --depth-mult; 0 = not given */
+    int layers[4], have_layers;
+    int channels[5], have_channels;
+    int large_stem;            /* -1 not given, 0 --small-stem, 1 --large-stem */
+    int alpha;                 /* -1 not given, 0 --no-alpha, 1 --alpha */
+    int act_given;
+    cspresnet_act act;
+    int return_idx[4], num_return;  /* num_return 0 = not given */
+} arch_flags;
+
+void arch_flags_init(arch_flags *f);
+/* If argv[*i] is an architecture flag, consumes it (and its value) and returns 1;
+ * returns -1 after printing a usage error, 0 if not an architecture flag. */
+int arch_flags_parse(arch_flags *f, int argc, char **argv, int *i, const char *cmd);
+/* Builds the config the flags describe (preset, multipliers or explicit lists). */
+int arch_flags_config(const arch_flags *f, cspresnet_config *cfg, const char *cmd);
+/* True if any flag that fixes the architecture (not act / return_idx) was given. */
+int arch_flags_fix_architecture(const arch_flags *f);
+
+/* Parses "a,b,c" into at most max ints; returns the count or -1. */
+int parse_int_list(const char *s, int *out, int max);
+/* Value of a flag that takes one: argv[++*i], or NULL after printing a usage error. */
+const char *flag_value(int argc, char **argv, int *i, const char *cmd);
+
+int cmd_summary(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+
+#endif

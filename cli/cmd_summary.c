@@ -1,0 +1,94 @@
+/* cmd_summary.c - `cspresnet summary`: paddle.summary's table, params, MACs, FLOPs. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void help(void)
+{
+    printf("usage: cspresnet summary [--arch t|s|m|l|x | --width-mult W --depth-mult D]\n"
+           "                         [--layers L0,L1,L2,L3] [--channels C0,C1,C2,C3,C4]\n"
+           "                         [--act A] [--large-stem | --small-stem] [--alpha | --no-alpha]\n"
+           "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE]\n"
+           "\n"
+           "Prints every layer with its input and output shapes and parameters, as paddle.summary\n"
+           "does, the total / trainable / non-trainable parameter counts (BN statistics are\n"
+           "non-trainable parameters, as in Paddle), sizes in MB, and MACs and FLOPs per stage.\n"
+           "\n"
+           "  --arch P          preset: t (0.375/0.33, alpha), s, m, l, x (large stem, swish)\n"
+           "  --width-mult W    channel multiplier on [64,128,256,512,1024] (default 1.0)\n"
+           "  --depth-mult D    block multiplier on [3,6,6,3] (default 1.0)\n"
+           "  --layers, --channels  upstream's base lists before the multipliers\n"
+           "  --act A           swish (default), relu, leaky_relu, mish, hardswish, gelu, relu6, sigmoid, none\n"
+           "  --large-stem / --small-stem   three or two stem convs (default large, as every shipped config)\n"
+           "  --alpha           learnable RepVGG alpha (PP-YOLOE+)\n"
+           "  --input-size      default 1,3,640,640\n"
+           "  --weights FILE    take the architecture from a .pdparams file instead\n");
+}
+
+int cmd_summary(int argc, char **argv)
+{
+    arch_flags f;
+    arch_flags_init(&f);
+    int input[4] = {1, 3, 640, 640};
+    const char *weights = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r = arch_flags_parse(&f, argc, argv, &i, "summary");
+        if (r < 0)
+            return EXIT_USAGE;
+        if (r > 0)
+            continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            help();
+            return 0;
+        } else if (strcmp(argv[i], "--input-size") == 0) {
+            const char *v = flag_value(argc, argv, &i, "summary");
+            if (!v)
+                return EXIT_USAGE;
+            if (parse_int_list(v, input, 4) != 4 || input[0] < 1 || input[1] != 3 || input[2] < 1 ||
+                input[3] < 1) {
+                fprintf(stderr, "cspresnet summary: --input-size '%s' must be N,3,H,W with N, H, W >= 1\n", v);
+                return EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--weights") == 0) {
+            if (!(weights = flag_value(argc, argv, &i, "summary")))
+                return EXIT_USAGE;
+        } else {
+            fprintf(stderr, "cspresnet summary: unknown option '%s' (see cspresnet summary --help)\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    cspresnet_config cfg;
+    char err[1024];
+    if (weights) {
+        cspresnet_load_options opt;
+        cspresnet_load_options_init(&opt);
+        opt.act = f.act;
+        if (f.num_return > 0) {
+            opt.num_return = f.num_return;
+            memcpy(opt.return_idx, f.return_idx, sizeof opt.return_idx);
+        }
+        opt.expect_large_stem = f.large_stem;
+        opt.expect_alpha = f.alpha;
+        cspresnet_config expect;
+        if (arch_flags_fix_architecture(&f)) {
+            if (arch_flags_config(&f, &expect, "summary") != 0)
+                return EXIT_USAGE;
+            opt.expect = &expect;
+        }
+        cspresnet_model *m;
+        if (cspresnet_model_load(weights, &opt, &m, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet summary: %s\n", err);
+            return 1;
+        }
+        cfg = *cspresnet_model_config(m);
+        cspresnet_model_free(m);
+    } else if (arch_flags_config(&f, &cfg, "summary") != 0) {
+        return EXIT_USAGE;
+    }
+    if (cspresnet_summary_print(&cfg, input[0], input[2], input[3], stdout, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet summary: %s\n", err);
+        return 1;
+    }
+    return 0;
+}

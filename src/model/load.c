@@ -1,0 +1,330 @@
+/*
+ * load.c - a model from a .pdparams state dict, with the architecture read off the file.
+ *
+ * Keys are matched as upstream does, by dot-boundary suffix: the key that ends in
+ * "stem.conv1.conv.weight" fixes the prefix ("" for backbone-only ImageNet files,
+ * "backbone." for detector checkpoints); keys under that prefix that start with
+ * "stem." or "stages." are the backbone's, all others (neck.*, yolo_head.*, aux_*)
+ * are skipped and counted.
+ *
+ * Inferred: channels[0] from the last stem conv, large stem from stem.conv3, the four
+ * stage widths from stages.i.conv3, blocks per stage from stages.i.blocks.j, alpha
+ * from any *.alpha key. Then every parameter must be present with its exact shape,
+ * and no backbone key may be left over; every problem is reported by key, with both
+ * shapes, up to a handful per message.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/pdparams.h"
+#include "model/model.h"
+
+void cspresnet_load_options_init(cspresnet_load_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->act = CSPRESNET_ACT_SWISH;
+    opt->return_idx[0] = 1;
+    opt->return_idx[1] = 2;
+    opt->return_idx[2] = 3;
+    opt->num_return = 3;
+    opt->expect_large_stem = -1;
+    opt->expect_alpha = -1;
+}
+
+/* A backbone view of the state dict: entries under the prefix, keyed without it. */
+typedef struct backbone_keys {
+    const state_dict *sd;
+    size_t prefix_len;
+    char prefix[MODEL_KEY_MAX];  /* "" or e.g. "backbone." */
+    unsigned char *is_backbone; /* per entry */
+    unsigned char *used;        /* per entry */
+    size_t skipped;
+} backbone_keys;
+
+static const array_entry *bk_find(const backbone_keys *bk, const char *key, size_t *index)
+{
+    for (size_t i = 0; i < bk->sd->count; i++)
+        if (bk->is_backbone[i] && strcmp(bk->sd->entries[i].key + bk->prefix_len, key) == 0) {
+            if (index)
+                *index = i;
+            return &bk->sd->entries[i];
+        }
+    return NULL;
+}
+
+static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
+{
+    size_t used = 0;
+    used += (size_t)snprintf(out + used, n - used, "[");
+    for (int d = 0; d < ndim && used < n; d++)
+        used += (size_t)snprintf(out + used, n - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < n)
+        snprintf(out + used, n - used, "]");
+}
+
+static cspresnet_status find_prefix(const state_dict *sd, const char *path, backbone_keys *bk,
+                                    error_buf *err)
+{
+    static const char anchor[] = "stem.conv1.conv.weight";
+    const size_t alen = sizeof anchor - 1;
+    long found = -1;
+    for (size_t i = 0; i < sd->count; i++) {
+        const char *k = sd->entries[i].key;
+        size_t klen = strlen(k);
+        if (klen < alen || strcmp(k + klen - alen, anchor) != 0)
+            continue;
+        if (klen > alen && k[klen - alen - 1] != '.')
+            continue;
+        if (found >= 0)
+            return error_set(err, CSPRESNET_ERR_WEIGHTS,
+                             "%s: two backbones in one file ('%s' and '%s'); cannot tell which to load",
+                             path, sd->entries[found].key, k);
+        found = (long)i;
+    }
+    if (found < 0)
+        return error_set(err, CSPRESNET_ERR_WEIGHTS,
+                         "%s: no CSPResNet backbone found: no key ends in '%s' (%zu arrays in the file)",
+                         path, anchor, sd->count);
+    bk->prefix_len = strlen(sd->entries[found].key) - alen;
+    if (bk->prefix_len >= sizeof bk->prefix)
+        return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: key prefix of '%s' is too long", path,
+                         sd->entries[found].key);
+    memcpy(bk->prefix, sd->entries[found].key, bk->prefix_len);
+    bk->prefix[bk->prefix_len] = '\0';
+    const char *prefix = bk->prefix;
+    for (size_t i = 0; i < sd->count; i++) {
+        const char *k = sd->entries[i].key;
+        int under = strncmp(k, prefix, bk->prefix_len) == 0 &&
+                    (strncmp(k + bk->prefix_len, "stem.", 5) == 0 ||
+                     strncmp(k + bk->prefix_len, "stages.", 7) == 0);
+        bk->is_backbone[i] = (unsigned char)under;
+        if (!under)
+            bk->skipped++;
+    }
+    return CSPRESNET_OK;
+}
+
+static int dim0(const backbone_keys *bk, const char *key)
+{
+    const array_entry *a = bk_find(bk, key, NULL);
+    return a && a->ndim >= 1 && a->shape[0] > 0 && a->shape[0] <= 65536 ? (int)a->shape[0] : -1;
+}
+
+static cspresnet_status infer_config(const backbone_keys *bk, const char *path,
+                                     const cspresnet_load_options *opt, cspresnet_config *cfg,
+                                     int *file_has_alpha, error_buf *err)
+{
+    char key[MODEL_KEY_MAX];
+    memset(cfg, 0, sizeof *cfg);
+    cfg->use_large_stem = bk_find(bk, "stem.conv3.conv.weight", NULL) != NULL;
+    cfg->channels[0] = dim0(bk, cfg->use_large_stem ? "stem.conv3.conv.weight" : "stem.conv2.conv.weight");
+    if (cfg->channels[0] < 0)
+        return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: missing or malformed '%sstem.conv%d.conv.weight'",
+                         path, bk->prefix, cfg->use_large_stem ? 3 : 2);
+    for (int s = 0; s < CSPRESNET_NUM_STAGES; s++) {
+        snprintf(key, sizeof key, "stages.%d.conv3.conv.weight", s);
+        cfg->channels[s + 1] = dim0(bk, key);
+        if (cfg->channels[s + 1] < 0)
+            return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: missing or malformed '%s%s' (stage %d)", path,
+                             bk->prefix, key, s);
+        int j = 0;
+        for (;; j++) {
+            snprintf(key, sizeof key, "stages.%d.blocks.%d.conv1.conv.weight", s, j);
+            if (!bk_find(bk, key, NULL))
+                break;
+        }
+        if (j == 0)
+            return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: stage %d has no blocks ('%s%s' is missing)",
+                             path, s, bk->prefix, key);
+        cfg->layers[s] = j;
+    }
+    snprintf(key, sizeof key, "stages.%d.conv3.conv.weight", CSPRESNET_NUM_STAGES);
+    if (bk_find(bk, key, NULL))
+        return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
+                         "%s: the file has more than %d stages ('%s'); only 4-stage CSPResNets are supported",
+                         path, CSPRESNET_NUM_STAGES, key);
+    *file_has_alpha = 0;
+    for (size_t i = 0; i < bk->sd->count; i++) {
+        const char *k = bk->sd->entries[i].key;
+        size_t len = strlen(k);
+        if (bk->is_backbone[i] && len >= 6 && strcmp(k + len - 6, ".alpha") == 0)
+            *file_has_alpha = 1;
+    }
+    cfg->use_alpha = *file_has_alpha;
+    cfg->act = opt->act;
+    cfg->num_return = opt->num_return;
+    memcpy(cfg->return_idx, opt->return_idx, sizeof cfg->return_idx);
+    return CSPRESNET_OK;
+}
+
+static cspresnet_status check_expectations(const cspresnet_config *cfg, int file_has_alpha,
+                                           const cspresnet_load_options *opt, const char *path,
+                                           error_buf *err)
+{
+    if (opt->expect_large_stem >= 0 && opt->expect_large_stem != cfg->use_large_stem)
+        return error_set(err, CSPRESNET_ERR_CONFIG, "%s: the file has a %s stem (%s stem.conv3) but a %s stem was asked for",
+                         path, cfg->use_large_stem ? "large" : "small", cfg->use_large_stem ? "has" : "no",
+                         opt->expect_large_stem ? "large" : "small");
+    if (opt->expect_alpha == 0 && file_has_alpha)
+        return error_set(err, CSPRESNET_ERR_CONFIG,
+                         "%s: the file has RepVGG alpha parameters (a PP-YOLOE+ model) but no alpha was asked for",
+                         path);
+    if (opt->expect) {
+        const cspresnet_config *e = opt->expect;
+        for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++)
+            if (e->channels[i] != cfg->channels[i])
+                return error_set(err, CSPRESNET_ERR_CONFIG,
+                                 "%s: channels[%d] is %d in the file but %d was asked for (file channels %d,%d,%d,%d,%d)",
+                                 path, i, cfg->channels[i], e->channels[i], cfg->channels[0], cfg->channels[1],
+                                 cfg->channels[2], cfg->channels[3], cfg->channels[4]);
+        for (int i = 0; i < CSPRESNET_NUM_STAGES; i++)
+            if (e->layers[i] != cfg->layers[i])
+                return error_set(err, CSPRESNET_ERR_CONFIG,
+                                 "%s: stage %d has %d blocks in the file but %d were asked for (file layers %d,%d,%d,%d)",
+                                 path, i, cfg->layers[i], e->layers[i], cfg->layers[0], cfg->layers[1],
+                                 cfg->layers[2], cfg->layers[3]);
+    }
+    return CSPRESNET_OK;
+}
+
+/* Copies every parameter in; collects up to 8 problems into one message. */
+static cspresnet_status fill_weights(cspresnet_model *m, backbone_keys *bk, const char *path,
+                                     int *alpha_defaulted, error_buf *err)
+{
+    char msg[sizeof err->text] = "";
+    size_t used = 0;
+    int problems = 0;
+#define PROBLEM(...)                                                                         \
+    do {                                                                                     \
+        if (problems++ < 8 && used < sizeof msg)                                             \
+            used += (size_t)snprintf(msg + used, sizeof msg - used, "%s", problems > 1 ? "; " : ""), \
+            used += used < sizeof msg ? (size_t)snprintf(msg + used, sizeof msg - used, __VA_ARGS__) : 0; \
+    } while (0)
+
+    *alpha_defaulted = 0;
+    for (size_t i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        size_t index;
+        const array_entry *a = bk_find(bk, p->key, &index);
+        char want[64], got[64];
+        shape_str(want, sizeof want, p->ndim, p->shape);
+        if (!a) {
+            if (p->role == PARAM_ALPHA) { /* upstream: a missing alpha stays at its init, 1.0 */
+                m->weights[p->offset] = 1.0f;
+                (*alpha_defaulted)++;
+                continue;
+            }
+            PROBLEM("missing '%s%s' %s", bk->prefix, p->key, want);
+            continue;
+        }
+        bk->used[index] = 1;
+        int same = a->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++)
+            same = a->shape[d] == p->shape[d];
+        if (!same) {
+            shape_str(got, sizeof got, a->ndim, a->shape);
+            PROBLEM("shape mismatch for '%s': file has %s, model needs %s", a->key, got, want);
+            continue;
+        }
+        error_buf conv;
+        if (array_to_f32(a, m->weights + p->offset, &conv) != CSPRESNET_OK)
+            PROBLEM("%s", conv.text);
+    }
+    for (size_t i = 0; i < bk->sd->count; i++)
+        if (bk->is_backbone[i] && !bk->used[i]) {
+            char got[64];
+            shape_str(got, sizeof got, bk->sd->entries[i].ndim, bk->sd->entries[i].shape);
+            PROBLEM("unexpected '%s' %s", bk->sd->entries[i].key, got);
+        }
+#undef PROBLEM
+    if (problems)
+        return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: %d tensor problem%s: %s%s", path, problems,
+                         problems > 1 ? "s" : "", msg, problems > 8 ? "; ..." : "");
+    return CSPRESNET_OK;
+}
+
+cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *options,
+                                      cspresnet_model **out, char *err, size_t err_size)
+{
+    error_buf e = {{0}};
+    cspresnet_load_options defaults;
+    cspresnet_status s;
+    state_dict sd = {0};
+    backbone_keys bk = {0};
+    cspresnet_model *m = NULL;
+    if (!path || !out) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load: path and out must not be NULL");
+        goto done;
+    }
+    *out = NULL;
+    if (!options) {
+        cspresnet_load_options_init(&defaults);
+        options = &defaults;
+    }
+    s = pdparams_read_file(path, &sd, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    bk.sd = &sd;
+    bk.is_backbone = calloc(sd.count + 1, 1);
+    bk.used = calloc(sd.count + 1, 1);
+    if (!bk.is_backbone || !bk.used) {
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    s = find_prefix(&sd, path, &bk, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+
+    cspresnet_config cfg;
+    int file_has_alpha = 0;
+    s = infer_config(&bk, path, options, &cfg, &file_has_alpha, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    s = check_expectations(&cfg, file_has_alpha, options, path, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    if (options->expect_alpha == 1)
+        cfg.use_alpha = 1;
+    char cerr[sizeof e.text];
+    s = cspresnet_config_validate(&cfg, cerr, sizeof cerr);
+    if (s != CSPRESNET_OK) {
+        error_set(&e, s, "%s: %s", path, cerr);
+        goto done;
+    }
+    s = model_build(&cfg, &m, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    int alpha_defaulted = 0;
+    s = fill_weights(m, &bk, path, &alpha_defaulted, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    if (options->log && options->log_size) {
+        size_t used = (size_t)snprintf(options->log, options->log_size,
+                                       "%s: %zu backbone tensors loaded%s%s%s", path,
+                                       m->n_params - (size_t)alpha_defaulted,
+                                       bk.prefix_len ? " under prefix '" : "", bk.prefix,
+                                       bk.prefix_len ? "'" : "");
+        if (used < options->log_size)
+            used += (size_t)snprintf(options->log + used, options->log_size - used,
+                                     "; skipped %zu non-backbone tensors (neck.*, yolo_head.*, ...)",
+                                     bk.skipped);
+        if (alpha_defaulted && used < options->log_size)
+            snprintf(options->log + used, options->log_size - used,
+                     "; %d alpha parameters absent, set to 1.0 as upstream does", alpha_defaulted);
+    }
+    *out = m;
+    m = NULL;
+done:
+    cspresnet_model_free(m);
+    free(bk.is_backbone);
+    free(bk.used);
+    state_dict_free(&sd);
+    if (s != CSPRESNET_OK)
+        error_copy_out(&e, err, err_size);
+    else if (err && err_size)
+        err[0] = '\0';
+    return s;
+}

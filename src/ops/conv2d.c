@@ -1,0 +1,70 @@
+/*
+ * conv2d.c - 2-D convolution (groups 1, no bias) as an implicit GEMM.
+ *
+ * in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW).
+ * Work is cut into tasks of (image, CONV_NC output pixels); each thread takes a
+ * contiguous run of tasks, packs CONV_KC rows of the im2col matrix for its columns
+ * into its own panel (no full im2col buffer), and runs the micro-kernel over all
+ * output channels. The reduction order over K is fixed, so results do not depend on
+ * the thread count.
+ */
+#include "ops/ops.h"
+
+long conv2d_scratch_per_thread(void) { return (long)CONV_KC * CONV_NC; }
+
+typedef struct conv_job {
+    op_exec *ex;
+    const conv_geom *g;
+    const float *weight;
+    const tensor4 *in;
+    const tensor4 *out;
+} conv_job;
+
+static void conv_tile(const conv_job *job, float *panel, int image, long n0, int nc)
+{
+    const conv_geom *g = job->g;
+    const kernel_table *kt = job->ex->kernels;
+    const long K = (long)g->in_c * g->k * g->k;
+    const long N = (long)g->out_h * g->out_w;
+    const float *src = job->in->data + image * job->in->batch_stride;
+    float *dst = job->out->data + image * job->out->batch_stride + n0;
+    const int strips = (nc + GEMM_NR - 1) / GEMM_NR;
+
+    for (long k0 = 0; k0 < K; k0 += CONV_KC) {
+        int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
+        kt->im2col_panel(g, src, (int)k0, kc, n0, nc, panel);
+        for (int m0 = 0; m0 < g->out_c; m0 += GEMM_MR) {
+            int mr = g->out_c - m0 < GEMM_MR ? g->out_c - m0 : GEMM_MR;
+            const float *a = job->weight + m0 * K + k0;
+            for (int s = 0; s < strips; s++) {
+                int nr = nc - s * GEMM_NR < GEMM_NR ? nc - s * GEMM_NR : GEMM_NR;
+                kt->gemm_micro(kc, a, K, panel + (long)s * kc * GEMM_NR,
+                               dst + m0 * N + s * GEMM_NR, N, mr, nr, k0 > 0);
+            }
+        }
+    }
+}
+
+static void conv_worker(void *arg, int t, int nt)
+{
+    const conv_job *job = arg;
+    const conv_geom *g = job->g;
+    const long N = (long)g->out_h * g->out_w;
+    const long blocks = (N + CONV_NC - 1) / CONV_NC;
+    float *panel = job->ex->scratch + t * job->ex->scratch_per_thread;
+    long begin, end;
+    split_range(blocks * job->in->n, t, nt, &begin, &end);
+    for (long task = begin; task < end; task++) {
+        int image = (int)(task / blocks);
+        long n0 = (task % blocks) * CONV_NC;
+        int nc = (int)(N - n0 < CONV_NC ? N - n0 : CONV_NC);
+        conv_tile(job, panel, image, n0, nc);
+    }
+}
+
+void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
+                    const tensor4 *out)
+{
+    conv_job job = {ex, g, weight, in, out};
+    threadpool_run(ex->pool, conv_worker, &job);
+}
