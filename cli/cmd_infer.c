@@ -4,6 +4,8 @@
  * given, are checks that the file must pass.
  */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,10 +14,31 @@
 #include "cli.h"
 #include "io/npy.h"
 
+/* A seeded input in [0, 1), like an image scaled by 1/255. */
+static int random_input(npy_array *x, const int size[4])
+{
+    x->ndim = 4;
+    x->numel = 1;
+    for (int d = 0; d < 4; d++) {
+        x->shape[d] = size[d];
+        x->numel *= size[d];
+    }
+    x->data = malloc((size_t)x->numel * sizeof(float));
+    if (!x->data)
+        return -1;
+    uint32_t state = 12345u;
+    for (int64_t i = 0; i < x->numel; i++) {
+        state = state * 1664525u + 1013904223u;
+        x->data[i] = (float)(state >> 8) / 16777216.0f;
+    }
+    return 0;
+}
+
 static void help(void)
 {
     printf("usage: cspresnet infer --weights FILE --input X.npy --out DIR\n"
            "                       [--act A] [--return-idx 1,2,3] [--threads N] [-q]\n"
+           "       cspresnet infer --arch P [--input-size N,3,H,W] --out DIR   (random weights, a try-out)\n"
            "                       [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha]\n"
            "\n"
            "Loads a .pdparams file (backbone-only or a full PP-YOLOE/PP-YOLOE+ checkpoint),\n"
@@ -30,7 +53,11 @@ static void help(void)
            "                   optional checks: an error if the file's architecture differs.\n"
            "                   --alpha on a file without alpha uses alpha = 1.0, as upstream does\n"
            "                   when PP-YOLOE+ starts from an ImageNet backbone.\n"
-           "  -q               print nothing on success\n");
+           "  -q               print nothing on success\n"
+           "\n"
+           "Without --weights, an architecture flag (--arch, --width-mult, ...) builds a model with\n"
+           "seeded random weights; without --input a seeded random input in [0, 1) of --input-size\n"
+           "(default 1,3,640,640) is used: a way to try the tool before having weight files.\n");
 }
 
 int cmd_infer(int argc, char **argv)
@@ -39,6 +66,7 @@ int cmd_infer(int argc, char **argv)
     arch_flags_init(&f);
     const char *weights = NULL, *input_path = NULL, *out_dir = NULL;
     int threads = 0, quiet = 0;
+    int input_size[4] = {1, 3, 640, 640};
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "infer");
         if (r < 0)
@@ -64,6 +92,14 @@ int cmd_infer(int argc, char **argv)
                 fprintf(stderr, "cspresnet infer: --threads needs a count in 1..1024\n");
                 return EXIT_USAGE;
             }
+        } else if (strcmp(a, "--input-size") == 0) {
+            const char *v = flag_value(argc, argv, &i, "infer");
+            if (!v || parse_int_list(v, input_size, 4) != 4 || input_size[0] < 1 || input_size[1] != 3 ||
+                input_size[2] < 1 || input_size[3] < 1 || input_size[0] > 4096 || input_size[2] > 16384 ||
+                input_size[3] > 16384) {
+                fprintf(stderr, "cspresnet infer: --input-size must be N,3,H,W with N in 1..4096, H and W in 1..16384\n");
+                return EXIT_USAGE;
+            }
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else {
@@ -71,8 +107,9 @@ int cmd_infer(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (!weights || !input_path || !out_dir) {
-        fprintf(stderr, "cspresnet infer: --weights, --input and --out are required (see cspresnet infer --help)\n");
+    if (!out_dir || (!weights && !arch_flags_fix_architecture(&f))) {
+        fprintf(stderr, "cspresnet infer: --weights, --input and --out are required, or --arch and --out for a "
+                        "try-out with random weights (see cspresnet infer --help)\n");
         return EXIT_USAGE;
     }
 
@@ -100,14 +137,29 @@ int cmd_infer(int argc, char **argv)
     cspresnet_context *ctx = NULL;
     npy_array x = {0};
     error_buf e;
-    if (cspresnet_model_load(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
-        fprintf(stderr, "cspresnet infer: %s\n", err);
-        goto done;
+    if (weights) {
+        if (cspresnet_model_load(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
+            goto done;
+        }
+        if (!quiet && log[0])
+            fprintf(stderr, "%s\n", log);
+    } else {
+        if (cspresnet_model_create(&expect, 1, &model, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
+            goto done;
+        }
+        if (!quiet)
+            fprintf(stderr, "note: no --weights given: using seeded random weights (outputs are not meaningful)\n");
     }
-    if (!quiet && log[0])
-        fprintf(stderr, "%s\n", log);
-    if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {
-        fprintf(stderr, "cspresnet infer: %s\n", e.text);
+    if (input_path) {
+        if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", e.text);
+            goto done;
+        }
+    } else if (random_input(&x, input_size) != 0) {
+        fprintf(stderr, "cspresnet infer: out of memory for a %dx3x%dx%d input\n", input_size[0],
+                input_size[2], input_size[3]);
         goto done;
     }
     if (x.ndim != 4 || x.shape[1] != 3 || x.shape[0] < 1 || x.shape[2] < 1 || x.shape[3] < 1 ||

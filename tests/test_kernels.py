@@ -1,0 +1,20 @@
+"""C unit tests of the kernels and ops against oracles written in the tests themselves."""
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("CSPRESNET_BUILD", "build"))
+
+
+def run_unit(name):
+    exe = os.path.join(BUILD, "tests", name)
+    assert os.path.exists(exe), f"{exe} is missing: run make first"
+    p = subprocess.run([exe], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert " 0 failed" in p.stdout, p.stdout
+    return p.stdout
+
+
+def test_conv_gemm_matches_direct_convolution_and_is_thread_independent():
+    out = run_unit("test_conv")
+    assert "60 passed" in out
