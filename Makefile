@@ -6,8 +6,9 @@ CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   ?=
-# -Wno-format-truncation: snprintf into fixed key/message buffers truncates by design.
-CSTD      = -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wvla -Wno-format-truncation
+# -Wno-format-truncation (gcc only): snprintf into fixed key/message buffers truncates by design.
+WNO_TRUNC := $(shell $(CC) -Werror -Wno-format-truncation -E -x c /dev/null >/dev/null 2>&1 && echo -Wno-format-truncation)
+CSTD      = -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wvla $(WNO_TRUNC)
 ALLFLAGS  = $(CSTD) $(OPT) -g -fPIC -Iinclude -Isrc $(CFLAGS)
 LDLIBS    = -lm -lpthread
 VERSION   = 0.1.0
@@ -25,7 +26,8 @@ all: $(BUILD)/libcspresnet.a $(BUILD)/libcspresnet.so $(BUILD)/cspresnet $(TEST_
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*/*.h src/kernels/*.h cli/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(ALLFLAGS) -c $< -o $@
 
 $(BUILD)/libcspresnet.a: $(LIB_OBJ)
 	@rm -f $@

@@ -246,3 +246,19 @@ def test_summary_from_weights_file(tmp_path, tiny_bytes):
     assert proc.returncode == 0, describe_proc(proc)
     counts = ref.param_counts(TINY.build())
     assert f"Total params: {counts['total']:,}" in proc.stdout, proc.stdout[-800:]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 2, 3), (2, 3, 33, 1), (1, 3, 5, 70)])
+def test_tiny_and_thin_inputs_match_reference(tmp_path, shape):
+    """Any H, W >= 1 works: every stride-2 conv maps H to (H + 1) // 2."""
+    cfg = TINY.replace(return_idx=(0, 1, 2, 3))
+    state = cached_state(TINY, seed=11)
+    w = tmp_path / "w.pdparams"
+    pdw.write_pdparams(w, state)
+    x = make_input(shape, seed=9)
+    out = tmp_path / "out"
+    proc = infer(w, write_input(tmp_path / "x.npy", x), out, return_idx=(0, 1, 2, 3))
+    assert proc.returncode == 0, describe_proc(proc)
+    refs = ref.reference_outputs(cfg, state, x)
+    for i, r in enumerate(refs):
+        compare(r, np.load(out / f"stage{i}.npy"), config=f"stage{i} input {shape}")

@@ -8,9 +8,12 @@
  * The reader is a small pickle interpreter that knows only data opcodes and the
  * numpy globals needed to rebuild an ndarray (numpy.core.multiarray._reconstruct or
  * numpy._core.multiarray._reconstruct, numpy.ndarray, numpy.dtype, and
- * _codecs.encode for protocol-2 bytes). Any other global or opcode is refused with
+ * _codecs.encode for protocol-2 bytes; also numpy.(_)core.numeric._frombuffer, which
+ * numpy writes for protocol 5, and bytes() without arguments, which protocol 2 writes
+ * for empty bytes). Any other global or opcode is refused with
  * CSPRESNET_ERR_UNSAFE / CSPRESNET_ERR_FORMAT *before* anything else happens; nothing
  * in a file is ever executed. Sizes are checked against the file before allocating.
+ * Details, limits and decisions (duplicate keys, trailing bytes): pickle.h, pdparams.c.
  */
 #ifndef CSPRESNET_IO_PDPARAMS_H
 #define CSPRESNET_IO_PDPARAMS_H

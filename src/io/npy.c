@@ -1,0 +1,487 @@
+/*
+ * npy.c - NumPy .npy files (format 1.0, 2.0 and 3.0) for inputs and outputs.
+ *
+ * Layout: "\x93NUMPY", major, minor, header length (2 bytes little-endian in 1.0,
+ * 4 bytes in 2.0 and 3.0), then the header: a Python dict literal
+ * {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } padded with spaces and
+ * ending in '\n', then the raw data.
+ *
+ * Reading accepts only '<f4' in C order, version X.0 with X in 1..3, a header of at
+ * most NPY_MAX_HEADER bytes holding exactly the three keys, and shapes of at most
+ * NPY_MAX_NDIM non-negative dimensions whose byte size fits. The data must be exactly
+ * as long as the header says: a shorter file is refused naming the expected and the
+ * actual byte counts, and so is a longer one (trailing bytes after the data mean the
+ * file is not what its header claims, so it is refused rather than silently
+ * truncated). The size is checked against the file before the data is allocated.
+ *
+ * Writing produces version 1.0 ('<f4', C order, header padded to 64 bytes as numpy
+ * does) into "<path>.tmp.<pid>.<n>" in the same folder, flushed with fsync, then
+ * renamed over path; on any error the temporary file is removed and path untouched.
+ */
+#include "io/npy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NPY_MAX_HEADER ((size_t)1 << 20)
+#define NPY_MAGIC "\x93NUMPY"
+#define NPY_MAGIC_LEN 6
+
+static int host_big_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char c;
+    memcpy(&c, &one, 1);
+    return c == 0;
+}
+
+static void swap4(uint8_t *p, size_t count)
+{
+    for (size_t i = 0; i < count; i++, p += 4) {
+        uint8_t t = p[0];
+        p[0] = p[3];
+        p[3] = t;
+        t = p[1];
+        p[1] = p[2];
+        p[2] = t;
+    }
+}
+
+void npy_array_free(npy_array *a)
+{
+    if (!a)
+        return;
+    free(a->data);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---------------------------------------------------------------- header parsing */
+
+typedef struct hdr {
+    const char *s;
+    size_t n, i;
+    const char *path;
+    error_buf *err;
+} hdr;
+
+static void skip_ws(hdr *h)
+{
+    while (h->i < h->n && (h->s[h->i] == ' ' || h->s[h->i] == '\t' || h->s[h->i] == '\n' ||
+                           h->s[h->i] == '\r'))
+        h->i++;
+}
+
+static cspresnet_status hdr_fail(hdr *h, const char *what)
+{
+    return error_set(h->err, CSPRESNET_ERR_FORMAT,
+                     "%s: npy header is not a valid dict: %s at header byte %zu", h->path,
+                     what, h->i);
+}
+
+static int accept(hdr *h, char c)
+{
+    skip_ws(h);
+    if (h->i < h->n && h->s[h->i] == c) {
+        h->i++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A quoted string without escapes; str and len point into the header. */
+static cspresnet_status parse_string(hdr *h, const char **str, size_t *len)
+{
+    skip_ws(h);
+    if (h->i >= h->n || (h->s[h->i] != '\'' && h->s[h->i] != '"'))
+        return hdr_fail(h, "expected a quoted string");
+    char q = h->s[h->i++];
+    size_t start = h->i;
+    while (h->i < h->n && h->s[h->i] != q) {
+        if (h->s[h->i] == '\\')
+            return hdr_fail(h, "escapes in strings are not supported");
+        h->i++;
+    }
+    if (h->i >= h->n)
+        return hdr_fail(h, "unterminated string");
+    *str = h->s + start;
+    *len = h->i - start;
+    h->i++;
+    return CSPRESNET_OK;
+}
+
+static int word(hdr *h, const char *w)
+{
+    size_t n = strlen(w);
+    skip_ws(h);
+    if (h->n - h->i >= n && memcmp(h->s + h->i, w, n) == 0) {
+        h->i += n;
+        return 1;
+    }
+    return 0;
+}
+
+static cspresnet_status parse_shape(hdr *h, npy_array *out)
+{
+    if (!accept(h, '('))
+        return hdr_fail(h, "'shape' is not a tuple");
+    out->ndim = 0;
+    while (!accept(h, ')')) {
+        skip_ws(h);
+        int neg = h->i < h->n && h->s[h->i] == '-';
+        if (neg)
+            h->i++;
+        if (h->i >= h->n || h->s[h->i] < '0' || h->s[h->i] > '9')
+            return hdr_fail(h, "'shape' holds something other than integers");
+        uint64_t v = 0;
+        int big = 0;
+        while (h->i < h->n && h->s[h->i] >= '0' && h->s[h->i] <= '9') {
+            if (v > (uint64_t)(INT64_MAX - 9) / 10)
+                big = 1;
+            else
+                v = v * 10 + (uint64_t)(h->s[h->i] - '0');
+            h->i++;
+        }
+        if (h->i < h->n && h->s[h->i] == 'L')  /* Python 2 longs */
+            h->i++;
+        if (neg && v != 0)
+            return error_set(h->err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy shape dimension %d is negative", h->path, out->ndim);
+        if (big)
+            return error_set(h->err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy shape dimension %d is too large", h->path, out->ndim);
+        if (out->ndim >= NPY_MAX_NDIM)
+            return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
+                             "%s: npy shape has more than %d dimensions", h->path,
+                             NPY_MAX_NDIM);
+        out->shape[out->ndim++] = (int64_t)v;
+        if (accept(h, ','))
+            continue;
+        if (!accept(h, ')'))
+            return hdr_fail(h, "expected ',' or ')' in 'shape'");
+        break;
+    }
+    return CSPRESNET_OK;
+}
+
+static cspresnet_status parse_header(hdr *h, npy_array *out)
+{
+    int have_descr = 0, have_fortran = 0, have_shape = 0;
+    cspresnet_status st;
+    if (!accept(h, '{'))
+        return hdr_fail(h, "it does not start with '{'");
+    while (!accept(h, '}')) {
+        const char *key;
+        size_t klen;
+        if ((st = parse_string(h, &key, &klen)) != CSPRESNET_OK)
+            return st;
+        if (!accept(h, ':'))
+            return hdr_fail(h, "expected ':'");
+        if (klen == 5 && memcmp(key, "descr", 5) == 0 && !have_descr) {
+            const char *d;
+            size_t dlen;
+            skip_ws(h);
+            if (h->i < h->n && h->s[h->i] == '[')
+                return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
+                                 "%s: npy dtype is a structured dtype; only '<f4' (little-endian "
+                                 "float32) is supported", h->path);
+            if ((st = parse_string(h, &d, &dlen)) != CSPRESNET_OK)
+                return st;
+            if (dlen != 3 || memcmp(d, "<f4", 3) != 0)
+                return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
+                                 "%s: npy dtype '%.*s' is not supported; only '<f4' "
+                                 "(little-endian float32) is", h->path, (int)(dlen > 40 ? 40 : dlen), d);
+            have_descr = 1;
+        } else if (klen == 13 && memcmp(key, "fortran_order", 13) == 0 && !have_fortran) {
+            if (word(h, "True"))
+                return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
+                                 "%s: npy fortran_order is True; only C order is supported",
+                                 h->path);
+            if (!word(h, "False"))
+                return hdr_fail(h, "'fortran_order' is not True or False");
+            have_fortran = 1;
+        } else if (klen == 5 && memcmp(key, "shape", 5) == 0 && !have_shape) {
+            if ((st = parse_shape(h, out)) != CSPRESNET_OK)
+                return st;
+            have_shape = 1;
+        } else {
+            return error_set(h->err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy header has an unexpected or repeated key '%.*s'", h->path,
+                             (int)(klen > 40 ? 40 : klen), key);
+        }
+        if (accept(h, ','))
+            continue;
+        if (!accept(h, '}'))
+            return hdr_fail(h, "expected ',' or '}'");
+        break;
+    }
+    if (!have_descr || !have_fortran || !have_shape)
+        return error_set(h->err, CSPRESNET_ERR_FORMAT,
+                         "%s: npy header lacks the key '%s'", h->path,
+                         !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
+    skip_ws(h);
+    if (h->i != h->n)
+        return hdr_fail(h, "unexpected text after the dict");
+    return CSPRESNET_OK;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static cspresnet_status read_exact(FILE *f, void *buf, size_t n, size_t *got)
+{
+    *got = fread(buf, 1, n, f);
+    return *got == n ? CSPRESNET_OK : (ferror(f) ? CSPRESNET_ERR_IO : CSPRESNET_ERR_FORMAT);
+}
+
+static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, error_buf *err)
+{
+    uint8_t pre[12];
+    size_t got;
+    cspresnet_status st = read_exact(f, pre, 10, &got);
+    if (st == CSPRESNET_ERR_IO)
+        return error_set(err, st, "%s: read error: %s", path, strerror(errno));
+    if (got < NPY_MAGIC_LEN || memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: not a .npy file (bad magic; expected \\x93NUMPY)", path);
+    if (got < 10)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: npy file ends inside the preamble (%zu bytes)", path, got);
+    int major = pre[6], minor = pre[7];
+    if ((major < 1 || major > 3) || minor != 0)
+        return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
+                         "%s: npy format version %d.%d is not supported (1.0, 2.0 and 3.0 are)",
+                         path, major, minor);
+    size_t hlen, hstart;
+    if (major == 1) {
+        hlen = (size_t)pre[8] | (size_t)pre[9] << 8;
+        hstart = 10;
+    } else {
+        st = read_exact(f, pre + 10, 2, &got);
+        if (st != CSPRESNET_OK)
+            return error_set(err, st, "%s: npy file ends inside the preamble", path);
+        hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 |
+               (size_t)pre[11] << 24;
+        hstart = 12;
+    }
+    if (hlen > NPY_MAX_HEADER)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: npy header length %zu exceeds the limit of %zu bytes", path, hlen,
+                         NPY_MAX_HEADER);
+    char *text = malloc(hlen ? hlen : 1);
+    if (!text)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for the header", path);
+    st = read_exact(f, text, hlen, &got);
+    if (st != CSPRESNET_OK) {
+        free(text);
+        return error_set(err, st, "%s: npy header is truncated: %zu of %zu bytes", path, got,
+                         hlen);
+    }
+    hdr h = {text, hlen, 0, path, err};
+    st = parse_header(&h, out);
+    free(text);
+    if (st != CSPRESNET_OK)
+        return st;
+
+    int64_t numel = 1;
+    for (int i = 0; i < out->ndim; i++) {
+        if (out->shape[i] && numel > INT64_MAX / 4 / out->shape[i])
+            return error_set(err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy shape is too large (dimension %d is %lld)", path, i,
+                             (long long)out->shape[i]);
+        numel *= out->shape[i];
+    }
+    if ((uint64_t)numel > SIZE_MAX / 4)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy shape is too large", path);
+    out->numel = numel;
+    size_t nbytes = (size_t)numel * 4, data_start = hstart + hlen;
+
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode)) {
+        uint64_t fsize = (uint64_t)sb.st_size;
+        uint64_t have = fsize > data_start ? fsize - data_start : 0;
+        if (have < nbytes)
+            return error_set(err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy data is truncated: the header says %lld float32 values "
+                             "(%zu bytes) but only %llu bytes follow it", path, (long long)numel,
+                             nbytes, (unsigned long long)have);
+        if (have > nbytes)
+            return error_set(err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy file has %llu bytes after the data (expected %zu data "
+                             "bytes, found %llu)", path, (unsigned long long)(have - nbytes),
+                             nbytes, (unsigned long long)have);
+    }
+    out->data = malloc(nbytes ? nbytes : 1);
+    if (!out->data)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu bytes", path,
+                         nbytes);
+    st = read_exact(f, out->data, nbytes, &got);
+    if (st == CSPRESNET_ERR_IO)
+        return error_set(err, st, "%s: read error: %s", path, strerror(errno));
+    if (st != CSPRESNET_OK)
+        return error_set(err, st,
+                         "%s: npy data is truncated: the header says %zu bytes but only %zu "
+                         "follow it", path, nbytes, got);
+    uint8_t extra;
+    if (fread(&extra, 1, 1, f) == 1)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy file has bytes after the data",
+                         path);
+    if (host_big_endian())
+        swap4((uint8_t *)out->data, (size_t)numel);
+    return CSPRESNET_OK;
+}
+
+cspresnet_status npy_read(const char *path, npy_array *out, error_buf *err)
+{
+    if (!out || !path)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "npy_read: NULL argument");
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return error_set(err, CSPRESNET_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        return error_set(err, CSPRESNET_ERR_IO, "%s: is a directory", path);
+    }
+    cspresnet_status st = read_body(f, path, out, err);
+    fclose(f);
+    if (st != CSPRESNET_OK)
+        npy_array_free(out);
+    return st;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Header (preamble included) for a version 1.0 '<f4' C-order file; returns its
+ * length, padded so that the data starts on a 64-byte boundary. */
+static size_t make_header(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    char dict[512];
+    size_t o = (size_t)snprintf(dict, sizeof dict,
+                                "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    for (int i = 0; i < ndim; i++)
+        o += (size_t)snprintf(dict + o, sizeof dict - o, "%s%lld", i ? ", " : "",
+                              (long long)shape[i]);
+    o += (size_t)snprintf(dict + o, sizeof dict - o, "%s), }", ndim == 1 ? "," : "");
+    size_t total = 10 + o + 1;                 /* preamble, dict, '\n' */
+    total = (total + 63) / 64 * 64;
+    if (total > cap)
+        return 0;
+    size_t hlen = total - 10;
+    memcpy(buf, NPY_MAGIC, NPY_MAGIC_LEN);
+    buf[6] = 1;
+    buf[7] = 0;
+    buf[8] = (char)(hlen & 0xff);
+    buf[9] = (char)(hlen >> 8);
+    memcpy(buf + 10, dict, o);
+    memset(buf + 10 + o, ' ', hlen - o - 1);
+    buf[total - 1] = '\n';
+    return total;
+}
+
+static cspresnet_status write_data(int fd, const float *data, size_t numel)
+{
+    if (!host_big_endian())
+        return write_all(fd, data, numel * 4) ? CSPRESNET_ERR_IO : CSPRESNET_OK;
+    uint8_t chunk[4096];
+    for (size_t i = 0; i < numel;) {
+        size_t k = numel - i < sizeof chunk / 4 ? numel - i : sizeof chunk / 4;
+        memcpy(chunk, data + i, k * 4);
+        swap4(chunk, k);
+        if (write_all(fd, chunk, k * 4))
+            return CSPRESNET_ERR_IO;
+        i += k;
+    }
+    return CSPRESNET_OK;
+}
+
+cspresnet_status npy_write(const char *path, const float *data, int ndim,
+                           const int64_t *shape, error_buf *err)
+{
+    if (!path || (ndim > 0 && !shape))
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "npy_write: NULL argument");
+    if (ndim < 0 || ndim > NPY_MAX_NDIM)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT,
+                         "%s: cannot write %d dimensions (0 to %d are allowed)", path, ndim,
+                         NPY_MAX_NDIM);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] && numel > INT64_MAX / 4 / shape[i]))
+            return error_set(err, CSPRESNET_ERR_ARGUMENT,
+                             "%s: bad shape: dimension %d is %lld", path, i,
+                             (long long)shape[i]);
+        numel *= shape[i];
+    }
+    if ((uint64_t)numel > SIZE_MAX / 4 || (numel > 0 && !data))
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no data for %lld values", path,
+                         (long long)numel);
+    char header[1024];
+    size_t hsize = make_header(header, sizeof header, ndim, shape);
+    if (hsize == 0)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: header too long", path);
+
+    size_t tlen = strlen(path) + 64;
+    char *tmp = malloc(tlen);
+    if (!tmp)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        snprintf(tmp, tlen, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        cspresnet_status st = error_set(err, CSPRESNET_ERR_IO,
+                                        "%s: cannot create the temporary file %s: %s", path, tmp,
+                                        strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const char *step = "write";
+    int ok = write_all(fd, header, hsize) == 0 &&
+             write_data(fd, data, (size_t)numel) == CSPRESNET_OK;
+    if (ok && fsync(fd) != 0) {
+        step = "fsync";
+        ok = 0;
+    }
+    int saved = errno;
+    if (close(fd) != 0 && ok) {
+        step = "close";
+        saved = errno;
+        ok = 0;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        step = "rename into place";
+        saved = errno;
+        ok = 0;
+    }
+    cspresnet_status st = CSPRESNET_OK;
+    if (!ok) {
+        unlink(tmp);
+        st = error_set(err, CSPRESNET_ERR_IO, "%s: %s failed: %s (temporary file removed)",
+                       path, step, strerror(saved));
+    }
+    free(tmp);
+    return st;
+}

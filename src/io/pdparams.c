@@ -1,0 +1,407 @@
+/*
+ * pdparams.c - state dicts from .pdparams files (SPEC §3).
+ *
+ * The file is read whole into memory that the state_dict keeps; the safe pickle
+ * interpreter (pickle.c) runs over it and the top-level dict becomes array entries
+ * whose raw pointers point into that copy (zero copy) or, for protocol 2, into the
+ * latin-1 decoded blobs that the state_dict also keeps. The interpreter's objects are
+ * freed before returning. Float conversion is in array_convert.c.
+ *
+ * Decisions:
+ *   - The top level must be a dict with str keys; values that are not ndarrays (the
+ *     "StructuredToParameterName@@" dict, numbers, ...) are counted in
+ *     skipped_non_array.
+ *   - Duplicate keys: the later value wins, kept at the position of the first, which
+ *     is what Python's pickle.load (and so paddle.load) produces.
+ *   - Bytes after STOP are ignored, as pickle.load does.
+ *   - Keys must be valid UTF-8 (checked when read) without NUL characters.
+ *   - Arrays are checked here with their key: shape entries are ints >= 0, at most
+ *     PDPARAMS_MAX_NDIM dimensions, numel * itemsize does not overflow and equals the
+ *     data length. Dtypes other than f4/f8/f2 become DTYPE_OTHER and are refused only
+ *     by array_to_f32; a dtype whose item size is unknown (structured, 'float32'...) is
+ *     refused here.
+ */
+#include "io/pdparams.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/pickle.h"
+
+typedef struct sd_storage {
+    uint8_t *file;                 /* the whole file */
+    size_t file_size;
+    pk_blob *blobs;                /* decoded protocol-2 byte strings */
+    char *keys;                    /* all keys, NUL-terminated, back to back */
+    const array_entry **sorted;    /* entries by key, for state_dict_find */
+} sd_storage;
+
+typedef struct key_ref {
+    const uint8_t *ptr;
+    size_t len;
+    size_t pos;                    /* index of the pair in the dict */
+} key_ref;
+
+static int host_big_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char c;
+    memcpy(&c, &one, 1);
+    return c == 0;
+}
+
+static int cmp_key_ref(const void *pa, const void *pb)
+{
+    const key_ref *a = pa, *b = pb;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = n ? memcmp(a->ptr, b->ptr, n) : 0;
+    if (c)
+        return c;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+static int cmp_entry_ptr(const void *pa, const void *pb)
+{
+    const array_entry *a = *(const array_entry *const *)pa;
+    const array_entry *b = *(const array_entry *const *)pb;
+    return strcmp(a->key, b->key);
+}
+
+static void format_shape(const int64_t *shape, int ndim, char *out, size_t n)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(out, n, "(");
+    for (int i = 0; i < ndim && o < n; i++)
+        o += (size_t)snprintf(out + o, n - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (o < n)
+        snprintf(out + o, n - o, ndim == 1 ? ",)" : ")");
+}
+
+static void storage_free(sd_storage *s)
+{
+    if (!s)
+        return;
+    free(s->file);
+    pk_blobs_free(s->blobs);
+    free(s->keys);
+    free(s->sorted);
+    free(s);
+}
+
+void state_dict_free(state_dict *sd)
+{
+    if (!sd)
+        return;
+    storage_free(sd->storage);
+    free(sd->entries);
+    memset(sd, 0, sizeof *sd);
+}
+
+/* Fills e (all but the key) from an ndarray object. key is printable, for messages. */
+static cspresnet_status fill_entry(const char *name, const char *key, const pk_obj *obj,
+                                   array_entry *e, error_buf *err)
+{
+    const pk_ndarray *a = &obj->u.arr;
+    if (!a->built)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: key '%s': the ndarray made at offset %zu never got its state "
+                         "(no BUILD)", name, key, obj->offset);
+    const pk_dtype *d = &a->dtype->u.dtype;
+    memcpy(e->dtype_str, d->str, sizeof e->dtype_str);
+    e->dtype_str[sizeof e->dtype_str - 1] = '\0';
+    if (d->itemsize == 0 || d->structured)
+        return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
+                         "%s: key '%s': dtype '%s' (array at offset %zu) is not supported",
+                         name, key, d->str, obj->offset);
+    if (d->kind == 'f' && d->itemsize == 4)
+        e->dtype = DTYPE_F32;
+    else if (d->kind == 'f' && d->itemsize == 8)
+        e->dtype = DTYPE_F64;
+    else if (d->kind == 'f' && d->itemsize == 2)
+        e->dtype = DTYPE_F16;
+    else
+        e->dtype = DTYPE_OTHER;
+    e->big_endian = d->byteorder == '>' || (d->byteorder == '=' && host_big_endian());
+    e->fortran_order = a->fortran;
+
+    const pk_seq *shape = &a->shape->u.seq;
+    if (shape->len > PDPARAMS_MAX_NDIM)
+        return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
+                         "%s: key '%s': %zu dimensions (array at offset %zu); at most %d are "
+                         "supported", name, key, shape->len, obj->offset, PDPARAMS_MAX_NDIM);
+    e->ndim = (int)shape->len;
+    int64_t numel = 1;
+    int overflow = 0;
+    for (int i = 0; i < e->ndim; i++) {
+        const pk_obj *dim = shape->items[i];
+        if (dim->kind != PK_INT)
+            return error_set(err, CSPRESNET_ERR_FORMAT,
+                             "%s: key '%s': shape entry %d is a %s, not an int (array at "
+                             "offset %zu)", name, key, i, pk_kind_name(dim->kind), obj->offset);
+        if (dim->u.i < 0)
+            return error_set(err, CSPRESNET_ERR_FORMAT,
+                             "%s: key '%s': shape entry %d is negative (%lld) (array at "
+                             "offset %zu)", name, key, i, (long long)dim->u.i, obj->offset);
+        e->shape[i] = dim->u.i;
+        if (dim->u.i && numel > INT64_MAX / dim->u.i)
+            overflow = 1;
+        else
+            numel *= dim->u.i;
+    }
+    char shp[256];
+    format_shape(e->shape, e->ndim, shp, sizeof shp);
+    if (overflow || (uint64_t)numel > (uint64_t)SIZE_MAX / d->itemsize ||
+        (uint64_t)numel > (uint64_t)INT64_MAX / d->itemsize)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: key '%s': shape %s of dtype '%s' is too large (array at offset "
+                         "%zu)", name, key, shp, d->str, obj->offset);
+    e->numel = numel;
+    const pk_bytes *data = &a->data->u.b;
+    size_t need = (size_t)numel * d->itemsize;
+    if (data->len != need)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: key '%s': data holds %zu bytes but shape %s of dtype '%s' needs "
+                         "%zu (data at offset %zu)", name, key, data->len, shp, d->str, need,
+                         data->data_offset);
+    e->raw = data->ptr;
+    e->raw_size = data->len;
+    e->file_offset = data->data_offset;
+    return CSPRESNET_OK;
+}
+
+/* Turns the top-level dict into entries. */
+static cspresnet_status build_entries(const char *name, const pk_obj *root, state_dict *out,
+                                      sd_storage *s, error_buf *err)
+{
+    if (root->kind != PK_DICT)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: the top-level object is a %s, not a dict of arrays", name,
+                         pk_kind_name(root->kind));
+    size_t n = root->u.seq.len;
+    pk_obj **items = root->u.seq.items;
+    cspresnet_status st = CSPRESNET_OK;
+    key_ref *refs = malloc((n ? n : 1) * sizeof *refs);
+    size_t *winner = malloc((n ? n : 1) * sizeof *winner);  /* first pos -> last pos */
+    if (!refs || !winner) {
+        st = error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu keys", name, n);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const pk_obj *k = items[2 * i];
+        if (k->kind != PK_STR) {
+            st = error_set(err, CSPRESNET_ERR_FORMAT,
+                           "%s: top-level dict key number %zu has type %s, not str (made "
+                           "at offset %zu)", name, i, pk_kind_name(k->kind), k->offset);
+            goto done;
+        }
+        if (memchr(k->u.b.ptr, '\0', k->u.b.len)) {
+            char kp[200];
+            pk_printable(k->u.b.ptr, k->u.b.len, kp, sizeof kp);
+            st = error_set(err, CSPRESNET_ERR_FORMAT,
+                           "%s: key '%s' (offset %zu) contains a NUL character", name, kp,
+                           k->u.b.data_offset);
+            goto done;
+        }
+        refs[i] = (key_ref){k->u.b.ptr, k->u.b.len, i};
+        winner[i] = SIZE_MAX;
+    }
+    if (n)
+        qsort(refs, n, sizeof *refs, cmp_key_ref);
+    size_t unique = 0, key_bytes = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && refs[j].len == refs[i].len &&
+               (refs[i].len == 0 || memcmp(refs[j].ptr, refs[i].ptr, refs[i].len) == 0))
+            j++;
+        winner[refs[i].pos] = refs[j - 1].pos;  /* sorted by position inside a group */
+        unique++;
+        key_bytes += refs[i].len + 1;
+        i = j;
+    }
+
+    size_t arrays = 0;
+    for (size_t i = 0; i < n; i++)
+        if (winner[i] != SIZE_MAX && items[2 * winner[i] + 1]->kind == PK_NDARRAY)
+            arrays++;
+    out->entries = calloc(arrays ? arrays : 1, sizeof *out->entries);
+    s->keys = malloc(key_bytes ? key_bytes : 1);
+    s->sorted = malloc((arrays ? arrays : 1) * sizeof *s->sorted);
+    if (!out->entries || !s->keys || !s->sorted) {
+        st = error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu entries", name,
+                       arrays);
+        goto done;
+    }
+    char *kp = s->keys;
+    out->count = 0;
+    out->skipped_non_array = unique - arrays;
+    for (size_t i = 0; i < n; i++) {
+        if (winner[i] == SIZE_MAX)
+            continue;
+        const pk_obj *value = items[2 * winner[i] + 1];
+        if (value->kind != PK_NDARRAY)
+            continue;
+        const pk_bytes *k = &items[2 * i]->u.b;
+        array_entry *e = &out->entries[out->count];
+        memcpy(kp, k->ptr, k->len);
+        kp[k->len] = '\0';
+        e->key = kp;
+        kp += k->len + 1;
+        char key_print[200];
+        pk_printable(k->ptr, k->len, key_print, sizeof key_print);
+        if ((st = fill_entry(name, key_print, value, e, err)) != CSPRESNET_OK)
+            goto done;
+        s->sorted[out->count] = e;
+        out->count++;
+    }
+    if (out->count)
+        qsort(s->sorted, out->count, sizeof *s->sorted, cmp_entry_ptr);
+done:
+    free(refs);
+    free(winner);
+    return st;
+}
+
+/* Parses buf (taking it over: it is kept by *out or freed). */
+static cspresnet_status parse_owned(uint8_t *buf, size_t size, const char *name,
+                                    state_dict *out, error_buf *err)
+{
+    memset(out, 0, sizeof *out);
+    sd_storage *s = calloc(1, sizeof *s);
+    if (!s) {
+        free(buf);
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", name);
+    }
+    s->file = buf;
+    s->file_size = size;
+
+    pk_unpickler u;
+    pk_obj *root = NULL;
+    pk_init(&u, buf, size, name);
+    cspresnet_status st = pk_load(&u, &root, err);
+    if (st == CSPRESNET_OK)
+        st = build_entries(name, root, out, s, err);
+    s->blobs = pk_take_blobs(&u);
+    pk_free(&u);
+    if (st != CSPRESNET_OK) {
+        storage_free(s);
+        free(out->entries);
+        memset(out, 0, sizeof *out);
+        return st;
+    }
+    out->storage = s;
+    return CSPRESNET_OK;
+}
+
+cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const char *name,
+                                      state_dict *out, error_buf *err)
+{
+    if (!name)
+        name = "(memory)";
+    if (!out)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no state_dict to fill", name);
+    memset(out, 0, sizeof *out);
+    if (!data && size)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: NULL data", name);
+    uint8_t *copy = malloc(size ? size : 1);
+    if (!copy)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory copying %zu bytes", name,
+                         size);
+    if (size)
+        memcpy(copy, data, size);
+    return parse_owned(copy, size, name, out, err);
+}
+
+/* Reads the whole file (regular or not) into a malloc'd buffer. */
+static cspresnet_status read_whole_file(const char *path, uint8_t **buf, size_t *size,
+                                        error_buf *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return error_set(err, CSPRESNET_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
+        int e = errno;
+        fclose(f);
+        return error_set(err, CSPRESNET_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        return error_set(err, CSPRESNET_ERR_IO, "%s: is a directory", path);
+    }
+    size_t cap = S_ISREG(sb.st_mode) && sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
+    size_t n = 0;
+    uint8_t *b = malloc(cap);
+    if (!b) {
+        fclose(f);
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory reading %zu bytes",
+                         path, cap);
+    }
+    for (;;) {
+        if (n == cap) {
+            size_t ncap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+            uint8_t *nb = ncap > cap ? realloc(b, ncap) : NULL;
+            if (!nb) {
+                free(b);
+                fclose(f);
+                return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory reading", path);
+            }
+            b = nb;
+            cap = ncap;
+        }
+        size_t got = fread(b + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                int e = errno;
+                free(b);
+                fclose(f);
+                return error_set(err, CSPRESNET_ERR_IO, "%s: read error after %zu bytes: %s",
+                                 path, n, strerror(e));
+            }
+            break;
+        }
+    }
+    fclose(f);
+    *buf = b;
+    *size = n;
+    return CSPRESNET_OK;
+}
+
+cspresnet_status pdparams_read_file(const char *path, state_dict *out, error_buf *err)
+{
+    if (!out)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "pdparams_read_file: no state_dict");
+    memset(out, 0, sizeof *out);
+    if (!path)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "pdparams_read_file: NULL path");
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    cspresnet_status st = read_whole_file(path, &buf, &size, err);
+    if (st != CSPRESNET_OK)
+        return st;
+    return parse_owned(buf, size, path, out, err);
+}
+
+const array_entry *state_dict_find(const state_dict *sd, const char *key)
+{
+    if (!sd || !key || !sd->storage || sd->count == 0)
+        return NULL;
+    const sd_storage *s = sd->storage;
+    size_t lo = 0, hi = sd->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(key, s->sorted[mid]->key);
+        if (c == 0)
+            return s->sorted[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
