@@ -37,7 +37,7 @@ static int random_input(npy_array *x, const int size[4])
 static void help(void)
 {
     printf("usage: cspresnet infer --weights FILE --input X.npy --out DIR\n"
-           "                       [--act A] [--return-idx 1,2,3] [--threads N] [-q]\n"
+           "                       [--act A] [--return-idx 1,2,3] [--threads N] [--deploy] [-q]\n"
            "       cspresnet infer --arch P [--input-size N,3,H,W] --out DIR   (random weights, a try-out)\n"
            "                       [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha]\n"
            "\n"
@@ -49,6 +49,8 @@ static void help(void)
            "                   t-relu variants); the file cannot tell\n"
            "  --return-idx     stages to write (default 1,2,3 as the detectors use; 0,1,2,3 for P2)\n"
            "  --threads N      worker threads (default: all online CPUs)\n"
+           "  --deploy         run the fused network (BN folded, RepVGG branches merged, as upstream's\n"
+           "                   convert_to_deploy); same outputs within float rounding, fewer FLOPs\n"
            "  --arch, --large-stem, --small-stem, --alpha, --no-alpha\n"
            "                   optional checks: an error if the file's architecture differs.\n"
            "                   --alpha on a file without alpha uses alpha = 1.0, as upstream does\n"
@@ -65,7 +67,7 @@ int cmd_infer(int argc, char **argv)
     arch_flags f;
     arch_flags_init(&f);
     const char *weights = NULL, *input_path = NULL, *out_dir = NULL;
-    int threads = 0, quiet = 0;
+    int threads = 0, quiet = 0, deploy = 0;
     int input_size[4] = {1, 3, 640, 640};
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "infer");
@@ -100,6 +102,8 @@ int cmd_infer(int argc, char **argv)
                 fprintf(stderr, "cspresnet infer: --input-size must be N,3,H,W with N in 1..4096, H and W in 1..16384\n");
                 return EXIT_USAGE;
             }
+        } else if (strcmp(a, "--deploy") == 0) {
+            deploy = 1;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else {
@@ -151,6 +155,15 @@ int cmd_infer(int argc, char **argv)
         }
         if (!quiet)
             fprintf(stderr, "note: no --weights given: using seeded random weights (outputs are not meaningful)\n");
+    }
+    if (deploy) {
+        cspresnet_model *fused;
+        if (cspresnet_model_deploy(model, &fused, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
+            goto done;
+        }
+        cspresnet_model_free(model);
+        model = fused;
     }
     if (input_path) {
         if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {

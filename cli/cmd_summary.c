@@ -9,7 +9,7 @@ static void help(void)
     printf("usage: cspresnet summary [--arch t|s|m|l|x | --width-mult W --depth-mult D]\n"
            "                         [--layers L0,L1,L2,L3] [--channels C0,C1,C2,C3,C4]\n"
            "                         [--act A] [--large-stem | --small-stem] [--alpha | --no-alpha]\n"
-           "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE]\n"
+           "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE] [--deploy]\n"
            "\n"
            "Prints every layer with its input and output shapes and parameters, as paddle.summary\n"
            "does, the total / trainable / non-trainable parameter counts (BN statistics are\n"
@@ -23,7 +23,8 @@ static void help(void)
            "  --large-stem / --small-stem   three or two stem convs (default large, as every shipped config)\n"
            "  --alpha           learnable RepVGG alpha (PP-YOLOE+)\n"
            "  --input-size      default 1,3,640,640\n"
-           "  --weights FILE    take the architecture from a .pdparams file instead\n");
+           "  --weights FILE    take the architecture from a .pdparams file instead\n"
+           "  --deploy          the fused network: BN folded into convs, one 3x3 conv per RepVGG block\n");
 }
 
 int cmd_summary(int argc, char **argv)
@@ -32,6 +33,7 @@ int cmd_summary(int argc, char **argv)
     arch_flags_init(&f);
     int input[4] = {1, 3, 640, 640};
     const char *weights = NULL;
+    int deploy = 0;
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "summary");
         if (r < 0)
@@ -50,6 +52,8 @@ int cmd_summary(int argc, char **argv)
                 fprintf(stderr, "cspresnet summary: --input-size '%s' must be N,3,H,W with N, H, W >= 1\n", v);
                 return EXIT_USAGE;
             }
+        } else if (strcmp(argv[i], "--deploy") == 0) {
+            deploy = 1;
         } else if (strcmp(argv[i], "--weights") == 0) {
             if (!(weights = flag_value(argc, argv, &i, "summary")))
                 return EXIT_USAGE;
@@ -86,7 +90,7 @@ int cmd_summary(int argc, char **argv)
     } else if (arch_flags_config(&f, &cfg, "summary") != 0) {
         return EXIT_USAGE;
     }
-    if (cspresnet_summary_print(&cfg, input[0], input[2], input[3], stdout, err, sizeof err) != CSPRESNET_OK) {
+    if (cspresnet_summary_print(&cfg, deploy, input[0], input[2], input[3], stdout, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet summary: %s\n", err);
         return 1;
     }

@@ -147,6 +147,18 @@ void cspresnet_load_options_init(cspresnet_load_options *opt);
 cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *opt,
                                       cspresnet_model **out, char *err, size_t err_size);
 
+/* Deploy mode, as upstream's convert_to_deploy and then some: every BN is folded into
+ * its conv (t = weight / sqrt(_variance + eps); kernel * t; bias - _mean * weight /
+ * sqrt(_variance + eps)), each RepVGG block becomes one 3x3 conv with kernel
+ * K3 + alpha * pad(K1) and bias b3 + alpha * b1, computed in float32 in upstream's order,
+ * and the activation (and the BasicBlock shortcut) run in the conv's epilogue. The
+ * result is a new model (the caller owns it); `model` is unchanged. A deployed model's
+ * parameters are "<layer>.conv.weight" and "<layer>.conv.bias" for every conv layer
+ * (RepVGG blocks: "...blocks.j.conv2.conv.*", upstream's deploy names) and the ESE fc. */
+cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_model **out,
+                                        char *err, size_t err_size);
+int cspresnet_model_is_deployed(const cspresnet_model *model);
+
 /* The model's architecture. Valid until cspresnet_model_free. */
 const cspresnet_config *cspresnet_model_config(const cspresnet_model *model);
 
@@ -204,9 +216,11 @@ void cspresnet_context_free(cspresnet_context *ctx);
  * forward hooks fire) with input shape, output shape and the layer's own parameters;
  * then total, trainable and non-trainable parameter counts (BN _mean/_variance are
  * non-trainable parameters, as in Paddle), the sizes in MB, and the conv MACs and
- * FLOPs (= 2 x MACs) of the stem, each stage and the whole. */
-cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int n, int h, int w,
-                                         FILE *out, char *err, size_t err_size);
+ * FLOPs (= 2 x MACs) of the stem, each stage and the whole. deployed = 1 shows the
+ * fused network of cspresnet_model_deploy (conv layers with bias, no BN, one conv per
+ * RepVGG block). */
+cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int deployed, int n,
+                                         int h, int w, FILE *out, char *err, size_t err_size);
 
 /* Output size of a 3x3 stride-2 pad-1 conv: (size + 1) / 2. Stage i output of an
  * h x w input is h reduced i + 2 times. */

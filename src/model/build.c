@@ -12,6 +12,11 @@
  *   CSPResStage  : x = conv_down(x); y1 = conv1(x) -> slice [0, mid/2) of Y;
  *                  z = conv2(x); z = blocks(z), the last add writing slice [mid/2, mid);
  *                  ese(Y); out = conv3(Y)
+ *
+ * Deployed form (deploy.c fills its weights): every ConvBNLayer is one conv with bias
+ * and the activation in its epilogue ("<path>.conv.weight", "<path>.conv.bias"); a
+ * RepVggBlock is one 3x3 conv with bias ("<block>.conv2.conv.weight/bias", as
+ * upstream's convert_to_deploy names it) whose epilogue also adds the shortcut.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,9 +114,40 @@ static graph_node *add_node(builder *b, node_kind kind, const char *name)
 /* ConvBNLayer at `path`: params in state_dict order, then conv -> bn -> act nodes.
  * Writes into `out` (an existing tensor, possibly a slice) or a new one when out < 0.
  * Returns the output tensor. */
+/* Deployed ConvBNLayer / RepVggBlock: one conv with bias, act, optional residual. */
+static int conv_fused(builder *b, const char *path, int in, int cin, int cout, int k, int stride,
+                      cspresnet_act act, int out, int residual)
+{
+    char prefix[MODEL_KEY_MAX], name[MODEL_KEY_MAX];
+    snprintf(prefix, sizeof prefix, "%s.", path);
+    int w = add_param(b, prefix, "conv.weight", PARAM_CONV_WEIGHT, 4, cout, cin, k, k);
+    int bias = add_param(b, prefix, "conv.bias", PARAM_CONV_BIAS, 1, cout, 0, 0, 0);
+    if (b->failed)
+        return 0;
+    int level = b->m->tensors[in].level + (stride == 2 ? 1 : 0);
+    if (out < 0)
+        out = add_tensor(b, cout, level, -1, 0);
+    snprintf(name, sizeof name, "%s.conv", path);
+    graph_node *n = add_node(b, NODE_CONV, name);
+    n->in0 = in;
+    n->in1 = residual;
+    n->out = out;
+    n->cin = cin;
+    n->cout = cout;
+    n->k = k;
+    n->stride = stride;
+    n->pad = k / 2;
+    n->weight = w;
+    n->bias = bias;
+    n->act = act;
+    return out;
+}
+
 static int conv_bn(builder *b, const char *path, int in, int cin, int cout, int k, int stride,
                    cspresnet_act act, int out)
 {
+    if (b->m->deployed)
+        return conv_fused(b, path, in, cin, cout, k, stride, act, out, -1);
     char prefix[MODEL_KEY_MAX], name[MODEL_KEY_MAX];
     snprintf(prefix, sizeof prefix, "%s.", path);
     int w = add_param(b, prefix, "conv.weight", PARAM_CONV_WEIGHT, 4, cout, cin, k, k);
@@ -161,6 +197,10 @@ static int basic_block(builder *b, const char *path, int x, int c, int out)
     char p1[MODEL_KEY_MAX], p2[MODEL_KEY_MAX], name[MODEL_KEY_MAX];
     snprintf(p1, sizeof p1, "%s.conv1", path);
     int y = conv_bn(b, p1, x, c, c, 3, 1, cfg->act, -1);
+    if (b->m->deployed) {
+        snprintf(p2, sizeof p2, "%s.conv2", path);
+        return conv_fused(b, p2, y, c, c, 3, 1, cfg->act, out, x);
+    }
 
     /* RepVggBlock "path.conv2": alpha first (Paddle order), then its two branches. */
     int alpha = -1;
@@ -237,13 +277,15 @@ static int csp_stage(builder *b, int stage, int x)
     return out;
 }
 
-cspresnet_status model_build(const cspresnet_config *cfg, cspresnet_model **out, error_buf *err)
+cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresnet_model **out,
+                             error_buf *err)
 {
     *out = NULL;
     cspresnet_model *m = calloc(1, sizeof *m);
     if (!m)
         return error_set(err, CSPRESNET_ERR_MEMORY, "out of memory building the model");
     m->cfg = *cfg;
+    m->deployed = deployed;
     builder b = {.m = m};
 
     int x = add_tensor(&b, 3, 0, -1, 0); /* tensor 0: the caller's input */

@@ -225,7 +225,11 @@ static void run_node(cspresnet_context *ctx, op_exec *ex, const graph_node *nd, 
     switch (nd->kind) {
     case NODE_CONV: {
         conv_geom g = {nd->cin, in0.h, in0.w, nd->cout, out.h, out.w, nd->k, nd->stride, nd->pad};
-        conv2d_forward(ex, &g, W + P[nd->weight].offset, &in0, &out);
+        tensor4 res = nd->in1 >= 0 ? view(ctx, nd->in1, input) : in0;
+        conv_epilogue ep = {nd->bias >= 0 ? W + P[nd->bias].offset : NULL, nd->act,
+                            nd->in1 >= 0 ? &res : NULL};
+        int plain = nd->bias < 0 && nd->act == CSPRESNET_ACT_NONE && nd->in1 < 0;
+        conv2d_forward(ex, &g, W + P[nd->weight].offset, &in0, &out, plain ? NULL : &ep);
         break;
     }
     case NODE_BN:

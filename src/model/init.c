@@ -48,6 +48,7 @@ void model_init_random(cspresnet_model *m, uint64_t seed)
         case PARAM_BN_BIAS:
         case PARAM_BN_MEAN:
         case PARAM_FC_BIAS:
+        case PARAM_CONV_BIAS:
             for (long j = 0; j < p->numel; j++)
                 w[j] = 0.0f;
             break;
@@ -65,7 +66,7 @@ cspresnet_status cspresnet_model_create(const cspresnet_config *cfg, uint64_t se
     if (s != CSPRESNET_OK)
         return s;
     error_buf e;
-    s = model_build(cfg, out, &e);
+    s = model_build(cfg, 0, out, &e);
     if (s != CSPRESNET_OK) {
         error_copy_out(&e, err, err_size);
         return s;

@@ -294,7 +294,7 @@ cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_opt
         error_set(&e, s, "%s: %s", path, cerr);
         goto done;
     }
-    s = model_build(&cfg, &m, &e);
+    s = model_build(&cfg, 0, &m, &e);
     if (s != CSPRESNET_OK)
         goto done;
     int alpha_defaulted = 0;

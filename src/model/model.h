@@ -30,7 +30,8 @@ typedef enum param_role {
     PARAM_BN_VARIANCE,
     PARAM_ALPHA,
     PARAM_FC_WEIGHT,
-    PARAM_FC_BIAS
+    PARAM_FC_BIAS,
+    PARAM_CONV_BIAS            /* deployed models only: BN folded into the conv */
 } param_role;
 
 typedef struct param_info {
@@ -49,10 +50,10 @@ typedef struct graph_node {
     node_kind kind;
     char name[MODEL_KEY_MAX];  /* module path, e.g. "stages.1.blocks.0.conv2.conv1.conv" */
     int in0, in1, out;         /* tensor ids; in1 only for add; bn/act/ese are in place */
-    /* conv */
+    /* conv: out = act(conv(in0) + bias) + in1, bias/act/in1 optional (deployed models) */
     int cin, cout, k, stride, pad;
     int weight;                /* param index: conv weight or ESE fc weight */
-    int bias;                  /* param index: ESE fc bias, else -1 */
+    int bias;                  /* param index: conv bias or ESE fc bias, else -1 */
     /* bn */
     int bn_weight, bn_bias, bn_mean, bn_variance;
     /* act */
@@ -71,6 +72,7 @@ typedef struct graph_tensor {
 
 struct cspresnet_model {
     cspresnet_config cfg;
+    int deployed;              /* 1: BN folded, RepVGG branches fused, act in the conv */
     param_info *params;
     size_t n_params;
     float *weights;            /* the weight arena */
@@ -86,8 +88,9 @@ struct cspresnet_model {
 int model_stage_mid(const cspresnet_config *cfg, int stage);   /* (cin + cout) / 2 */
 int model_stem_mid(const cspresnet_config *cfg);               /* channels[0] / 2 */
 
-/* build.c: allocates params, weight arena (zeroed) and graph for a valid cfg. */
-cspresnet_status model_build(const cspresnet_config *cfg, cspresnet_model **out,
+/* build.c: allocates params, weight arena (zeroed) and graph for a valid cfg; the
+ * deployed form has conv weight+bias per ConvBNLayer and one 3x3 conv per RepVGG block. */
+cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresnet_model **out,
                              error_buf *err);
 /* Index of a parameter by key, or -1. */
 long model_find_param(const cspresnet_model *m, const char *key);

@@ -9,6 +9,8 @@
  * layers, and have no rows. Row names are "<Class>-<k>", k counting per class.
  *
  * MACs count the multiply-adds of every Conv2D (including the ESE fc); FLOPs = 2 x MACs.
+ * The deployed network (deploy.c) has Conv2D rows with weight and bias, no BN rows, and
+ * one 3x3 Conv2D per RepVggBlock.
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +31,7 @@ typedef struct summary {
     long long total, trainable;
     double activations;      /* sum of output elements, for paddle's pass size */
     double macs;             /* of the current section */
+    int deployed;            /* rows of the fused network */
 } summary;
 
 static void row(summary *s, int cls, shape4 in, shape4 out, long long params, long long trainable)
@@ -57,11 +60,24 @@ static shape4 conv_bn(summary *s, shape4 in, long cout, int k, int stride)
 {
     shape4 out = {in.n, cout, stride == 2 ? (in.h + 1) / 2 : in.h, stride == 2 ? (in.w + 1) / 2 : in.w};
     long long wparams = (long long)cout * in.c * k * k;
-    row(s, CLS_CONV, in, out, wparams, wparams);
-    row(s, CLS_BN, out, out, 4LL * cout, 2LL * cout);
+    if (s->deployed) {
+        row(s, CLS_CONV, in, out, wparams + cout, wparams + cout);
+    } else {
+        row(s, CLS_CONV, in, out, wparams, wparams);
+        row(s, CLS_BN, out, out, 4LL * cout, 2LL * cout);
+    }
     row(s, CLS_CONVBN, in, out, 0, 0);
     s->macs += (double)wparams * out.h * out.w * out.n;
     return out;
+}
+
+/* Deployed RepVggBlock: one 3x3 Conv2D with bias (upstream deletes conv1 / conv2). */
+static void repvgg_deployed(summary *s, shape4 y)
+{
+    long long wparams = (long long)y.c * y.c * 9;
+    row(s, CLS_CONV, y, y, wparams + y.c, wparams + y.c);
+    s->macs += (double)wparams * y.h * y.w * y.n;
+    row(s, CLS_REPVGG, y, y, 0, 0);
 }
 
 static shape4 stage(summary *s, const cspresnet_config *cfg, int i, shape4 in)
@@ -72,9 +88,13 @@ static shape4 stage(summary *s, const cspresnet_config *cfg, int i, shape4 in)
     shape4 z = conv_bn(s, x, half, 1, 1);
     for (int j = 0; j < cfg->layers[i]; j++) {
         shape4 y = conv_bn(s, z, half, 3, 1);
-        conv_bn(s, y, half, 3, 1);
-        conv_bn(s, y, half, 1, 1);
-        row(s, CLS_REPVGG, y, y, cfg->use_alpha ? 1 : 0, cfg->use_alpha ? 1 : 0);
+        if (s->deployed) {
+            repvgg_deployed(s, y);
+        } else {
+            conv_bn(s, y, half, 3, 1);
+            conv_bn(s, y, half, 1, 1);
+            row(s, CLS_REPVGG, y, y, cfg->use_alpha ? 1 : 0, cfg->use_alpha ? 1 : 0);
+        }
         row(s, CLS_BASIC, z, y, 0, 0);
     }
     shape4 cat = {x.n, mid, x.h, x.w};
@@ -101,8 +121,8 @@ static void print_count(FILE *out, const char *label, long long v)
     fprintf(out, "%s: %s\n", label, num);
 }
 
-cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int n, int h, int w,
-                                         FILE *out, char *err, size_t err_size)
+cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int deployed, int n,
+                                         int h, int w, FILE *out, char *err, size_t err_size)
 {
     cspresnet_status st = cspresnet_config_validate(cfg, err, err_size);
     if (st != CSPRESNET_OK)
@@ -113,7 +133,7 @@ cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int n, int
         error_copy_out(&e, err, err_size);
         return CSPRESNET_ERR_ARGUMENT;
     }
-    summary s = {.out = out};
+    summary s = {.out = out, .deployed = deployed != 0};
     double section_macs[CSPRESNET_NUM_STAGES + 1];
     const char *rule = "------------------------------------------------------------------------------";
     const char *dbl = "==============================================================================";
@@ -145,7 +165,8 @@ cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int n, int
     fprintf(out, "Params size (MB): %.2f\n", params_mb);
     fprintf(out, "Estimated Total Size (MB): %.2f\n", input_mb + pass_mb + params_mb);
     fprintf(out, "%s\n", rule);
-    fprintf(out, "Compute for input [%d, 3, %d, %d] (conv multiply-adds; FLOPs = 2 x MACs):\n", n, h, w);
+    fprintf(out, "Compute for input [%d, 3, %d, %d]%s (conv multiply-adds; FLOPs = 2 x MACs):\n", n, h, w,
+            deployed ? ", deployed" : "");
     double total = 0;
     for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++) {
         char label[32];

@@ -6,8 +6,10 @@
  * contiguous run of tasks, packs CONV_KC rows of the im2col matrix for its columns
  * into its own panel (no full im2col buffer), and runs the micro-kernel over all
  * output channels. The reduction order over K is fixed, so results do not depend on
- * the thread count.
+ * the thread count. The epilogue (bias, activation, residual) is applied to a tile's
+ * OC x nc block right after its last K block, while it is still in cache.
  */
+#include "kernels/pointwise.h"
 #include "ops/ops.h"
 
 long conv2d_scratch_per_thread(void) { return (long)CONV_KC * CONV_NC; }
@@ -18,6 +20,7 @@ typedef struct conv_job {
     const float *weight;
     const tensor4 *in;
     const tensor4 *out;
+    const conv_epilogue *ep;
 } conv_job;
 
 static void conv_tile(const conv_job *job, float *panel, int image, long n0, int nc)
@@ -43,6 +46,18 @@ static void conv_tile(const conv_job *job, float *panel, int image, long n0, int
             }
         }
     }
+    const conv_epilogue *ep = job->ep;
+    if (!ep)
+        return;
+    const float *res = ep->residual ? ep->residual->data + image * ep->residual->batch_stride + n0 : NULL;
+    for (int oc = 0; oc < g->out_c; oc++) {
+        float *row = dst + oc * N;
+        if (ep->bias)
+            f32_add_scalar__ref(row, nc, ep->bias[oc]);
+        f32_activation__ref(ep->act, row, nc);
+        if (res)
+            f32_add_scaled__ref(row, res + oc * N, 1.0f, row, nc);
+    }
 }
 
 static void conv_worker(void *arg, int t, int nt)
@@ -63,8 +78,8 @@ static void conv_worker(void *arg, int t, int nt)
 }
 
 void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
-                    const tensor4 *out)
+                    const tensor4 *out, const conv_epilogue *ep)
 {
-    conv_job job = {ex, g, weight, in, out};
+    conv_job job = {ex, g, weight, in, out, ep};
     threadpool_run(ex->pool, conv_worker, &job);
 }

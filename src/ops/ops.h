@@ -32,12 +32,20 @@ typedef struct op_exec {
     float *op_scratch;           /* shared scratch for small ops (ESE statistics) */
 } op_exec;
 
-/* conv2d.c: in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), no bias. */
+/* conv2d.c: in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), then the epilogue
+ * out = act(out + bias[oc]) + residual (each part optional; ep may be NULL). The
+ * epilogue runs on each tile while it is still in cache: it is how deploy mode fuses
+ * BN (folded into weight and bias), the activation and the BasicBlock shortcut. */
 #define CONV_KC 256   /* rows of the im2col matrix packed at a time */
 #define CONV_NC 128   /* columns packed at a time (a multiple of GEMM_NR) */
+typedef struct conv_epilogue {
+    const float *bias;        /* OC floats or NULL */
+    cspresnet_act act;        /* CSPRESNET_ACT_NONE for none */
+    const tensor4 *residual;  /* same shape as out, or NULL; added after act */
+} conv_epilogue;
 long conv2d_scratch_per_thread(void);
 void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight,
-                    const tensor4 *in, const tensor4 *out);
+                    const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 
 /* batchnorm.c: eval mode, in place: x = (x - mean) / sqrt(var + eps) * w + b per channel. */
 #define BN_EPSILON 1e-5f

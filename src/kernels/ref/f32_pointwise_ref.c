@@ -89,3 +89,9 @@ void f32_scale__ref(float *x, long count, float scale)
     for (long i = 0; i < count; i++)
         x[i] *= scale;
 }
+
+void f32_add_scalar__ref(float *x, long count, float value)
+{
+    for (long i = 0; i < count; i++)
+        x[i] += value;
+}

@@ -1,0 +1,155 @@
+/*
+ * deploy.c - the fused network: BN folded into convs, RepVGG branches merged.
+ *
+ * Upstream (RepVggBlock._fuse_bn_tensor / get_equivalent_kernel_bias), in float32:
+ *   std = sqrt(_variance + eps); t = weight / std
+ *   kernel' = kernel * t;  bias' = bias - _mean * weight / std   (left to right)
+ *   RepVGG: K = K3' + alpha * pad(K1'), b = b3' + alpha * b1'   (without alpha: K3' + pad(K1'))
+ * Every ConvBNLayer is folded with the same rule (upstream keeps BN there; the
+ * arithmetic is that of the RepVGG branches). The operations are written one by one so
+ * that the compiler cannot contract them; C11 mode keeps -ffp-contract=off.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+
+/* Folds ConvBNLayer `path` (prefix ending in '.') of src into kernel/bias (cout x ksz). */
+static int fold_conv_bn(const cspresnet_model *src, const char *path, float *kernel, float *bias,
+                        long cout, long per_out)
+{
+    char key[MODEL_KEY_MAX];
+    long idx[5];
+    static const char *const parts[5] = {"conv.weight", "bn.weight", "bn.bias", "bn._mean", "bn._variance"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof key, "%s%s", path, parts[i]);
+        idx[i] = model_find_param(src, key);
+        if (idx[i] < 0)
+            return 0;
+    }
+    const float *W = src->weights;
+    const float *k = W + src->params[idx[0]].offset, *gamma = W + src->params[idx[1]].offset,
+                *beta = W + src->params[idx[2]].offset, *mean = W + src->params[idx[3]].offset,
+                *var = W + src->params[idx[4]].offset;
+    if (src->params[idx[0]].numel != cout * per_out)
+        return 0;
+    const float eps = 1e-5f;
+    for (long o = 0; o < cout; o++) {
+        float var_eps = var[o] + eps;
+        float std = sqrtf(var_eps);
+        float t = gamma[o] / std;
+        for (long j = 0; j < per_out; j++)
+            kernel[o * per_out + j] = k[o * per_out + j] * t;
+        float mean_gamma = mean[o] * gamma[o];
+        float shift = mean_gamma / std;
+        bias[o] = beta[o] - shift;
+    }
+    return 1;
+}
+
+static int fuse_repvgg(const cspresnet_model *src, const char *block, float *kernel, float *bias,
+                       long c, float *tmp1x1, float *tmp_bias)
+{
+    char path[MODEL_KEY_MAX], key[MODEL_KEY_MAX];
+    snprintf(path, sizeof path, "%sconv1.", block);
+    if (!fold_conv_bn(src, path, kernel, bias, c, c * 9))
+        return 0;
+    snprintf(path, sizeof path, "%sconv2.", block);
+    if (!fold_conv_bn(src, path, tmp1x1, tmp_bias, c, c))
+        return 0;
+    snprintf(key, sizeof key, "%salpha", block);
+    long ai = model_find_param(src, key);
+    for (long o = 0; o < c; o++) {
+        for (long i = 0; i < c; i++) {
+            float *center = &kernel[(o * c + i) * 9 + 4]; /* pad1 puts K1 at (1, 1) */
+            float k1 = tmp1x1[o * c + i];
+            if (ai >= 0) {
+                float scaled = src->weights[src->params[ai].offset] * k1;
+                *center = *center + scaled;
+            } else {
+                *center = *center + k1;
+            }
+        }
+        if (ai >= 0) {
+            float scaled = src->weights[src->params[ai].offset] * tmp_bias[o];
+            bias[o] = bias[o] + scaled;
+        } else {
+            bias[o] = bias[o] + tmp_bias[o];
+        }
+    }
+    return 1;
+}
+
+cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_model **out,
+                                        char *err, size_t err_size)
+{
+    error_buf e;
+    cspresnet_status s = CSPRESNET_OK;
+    cspresnet_model *d = NULL;
+    float *tmp = NULL;
+    if (!model || !out) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_deploy: model and out must not be NULL");
+        goto done;
+    }
+    *out = NULL;
+    if (model->deployed) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "the model is already deployed");
+        goto done;
+    }
+    s = model_build(&model->cfg, 1, &d, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    long max_c = 0;
+    for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++)
+        if (model->cfg.channels[i] > max_c)
+            max_c = model->cfg.channels[i];
+    /* the largest 1x1 branch is half x half of a stage's mid width <= max channels */
+    tmp = malloc(sizeof(float) * (size_t)(max_c * max_c + max_c));
+    if (!tmp) {
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory deploying the model");
+        goto done;
+    }
+    for (size_t i = 0; i < d->n_params; i++) {
+        const param_info *p = &d->params[i];
+        float *dst = d->weights + p->offset;
+        if (p->role == PARAM_FC_WEIGHT || p->role == PARAM_FC_BIAS) {
+            long si = model_find_param(model, p->key);
+            if (si < 0 || model->params[si].numel != p->numel) {
+                s = error_set(&e, CSPRESNET_ERR_WEIGHTS, "deploy: '%s' not found in the model", p->key);
+                goto done;
+            }
+            memcpy(dst, model->weights + model->params[si].offset, sizeof(float) * (size_t)p->numel);
+            continue;
+        }
+        if (p->role != PARAM_CONV_WEIGHT)
+            continue; /* biases are written with their weights */
+        const param_info *pb = &d->params[i + 1]; /* conv.bias follows conv.weight */
+        char path[MODEL_KEY_MAX];
+        size_t plen = strlen(p->key) - strlen("conv.weight");
+        memcpy(path, p->key, plen);
+        path[plen] = '\0';
+        long cout = p->shape[0], per_out = p->shape[1] * p->shape[2] * p->shape[3];
+        float *bias = d->weights + pb->offset;
+        char probe[MODEL_KEY_MAX];
+        snprintf(probe, sizeof probe, "%sconv1.conv.weight", path);
+        int ok = model_find_param(model, probe) >= 0
+                     ? fuse_repvgg(model, path, dst, bias, cout, tmp, tmp + max_c * max_c)
+                     : fold_conv_bn(model, path, dst, bias, cout, per_out);
+        if (!ok) {
+            s = error_set(&e, CSPRESNET_ERR_WEIGHTS, "deploy: cannot fold the layer '%s'", path);
+            goto done;
+        }
+    }
+    *out = d;
+    d = NULL;
+done:
+    free(tmp);
+    cspresnet_model_free(d);
+    if (s != CSPRESNET_OK)
+        error_copy_out(&e, err, err_size);
+    return s;
+}
+
+int cspresnet_model_is_deployed(const cspresnet_model *model) { return model ? model->deployed : 0; }
