@@ -31,17 +31,21 @@ $(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*/*.h src/kernels/*.h cli/*.h)
 
 $(BUILD)/libcspresnet.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR      $@"
+	@ar rcs $@ $^
 
 $(BUILD)/libcspresnet.so: $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libcspresnet.so.$(SOVERSION) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) -shared -Wl,-soname,libcspresnet.so.$(SOVERSION) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/cspresnet: $(CLI_OBJ) $(BUILD)/libcspresnet.a
-	$(CC) $(ALLFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcspresnet.a $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(ALLFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcspresnet.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libcspresnet.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) -o $@ $< $(BUILD)/libcspresnet.a $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(ALLFLAGS) -o $@ $< $(BUILD)/libcspresnet.a $(LDLIBS)
 
 test: all
 	CSPRESNET_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q tests

@@ -7,19 +7,28 @@
 
 #include "cli.h"
 
+/* One line per subcommand; each lives in cli/cmd_<name>.c. */
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *what;
+} commands[] = {
+    {"summary", cmd_summary, "layer table, parameter counts, MACs and FLOPs of a configuration"},
+    {"infer", cmd_infer, "run .pdparams weights on an .npy input, write the feature maps"},
+};
+
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: cspresnet <command> [options]\n"
-            "\n"
-            "CSPResNet (the PP-YOLOE / PP-YOLOE+ backbone) without Python or Paddle.\n"
-            "\n"
-            "commands:\n"
-            "  summary   layer table, parameter counts, MACs and FLOPs of a configuration\n"
-            "  infer     run official .pdparams weights on an .npy input, write the feature maps\n"
-            "\n"
-            "Run 'cspresnet <command> --help' for the options of a command.\n"
-            "Exit status: 0 success, 1 failure, 2 usage error.\n");
+    fprintf(out, "usage: cspresnet <command> [options]\n"
+                 "\n"
+                 "CSPResNet (the PP-YOLOE / PP-YOLOE+ backbone) without Python or Paddle.\n"
+                 "\n"
+                 "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].what);
+    fprintf(out, "\n"
+                 "Run 'cspresnet <command> --help' for the options of a command.\n"
+                 "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
 int main(int argc, char **argv)
@@ -37,10 +46,9 @@ int main(int argc, char **argv)
         printf("cspresnet %s\n", CSPRESNET_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "summary") == 0)
-        return cmd_summary(argc - 1, argv + 1);
-    if (strcmp(cmd, "infer") == 0)
-        return cmd_infer(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "cspresnet: unknown command '%s'\n", cmd);
     usage(stderr);
     return EXIT_USAGE;

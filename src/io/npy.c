@@ -19,6 +19,7 @@
  * renamed over path; on any error the temporary file is removed and path untouched.
  */
 #include "io/npy.h"
+#include "core/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -356,22 +357,6 @@ cspresnet_status npy_read(const char *path, npy_array *out, error_buf *err)
 
 /* ---------------------------------------------------------------- writing */
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Header (preamble included) for a version 1.0 '<f4' C-order file; returns its
  * length, padded so that the data starts on a 64-byte boundary. */
 static size_t make_header(char *buf, size_t cap, int ndim, const int64_t *shape)
@@ -399,17 +384,18 @@ static size_t make_header(char *buf, size_t cap, int ndim, const int64_t *shape)
     return total;
 }
 
-static cspresnet_status write_data(int fd, const float *data, size_t numel)
+static cspresnet_status write_data(atomic_file *f, const float *data, size_t numel, error_buf *err)
 {
     if (!host_big_endian())
-        return write_all(fd, data, numel * 4) ? CSPRESNET_ERR_IO : CSPRESNET_OK;
+        return atomic_file_write(f, data, numel * 4, err);
     uint8_t chunk[4096];
     for (size_t i = 0; i < numel;) {
         size_t k = numel - i < sizeof chunk / 4 ? numel - i : sizeof chunk / 4;
         memcpy(chunk, data + i, k * 4);
         swap4(chunk, k);
-        if (write_all(fd, chunk, k * 4))
-            return CSPRESNET_ERR_IO;
+        cspresnet_status st = atomic_file_write(f, chunk, k * 4, err);
+        if (st != CSPRESNET_OK)
+            return st;
         i += k;
     }
     return CSPRESNET_OK;
@@ -440,48 +426,16 @@ cspresnet_status npy_write(const char *path, const float *data, int ndim,
     if (hsize == 0)
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: header too long", path);
 
-    size_t tlen = strlen(path) + 64;
-    char *tmp = malloc(tlen);
-    if (!tmp)
-        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, tlen, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        cspresnet_status st = error_set(err, CSPRESNET_ERR_IO,
-                                        "%s: cannot create the temporary file %s: %s", path, tmp,
-                                        strerror(errno));
-        free(tmp);
+    atomic_file f;
+    cspresnet_status st = atomic_file_open(&f, path, err);
+    if (st != CSPRESNET_OK)
+        return st;
+    st = atomic_file_write(&f, header, hsize, err);
+    if (st == CSPRESNET_OK)
+        st = write_data(&f, data, (size_t)numel, err);
+    if (st != CSPRESNET_OK) {
+        atomic_file_abort(&f);
         return st;
     }
-    const char *step = "write";
-    int ok = write_all(fd, header, hsize) == 0 &&
-             write_data(fd, data, (size_t)numel) == CSPRESNET_OK;
-    if (ok && fsync(fd) != 0) {
-        step = "fsync";
-        ok = 0;
-    }
-    int saved = errno;
-    if (close(fd) != 0 && ok) {
-        step = "close";
-        saved = errno;
-        ok = 0;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        step = "rename into place";
-        saved = errno;
-        ok = 0;
-    }
-    cspresnet_status st = CSPRESNET_OK;
-    if (!ok) {
-        unlink(tmp);
-        st = error_set(err, CSPRESNET_ERR_IO, "%s: %s failed: %s (temporary file removed)",
-                       path, step, strerror(saved));
-    }
-    free(tmp);
-    return st;
+    return atomic_file_commit(&f, err);
 }
