@@ -36,6 +36,10 @@ int parse_int_list(const char *s, int *out, int max);
 /* Value of a flag that takes one: argv[++*i], or NULL after printing a usage error. */
 const char *flag_value(int argc, char **argv, int *i, const char *cmd);
 
+/* Opens a weight file in any supported format (weights.c). */
+cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,
+                                  cspresnet_model **out, char *err, size_t err_size);
+
 int cmd_summary(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 

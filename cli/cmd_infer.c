@@ -142,7 +142,7 @@ int cmd_infer(int argc, char **argv)
     npy_array x = {0};
     error_buf e;
     if (weights) {
-        if (cspresnet_model_load(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
+        if (cli_load_weights(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
             goto done;
         }

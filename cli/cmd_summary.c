@@ -81,7 +81,7 @@ int cmd_summary(int argc, char **argv)
             opt.expect = &expect;
         }
         cspresnet_model *m;
-        if (cspresnet_model_load(weights, &opt, &m, err, sizeof err) != CSPRESNET_OK) {
+        if (cli_load_weights(weights, &opt, &m, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet summary: %s\n", err);
             return 1;
         }
