@@ -262,3 +262,15 @@ def test_tiny_and_thin_inputs_match_reference(tmp_path, shape):
     refs = ref.reference_outputs(cfg, state, x)
     for i, r in enumerate(refs):
         compare(r, np.load(out / f"stage{i}.npy"), config=f"stage{i} input {shape}")
+
+
+def test_file_with_odd_csp_mid_width_refused(tmp_path, x32):
+    """A file whose stage widths give an odd CSP mid width: upstream cannot build it."""
+    state = dict(cached_state(TINY, seed=11))
+    # stage 3: 128 -> 254 gives mid (128 + 254) // 2 = 191
+    state["stages.3.conv3.conv.weight"] = np.zeros((254, 192, 1, 1), np.float32)
+    w = tmp_path / "odd.pdparams"
+    pdw.write_pdparams(w, state)
+    proc = infer(w, x32, tmp_path / "out")
+    refused(proc, r"stage 3", r"191", r"odd")
+    assert no_outputs(tmp_path / "out")
