@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef O_CLOEXEC
@@ -30,6 +31,22 @@ cspresnet_status atomic_file_open(atomic_file *f, const char *path, error_buf *e
     if (!f->path || !f->tmp_path) {
         release(f);
         return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+    }
+    /* An existing target that is not a regular file (/dev/null, /dev/full, a FIFO, or a
+     * symlink to one) cannot be replaced by a rename without destroying it (as root,
+     * /dev/null itself): write into it directly, so that its write errors are reported. */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+        f->fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (f->fd < 0) {
+            cspresnet_status st = error_set(err, CSPRESNET_ERR_IO, "%s: cannot open for writing: %s",
+                                            path, strerror(errno));
+            release(f);
+            return st;
+        }
+        free(f->tmp_path);
+        f->tmp_path = NULL;  /* direct: nothing to rename or remove */
+        return CSPRESNET_OK;
     }
     for (int attempt = 0; attempt < 100 && f->fd < 0; attempt++) {
         snprintf(f->tmp_path, tlen, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
@@ -70,7 +87,7 @@ cspresnet_status atomic_file_commit(atomic_file *f, error_buf *err)
 {
     const char *step = "write";
     int ok = !f->failed, saved = f->saved_errno;
-    if (ok && fsync(f->fd) != 0) {
+    if (ok && fsync(f->fd) != 0 && !(f->tmp_path == NULL && (errno == EINVAL || errno == EROFS))) {
         step = "fsync";
         saved = errno;
         ok = 0;
@@ -81,16 +98,18 @@ cspresnet_status atomic_file_commit(atomic_file *f, error_buf *err)
         ok = 0;
     }
     f->fd = -1;
-    if (ok && rename(f->tmp_path, f->path) != 0) {
+    if (ok && f->tmp_path && rename(f->tmp_path, f->path) != 0) {
         step = "rename into place";
         saved = errno;
         ok = 0;
     }
     cspresnet_status st = CSPRESNET_OK;
-    if (!ok) {
+    if (!ok && f->tmp_path) {
         unlink(f->tmp_path);
         st = error_set(err, CSPRESNET_ERR_IO, "%s: %s failed: %s (temporary file removed)", f->path, step,
                        strerror(saved));
+    } else if (!ok) {
+        st = error_set(err, CSPRESNET_ERR_IO, "%s: %s failed: %s", f->path, step, strerror(saved));
     }
     release(f);
     return st;

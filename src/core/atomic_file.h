@@ -4,7 +4,10 @@
  * atomic_file_open creates "<path>.tmp.<pid>.<n>" (O_EXCL) beside the target;
  * writes go there; atomic_file_commit fsyncs, closes and renames it over the target;
  * any failure (or atomic_file_abort) removes the temporary file. An interrupted or
- * failed run therefore never leaves a truncated file under the final name. Every
+ * failed run therefore never leaves a truncated file under the final name. A target
+ * that exists and is not a regular file (/dev/null, /dev/full, a FIFO, a symlink to
+ * one) is written directly instead: a rename would replace the device itself, and its
+ * write errors (ENOSPC from /dev/full) must reach the caller. Every
  * writer of outputs (.npy, .safetensors, .pdparams, PNG, checkpoints) uses this.
  */
 #ifndef CSPRESNET_CORE_ATOMIC_FILE_H

@@ -12,7 +12,9 @@
  * as long as the header says: a shorter file is refused naming the expected and the
  * actual byte counts, and so is a longer one (trailing bytes after the data mean the
  * file is not what its header claims, so it is refused rather than silently
- * truncated). The size is checked against the file before the data is allocated.
+ * truncated). The size is checked against the file before the data is allocated;
+ * for a stream of unknown size (a pipe, npy_read_memory) the buffer grows only with
+ * the bytes that arrive, so a header claiming 10^12 values costs nothing.
  *
  * Writing produces version 1.0 ('<f4', C order, header padded to 64 bytes as numpy
  * does) into "<path>.tmp.<pid>.<n>" in the same folder, flushed with fsync, then
@@ -32,6 +34,7 @@
 #define NPY_MAX_HEADER ((size_t)1 << 20)
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
+#define NPY_STREAM_CHUNK ((size_t)1 << 20)  /* first buffer for data of unknown size */
 
 static int host_big_endian(void)
 {
@@ -238,6 +241,36 @@ static cspresnet_status read_exact(FILE *f, void *buf, size_t n, size_t *got)
     return *got == n ? CSPRESNET_OK : (ferror(f) ? CSPRESNET_ERR_IO : CSPRESNET_ERR_FORMAT);
 }
 
+/* The data of a stream whose size is unknown (a pipe, a device, memory): the buffer
+ * grows with the bytes that actually arrive, so a header that claims more than the
+ * stream holds costs no more memory than the stream itself. */
+static cspresnet_status read_stream_data(FILE *f, npy_array *out, size_t nbytes, size_t *got)
+{
+    size_t cap = nbytes < NPY_STREAM_CHUNK ? nbytes : NPY_STREAM_CHUNK, n = 0;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    *got = 0;
+    if (!buf)
+        return CSPRESNET_ERR_MEMORY;
+    out->data = (float *)buf;
+    while (n < nbytes) {
+        if (n == cap) {
+            size_t ncap = cap > nbytes / 2 ? nbytes : cap * 2;
+            uint8_t *nb = realloc(buf, ncap);
+            if (!nb)
+                return CSPRESNET_ERR_MEMORY;
+            buf = nb;
+            out->data = (float *)buf;
+            cap = ncap;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        *got = n;
+        if (k == 0)
+            return ferror(f) ? CSPRESNET_ERR_IO : CSPRESNET_ERR_FORMAT;
+    }
+    return CSPRESNET_OK;
+}
+
 static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, error_buf *err)
 {
     uint8_t pre[12];
@@ -301,7 +334,8 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
     size_t nbytes = (size_t)numel * 4, data_start = hstart + hlen;
 
     struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode)) {
+    int fd = fileno(f), is_regular = fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (is_regular) {
         uint64_t fsize = (uint64_t)sb.st_size;
         uint64_t have = fsize > data_start ? fsize - data_start : 0;
         if (have < nbytes)
@@ -315,11 +349,18 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
                              "bytes, found %llu)", path, (unsigned long long)(have - nbytes),
                              nbytes, (unsigned long long)have);
     }
-    out->data = malloc(nbytes ? nbytes : 1);
-    if (!out->data)
-        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu bytes", path,
-                         nbytes);
-    st = read_exact(f, out->data, nbytes, &got);
+    if (is_regular) {
+        out->data = malloc(nbytes ? nbytes : 1);
+        if (!out->data)
+            return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu bytes", path,
+                             nbytes);
+        st = read_exact(f, out->data, nbytes, &got);
+    } else {
+        st = read_stream_data(f, out, nbytes, &got);
+        if (st == CSPRESNET_ERR_MEMORY)
+            return error_set(err, st, "%s: out of memory after %zu of %zu data bytes", path, got,
+                             nbytes);
+    }
     if (st == CSPRESNET_ERR_IO)
         return error_set(err, st, "%s: read error: %s", path, strerror(errno));
     if (st != CSPRESNET_OK)
@@ -349,6 +390,27 @@ cspresnet_status npy_read(const char *path, npy_array *out, error_buf *err)
         return error_set(err, CSPRESNET_ERR_IO, "%s: is a directory", path);
     }
     cspresnet_status st = read_body(f, path, out, err);
+    fclose(f);
+    if (st != CSPRESNET_OK)
+        npy_array_free(out);
+    return st;
+}
+
+cspresnet_status npy_read_memory(const uint8_t *data, size_t size, const char *name,
+                                 npy_array *out, error_buf *err)
+{
+    if (!out || (!data && size))
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "npy_read_memory: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (!name)
+        name = "(memory)";
+    if (size == 0)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: not a .npy file (bad magic; expected \\x93NUMPY)", name);
+    FILE *f = fmemopen((void *)data, size, "rb");
+    if (!f)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: cannot open a memory stream", name);
+    cspresnet_status st = read_body(f, name, out, err);
     fclose(f);
     if (st != CSPRESNET_OK)
         npy_array_free(out);

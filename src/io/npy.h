@@ -24,6 +24,10 @@ typedef struct npy_array {
 } npy_array;
 
 cspresnet_status npy_read(const char *path, npy_array *out, error_buf *err);
+/* The same from memory (not copied; name is used in messages). The data is read as a
+ * stream of unknown size, so its buffer grows only with the bytes present. */
+cspresnet_status npy_read_memory(const uint8_t *data, size_t size, const char *name,
+                                 npy_array *out, error_buf *err);
 cspresnet_status npy_write(const char *path, const float *data, int ndim,
                            const int64_t *shape, error_buf *err);
 void npy_array_free(npy_array *a);

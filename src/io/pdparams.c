@@ -20,6 +20,10 @@
  *     data length. Dtypes other than f4/f8/f2 become DTYPE_OTHER and are refused only
  *     by array_to_f32; a dtype whose item size is unknown (structured, 'float32'...) is
  *     refused here.
+ *   - Limits (pdparams.h): file size, key length, number of keys, and the total array
+ *     bytes against the file size (memoized arrays shared by many keys), all checked
+ *     before anything is allocated for them. A stream that does not start with the
+ *     PROTO opcode is not read to its end.
  */
 #include "io/pdparams.h"
 
@@ -57,7 +61,7 @@ static int cmp_key_ref(const void *pa, const void *pb)
 {
     const key_ref *a = pa, *b = pb;
     size_t n = a->len < b->len ? a->len : b->len;
-    int c = n ? memcmp(a->ptr, b->ptr, n) : 0;
+    int c = n && a->ptr != b->ptr ? memcmp(a->ptr, b->ptr, n) : 0;  /* memoized: same text */
     if (c)
         return c;
     if (a->len != b->len)
@@ -185,6 +189,10 @@ static cspresnet_status build_entries(const char *name, const pk_obj *root, stat
     size_t n = root->u.seq.len;
     pk_obj **items = root->u.seq.items;
     cspresnet_status st = CSPRESNET_OK;
+    if (n > PDPARAMS_MAX_ENTRIES)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: the top-level dict has %zu entries, more than the limit of %u",
+                         name, n, PDPARAMS_MAX_ENTRIES);
     key_ref *refs = malloc((n ? n : 1) * sizeof *refs);
     size_t *winner = malloc((n ? n : 1) * sizeof *winner);  /* first pos -> last pos */
     if (!refs || !winner) {
@@ -197,6 +205,13 @@ static cspresnet_status build_entries(const char *name, const pk_obj *root, stat
             st = error_set(err, CSPRESNET_ERR_FORMAT,
                            "%s: top-level dict key number %zu has type %s, not str (made "
                            "at offset %zu)", name, i, pk_kind_name(k->kind), k->offset);
+            goto done;
+        }
+        if (k->u.b.len > PDPARAMS_MAX_KEY_LEN) {
+            st = error_set(err, CSPRESNET_ERR_FORMAT,
+                           "%s: top-level dict key number %zu (offset %zu) is %zu bytes long, "
+                           "more than the limit of %u", name, i, k->u.b.data_offset, k->u.b.len,
+                           PDPARAMS_MAX_KEY_LEN);
             goto done;
         }
         if (memchr(k->u.b.ptr, '\0', k->u.b.len)) {
@@ -236,6 +251,7 @@ static cspresnet_status build_entries(const char *name, const pk_obj *root, stat
                        arrays);
         goto done;
     }
+    uint64_t data_bytes = 0;
     char *kp = s->keys;
     out->count = 0;
     out->skipped_non_array = unique - arrays;
@@ -255,6 +271,16 @@ static cspresnet_status build_entries(const char *name, const pk_obj *root, stat
         pk_printable(k->ptr, k->len, key_print, sizeof key_print);
         if ((st = fill_entry(name, key_print, value, e, err)) != CSPRESNET_OK)
             goto done;
+        data_bytes += e->raw_size;
+        if (data_bytes > (uint64_t)s->file_size + PDPARAMS_SHARED_SLACK) {
+            st = error_set(err, CSPRESNET_ERR_FORMAT,
+                           "%s: key '%s': the arrays up to this one hold %llu bytes, more than "
+                           "the file's %zu bytes plus %llu: array data is shared between keys "
+                           "(memo) beyond the limit", name, key_print,
+                           (unsigned long long)data_bytes, s->file_size,
+                           (unsigned long long)PDPARAMS_SHARED_SLACK);
+            goto done;
+        }
         s->sorted[out->count] = e;
         out->count++;
     }
@@ -333,6 +359,13 @@ static cspresnet_status read_whole_file(const char *path, uint8_t **buf, size_t 
         fclose(f);
         return error_set(err, CSPRESNET_ERR_IO, "%s: is a directory", path);
     }
+    if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > PDPARAMS_MAX_FILE_BYTES) {
+        fclose(f);
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: %llu bytes is more than the limit of %llu bytes for a weight file",
+                         path, (unsigned long long)sb.st_size,
+                         (unsigned long long)PDPARAMS_MAX_FILE_BYTES);
+    }
     size_t cap = S_ISREG(sb.st_mode) && sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
     size_t n = 0;
     uint8_t *b = malloc(cap);
@@ -355,6 +388,10 @@ static cspresnet_status read_whole_file(const char *path, uint8_t **buf, size_t 
         }
         size_t got = fread(b + n, 1, cap - n, f);
         n += got;
+        /* A stream (pipe, /dev/zero) that is no pickle, or that exceeds the limit, is
+         * not read to its end: the parser reports the first bytes, or the limit. */
+        if (n && (b[0] != 0x80 || n > PDPARAMS_MAX_FILE_BYTES))
+            break;
         if (got == 0) {
             if (ferror(f)) {
                 int e = errno;
@@ -367,6 +404,12 @@ static cspresnet_status read_whole_file(const char *path, uint8_t **buf, size_t 
         }
     }
     fclose(f);
+    if (n > PDPARAMS_MAX_FILE_BYTES) {
+        free(b);
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: more than the limit of %llu bytes for a weight file", path,
+                         (unsigned long long)PDPARAMS_MAX_FILE_BYTES);
+    }
     *buf = b;
     *size = n;
     return CSPRESNET_OK;

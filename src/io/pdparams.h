@@ -24,6 +24,14 @@
 #include "core/status.h"
 
 #define PDPARAMS_MAX_NDIM 8
+/* Sane limits, checked before anything is allocated for them (README "Reliability"). */
+#define PDPARAMS_MAX_FILE_BYTES ((uint64_t)16 << 30)  /* 16 GiB; PP-YOLOE+ x is ~400 MB */
+#define PDPARAMS_MAX_KEY_LEN 1024u                    /* bytes of one key (real: < 100) */
+#define PDPARAMS_MAX_ENTRIES 100000u                  /* top-level keys (real: < 2,000) */
+/* The arrays of a state dict may add up to at most the file's size plus this much:
+ * numpy never shares data between keys, but a pickle can (memo), and without a bound
+ * a small file could describe a model of many gigabytes built from one array. */
+#define PDPARAMS_SHARED_SLACK ((uint64_t)64 << 20)
 
 typedef enum array_dtype {
     DTYPE_F32 = 0,

@@ -103,8 +103,13 @@ pk_obj *pk_new(pk_unpickler *u, pk_kind kind)
 
 uint8_t *pk_new_blob(pk_unpickler *u, size_t size)
 {
-    if (size > SIZE_MAX - sizeof(pk_blob) - 1) {
-        out_of_memory(u, size);
+    if (size > u->size - u->blob_bytes) {
+        /* Decoding shrinks text, so honest files never get here: only a memoized text
+         * decoded again and again (REDUCE after BINGET) can, to inflate memory. */
+        u->alloc_status = pk_fail(u, CSPRESNET_ERR_FORMAT,
+                                  "decoded byte strings at offset %zu would total more than "
+                                  "the %zu bytes of the pickle itself (the same text decoded "
+                                  "repeatedly?)", u->op_offset, u->size);
         return NULL;
     }
     pk_blob *b = malloc(sizeof *b + size + 1);
@@ -112,6 +117,7 @@ uint8_t *pk_new_blob(pk_unpickler *u, size_t size)
         out_of_memory(u, size);
         return NULL;
     }
+    u->blob_bytes += size;
     b->size = size;
     b->next = u->blobs;
     u->blobs = b;
@@ -441,7 +447,8 @@ static cspresnet_status extend(pk_unpickler *u, pk_kind kind, size_t from)
     cspresnet_status st = seq_reserve(u, s, used, used + n);
     if (st != CSPRESNET_OK)
         return st;
-    memcpy(s->items + used, u->stack + from, n * sizeof *s->items);
+    if (n)  /* an empty APPENDS/SETITEMS on an empty container: items is still NULL */
+        memcpy(s->items + used, u->stack + from, n * sizeof *s->items);
     s->len += kind == PK_DICT ? n / 2 : n;
     u->sp = from;
     return CSPRESNET_OK;

@@ -22,7 +22,9 @@
  *
  * Limits (each refused with a message naming the offset):
  *   memo indices < PK_MAX_MEMO, at most PK_MAX_MARKS nested MARKs, at most PK_MAX_STACK
- *   items on the stack, at most PK_MAX_ARENA bytes of interpreter objects. Every
+ *   items on the stack, at most PK_MAX_ARENA bytes of interpreter objects, and decoded
+ *   byte strings (protocol-2 latin-1 blobs) totalling at most the size of the pickle
+ *   itself (a memoized text decoded again and again cannot inflate memory). Every
  *   length field is checked against the bytes that remain (and against the current
  *   frame) before anything is allocated. Nothing recurses over objects, so deeply
  *   nested containers cost no C stack.
@@ -138,6 +140,7 @@ typedef struct pk_unpickler {
     pk_chunk *chunks;     /* arena */
     size_t arena_bytes;
     pk_blob *blobs;
+    size_t blob_bytes;    /* total size of the blobs made, at most size */
     cspresnet_status alloc_status;  /* why the last allocation failed */
 
     pk_obj *none, *true_obj, *false_obj;

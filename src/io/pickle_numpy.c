@@ -176,10 +176,17 @@ cspresnet_status pk_numpy_reduce(pk_unpickler *u, const pk_obj *callable, const 
     pk_obj *o;
     switch (callable->u.global) {
     case PKG_RECONSTRUCT:
-        if (n != 3 || arg(args, 0)->kind != PK_GLOBAL || arg(args, 0)->u.global != PKG_NDARRAY)
+        /* numpy always writes (ndarray, (0,), b'b'); shape and typecode are dummies that
+         * BUILD replaces, but numpy still parses them, so a malformed one is refused
+         * here too (the typecode must be one character, as numpy's one-letter codes). */
+        if (n != 3 || arg(args, 0)->kind != PK_GLOBAL || arg(args, 0)->u.global != PKG_NDARRAY ||
+            arg(args, 1)->kind != PK_TUPLE ||
+            (arg(args, 2)->kind != PK_BYTES && arg(args, 2)->kind != PK_STR) ||
+            arg(args, 2)->u.b.len != 1 ||
+            (!isalpha(arg(args, 2)->u.b.ptr[0]) && arg(args, 2)->u.b.ptr[0] != '?'))
             return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "REDUCE at offset %zu: _reconstruct expects (numpy.ndarray, shape, "
-                           "typecode)", u->op_offset);
+                           "REDUCE at offset %zu: _reconstruct expects (numpy.ndarray, shape "
+                           "tuple, one-letter typecode)", u->op_offset);
         if (!(o = pk_new(u, PK_NDARRAY)))
             return u->alloc_status;
         *result = o;  /* empty until BUILD */
