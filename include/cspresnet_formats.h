@@ -1,0 +1,76 @@
+/*
+ * cspresnet_formats.h - the optional weight-format module (build/libcspresnet_formats.a).
+ *
+ * safetensors (https://github.com/huggingface/safetensors) read and written natively.
+ * This module parses JSON with Debian's jansson, so it is kept out of the core library
+ * (which needs only libc, libm and pthreads): link it with
+ *     build/libcspresnet_formats.a build/libcspresnet.a -ljansson -lm -lpthread
+ *
+ * File layout (the safetensors format, nothing added):
+ *   8 bytes       N, the header length (little-endian uint64)
+ *   N bytes       JSON: {"__metadata__": {str: str}, name: {"dtype": "F32",
+ *                 "shape": [..], "data_offsets": [begin, end]}, ...}; written with
+ *                 trailing spaces so that the data starts at a multiple of 64 bytes
+ *   rest          the tensors' bytes, little-endian, C order, back to back in
+ *                 Paddle's state_dict order (the format forbids gaps between them)
+ * Tensor names are the upstream keys (deployed models: "<layer>.conv.weight" and
+ * "<layer>.conv.bias", RepVGG blocks "...blocks.j.conv2.conv.*"). __metadata__ holds
+ * the architecture as strings: format_version ("1"), producer, channels ("c0,..,c4"),
+ * layers ("l0,..,l3"), act, large_stem ("0"/"1"), alpha ("0"/"1"), return_idx
+ * ("1,2,3"), deployed ("0"/"1") and source (the file converted from).
+ *
+ * Thread-safety and errors as in cspresnet.h.
+ */
+#ifndef CSPRESNET_FORMATS_H
+#define CSPRESNET_FORMATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cspresnet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CSPRESNET_SAFETENSORS_VERSION "1" /* the __metadata__ format_version written */
+
+/* Writes model (deployed or not) to path atomically. source_name (may be NULL) is
+ * recorded as __metadata__ "source", e.g. the .pdparams file it came from. */
+cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *model, const char *path,
+                                                  const char *source_name, char *err,
+                                                  size_t err_size);
+
+/* Loads a safetensors file written by cspresnet_model_save_safetensors: the
+ * architecture (and whether it is deployed) comes from __metadata__ and is checked
+ * against every tensor's shape. opt (may be NULL): act and return_idx given as
+ * non-default values override the file's; expect, expect_large_stem, expect_alpha
+ * are checks as for cspresnet_model_load; log receives one line (tensors loaded,
+ * zero-copy or copied).
+ *
+ * The file is mapped read-only. When every tensor is float-aligned in it (always for
+ * files this library writes) and the host is little-endian, the model's weights point
+ * into the mapping (zero-copy) and the mapping lives until cspresnet_model_free;
+ * otherwise the weights are copied and the file is unmapped before returning. As with
+ * any mapped file, truncating the file in place while the model is alive is an error
+ * (replacing it by rename, as every writer here does, is safe).
+ *
+ * Refused with a message naming the file, byte offset or tensor: a header length past
+ * the end of the file, malformed JSON, a tensor whose offsets are out of range,
+ * overlap another's or leave bytes unindexed, a dtype other than F32, a tensor the
+ * architecture needs that is missing (or one it does not know), metadata that
+ * contradicts the shapes. Every size is checked against the file before allocating. */
+cspresnet_status cspresnet_model_load_safetensors(const char *path,
+                                                  const cspresnet_load_options *opt,
+                                                  cspresnet_model **out, char *err,
+                                                  size_t err_size);
+
+/* 1 if the first bytes of a file (head, n of them, n >= 9 to decide) look like
+ * safetensors: a header length >= 2 followed by '{'. Pickles (.pdparams) start with
+ * 0x80 and never match. */
+int cspresnet_safetensors_sniff(const unsigned char *head, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CSPRESNET_FORMATS_H */

@@ -1,0 +1,547 @@
+/*
+ * safetensors_read.c - a model from a safetensors file (layout: cspresnet_formats.h).
+ *
+ * Order of checks, each before anything is allocated from the file's numbers:
+ *   1. the file holds 8 bytes and the header length N fits in what follows (and under
+ *      the reference implementation's 100 MB);
+ *   2. the header is JSON (jansson, duplicate keys refused), an object whose
+ *      __metadata__ is an object of strings and whose other members are tensors with
+ *      dtype, shape and data_offsets [begin, end];
+ *   3. per tensor: dtype F32 (other safetensors dtypes are refused as unsupported),
+ *      end - begin = 4 * prod(shape) without overflow, end within the data section;
+ *      then, sorted by begin, no two tensors overlap and no byte is left unindexed
+ *      (the format forbids gaps);
+ *   4. the architecture from __metadata__ is validated and built, and every parameter
+ *      must be a tensor of exactly its shape, with no tensor left over; a shape that
+ *      differs means the metadata contradicts the tensors, and the message says so.
+ * Then the weights are used in place (zero-copy, the model keeps the mapping) when
+ * every tensor is float-aligned on a little-endian host, else copied.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cspresnet_formats.h"
+#include "formats/safetensors_internal.h"
+#include "model/model.h"
+
+typedef struct st_tensor {
+    const char *name;             /* owned by the JSON tree */
+    int ndim;
+    int64_t shape[ST_MAX_NDIM];
+    uint64_t begin, end;          /* relative to the data section */
+    int used;
+} st_tensor;
+
+typedef struct mapping {
+    void *addr;
+    size_t len;
+} mapping;
+
+static void mapping_release(void *owner)
+{
+    mapping *mp = owner;
+    if (mp) {
+        munmap(mp->addr, mp->len);
+        free(mp);
+    }
+}
+
+int cspresnet_safetensors_sniff(const unsigned char *head, size_t n)
+{
+    if (!head || n < 9 || head[0] == 0x80)
+        return 0;
+    uint64_t len = 0;
+    for (int b = 0; b < 8; b++)
+        len |= (uint64_t)head[b] << (8 * b);
+    return len >= 2 && head[8] == '{';
+}
+
+static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(out, n, "[");
+    for (int d = 0; d < ndim && used < n; d++)
+        used += (size_t)snprintf(out + used, n - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < n)
+        snprintf(out + used, n - used, "]");
+}
+
+static const char *dtype_known(const char *d)
+{
+    static const char *const names[] = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
+                                        "BF16", "I32", "U32", "F32", "F64", "I64", "U64"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(d, names[i]) == 0)
+            return names[i];
+    return NULL;
+}
+
+/* Step 3 for one member of the header. */
+static cspresnet_status parse_tensor(const char *path, const char *name, json_t *v, uint64_t data_size,
+                                     uint64_t data_start, st_tensor *t, error_buf *err)
+{
+    if (!json_is_object(v))
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: header entry '%s' is not an object", path, name);
+    json_t *dt = json_object_get(v, "dtype"), *shape = json_object_get(v, "shape"),
+           *offs = json_object_get(v, "data_offsets");
+    if (!json_is_string(dt) || !json_is_array(shape) || !json_is_array(offs))
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: tensor '%s' needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" (array)",
+                         path, name);
+    const char *dtype = json_string_value(dt);
+    if (strcmp(dtype, "F32") != 0) {
+        if (dtype_known(dtype))
+            return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
+                             "%s: tensor '%s' has dtype %s; only F32 is supported (write the file with cspresnet convert)",
+                             path, name, dtype);
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: tensor '%s' has an unknown dtype '%.32s'", path, name,
+                         dtype);
+    }
+    size_t nd = json_array_size(shape);
+    if (nd > ST_MAX_NDIM)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: tensor '%s' has %zu dimensions (at most %d)", path, name,
+                         nd, ST_MAX_NDIM);
+    t->name = name;
+    t->ndim = (int)nd;
+    uint64_t numel = 1;
+    int overflow = 0;
+    for (size_t d = 0; d < nd; d++) {
+        json_t *x = json_array_get(shape, d);
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
+            return error_set(err, CSPRESNET_ERR_FORMAT, "%s: tensor '%s': shape[%zu] is not an integer >= 0", path,
+                             name, d);
+        uint64_t dim = (uint64_t)json_integer_value(x);
+        t->shape[d] = (int64_t)dim;
+        if (dim && numel > UINT64_MAX / 4 / dim)
+            overflow = 1;
+        else
+            numel *= dim;
+    }
+    json_t *b = json_array_get(offs, 0), *e = json_array_get(offs, 1);
+    if (json_array_size(offs) != 2 || !json_is_integer(b) || !json_is_integer(e) || json_integer_value(b) < 0 ||
+        json_integer_value(e) < 0)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: tensor '%s': data_offsets must be [begin, end] with integers >= 0", path, name);
+    t->begin = (uint64_t)json_integer_value(b);
+    t->end = (uint64_t)json_integer_value(e);
+    if (t->begin > t->end || t->end > data_size)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: tensor '%s': data_offsets [%llu, %llu] out of range: the data section (from file offset "
+                         "%llu) holds %llu bytes",
+                         path, name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                         (unsigned long long)data_start, (unsigned long long)data_size);
+    if (overflow || t->end - t->begin != numel * 4) {
+        char s[128];
+        shape_str(s, sizeof s, t->ndim, t->shape);
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: tensor '%s': F32 %s needs %llu bytes%s but data_offsets [%llu, %llu] span %llu", path,
+                         name, s, (unsigned long long)(numel * 4), overflow ? " (overflows)" : "",
+                         (unsigned long long)t->begin, (unsigned long long)t->end,
+                         (unsigned long long)(t->end - t->begin));
+    }
+    return CSPRESNET_OK;
+}
+
+static int cmp_begin(const void *a, const void *b)
+{
+    const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+}
+
+static cspresnet_status check_layout(const char *path, st_tensor *t, size_t n, uint64_t data_size,
+                                     uint64_t data_start, error_buf *err)
+{
+    const st_tensor **order = malloc((n + 1) * sizeof *order);
+    if (!order)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+    for (size_t i = 0; i < n; i++)
+        order[i] = &t[i];
+    qsort(order, n, sizeof *order, cmp_begin);
+    cspresnet_status s = CSPRESNET_OK;
+    uint64_t at = 0;
+    for (size_t i = 0; i < n && s == CSPRESNET_OK; i++) {
+        const st_tensor *c = order[i];
+        if (i > 0 && c->begin < at)
+            s = error_set(err, CSPRESNET_ERR_FORMAT,
+                          "%s: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap (data section at file offset %llu)",
+                          path, order[i - 1]->name, (unsigned long long)order[i - 1]->begin,
+                          (unsigned long long)order[i - 1]->end, c->name, (unsigned long long)c->begin,
+                          (unsigned long long)c->end, (unsigned long long)data_start);
+        else if (c->begin > at)
+            s = error_set(err, CSPRESNET_ERR_FORMAT,
+                          "%s: bytes [%llu, %llu) of the data section before tensor '%s' belong to no tensor (the "
+                          "safetensors format forbids gaps)",
+                          path, (unsigned long long)at, (unsigned long long)c->begin, c->name);
+        at = c->end;
+    }
+    if (s == CSPRESNET_OK && at != data_size)
+        s = error_set(err, CSPRESNET_ERR_FORMAT,
+                      "%s: the data section holds %llu bytes but the tensors end at %llu: the rest belongs to no tensor",
+                      path, (unsigned long long)data_size, (unsigned long long)at);
+    free(order);
+    return s;
+}
+
+/* "a,b,c" -> exactly count ints (count < 0: 1..4 of them); returns the number or -1. */
+static int parse_list(const char *s, int *out, int count)
+{
+    int n = 0, max = count < 0 ? CSPRESNET_MAX_OUTPUTS : count;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 1000000 || n >= max)
+            return -1;
+        out[n++] = (int)v;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
+        p = end;
+    }
+    return (count < 0 ? n >= 1 : n == count) ? n : -1;
+}
+
+static cspresnet_status meta_get(const char *path, json_t *md, const char *key, const char **out,
+                                 error_buf *err)
+{
+    json_t *v = json_object_get(md, key);
+    if (!v)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ has no \"%s\" (not written by cspresnet convert?)",
+                         path, key);
+    *out = json_string_value(v);
+    return CSPRESNET_OK;
+}
+
+static cspresnet_status meta_flag(const char *path, json_t *md, const char *key, int *out, error_buf *err)
+{
+    const char *v = "";
+    cspresnet_status s = meta_get(path, md, key, &v, err);
+    if (s != CSPRESNET_OK)
+        return s;
+    if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+        *out = 1;
+    else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+        *out = 0;
+    else
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ \"%s\" is '%.40s', expected \"0\" or \"1\"", path,
+                         key, v);
+    return CSPRESNET_OK;
+}
+
+static cspresnet_status read_metadata(const char *path, json_t *md, const cspresnet_load_options *opt,
+                                      cspresnet_config *cfg, int *deployed, error_buf *err)
+{
+    if (!md)
+        return error_set(err, CSPRESNET_ERR_FORMAT,
+                         "%s: no __metadata__ in the header: the architecture is unknown (write the file with cspresnet convert)",
+                         path);
+    if (!json_is_object(md))
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+    const char *k;
+    json_t *v;
+    json_object_foreach(md, k, v) if (!json_is_string(v)) return error_set(
+        err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ \"%s\" is not a string (the format allows only strings)", path, k);
+    const char *s = "";
+    cspresnet_status st;
+    memset(cfg, 0, sizeof *cfg);
+    if ((st = meta_get(path, md, ST_META_VERSION, &s, err)) != CSPRESNET_OK)
+        return st;
+    if (strcmp(s, CSPRESNET_SAFETENSORS_VERSION) != 0)
+        return error_set(err, CSPRESNET_ERR_UNSUPPORTED, "%s: __metadata__ format_version '%.20s' (this build reads %s)",
+                         path, s, CSPRESNET_SAFETENSORS_VERSION);
+    if ((st = meta_get(path, md, ST_META_CHANNELS, &s, err)) != CSPRESNET_OK)
+        return st;
+    if (parse_list(s, cfg->channels, CSPRESNET_NUM_STAGES + 1) < 0)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ channels '%.60s' is not 5 integers", path, s);
+    if ((st = meta_get(path, md, ST_META_LAYERS, &s, err)) != CSPRESNET_OK)
+        return st;
+    if (parse_list(s, cfg->layers, CSPRESNET_NUM_STAGES) < 0)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ layers '%.60s' is not 4 integers", path, s);
+    if ((st = meta_get(path, md, ST_META_ACT, &s, err)) != CSPRESNET_OK)
+        return st;
+    if (cspresnet_act_parse(s, &cfg->act) != CSPRESNET_OK)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ act '%.40s' is not a known activation", path, s);
+    if ((st = meta_flag(path, md, ST_META_LARGE_STEM, &cfg->use_large_stem, err)) != CSPRESNET_OK ||
+        (st = meta_flag(path, md, ST_META_ALPHA, &cfg->use_alpha, err)) != CSPRESNET_OK ||
+        (st = meta_flag(path, md, ST_META_DEPLOYED, deployed, err)) != CSPRESNET_OK)
+        return st;
+    if ((st = meta_get(path, md, ST_META_RETURN_IDX, &s, err)) != CSPRESNET_OK)
+        return st;
+    cfg->num_return = parse_list(s, cfg->return_idx, -1);
+    if (cfg->num_return < 0)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ return_idx '%.40s' is not 1 to 4 integers", path, s);
+    /* A non-default option is the caller's choice; defaults defer to the file. */
+    if (opt->act != CSPRESNET_ACT_SWISH)
+        cfg->act = opt->act;
+    cspresnet_load_options d;
+    cspresnet_load_options_init(&d);
+    if (opt->num_return != d.num_return || memcmp(opt->return_idx, d.return_idx, sizeof d.return_idx) != 0) {
+        cfg->num_return = opt->num_return;
+        memcpy(cfg->return_idx, opt->return_idx, sizeof cfg->return_idx);
+    }
+    if (opt->expect_large_stem >= 0 && opt->expect_large_stem != cfg->use_large_stem)
+        return error_set(err, CSPRESNET_ERR_CONFIG, "%s: the file has a %s stem but a %s stem was asked for", path,
+                         cfg->use_large_stem ? "large" : "small", opt->expect_large_stem ? "large" : "small");
+    if (opt->expect_alpha == 0 && cfg->use_alpha && !*deployed)
+        return error_set(err, CSPRESNET_ERR_CONFIG,
+                         "%s: the file has RepVGG alpha parameters (a PP-YOLOE+ model) but no alpha was asked for", path);
+    if (opt->expect) {
+        const cspresnet_config *e = opt->expect;
+        for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++)
+            if (e->channels[i] != cfg->channels[i])
+                return error_set(err, CSPRESNET_ERR_CONFIG, "%s: channels[%d] is %d in the file but %d was asked for",
+                                 path, i, cfg->channels[i], e->channels[i]);
+        for (int i = 0; i < CSPRESNET_NUM_STAGES; i++)
+            if (e->layers[i] != cfg->layers[i])
+                return error_set(err, CSPRESNET_ERR_CONFIG, "%s: stage %d has %d blocks in the file but %d were asked for",
+                                 path, i, cfg->layers[i], e->layers[i]);
+    }
+    char cerr[512];
+    st = cspresnet_config_validate(cfg, cerr, sizeof cerr);
+    if (st != CSPRESNET_OK)
+        return error_set(err, st, "%s: __metadata__ describes an invalid architecture: %s", path, cerr);
+    return CSPRESNET_OK;
+}
+
+/* Step 4: every parameter of m against the file's tensors; up to 6 problems reported. */
+static cspresnet_status match_params(const char *path, cspresnet_model *m, st_tensor *t, size_t n,
+                                     const char *arch, int *alpha_defaulted, error_buf *err)
+{
+    char msg[900] = "";
+    size_t used = 0;
+    int problems = 0, contradicts = 0;
+#define PROBLEM(...)                                                                                \
+    do {                                                                                            \
+        if (problems++ < 6 && used < sizeof msg) {                                                  \
+            used += (size_t)snprintf(msg + used, sizeof msg - used, "%s", problems > 1 ? "; " : ""); \
+            if (used < sizeof msg)                                                                  \
+                used += (size_t)snprintf(msg + used, sizeof msg - used, __VA_ARGS__);               \
+        }                                                                                           \
+    } while (0)
+    *alpha_defaulted = 0;
+    for (size_t i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        st_tensor *f = NULL;
+        for (size_t j = 0; j < n && !f; j++)
+            if (!t[j].used && strcmp(t[j].name, p->key) == 0)
+                f = &t[j];
+        char want[96], got[96];
+        shape_str(want, sizeof want, p->ndim, p->shape);
+        if (!f) {
+            if (p->role == PARAM_ALPHA) {
+                (*alpha_defaulted)++;
+                continue;
+            }
+            PROBLEM("tensor missing: '%s' %s", p->key, want);
+            continue;
+        }
+        f->used = 1;
+        int same = f->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++)
+            same = f->shape[d] == p->shape[d];
+        if (!same) {
+            shape_str(got, sizeof got, f->ndim, f->shape);
+            PROBLEM("'%s' is %s in the file but the metadata's architecture needs %s", p->key, got, want);
+            contradicts = 1;
+        }
+    }
+    for (size_t j = 0; j < n; j++)
+        if (!t[j].used) {
+            char got[96];
+            shape_str(got, sizeof got, t[j].ndim, t[j].shape);
+            PROBLEM("unexpected tensor '%s' %s", t[j].name, got);
+        }
+#undef PROBLEM
+    if (problems)
+        return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: %s%d tensor problem%s (%s): %s%s", path,
+                         contradicts ? "metadata contradicts the tensor shapes: " : "", problems,
+                         problems > 1 ? "s" : "", arch, msg, problems > 6 ? "; ..." : "");
+    return CSPRESNET_OK;
+}
+
+cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspresnet_load_options *options,
+                                                  cspresnet_model **out, char *err, size_t err_size)
+{
+    error_buf e = {{0}};
+    cspresnet_status s = CSPRESNET_OK;
+    cspresnet_load_options defaults;
+    int fd = -1;
+    void *map = MAP_FAILED;
+    size_t map_len = 0;
+    json_t *root = NULL;
+    st_tensor *tensors = NULL;
+    cspresnet_model *m = NULL;
+    if (!path || !out) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load_safetensors: path and out must not be NULL");
+        goto done;
+    }
+    *out = NULL;
+    if (!options) {
+        cspresnet_load_options_init(&defaults);
+        options = &defaults;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        s = error_set(&e, CSPRESNET_ERR_IO, "%s: not a regular file", path);
+        goto done;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    if (size < 8) {
+        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: %llu bytes: too short for the 8-byte header length", path,
+                      (unsigned long long)size);
+        goto done;
+    }
+    if (size > SIZE_MAX) {
+        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "%s: too large to map", path);
+        goto done;
+    }
+    map_len = (size_t)size;
+    map = mmap(NULL, map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot map the file: %s", path, strerror(errno));
+        goto done;
+    }
+    const unsigned char *bytes = map;
+    uint64_t hlen = 0;
+    for (int b = 0; b < 8; b++)
+        hlen |= (uint64_t)bytes[b] << (8 * b);
+    if (hlen > size - 8) {
+        s = error_set(&e, CSPRESNET_ERR_FORMAT,
+                      "%s: header length %llu (bytes 0-7) runs past the end of the file: only %llu bytes follow", path,
+                      (unsigned long long)hlen, (unsigned long long)(size - 8));
+        goto done;
+    }
+    if (hlen > ST_MAX_HEADER) {
+        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %u bytes", path,
+                      (unsigned long long)hlen, ST_MAX_HEADER);
+        goto done;
+    }
+    json_error_t jerr;
+    root = json_loadb((const char *)bytes + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: malformed JSON header at file offset %lld (line %d, column %d): %s",
+                      path, (long long)(8 + (jerr.position > 0 ? jerr.position : 0)), jerr.line, jerr.column,
+                      jerr.text);
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: the JSON header is not an object", path);
+        goto done;
+    }
+    uint64_t data_start = 8 + hlen, data_size = size - data_start;
+    size_t n_members = json_object_size(root);
+    tensors = calloc(n_members + 1, sizeof *tensors);
+    if (!tensors) {
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    size_t n = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        if (strcmp(key, ST_METADATA_KEY) == 0)
+            continue;
+        s = parse_tensor(path, key, val, data_size, data_start, &tensors[n], &e);
+        if (s != CSPRESNET_OK)
+            goto done;
+        n++;
+    }
+    s = check_layout(path, tensors, n, data_size, data_start, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+
+    cspresnet_config cfg;
+    int deployed = 0;
+    s = read_metadata(path, json_object_get(root, ST_METADATA_KEY), options, &cfg, &deployed, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    if (options->expect_alpha == 1 && !deployed)
+        cfg.use_alpha = 1;
+    s = model_build(&cfg, deployed, &m, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    char arch[160];
+    snprintf(arch, sizeof arch, "%s architecture channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s",
+             deployed ? "deployed" : "un-deployed", cfg.channels[0], cfg.channels[1], cfg.channels[2], cfg.channels[3],
+             cfg.channels[4], cfg.layers[0], cfg.layers[1], cfg.layers[2], cfg.layers[3],
+             cfg.use_alpha ? " alpha" : "");
+    int alpha_defaulted = 0;
+    s = match_params(path, m, tensors, n, arch, &alpha_defaulted, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+
+    const unsigned char *data = bytes + data_start;
+    int zero_copy = st_host_is_little_endian() && alpha_defaulted == 0 && data_start % sizeof(float) == 0;
+    for (size_t i = 0; i < n && zero_copy; i++)
+        zero_copy = tensors[i].begin % sizeof(float) == 0;
+    if (zero_copy) {
+        mapping *mp = malloc(sizeof *mp);
+        if (!mp) {
+            s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+            goto done;
+        }
+        for (size_t i = 0; i < m->n_params; i++)
+            for (size_t j = 0; j < n; j++)
+                if (strcmp(tensors[j].name, m->params[i].key) == 0) {
+                    m->params[i].offset = (long)(tensors[j].begin / sizeof(float));
+                    break;
+                }
+        mp->addr = map;
+        mp->len = map_len;
+        model_adopt_weights(m, (const float *)(const void *)data, (long)(data_size / sizeof(float)),
+                            mapping_release, mp);
+        map = MAP_FAILED; /* the model owns it now */
+    } else {
+        for (size_t i = 0; i < m->n_params; i++) {
+            param_info *p = &m->params[i];
+            float *dst = m->weights + p->offset;
+            const st_tensor *f = NULL;
+            for (size_t j = 0; j < n && !f; j++)
+                if (strcmp(tensors[j].name, p->key) == 0)
+                    f = &tensors[j];
+            if (!f) { /* an alpha the file lacks: upstream's init value */
+                dst[0] = 1.0f;
+                continue;
+            }
+            const unsigned char *src = data + f->begin;
+            for (long k = 0; k < p->numel; k++) {
+                uint32_t u = (uint32_t)src[4 * k] | (uint32_t)src[4 * k + 1] << 8 | (uint32_t)src[4 * k + 2] << 16 |
+                             (uint32_t)src[4 * k + 3] << 24;
+                memcpy(&dst[k], &u, 4);
+            }
+        }
+    }
+    if (options->log && options->log_size)
+        snprintf(options->log, options->log_size, "%s: %zu tensors loaded (safetensors, %s)%s", path, n,
+                 zero_copy ? "zero-copy from the mapped file" : "copied",
+                 alpha_defaulted ? "; alpha absent from the file, set to 1.0 as upstream does" : "");
+    *out = m;
+    m = NULL;
+done:
+    cspresnet_model_free(m);
+    free(tensors);
+    json_decref(root);
+    if (map != MAP_FAILED)
+        munmap(map, map_len);
+    if (fd >= 0)
+        close(fd);
+    if (s != CSPRESNET_OK)
+        error_copy_out(&e, err, err_size);
+    else if (err && err_size)
+        err[0] = '\0';
+    return s;
+}

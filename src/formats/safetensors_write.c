@@ -1,0 +1,169 @@
+/*
+ * safetensors_write.c - a model as a safetensors file (layout: cspresnet_formats.h).
+ *
+ * The JSON header is built with jansson (insertion order kept: __metadata__ first,
+ * then the tensors in Paddle's state_dict order), padded with spaces so that the data
+ * section starts at a multiple of 64 bytes, and the tensors follow back to back: the
+ * format requires the data to be indexed without gaps, so each tensor starts where the
+ * previous one ends (always a multiple of 4 bytes: float-aligned for a zero-copy load).
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/atomic_file.h"
+#include "cspresnet_formats.h"
+#include "formats/safetensors_internal.h"
+#include "model/model.h"
+
+static int set_str(json_t *obj, const char *key, const char *value)
+{
+    return json_object_set_new(obj, key, json_string(value)) == 0;
+}
+
+static void int_list(char *out, size_t n, const int *v, int count)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < count && used < n; i++)
+        used += (size_t)snprintf(out + used, n - used, "%s%d", i ? "," : "", v[i]);
+}
+
+static json_t *metadata_json(const cspresnet_model *m, const char *source_name)
+{
+    const cspresnet_config *c = &m->cfg;
+    char channels[96], layers[96], ret[32];
+    int_list(channels, sizeof channels, c->channels, CSPRESNET_NUM_STAGES + 1);
+    int_list(layers, sizeof layers, c->layers, CSPRESNET_NUM_STAGES);
+    int_list(ret, sizeof ret, c->return_idx, c->num_return);
+    json_t *md = json_object();
+    if (!md)
+        return NULL;
+    int ok = set_str(md, ST_META_VERSION, CSPRESNET_SAFETENSORS_VERSION) &&
+             set_str(md, ST_META_PRODUCER, "cspresnet " CSPRESNET_VERSION) &&
+             set_str(md, ST_META_CHANNELS, channels) && set_str(md, ST_META_LAYERS, layers) &&
+             set_str(md, ST_META_ACT, cspresnet_act_name(c->act)) &&
+             set_str(md, ST_META_LARGE_STEM, c->use_large_stem ? "1" : "0") &&
+             set_str(md, ST_META_ALPHA, c->use_alpha ? "1" : "0") && set_str(md, ST_META_RETURN_IDX, ret) &&
+             set_str(md, ST_META_DEPLOYED, m->deployed ? "1" : "0") &&
+             set_str(md, ST_META_SOURCE, source_name ? source_name : "");
+    if (!ok) {
+        json_decref(md);
+        return NULL;
+    }
+    return md;
+}
+
+static json_t *tensor_json(const param_info *p, uint64_t begin)
+{
+    json_t *t = json_object(), *shape = json_array(), *offs = json_array();
+    int ok = t && shape && offs;
+    for (int d = 0; ok && d < p->ndim; d++)
+        ok = json_array_append_new(shape, json_integer((json_int_t)p->shape[d])) == 0;
+    ok = ok && json_array_append_new(offs, json_integer((json_int_t)begin)) == 0 &&
+         json_array_append_new(offs, json_integer((json_int_t)(begin + (uint64_t)p->numel * 4))) == 0;
+    ok = ok && set_str(t, "dtype", "F32") && json_object_set(t, "shape", shape) == 0 &&
+         json_object_set(t, "data_offsets", offs) == 0;
+    json_decref(shape);
+    json_decref(offs);
+    if (!ok) {
+        json_decref(t);
+        return NULL;
+    }
+    return t;
+}
+
+static cspresnet_status write_floats(atomic_file *f, const float *data, long n, error_buf *err)
+{
+    if (st_host_is_little_endian())
+        return atomic_file_write(f, data, (size_t)n * sizeof(float), err);
+    unsigned char buf[4096];
+    for (long i = 0; i < n;) {
+        size_t k = 0;
+        for (; i < n && k + 4 <= sizeof buf; i++, k += 4) {
+            uint32_t u;
+            memcpy(&u, &data[i], 4);
+            for (int b = 0; b < 4; b++)
+                buf[k + (size_t)b] = (unsigned char)(u >> (8 * b));
+        }
+        cspresnet_status s = atomic_file_write(f, buf, k, err);
+        if (s != CSPRESNET_OK)
+            return s;
+    }
+    return CSPRESNET_OK;
+}
+
+cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *m, const char *path,
+                                                  const char *source_name, char *err, size_t err_size)
+{
+    error_buf e;
+    cspresnet_status s = CSPRESNET_OK;
+    json_t *root = NULL, *md = NULL;
+    char *text = NULL, *header = NULL;
+    atomic_file f = {.fd = -1};
+    int opened = 0;
+    if (!m || !path) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_save_safetensors: model and path must not be NULL");
+        goto done;
+    }
+    root = json_object();
+    md = metadata_json(m, source_name);
+    if (!root || !md) {
+        json_decref(md);
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory building the header", path);
+        goto done;
+    }
+    if (json_object_set_new(root, ST_METADATA_KEY, md) != 0) { /* steals md either way */
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory building the header", path);
+        goto done;
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; i < m->n_params; i++) {
+        json_t *t = tensor_json(&m->params[i], offset);
+        if (!t || json_object_set_new(root, m->params[i].key, t) != 0) {
+            s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory building the header", path);
+            goto done;
+        }
+        offset += (uint64_t)m->params[i].numel * 4;
+    }
+    text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text) {
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory writing the header", path);
+        goto done;
+    }
+    size_t len = strlen(text);
+    size_t padded = ((8 + len + ST_DATA_ALIGN - 1) / ST_DATA_ALIGN) * ST_DATA_ALIGN - 8;
+    header = malloc(8 + padded);
+    if (!header) {
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory writing the header", path);
+        goto done;
+    }
+    for (int b = 0; b < 8; b++)
+        header[b] = (char)(unsigned char)((uint64_t)padded >> (8 * b));
+    memcpy(header + 8, text, len);
+    memset(header + 8 + len, ' ', padded - len);
+
+    s = atomic_file_open(&f, path, &e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    opened = 1;
+    s = atomic_file_write(&f, header, 8 + padded, &e);
+    for (size_t i = 0; s == CSPRESNET_OK && i < m->n_params; i++)
+        s = write_floats(&f, m->weights + m->params[i].offset, m->params[i].numel, &e);
+    if (s == CSPRESNET_OK) {
+        opened = 0;
+        s = atomic_file_commit(&f, &e);
+    }
+done:
+    if (opened)
+        atomic_file_abort(&f);
+    free(header);
+    free(text);
+    json_decref(root);
+    if (s != CSPRESNET_OK)
+        error_copy_out(&e, err, err_size);
+    else if (err && err_size)
+        err[0] = '\0';
+    return s;
+}
