@@ -3,7 +3,10 @@
  *
  * Eval mode, in place on x (N,C,H,W): x = (x - _mean) / sqrt(_variance + eps) * weight
  * + bias, per channel. The (image, channel) planes are split across threads.
+ * Training (below): batch statistics, running-statistics update and the backward pass.
  */
+#include <math.h>
+
 #include "kernels/pointwise.h"
 #include "ops/ops.h"
 
@@ -32,4 +35,126 @@ void batchnorm_forward_eval(op_exec *ex, const tensor4 *x, const float *weight,
 {
     bn_job job = {x, weight, bias, mean, variance};
     threadpool_run(ex->pool, bn_worker, &job);
+}
+
+/* ---------------------------------------------------------------- training
+ * Out of place (x is kept for the backward pass): y = (x - mean) * rstd * w + b.
+ * Train mode takes mean and the BIASED variance over (N, H, W) per channel (double
+ * accumulators, two passes) and, when run_mean is given, updates the running
+ * statistics as Paddle does: r = 0.9 r + 0.1 batch (the running variance takes the
+ * biased batch variance). Frozen mode uses the running statistics. Both save
+ * (mean, rstd) per channel for the backward pass. Work is split by channel, so every
+ * reduction runs in one fixed order whatever the thread count. */
+typedef struct bn_train_job {
+    const tensor4 *x, *y, *dy, *dx;
+    const float *weight, *bias, *run_mean_in, *run_var_in;
+    float *save_mean, *save_rstd, *run_mean, *run_var, *dweight, *dbias;
+    int train;
+} bn_train_job;
+
+static void bn_train_fwd_worker(void *arg, int t, int nt)
+{
+    const bn_train_job *job = arg;
+    const tensor4 *x = job->x, *y = job->y;
+    const long plane = (long)x->h * x->w;
+    const double count = (double)plane * x->n;
+    long begin, end;
+    split_range(x->c, t, nt, &begin, &end);
+    for (long c = begin; c < end; c++) {
+        float mean, rstd;
+        if (job->train) {
+            double s = 0.0;
+            for (int n = 0; n < x->n; n++) {
+                const float *p = x->data + n * x->batch_stride + c * plane;
+                for (long i = 0; i < plane; i++)
+                    s += p[i];
+            }
+            double mu = s / count, v = 0.0;
+            for (int n = 0; n < x->n; n++) {
+                const float *p = x->data + n * x->batch_stride + c * plane;
+                for (long i = 0; i < plane; i++)
+                    v += (p[i] - mu) * (p[i] - mu);
+            }
+            v /= count;
+            mean = (float)mu;
+            rstd = (float)(1.0 / sqrt(v + (double)BN_EPSILON));
+            if (job->run_mean) {
+                job->run_mean[c] = BN_MOMENTUM * job->run_mean[c] + (1.0f - BN_MOMENTUM) * (float)mu;
+                job->run_var[c] = BN_MOMENTUM * job->run_var[c] + (1.0f - BN_MOMENTUM) * (float)v;
+            }
+        } else {
+            mean = job->run_mean_in[c];
+            rstd = 1.0f / sqrtf(job->run_var_in[c] + BN_EPSILON);
+        }
+        job->save_mean[c] = mean;
+        job->save_rstd[c] = rstd;
+        float w = job->weight[c], b = job->bias[c];
+        for (int n = 0; n < x->n; n++) {
+            const float *p = x->data + n * x->batch_stride + c * plane;
+            float *q = y->data + n * y->batch_stride + c * plane;
+            for (long i = 0; i < plane; i++)
+                q[i] = (p[i] - mean) * rstd * w + b;
+        }
+    }
+}
+
+void batchnorm_forward_train(op_exec *ex, int train, const tensor4 *x, const tensor4 *y,
+                             const float *weight, const float *bias, float *run_mean,
+                             float *run_var, int update_running, float *save_mean,
+                             float *save_rstd)
+{
+    bn_train_job job = {.x = x, .y = y, .weight = weight, .bias = bias,
+                        .run_mean_in = run_mean, .run_var_in = run_var,
+                        .save_mean = save_mean, .save_rstd = save_rstd,
+                        .run_mean = update_running ? run_mean : NULL,
+                        .run_var = update_running ? run_var : NULL, .train = train};
+    threadpool_run(ex->pool, bn_train_fwd_worker, &job);
+}
+
+static void bn_bwd_worker(void *arg, int t, int nt)
+{
+    const bn_train_job *job = arg;
+    const tensor4 *x = job->x, *dy = job->dy, *dx = job->dx;
+    const long plane = (long)x->h * x->w;
+    const double count = (double)plane * x->n;
+    long begin, end;
+    split_range(x->c, t, nt, &begin, &end);
+    for (long c = begin; c < end; c++) {
+        const float mean = job->save_mean[c], rstd = job->save_rstd[c], w = job->weight[c];
+        double sdy = 0.0, sdyx = 0.0;
+        for (int n = 0; n < x->n; n++) {
+            const float *p = x->data + n * x->batch_stride + c * plane;
+            const float *g = dy->data + n * dy->batch_stride + c * plane;
+            for (long i = 0; i < plane; i++) {
+                sdy += g[i];
+                sdyx += (double)g[i] * ((p[i] - mean) * rstd);
+            }
+        }
+        if (job->dweight)
+            job->dweight[c] = (float)sdyx;
+        if (job->dbias)
+            job->dbias[c] = (float)sdy;
+        if (!dx)
+            continue;
+        const float scale = w * rstd;
+        const float mdy = job->train ? (float)(sdy / count) : 0.0f;
+        const float mdyx = job->train ? (float)(sdyx / count) : 0.0f;
+        for (int n = 0; n < x->n; n++) {
+            const float *p = x->data + n * x->batch_stride + c * plane;
+            const float *g = dy->data + n * dy->batch_stride + c * plane;
+            float *d = dx->data + n * dx->batch_stride + c * plane;
+            for (long i = 0; i < plane; i++)
+                d[i] += scale * (g[i] - mdy - (p[i] - mean) * rstd * mdyx);
+        }
+    }
+}
+
+void batchnorm_backward(op_exec *ex, int train, const tensor4 *x, const tensor4 *dy,
+                        const tensor4 *dx, const float *weight, const float *save_mean,
+                        const float *save_rstd, float *dweight, float *dbias)
+{
+    bn_train_job job = {.x = x, .dy = dy, .dx = dx, .weight = weight,
+                        .save_mean = (float *)save_mean, .save_rstd = (float *)save_rstd,
+                        .dweight = dweight, .dbias = dbias, .train = train};
+    threadpool_run(ex->pool, bn_bwd_worker, &job);
 }

@@ -32,3 +32,57 @@ void add_scaled_forward(op_exec *ex, const tensor4 *a, const tensor4 *b, float a
     add_job job = {a, b, out, alpha};
     threadpool_run(ex->pool, add_worker, &job);
 }
+
+/* ---------------------------------------------------------------- training
+ * Backward of out = a + alpha * b: da += dy, db += alpha * dy (either may be NULL),
+ * and *dalpha = sum(dy * b) when dalpha is given. The alpha reduction keeps one
+ * double partial per (image, channel) plane in `partials` (N*C doubles) and sums them
+ * in plane order afterwards, so the result does not depend on the thread count. */
+typedef struct add_bwd_job {
+    const tensor4 *b, *dy, *da, *db;
+    float alpha;
+    double *partials;
+} add_bwd_job;
+
+static void add_bwd_worker(void *arg, int t, int nt)
+{
+    const add_bwd_job *job = arg;
+    const tensor4 *dy = job->dy;
+    const long plane = (long)dy->h * dy->w;
+    long begin, end;
+    split_range((long)dy->n * dy->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / dy->c), c = (int)(p % dy->c);
+        const float *g = dy->data + n * dy->batch_stride + c * plane;
+        if (job->da) {
+            float *d = job->da->data + n * job->da->batch_stride + c * plane;
+            for (long i = 0; i < plane; i++)
+                d[i] += g[i];
+        }
+        if (job->db) {
+            float *d = job->db->data + n * job->db->batch_stride + c * plane;
+            for (long i = 0; i < plane; i++)
+                d[i] += job->alpha * g[i];
+        }
+        if (job->partials) {
+            const float *bv = job->b->data + n * job->b->batch_stride + c * plane;
+            double s = 0.0;
+            for (long i = 0; i < plane; i++)
+                s += (double)g[i] * bv[i];
+            job->partials[p] = s;
+        }
+    }
+}
+
+void add_scaled_backward(op_exec *ex, const tensor4 *b, float alpha, const tensor4 *dy,
+                         const tensor4 *da, const tensor4 *db, float *dalpha, double *partials)
+{
+    add_bwd_job job = {b, dy, da, db, alpha, dalpha ? partials : NULL};
+    threadpool_run(ex->pool, add_bwd_worker, &job);
+    if (dalpha) {
+        double s = 0.0;
+        for (long p = 0; p < (long)dy->n * dy->c; p++)
+            s += partials[p];
+        *dalpha = (float)s;
+    }
+}

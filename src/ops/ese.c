@@ -69,3 +69,166 @@ void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const fl
     threadpool_run(ex->pool, ese_gate_worker, &job);
     threadpool_run(ex->pool, ese_scale_worker, &job);
 }
+
+/* ---------------------------------------------------------------- training
+ * Out of place: y = x * g with x kept; saves s = mean_hw(x) and z = fc(s) (N*C each)
+ * for the backward pass:
+ *   dg = sum_hw dy * x;  dz = dg * 0.1666667 where 0 < g < 1 (Paddle's hardsigmoid
+ *   gradient: zero in the clipped regions);  dfc_w[o][i] = sum_n dz[n][o] s[n][i];
+ *   dfc_b[o] = sum_n dz[n][o];  ds[n][i] = sum_o fc_w[o][i] dz[n][o];
+ *   dx += dy * g + ds / (H*W).
+ * Scratch for the backward: 2*N*C floats (dz, ds) in ex->op_scratch. Every reduction
+ * is owned by one thread and runs in a fixed order. */
+typedef struct ese_train_job {
+    const tensor4 *x, *y, *dy, *dx;
+    const float *fc_weight, *fc_bias;
+    float *save_s, *save_z, *dz, *ds, *dfc_w, *dfc_b;
+} ese_train_job;
+
+static float gate_of(float z)
+{
+    float g = ESE_HARDSIGMOID_SLOPE * z + ESE_HARDSIGMOID_OFFSET;
+    return g < 0.0f ? 0.0f : (g > 1.0f ? 1.0f : g);
+}
+
+static void ese_tr_mean_worker(void *arg, int t, int nt)
+{
+    const ese_train_job *job = arg;
+    const tensor4 *x = job->x;
+    const long plane = (long)x->h * x->w;
+    long begin, end;
+    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / x->c), c = (int)(p % x->c);
+        job->save_s[p] = f32_mean__ref(x->data + n * x->batch_stride + c * plane, plane);
+    }
+}
+
+static void ese_tr_fc_worker(void *arg, int t, int nt)
+{
+    const ese_train_job *job = arg;
+    const int C = job->x->c;
+    long begin, end;
+    split_range((long)job->x->n * C, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / C), oc = (int)(p % C);
+        const float *w = job->fc_weight + (long)oc * C;
+        const float *s = job->save_s + (long)n * C;
+        float z = job->fc_bias[oc];
+        for (int ic = 0; ic < C; ic++)
+            z += w[ic] * s[ic];
+        job->save_z[p] = z;
+    }
+}
+
+static void ese_tr_scale_worker(void *arg, int t, int nt)
+{
+    const ese_train_job *job = arg;
+    const tensor4 *x = job->x, *y = job->y;
+    const long plane = (long)x->h * x->w;
+    long begin, end;
+    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / x->c), c = (int)(p % x->c);
+        const float *src = x->data + n * x->batch_stride + c * plane;
+        float *dst = y->data + n * y->batch_stride + c * plane;
+        float g = gate_of(job->save_z[p]);
+        for (long i = 0; i < plane; i++)
+            dst[i] = src[i] * g;
+    }
+}
+
+void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
+                       const float *fc_bias, float *save_s, float *save_z)
+{
+    ese_train_job job = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
+                         .save_s = save_s, .save_z = save_z};
+    threadpool_run(ex->pool, ese_tr_mean_worker, &job);
+    threadpool_run(ex->pool, ese_tr_fc_worker, &job);
+    threadpool_run(ex->pool, ese_tr_scale_worker, &job);
+}
+
+static void ese_bwd_dz_worker(void *arg, int t, int nt)
+{
+    const ese_train_job *job = arg;
+    const tensor4 *x = job->x, *dy = job->dy;
+    const long plane = (long)x->h * x->w;
+    long begin, end;
+    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / x->c), c = (int)(p % x->c);
+        const float *xs = x->data + n * x->batch_stride + c * plane;
+        const float *g = dy->data + n * dy->batch_stride + c * plane;
+        double s = 0.0;
+        for (long i = 0; i < plane; i++)
+            s += (double)g[i] * xs[i];
+        float v = ESE_HARDSIGMOID_SLOPE * job->save_z[p] + ESE_HARDSIGMOID_OFFSET;
+        job->dz[p] = v > 0.0f && v < 1.0f ? (float)s * ESE_HARDSIGMOID_SLOPE : 0.0f;
+    }
+}
+
+static void ese_bwd_fc_worker(void *arg, int t, int nt)
+{
+    const ese_train_job *job = arg;
+    const int C = job->x->c, N = job->x->n;
+    long begin, end;
+    /* rows o of dfc_w / dfc_b */
+    split_range(C, t, nt, &begin, &end);
+    for (long o = begin; o < end; o++) {
+        if (job->dfc_w) {
+            for (int i = 0; i < C; i++) {
+                double s = 0.0;
+                for (int n = 0; n < N; n++)
+                    s += (double)job->dz[(long)n * C + o] * job->save_s[(long)n * C + i];
+                job->dfc_w[o * C + i] = (float)s;
+            }
+        }
+        if (job->dfc_b) {
+            double s = 0.0;
+            for (int n = 0; n < N; n++)
+                s += job->dz[(long)n * C + o];
+            job->dfc_b[o] = (float)s;
+        }
+    }
+    /* ds[n][i] */
+    split_range((long)N * C, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / C), i = (int)(p % C);
+        double s = 0.0;
+        for (int o = 0; o < C; o++)
+            s += (double)job->fc_weight[(long)o * C + i] * job->dz[(long)n * C + o];
+        job->ds[p] = (float)s;
+    }
+}
+
+static void ese_bwd_dx_worker(void *arg, int t, int nt)
+{
+    const ese_train_job *job = arg;
+    const tensor4 *x = job->x, *dy = job->dy, *dx = job->dx;
+    const long plane = (long)x->h * x->w;
+    long begin, end;
+    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / x->c), c = (int)(p % x->c);
+        const float *g = dy->data + n * dy->batch_stride + c * plane;
+        float *d = dx->data + n * dx->batch_stride + c * plane;
+        float gate = gate_of(job->save_z[p]), add = job->ds[p] / (float)plane;
+        for (long i = 0; i < plane; i++)
+            d[i] += g[i] * gate + add;
+    }
+}
+
+void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                  const float *fc_weight, const float *save_s, const float *save_z,
+                  float *dfc_weight, float *dfc_bias)
+{
+    long nc = (long)x->n * x->c;
+    ese_train_job job = {.x = x, .dy = dy, .dx = dx, .fc_weight = fc_weight,
+                         .save_s = (float *)save_s, .save_z = (float *)save_z,
+                         .dz = ex->op_scratch, .ds = ex->op_scratch + nc,
+                         .dfc_w = dfc_weight, .dfc_b = dfc_bias};
+    threadpool_run(ex->pool, ese_bwd_dz_worker, &job);
+    threadpool_run(ex->pool, ese_bwd_fc_worker, &job);
+    if (dx)
+        threadpool_run(ex->pool, ese_bwd_dx_worker, &job);
+}
