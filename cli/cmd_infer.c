@@ -1,7 +1,10 @@
 /*
- * cmd_infer.c - `cspresnet infer`: weights + an .npy batch in, one .npy per returned
- * stage out. The architecture comes from the weight file; architecture flags, when
- * given, are checks that the file must pass.
+ * cmd_infer.c - `cspresnet infer`: weights + inputs in, one .npy per returned stage
+ * out. Inputs are an .npy batch (N x 3 x H x W, used as given), or JPEG/PNG images,
+ * folders of them and list files, which go through infer_images.c (decode, resize,
+ * pre-process, batches, one output folder per image, optional --visualize picture).
+ * The architecture comes from the weight file; architecture flags, when given, are
+ * checks that the file must pass.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -12,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "image.h"
 #include "io/npy.h"
 
 /* A seeded input in [0, 1), like an image scaled by 1/255. */
@@ -36,87 +40,176 @@ static int random_input(npy_array *x, const int size[4])
 
 static void help(void)
 {
-    printf("usage: cspresnet infer --weights FILE --input X.npy --out DIR\n"
-           "                       [--act A] [--return-idx 1,2,3] [--threads N] [--deploy] [-q]\n"
-           "       cspresnet infer --arch P [--input-size N,3,H,W] --out DIR   (random weights, a try-out)\n"
-           "                       [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha]\n"
+    printf("usage: cspresnet infer --weights FILE --out DIR INPUT... [options]\n"
+           "       cspresnet infer --arch P --out DIR [INPUT...]        (random weights, a try-out)\n"
            "\n"
-           "Loads a .pdparams file (backbone-only or a full PP-YOLOE/PP-YOLOE+ checkpoint),\n"
-           "reads X.npy (float32, N x 3 x H x W, any H, W >= 1), runs the backbone in eval mode\n"
-           "and writes DIR/stage{i}.npy (N x C x H/stride x W/stride) for each i in --return-idx.\n"
+           "INPUT is a JPEG or PNG image, a folder (its .jpg/.jpeg/.png files, sorted), a list file\n"
+           "(.txt/.lst/.list, one path per line) or one .npy batch (float32 N x 3 x H x W, used as\n"
+           "is). Inputs may also be given with --input. Each image is decoded (gray, RGB, RGBA,\n"
+           "palette, 16-bit; as cv2.imread with IMREAD_COLOR sees it), resized to --size with\n"
+           "bicubic interpolation (bit-exact with cv2.INTER_CUBIC, upstream's eval transform) and\n"
+           "pre-processed, then DIR/<image name>/stage{i}.npy (1 x C x H/stride x W/stride) is\n"
+           "written for each i in --return-idx. An .npy input gives DIR/stage{i}.npy instead.\n"
+           "An image that cannot be read is reported and skipped; the exit status is then 1.\n"
            "\n"
-           "  --act A          activation the model was trained with (default swish; relu for the\n"
-           "                   t-relu variants); the file cannot tell\n"
-           "  --return-idx     stages to write (default 1,2,3 as the detectors use; 0,1,2,3 for P2)\n"
-           "  --threads N      worker threads (default: all online CPUs)\n"
-           "  --deploy         run the fused network (BN folded, RepVGG branches merged, as upstream's\n"
-           "                   convert_to_deploy); same outputs within float rounding, fewer FLOPs\n"
+           "  --size H,W         network input size for images (default 640,640)\n"
+           "  --letterbox        keep the aspect ratio, centre on grey (PaddleDetection's\n"
+           "                     LetterBoxResize geometry) instead of stretching\n"
+           "  --preprocess P     ppyoloe+ (RGB/255; default, PP-YOLOE+), ppyoloe or imagenet\n"
+           "                     (RGB/255 then ImageNet mean/std: PP-YOLOE legacy, CSPResNetb_*),\n"
+           "                     none (0..255)\n"
+           "  --batch N          images per forward pass (default 1)\n"
+           "  --save-input       also write DIR/<image name>/input.npy: the 1 x 3 x H x W tensor the\n"
+           "                     network got (after resize and pre-processing)\n"
+           "  --visualize OUT.png  a picture per image: the input and, per returned stage, a heat\n"
+           "                     map of the channel-wise L2 norm, labelled stage/stride/channels.\n"
+           "                     One image: written to OUT.png; several: DIR/<image name>/OUT.png\n"
+           "  --act A            activation the model was trained with (default swish; relu for the\n"
+           "                     t-relu variants); the file cannot tell\n"
+           "  --return-idx       stages to write (default 1,2,3 as the detectors use; 0,1,2,3 for P2)\n"
+           "  --deploy           run the fused network (BN folded, RepVGG branches merged, as upstream's\n"
+           "                     convert_to_deploy); same outputs within float rounding, fewer FLOPs\n"
            "  --arch, --large-stem, --small-stem, --alpha, --no-alpha\n"
-           "                   optional checks: an error if the file's architecture differs.\n"
-           "                   --alpha on a file without alpha uses alpha = 1.0, as upstream does\n"
-           "                   when PP-YOLOE+ starts from an ImageNet backbone.\n"
-           "  -q               print nothing on success\n"
+           "                     optional checks: an error if the file's architecture differs.\n"
+           "                     --alpha on a file without alpha uses alpha = 1.0, as upstream does\n"
+           "                     when PP-YOLOE+ starts from an ImageNet backbone.\n"
+           "  --threads N        worker threads (default: all online CPUs)\n"
+           "  -q, --quiet        print nothing on success;  -v, --verbose  a line per image even\n"
+           "                     with the progress bar (shown on a terminal; NO_COLOR respected)\n"
+           "  --version, --help\n"
            "\n"
            "Without --weights, an architecture flag (--arch, --width-mult, ...) builds a model with\n"
-           "seeded random weights; without --input a seeded random input in [0, 1) of --input-size\n"
-           "(default 1,3,640,640) is used: a way to try the tool before having weight files.\n");
+           "seeded random weights; without any input a seeded random input in [0, 1) of --input-size\n"
+           "(default 1,3,640,640) is used: a way to try the tool before having weight files.\n"
+           "Exit status: 0 success, 1 failure (or some images failed), 2 usage error.\n");
 }
+
+static int is_npy(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 4 && strcmp(path + n - 4, ".npy") == 0;
+}
+
+static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
+                     const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
+                     int n_inputs, image_job *job);
 
 int cmd_infer(int argc, char **argv)
 {
     arch_flags f;
     arch_flags_init(&f);
+    common_flags cf;
+    common_flags_init(&cf);
     const char *weights = NULL, *input_path = NULL, *out_dir = NULL;
-    int threads = 0, quiet = 0, deploy = 0;
+    int deploy = 0;
     int input_size[4] = {1, 3, 640, 640};
+    image_job job = {.height = 640, .width = 640, .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1, .cmd = "infer"};
+    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    int n_inputs = 0, rc = EXIT_USAGE;
+    if (!inputs) {
+        fprintf(stderr, "cspresnet infer: out of memory\n");
+        return 1;
+    }
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "infer");
+        if (r == 0)
+            r = common_flags_parse(&cf, argc, argv, &i, "infer");
         if (r < 0)
-            return EXIT_USAGE;
+            goto usage;
         if (r > 0)
             continue;
-        const char *a = argv[i];
+        const char *a = argv[i], *v;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help();
+            free(inputs);
             return 0;
         } else if (strcmp(a, "--weights") == 0) {
             if (!(weights = flag_value(argc, argv, &i, "infer")))
-                return EXIT_USAGE;
+                goto usage;
         } else if (strcmp(a, "--input") == 0) {
-            if (!(input_path = flag_value(argc, argv, &i, "infer")))
-                return EXIT_USAGE;
+            if (!(v = flag_value(argc, argv, &i, "infer")))
+                goto usage;
+            inputs[n_inputs++] = v;
         } else if (strcmp(a, "--out") == 0) {
             if (!(out_dir = flag_value(argc, argv, &i, "infer")))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--threads") == 0) {
-            const char *v = flag_value(argc, argv, &i, "infer");
-            if (!v || parse_int_list(v, &threads, 1) != 1 || threads < 1 || threads > 1024) {
-                fprintf(stderr, "cspresnet infer: --threads needs a count in 1..1024\n");
-                return EXIT_USAGE;
-            }
+                goto usage;
         } else if (strcmp(a, "--input-size") == 0) {
-            const char *v = flag_value(argc, argv, &i, "infer");
+            v = flag_value(argc, argv, &i, "infer");
             if (!v || parse_int_list(v, input_size, 4) != 4 || input_size[0] < 1 || input_size[1] != 3 ||
                 input_size[2] < 1 || input_size[3] < 1 || input_size[0] > 4096 || input_size[2] > 16384 ||
                 input_size[3] > 16384) {
                 fprintf(stderr, "cspresnet infer: --input-size must be N,3,H,W with N in 1..4096, H and W in 1..16384\n");
-                return EXIT_USAGE;
+                goto usage;
             }
+        } else if (strcmp(a, "--size") == 0) {
+            int hw[2];
+            v = flag_value(argc, argv, &i, "infer");
+            if (!v || parse_int_list(v, hw, 2) != 2 || hw[0] < 1 || hw[1] < 1 || hw[0] > 16384 || hw[1] > 16384) {
+                fprintf(stderr, "cspresnet infer: --size must be H,W with H and W in 1..16384 (for example 640,640)\n");
+                goto usage;
+            }
+            job.height = hw[0];
+            job.width = hw[1];
+        } else if (strcmp(a, "--save-input") == 0) {
+            job.save_input = 1;
+        } else if (strcmp(a, "--letterbox") == 0) {
+            job.letterbox = 1;
+        } else if (strcmp(a, "--preprocess") == 0) {
+            v = flag_value(argc, argv, &i, "infer");
+            if (!v || cspresnet_preprocess_parse(v, &job.pre) != CSPRESNET_OK) {
+                fprintf(stderr, "cspresnet infer: --preprocess must be ppyoloe+, ppyoloe, imagenet or none\n");
+                goto usage;
+            }
+        } else if (strcmp(a, "--batch") == 0) {
+            v = flag_value(argc, argv, &i, "infer");
+            if (!v || parse_int_list(v, &job.batch, 1) != 1 || job.batch < 1 || job.batch > 4096) {
+                fprintf(stderr, "cspresnet infer: --batch needs a count in 1..4096\n");
+                goto usage;
+            }
+        } else if (strcmp(a, "--visualize") == 0) {
+            if (!(job.visualize = flag_value(argc, argv, &i, "infer")))
+                goto usage;
         } else if (strcmp(a, "--deploy") == 0) {
             deploy = 1;
-        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            quiet = 1;
-        } else {
+        } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "cspresnet infer: unknown option '%s' (see cspresnet infer --help)\n", a);
-            return EXIT_USAGE;
+            goto usage;
+        } else {
+            inputs[n_inputs++] = a;
         }
     }
     if (!out_dir || (!weights && !arch_flags_fix_architecture(&f))) {
-        fprintf(stderr, "cspresnet infer: --weights, --input and --out are required, or --arch and --out for a "
+        fprintf(stderr, "cspresnet infer: --weights, --out and inputs are required, or --arch and --out for a "
                         "try-out with random weights (see cspresnet infer --help)\n");
-        return EXIT_USAGE;
+        goto usage;
     }
+    for (int k = 0; k < n_inputs; k++)
+        if (is_npy(inputs[k])) {
+            if (n_inputs != 1 || job.visualize) {
+                fprintf(stderr, "cspresnet infer: an .npy input is a whole batch: give it alone, without "
+                                "--visualize (which needs images)\n");
+                goto usage;
+            }
+            input_path = inputs[k];
+        }
+    if (job.visualize && n_inputs == 0) {
+        fprintf(stderr, "cspresnet infer: --visualize needs image inputs\n");
+        goto usage;
+    }
+    rc = infer_run(&f, &cf, weights, deploy, input_path, input_size, out_dir, n_inputs && !input_path ? inputs : NULL,
+                   n_inputs, &job);
+usage:
+    free(inputs);
+    return rc;
+}
 
+/* Loads the model, then runs the .npy batch or the images. */
+static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
+                     const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
+                     int n_inputs, image_job *job)
+{
+    arch_flags f = *fp;
+    int threads = cf->threads, quiet = cf->quiet;
     cspresnet_load_options opt;
     cspresnet_load_options_init(&opt);
     opt.act = f.act;
@@ -156,7 +249,7 @@ int cmd_infer(int argc, char **argv)
         if (!quiet)
             fprintf(stderr, "note: no --weights given: using seeded random weights (outputs are not meaningful)\n");
     }
-    if (deploy) {
+    if (deploy && !cspresnet_model_is_deployed(model)) {
         cspresnet_model *fused;
         if (cspresnet_model_deploy(model, &fused, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
@@ -164,6 +257,34 @@ int cmd_infer(int argc, char **argv)
         }
         cspresnet_model_free(model);
         model = fused;
+    }
+    if (image_args) {
+        input_list images = {0};
+        for (int k = 0; k < n_inputs; k++)
+            if (input_list_add(&images, image_args[k], err, sizeof err) != 0) {
+                fprintf(stderr, "cspresnet infer: %s\n", err);
+                input_list_free(&images);
+                goto done;
+            }
+        if (cspresnet_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
+            input_list_free(&images);
+            goto done;
+        }
+        job->out_dir = out_dir;
+        job->quiet = quiet;
+        job->verbose = cf->verbose;
+        image_job_result res;
+        int r = infer_images(ctx, &images, job, &res);
+        if (r >= 0 && !quiet)
+            printf("%zu of %zu images done (%s, %dx%d, preprocess %s), %zu failed; outputs in %s/\n", res.done,
+                   images.count, job->letterbox ? "letterbox" : "bicubic resize", job->height, job->width,
+                   cspresnet_preprocess_name(job->pre), res.failed, out_dir);
+        if (r > 0)
+            fprintf(stderr, "cspresnet infer: %zu of %zu images failed (see above)\n", res.failed, images.count);
+        input_list_free(&images);
+        rc = r == 0 ? 0 : 1;
+        goto done;
     }
     if (input_path) {
         if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {

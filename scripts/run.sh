@@ -1,14 +1,12 @@
 #!/bin/bash
-# The main job on a built-in default: build, show the CSPResNet-s summary, and run the
-# backbone on a 640x640 input (official weights if CSPRESNET_WEIGHTS names a .pdparams
-# file, seeded random weights otherwise), writing the feature maps to out/default/.
+# The main job: installs what it needs, builds, fetches a few real photos (scikit-image's
+# samples from Debian's python3-skimage, unpacked without installing it) and runs
+# `cspresnet demo`: the CSPResNet-s summary, a short fine-tune on Fashion-MNIST, feature
+# maps and heat-map pictures of the photos, the measured speed, and where every file went
+# (out/demo/). Official weights: CSPRESNET_WEIGHTS=file.pdparams scripts/run.sh
 set -eu
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh build
 make -s
-build/cspresnet summary --arch s | tail -n 20
-if [ -n "${CSPRESNET_WEIGHTS:-}" ]; then
-    time build/cspresnet infer --weights "$CSPRESNET_WEIGHTS" --input-size 1,3,640,640 --out out/default
-else
-    time build/cspresnet infer --arch s --input-size 1,3,640,640 --out out/default
-fi
+scripts/fetch-photos.sh
+exec build/cspresnet demo --out out/demo "$@"

@@ -1,0 +1,91 @@
+/*
+ * image.h - the CLI's optional image module: JPEG/PNG in (libjpeg-turbo, libpng),
+ * PNG out (libpng, written atomically), the heat-map visualisation and the list of
+ * inputs a command was given. None of this is in libcspresnet: the core library needs
+ * only libc, libm and pthreads; resize and pre-processing are in the library
+ * (src/preprocess/) because they are pure C.
+ */
+#ifndef CSPRESNET_CLI_IMAGE_H
+#define CSPRESNET_CLI_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cspresnet.h"
+
+#define IMAGE_MAX_SIDE 32768
+#define IMAGE_MAX_PIXELS (1u << 28)
+
+/* 8-bit RGB, interleaved, h rows of w*3 bytes. */
+typedef struct image_rgb {
+    int h, w;
+    uint8_t *data;
+} image_rgb;
+
+/* Decodes a JPEG or PNG file (told apart by content) into RGB the way upstream's
+ * cv2.imread(path, IMREAD_COLOR) + BGR->RGB does: gray is replicated, alpha dropped (not
+ * composited), palettes expanded, 16-bit samples keep their high byte. A JPEG that
+ * libjpeg decodes only with corrupt-data warnings is refused. Returns 0, or -1 with a
+ * message in err. EXIF orientation is not applied. */
+int image_read(const char *path, image_rgb *out, char *err, size_t err_size);
+void image_free(image_rgb *img);
+
+/* 1 if name ends with .jpg, .jpeg or .png (any case). */
+int image_has_image_suffix(const char *name);
+
+/* Writes an 8-bit RGB PNG through a temporary file renamed into place. 0 or -1. */
+int png_write_rgb(const char *path, const uint8_t *rgb, int h, int w, char *err, size_t err_size);
+
+/* The panel picture of one image: [input | stage a | stage b | ...] side by side, each
+ * panel h x w (the network input size), under a label strip of VIS_LABEL_H rows
+ * ("input HxW", "stage i  stride s  c ch"). A stage panel is 0.5 * input + 0.5 *
+ * heat(t), t = per-stage min-max normalised channel-wise L2 norm of the feature map
+ * at (y / stride, x / stride) (nearest), heat(t) = (clamp(3t), clamp(3t-1), clamp(3t-2))
+ * * 255 (black, red, yellow, white), rounded to nearest. `rgb` is the resized input
+ * (h x w x 3); outs[r] holds image `index` of the batch. */
+#define VIS_LABEL_H 20
+int visualize_write(const char *path, const uint8_t *rgb, int h, int w,
+                    const cspresnet_output *outs, int n_out, int index, char *err, size_t err_size);
+
+/* Draws text with the built-in 5x7 font (font5x7.c) at an integer scale, top-left at
+ * (x, y), clipped to the canvas and to columns before x_end. */
+void font_draw(uint8_t *rgb, int h, int w, int x, int y, int x_end, int scale, const char *text,
+               const uint8_t color[3]);
+int font_text_width(const char *text, int scale);
+
+/* The inputs of a command: files, directories (their .jpg, .jpeg and .png files, sorted) and
+ * list files (.txt, .lst, .list: one path per line, '#' comments). */
+typedef struct input_list {
+    char **paths;
+    size_t count, cap;
+} input_list;
+/* Adds one argument; 0, or -1 with a message (an unreadable folder or list file). */
+int input_list_add(input_list *l, const char *arg, char *err, size_t err_size);
+void input_list_free(input_list *l);
+
+
+/* Runs images through a context in batches: decode, resize (--size, or --letterbox),
+ * pre-process, forward; writes <out_dir>/<image stem>/stage{i}.npy (1 x C x h x w) per
+ * image, and the --visualize picture. An image that fails to decode is reported on
+ * stderr and skipped; the others go on. (infer_images.c) */
+typedef struct image_job {
+    const char *out_dir;
+    const char *visualize;     /* NULL, or a .png path (one input) / file name (several) */
+    int visualize_in_folders;  /* 1: always <out_dir>/<image name>/<file name of visualize> */
+    int save_input;            /* 1: also <out_dir>/<image name>/input.npy, the 1 x 3 x H x W tensor */
+    int height, width;         /* network input size */
+    int letterbox;             /* keep the ratio (PaddleDetection LetterBoxResize geometry) */
+    cspresnet_preprocess pre;
+    int batch;                 /* images per forward */
+    int quiet, verbose;
+    const char *cmd;           /* "infer", "demo": prefix of messages */
+} image_job;
+typedef struct image_job_result {
+    size_t done, failed;
+    double forward_seconds;    /* time spent in cspresnet_forward */
+} image_job_result;
+/* 0 when every image was done, 1 when some failed, -1 on a fatal error (message printed). */
+int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_job *job,
+                 image_job_result *result);
+
+#endif

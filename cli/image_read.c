@@ -1,0 +1,276 @@
+/*
+ * image_read.c - JPEG (libjpeg-turbo) and PNG (libpng) files to 8-bit RGB, the way
+ * upstream's cv2.imread(path, cv2.IMREAD_COLOR) followed by BGR->RGB sees them.
+ * The whole file is read into memory first, its kind told by its first bytes, and
+ * every libjpeg/libpng error comes back as a message (their longjmp error handlers
+ * land here), never as an exit or a print.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jpeglib.h>
+#include <png.h>
+
+#include "image.h"
+
+#define MAX_FILE_BYTES ((size_t)1 << 30)
+
+static int fail(char *err, size_t n, const char *fmt, const char *path, const char *what)
+{
+    if (err && n)
+        snprintf(err, n, fmt, path, what);
+    return -1;
+}
+
+static int read_file(const char *path, uint8_t **data, size_t *size, char *err, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(err, n, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0 || len < cap) {
+            if (ferror(f)) {
+                free(buf);
+                fclose(f);
+                return fail(err, n, "%s: read error: %s", path, strerror(errno));
+            }
+            if (feof(f))
+                break;
+            continue;
+        }
+        if (cap >= MAX_FILE_BYTES) {
+            free(buf);
+            fclose(f);
+            return fail(err, n, "%s: %s", path, "larger than 1 GiB, refused");
+        }
+        uint8_t *grown = realloc(buf, cap * 2);
+        if (!grown)
+            free(buf);
+        buf = grown;
+        cap *= 2;
+    }
+    fclose(f);
+    if (!buf)
+        return fail(err, n, "%s: %s", path, "out of memory");
+    *data = buf;
+    *size = len;
+    return 0;
+}
+
+static int check_size(const char *path, long h, long w, char *err, size_t n)
+{
+    if (h < 1 || w < 1 || h > IMAGE_MAX_SIDE || w > IMAGE_MAX_SIDE ||
+        (unsigned long)h * (unsigned long)w > IMAGE_MAX_PIXELS) {
+        char what[96];
+        snprintf(what, sizeof what, "%ld x %ld pixels is outside 1..%d per side, %u pixels in all", w, h,
+                 IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
+        return fail(err, n, "%s: %s", path, what);
+    }
+    return 0;
+}
+
+/* ---- JPEG ---- */
+
+struct jpeg_fail {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+};
+
+static void jpeg_on_error(j_common_ptr cinfo)
+{
+    struct jpeg_fail *f = (struct jpeg_fail *)cinfo->err;
+    f->mgr.format_message(cinfo, f->message);
+    longjmp(f->jump, 1);
+}
+
+static void jpeg_on_message(j_common_ptr cinfo, int level)
+{
+    struct jpeg_fail *f = (struct jpeg_fail *)cinfo->err;
+    if (level < 0 && !f->message[0]) { /* a corrupt-data warning: keep the first one */
+        f->mgr.format_message(cinfo, f->message);
+        f->mgr.num_warnings++;
+    }
+}
+
+static int decode_jpeg(const char *path, const uint8_t *data, size_t size, image_rgb *out, char *err,
+                       size_t n)
+{
+    struct jpeg_decompress_struct cinfo;
+    struct jpeg_fail jerr;
+    uint8_t *volatile pixels = NULL;
+    memset(&jerr, 0, sizeof jerr);
+    cinfo.err = jpeg_std_error(&jerr.mgr);
+    jerr.mgr.error_exit = jpeg_on_error;
+    jerr.mgr.emit_message = jpeg_on_message;
+    if (setjmp(jerr.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(pixels);
+        return fail(err, n, "%s: corrupt JPEG: %s", path, jerr.message);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)size);
+    jpeg_read_header(&cinfo, TRUE);
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        jpeg_destroy_decompress(&cinfo);
+        return fail(err, n, "%s: %s", path, "CMYK JPEG files are not supported (convert to RGB)");
+    }
+    cinfo.out_color_space = JCS_RGB; /* gray is replicated into R, G, B */
+    jpeg_start_decompress(&cinfo);
+    if (check_size(path, cinfo.output_height, cinfo.output_width, err, n) != 0 || cinfo.output_components != 3) {
+        if (cinfo.output_components != 3)
+            fail(err, n, "%s: %s", path, "JPEG did not decode to 3 components");
+        jpeg_destroy_decompress(&cinfo);
+        return -1;
+    }
+    size_t stride = (size_t)cinfo.output_width * 3;
+    pixels = malloc(stride * cinfo.output_height);
+    if (!pixels) {
+        jpeg_destroy_decompress(&cinfo);
+        return fail(err, n, "%s: %s", path, "out of memory");
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = pixels + stride * cinfo.output_scanline;
+        jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    int warned = jerr.mgr.num_warnings > 0;
+    out->h = (int)cinfo.output_height;
+    out->w = (int)cinfo.output_width;
+    jpeg_destroy_decompress(&cinfo);
+    if (warned) {
+        free(pixels);
+        return fail(err, n, "%s: corrupt JPEG: %s", path, jerr.message);
+    }
+    out->data = pixels;
+    return 0;
+}
+
+/* ---- PNG ---- */
+
+struct png_source {
+    const uint8_t *data;
+    size_t size, pos;
+    char message[256];
+};
+
+static void png_on_error(png_structp png, png_const_charp msg)
+{
+    struct png_source *s = png_get_error_ptr(png);
+    snprintf(s->message, sizeof s->message, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void png_on_warning(png_structp png, png_const_charp msg)
+{
+    (void)png, (void)msg; /* benign (for example an unknown ancillary chunk) */
+}
+
+static void png_read_mem(png_structp png, png_bytep dst, png_size_t len)
+{
+    struct png_source *s = png_get_io_ptr(png);
+    if (len > s->size - s->pos)
+        png_error(png, "file is truncated");
+    memcpy(dst, s->data + s->pos, len);
+    s->pos += len;
+}
+
+static int decode_png(const char *path, const uint8_t *data, size_t size, image_rgb *out, char *err,
+                      size_t n)
+{
+    struct png_source src = {data, size, 0, ""};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_on_error, png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    uint8_t *volatile pixels = NULL;
+    png_bytep *volatile rows = NULL;
+    if (!png || !info) {
+        png_destroy_read_struct(png ? &png : NULL, NULL, NULL);
+        return fail(err, n, "%s: %s", path, "out of memory");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        free(pixels);
+        free(rows);
+        return fail(err, n, "%s: corrupt PNG: %s", path, src.message);
+    }
+    png_set_read_fn(png, &src, png_read_mem);
+    png_read_info(png, info);
+    png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
+    if (check_size(path, (long)h, (long)w, err, n) != 0) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return -1;
+    }
+    /* cv2's IMREAD_COLOR: 8 bits per channel RGB, alpha and tRNS ignored */
+    if (type == PNG_COLOR_TYPE_PALETTE)
+        png_set_palette_to_rgb(png);
+    if (type == PNG_COLOR_TYPE_GRAY && depth < 8)
+        png_set_expand_gray_1_2_4_to_8(png);
+    if (depth == 16)
+        png_set_strip_16(png);
+    if (type & PNG_COLOR_MASK_ALPHA)
+        png_set_strip_alpha(png);
+    if (type == PNG_COLOR_TYPE_GRAY || type == PNG_COLOR_TYPE_GRAY_ALPHA)
+        png_set_gray_to_rgb(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    size_t stride = png_get_rowbytes(png, info);
+    if (stride != (size_t)w * 3)
+        png_error(png, "unexpected row layout after conversion to RGB");
+    pixels = malloc(stride * h);
+    rows = malloc(sizeof(png_bytep) * h);
+    if (!pixels || !rows)
+        png_error(png, "out of memory");
+    for (png_uint_32 y = 0; y < h; y++)
+        rows[y] = pixels + stride * y;
+    png_read_image(png, rows);
+    png_read_end(png, NULL);
+    png_destroy_read_struct(&png, &info, NULL);
+    free(rows);
+    out->h = (int)h;
+    out->w = (int)w;
+    out->data = pixels;
+    return 0;
+}
+
+int image_read(const char *path, image_rgb *out, char *err, size_t err_size)
+{
+    uint8_t *data;
+    size_t size;
+    memset(out, 0, sizeof *out);
+    if (read_file(path, &data, &size, err, err_size) != 0)
+        return -1;
+    int rc;
+    static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
+        rc = decode_jpeg(path, data, size, out, err, err_size);
+    else if (size >= 8 && memcmp(data, png_magic, 8) == 0)
+        rc = decode_png(path, data, size, out, err, err_size);
+    else
+        rc = fail(err, err_size, "%s: %s", path,
+                  size == 0 ? "empty file, not a JPEG or PNG image" : "not a JPEG or PNG image");
+    free(data);
+    return rc;
+}
+
+void image_free(image_rgb *img)
+{
+    if (img) {
+        free(img->data);
+        img->data = NULL;
+    }
+}
+
+int image_has_image_suffix(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0 || strcasecmp(dot, ".png") == 0);
+}

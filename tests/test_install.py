@@ -1,0 +1,98 @@
+"""`make install PREFIX=...` and an embedder's program built against the installed copy.
+
+Installs from the build folder under test into a temporary prefix, checks the layout
+(static library, versioned shared library with soname links, header, CLI, pkg-config
+file, man page), that the shared library needs nothing beyond libc/libm/pthreads, then
+builds examples/features.c with `pkg-config --cflags --libs cspresnet` (shared) and
+`pkg-config --static` (static), runs both and checks their output.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT, get_build_dir
+
+VERSION = "0.1.0"
+
+
+def sh(cmd, **kw):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    assert proc.returncode == 0, f"{cmd}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prefix") / "usr"
+    build = get_build_dir()
+    sh(["make", "-s", "-C", str(REPO_ROOT), f"BUILD={build}", f"PREFIX={p}", "install"])
+    return p
+
+
+def sanitizer_flags(lib):
+    """The asan build's library needs the sanitizer runtime at link time too."""
+    syms = sh(["nm", "-D", str(lib)])
+    return ["-fsanitize=address,undefined"] if "__asan" in syms else []
+
+
+def test_layout(prefix):
+    lib = prefix / "lib"
+    assert (lib / "libcspresnet.a").is_file()
+    real = lib / f"libcspresnet.so.{VERSION}"
+    assert real.is_file() and not real.is_symlink()
+    assert os.readlink(lib / "libcspresnet.so.0") == f"libcspresnet.so.{VERSION}"
+    assert os.readlink(lib / "libcspresnet.so") == "libcspresnet.so.0"
+    dyn = sh(["objdump", "-p", str(real)])
+    assert re.search(r"SONAME\s+libcspresnet\.so\.0\b", dyn), dyn
+    needed = set(re.findall(r"NEEDED\s+(\S+)", dyn))
+    allowed = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libasan.so.8", "libubsan.so.1", "libgcc_s.so.1",
+               "libstdc++.so.6"}
+    assert needed <= allowed, f"the core library must need only libc/libm/pthreads: {needed}"
+    assert (prefix / "include" / "cspresnet.h").is_file()
+    man = (prefix / "share" / "man" / "man1" / "cspresnet.1").read_text()
+    assert man.startswith(".TH CSPRESNET 1") and "EXIT STATUS" in man
+    out = sh([str(prefix / "bin" / "cspresnet"), "--version"])
+    assert out.strip() == f"cspresnet {VERSION}"
+    pc = (lib / "pkgconfig" / "cspresnet.pc").read_text()
+    assert f"prefix={prefix}\n" in pc and f"Version: {VERSION}" in pc
+
+
+def pkg_config(prefix, *args):
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    return sh(["pkg-config", *args, "cspresnet"], env=env).split()
+
+
+def check_output(text):
+    lines = text.strip().splitlines()
+    assert lines[0] == f"cspresnet {VERSION}", text
+    shapes = [re.match(r"stage (\d) stride (\d+): 1 x (\d+) x (\d+) x (\d+), mean (-?\d+\.\d+)$", ln) for ln in lines[1:]]
+    assert all(shapes) and len(shapes) == 3, text
+    got = [tuple(int(g) for g in m.groups()[:5]) for m in shapes]
+    assert got == [(1, 8, 128, 40, 40), (2, 16, 256, 20, 20), (3, 32, 512, 10, 10)], got
+
+
+def test_example_builds_against_installed_library(prefix, tmp_path):
+    lib = prefix / "lib" / f"libcspresnet.so.{VERSION}"
+    extra = sanitizer_flags(lib)
+    src = REPO_ROOT / "examples" / "features.c"
+    shared = tmp_path / "features_shared"
+    sh(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *extra, str(src), "-o", str(shared),
+        *pkg_config(prefix, "--cflags", "--libs"), f"-Wl,-rpath,{prefix / 'lib'}"])
+    assert str(prefix / "lib" / "libcspresnet.so.0") in sh(["ldd", str(shared)])
+    out_shared = sh([str(shared)], env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    check_output(out_shared)
+
+    static = tmp_path / "features_static"
+    libs = pkg_config(prefix, "--static", "--libs")
+    libs = ["-Wl,-Bstatic" if a == "-lcspresnet" else a for a in libs]
+    libs.insert(libs.index("-Wl,-Bstatic") + 1, "-lcspresnet")
+    libs.insert(libs.index("-lcspresnet") + 1, "-Wl,-Bdynamic")
+    sh(["cc", "-std=c11", *extra, str(src), "-o", str(static), *pkg_config(prefix, "--cflags"), *libs])
+    assert "libcspresnet" not in sh(["ldd", str(static)])
+    out_static = sh([str(static)])
+    check_output(out_static)
+    assert out_static == out_shared, "static and shared builds disagree"
