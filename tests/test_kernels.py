@@ -18,3 +18,9 @@ def run_unit(name):
 def test_conv_gemm_matches_direct_convolution_and_is_thread_independent():
     out = run_unit("test_conv")
     assert "60 passed" in out
+
+
+def test_fast_conv_kernels_match_reference_for_every_isa_the_cpu_has():
+    out = run_unit("test_kernels_conv")
+    assert "isas tested: 0" not in out, out
+    assert "0 failed" in out, out

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include "cspresnet.h"
+
 /* Geometry of one 2-D convolution over one image (NCHW, groups 1). */
 typedef struct conv_geom {
     int in_c, in_h, in_w;
@@ -38,10 +40,50 @@ typedef void (*im2col_panel_fn)(const conv_geom *g, const float *image, int k0, 
 typedef void (*gemm_microkernel_fn)(int kc, const float *a, long lda, const float *strip,
                                     float *c, long ldc, int mr, int nr, int accumulate);
 
+/* ---- Fast-path kernels (kernels/x86 per ISA, kernels/generic portable). ---- */
+
+/* c[i*ldc + j] (+)= sum_k a[i*lda + k] * b[k*ldb + j] for i < mr <= table.mr,
+ * j < nr <= table.nr. b is any row-major block (a packed panel, the input itself for
+ * a 1x1 conv, a Winograd V matrix); columns >= nr are never read or written.
+ * accumulate = 0 overwrites c. */
+typedef void (*gemm_fn)(int kc, const float *a, long lda, const float *b, long ldb, float *c,
+                        long ldc, int mr, int nr, int accumulate);
+
+/* x[i] = act(x[i] + bias) + (res ? res[i] : 0) for i < count (the conv epilogue on
+ * one output-channel row). Any activation; the fast ones are vectorised. */
+typedef void (*bias_act_fn)(float *x, long count, float bias, cspresnet_act act, const float *res);
+
+/* Winograd F(4,3) for a 3x3 stride-1 pad-1 conv (NCHW), 16 tiles at a time.
+ * A tile t covers output rows 4*ty..4*ty+3 and columns 4*tx..4*tx+3 of one image;
+ * tiles are numbered ty * tiles_w + tx and lanes past tile_count are zero.
+ *   weights: U[36][oc_count][in_c] from w (OC,C,3,3) rows oc0.. (U = G g G^T)
+ *   input:   V[36][ldv] for tiles t0..t0+15 of one input channel plane (h x w)
+ *            -> v + p*v_stride_p, 16 floats each
+ *   output:  y = A^T M A for tiles t0..t0+15 of one output channel: m + p*m_stride_p
+ *            holds 16 floats per p; epilogue act(y + bias) + res, stored into the
+ *            out plane (out_h x out_w), res (same shape) or NULL. */
+typedef struct wino_tiles {
+    int tiles_w, tile_count;       /* tiles per row, tiles in the image */
+    int h, w;                      /* input plane (= output plane for 3x3 s1 p1) */
+} wino_tiles;
+typedef void (*wino_weight_fn)(const float *w, int in_c, int oc0, int oc_count, long u_stride_p,
+                               float *u);
+typedef void (*wino_input_fn)(const wino_tiles *wt, const float *plane, int t0, float *v,
+                              long v_stride_p);
+typedef void (*wino_output_fn)(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
+                               float bias, cspresnet_act act, const float *res, float *out);
+
 typedef struct kernel_table {
-    const char *isa;                    /* "ref", later "avx2", "avx512" */
-    im2col_panel_fn im2col_panel;
+    const char *isa;                    /* "ref", "avx2", "avx512" */
+    im2col_panel_fn im2col_panel;       /* reference path (isa "ref") */
     gemm_microkernel_fn gemm_micro;
+    /* fast path (NULL gemm in the "ref" table: conv2d uses the reference path) */
+    int mr, nr;                         /* gemm tile */
+    gemm_fn gemm;
+    bias_act_fn bias_act;
+    wino_weight_fn wino_weight;         /* NULL: no Winograd on this ISA */
+    wino_input_fn wino_input;
+    wino_output_fn wino_output;
 } kernel_table;
 
 /* Reference kernels. */
@@ -49,6 +91,31 @@ void f32_im2col_panel__ref(const conv_geom *g, const float *image, int k0, int k
                            int nc, float *panel);
 void f32_gemm_4x16__ref(int kc, const float *a, long lda, const float *strip, float *c,
                         long ldc, int mr, int nr, int accumulate);
+
+/* Portable fast-path kernels (kernels/generic). */
+void f32_gemm_4x16__generic(int kc, const float *a, long lda, const float *b, long ldb, float *c,
+                            long ldc, int mr, int nr, int accumulate);
+void f32_bias_act__generic(float *x, long count, float bias, cspresnet_act act, const float *res);
+void f32_winograd43_weight__generic(const float *w, int in_c, int oc0, int oc_count,
+                                    long u_stride_p, float *u);
+/* Packs rows [k0, k0+kc) x columns [n0, n0+nc) of the implicit im2col matrix of one
+ * image into panel[kc][ldp] (row-major, ldp >= nc; columns past nc untouched). */
+void f32_im2col_rows__generic(const conv_geom *g, const float *image, int k0, int kc, long n0,
+                              int nc, float *panel, long ldp);
+
+/* AVX2 + FMA (kernels/x86, compiled for that target only). */
+void f32_gemm_6x16__avx2(int kc, const float *a, long lda, const float *b, long ldb, float *c,
+                         long ldc, int mr, int nr, int accumulate);
+void f32_bias_act__avx2(float *x, long count, float bias, cspresnet_act act, const float *res);
+
+/* AVX-512F (kernels/x86). */
+void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, long ldb, float *c,
+                           long ldc, int mr, int nr, int accumulate);
+void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, const float *res);
+void f32_winograd43_input__avx512(const wino_tiles *wt, const float *plane, int t0, float *v,
+                                  long v_stride_p);
+void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
+                                   float bias, cspresnet_act act, const float *res, float *out);
 
 /* The table for this CPU, honouring CSPRESNET_ISA=ref|avx2|avx512 (the caller reads
  * the environment and passes its value, or NULL). Unknown or unavailable names fall

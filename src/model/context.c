@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "model/model.h"
@@ -24,6 +25,9 @@ struct cspresnet_context {
     float *block;                 /* arena, then scratch */
     long arena_floats;
     long scratch_floats;
+    long fast_offset;             /* fast conv scratch: floats after the arena, or -1 */
+    long fast_per_thread;
+    double *prof;                 /* per-node seconds when profiling, else NULL */
     error_buf err;
 };
 
@@ -78,6 +82,7 @@ void cspresnet_context_free(cspresnet_context *ctx)
     if (!ctx)
         return;
     threadpool_free(ctx->pool);
+    free(ctx->prof);
     free(ctx->offset);
     free(ctx->block);
     free(ctx);
@@ -177,7 +182,29 @@ static cspresnet_status plan(cspresnet_context *ctx, int n, int h, int w)
         if (model_stage_mid(&m->cfg, s) > max_mid)
             max_mid = model_stage_mid(&m->cfg, s);
     long per_thread = conv2d_scratch_per_thread();
-    long scratch = per_thread * threadpool_size(ctx->pool) + ((ese_scratch_floats(n, max_mid) + 15) & ~15L);
+    const int threads = threadpool_size(ctx->pool);
+    long scratch = per_thread * threads + ((ese_scratch_floats(n, max_mid) + 15) & ~15L);
+    /* the fast conv path: the largest per-thread and shared need over all convs */
+    long fast_pt = 0, fast_shared = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const graph_node *nd = &m->nodes[i];
+        if (nd->kind != NODE_CONV)
+            continue;
+        const graph_tensor *ti = &m->tensors[nd->in0], *to = &m->tensors[nd->out];
+        conv_geom g = {nd->cin, spatial(h, ti->level), spatial(w, ti->level), nd->cout,
+                       spatial(h, to->level), spatial(w, to->level), nd->k, nd->stride, nd->pad};
+        long pt, sh;
+        conv2d_fast_scratch(ctx->kernels, &g, n, threads, &pt, &sh);
+        pt = (pt + 15) & ~15L;
+        if (pt > fast_pt)
+            fast_pt = pt;
+        if (sh > fast_shared)
+            fast_shared = sh;
+    }
+    ctx->fast_offset = ctx->kernels->gemm ? scratch : -1;
+    ctx->fast_per_thread = fast_pt;
+    if (ctx->kernels->gemm)
+        scratch += fast_pt * threads + ((fast_shared + 15) & ~15L);
 
     free(ctx->block);
     ctx->block = NULL;
@@ -276,9 +303,20 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
         .scratch_per_thread = conv2d_scratch_per_thread(),
         .op_scratch = ctx->block + ctx->arena_floats +
                       conv2d_scratch_per_thread() * threadpool_size(ctx->pool),
+        .fast_scratch = ctx->fast_offset >= 0 ? ctx->block + ctx->arena_floats + ctx->fast_offset : NULL,
+        .fast_per_thread = ctx->fast_per_thread,
     };
-    for (int i = 0; i < m->n_nodes; i++)
-        run_node(ctx, &ex, &m->nodes[i], input);
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (ctx->prof) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            run_node(ctx, &ex, &m->nodes[i], input);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            ctx->prof[i] += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        } else {
+            run_node(ctx, &ex, &m->nodes[i], input);
+        }
+    }
 
     for (int r = 0; r < m->cfg.num_return; r++) {
         int stage = m->cfg.return_idx[r];
@@ -288,4 +326,41 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
     *n_out = m->cfg.num_return;
     ctx->err.text[0] = '\0';
     return CSPRESNET_OK;
+}
+
+void cspresnet_context_set_profile(cspresnet_context *ctx, int on)
+{
+    if (!ctx)
+        return;
+    free(ctx->prof);
+    ctx->prof = on ? calloc((size_t)ctx->model->n_nodes, sizeof *ctx->prof) : NULL;
+}
+
+int cspresnet_context_profile(const cspresnet_context *ctx, int i, const char **name,
+                              double *seconds, double *flops)
+{
+    if (!ctx)
+        return 0;
+    const cspresnet_model *m = ctx->model;
+    if (i < 0 || i >= m->n_nodes)
+        return m->n_nodes;
+    const graph_node *nd = &m->nodes[i];
+    if (name)
+        *name = nd->name;
+    if (seconds)
+        *seconds = ctx->prof ? ctx->prof[i] : 0.0;
+    if (flops) {
+        *flops = 0.0;
+        if (nd->kind == NODE_CONV && ctx->plan_n > 0) {
+            int level = m->tensors[nd->out].level;
+            *flops = 2.0 * ctx->plan_n * nd->cout * nd->cin * nd->k * nd->k *
+                     spatial(ctx->plan_h, level) * (double)spatial(ctx->plan_w, level);
+        }
+    }
+    return m->n_nodes;
+}
+
+const char *cspresnet_context_isa(const cspresnet_context *ctx)
+{
+    return ctx ? ctx->kernels->isa : "";
 }

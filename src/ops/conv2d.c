@@ -80,6 +80,10 @@ static void conv_worker(void *arg, int t, int nt)
 void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
                     const tensor4 *out, const conv_epilogue *ep)
 {
+    if (ex->fast_scratch && ex->kernels->gemm) {
+        conv2d_fast_forward(ex, g, weight, in, out, ep);
+        return;
+    }
     conv_job job = {ex, g, weight, in, out, ep};
     threadpool_run(ex->pool, conv_worker, &job);
 }

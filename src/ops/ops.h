@@ -30,6 +30,10 @@ typedef struct op_exec {
     float *scratch;              /* per-thread conv panels, then op scratch */
     long scratch_per_thread;     /* floats of conv panel per thread */
     float *op_scratch;           /* shared scratch for small ops (ESE statistics) */
+    /* fast conv path (conv2d_fast.c): per-thread blocks of fast_per_thread floats, then
+     * the shared part (Winograd weights); NULL keeps conv2d on the reference path */
+    float *fast_scratch;
+    long fast_per_thread;
 } op_exec;
 
 /* conv2d.c: in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), then the epilogue
@@ -44,6 +48,19 @@ typedef struct conv_epilogue {
     const tensor4 *residual;  /* same shape as out, or NULL; added after act */
 } conv_epilogue;
 long conv2d_scratch_per_thread(void);
+/* conv2d_fast.c: scratch the fast path needs for this conv on n images with `threads`
+ * threads (both 0 when kt has no fast kernels). conv2d_forward takes the fast path
+ * when ex->fast_scratch is set and ex->kernels has fast kernels. */
+void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+                         long *per_thread, long *shared);
+void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight,
+                         const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
+/* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
+int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g);
+void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+                             long *per_thread, long *shared);
+void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
+                             const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight,
                     const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 
@@ -66,5 +83,49 @@ void add_scaled_forward(op_exec *ex, const tensor4 *a, const tensor4 *b, float a
 #define ESE_HARDSIGMOID_OFFSET 0.5f
 long ese_scratch_floats(int n, int c);
 void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const float *fc_bias);
+
+/* ---- training (forward out of place, keeping what backward needs; backward ops
+ * ACCUMULATE into input gradients (dx +=) and OVERWRITE parameter gradients) ---- */
+
+/* conv2d_backward.c: dweight (OC,C,k,k) = sum_n dout_n . col(in_n)^T (NULL: skipped);
+ * din += col2im(W^T . dout) (NULL: skipped). Scratch: per thread
+ * conv2d_backward_scratch_per_thread(max OC, max k) floats in ex->scratch (and
+ * ex->scratch_per_thread at least that), W^T (conv2d_backward_shared_floats) in
+ * ex->op_scratch. Deterministic: results do not depend on the thread count. */
+long conv2d_backward_scratch_per_thread(int max_oc, int max_k);
+long conv2d_backward_shared_floats(int max_oc, int max_cin, int max_k);
+void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
+                     const tensor4 *dout, const tensor4 *din, float *dweight);
+
+/* batchnorm.c: train = 1: batch mean and biased variance over (N,H,W); with
+ * update_running, run = 0.9 run + 0.1 batch (Paddle's momentum 0.9). train = 0 (frozen):
+ * running statistics, never updated. y = (x - mean) * rstd * w + b; saves mean, rstd (C). */
+#define BN_MOMENTUM 0.9f
+void batchnorm_forward_train(op_exec *ex, int train, const tensor4 *x, const tensor4 *y,
+                             const float *weight, const float *bias, float *run_mean,
+                             float *run_var, int update_running, float *save_mean,
+                             float *save_rstd);
+/* dx += (through the batch statistics when train); dweight/dbias overwritten (NULL ok). */
+void batchnorm_backward(op_exec *ex, int train, const tensor4 *x, const tensor4 *dy,
+                        const tensor4 *dx, const float *weight, const float *save_mean,
+                        const float *save_rstd, float *dweight, float *dbias);
+
+/* activation.c: y = act(x) out of place; dx += dy * act'(x). */
+void activation_forward_out(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y);
+void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *dy,
+                         const tensor4 *dx);
+
+/* eltwise.c: backward of out = a + alpha*b: da += dy, db += alpha*dy (NULL ok);
+ * *dalpha = sum(dy*b) (NULL: skipped) using N*C doubles of partials. */
+void add_scaled_backward(op_exec *ex, const tensor4 *b, float alpha, const tensor4 *dy,
+                         const tensor4 *da, const tensor4 *db, float *dalpha, double *partials);
+
+/* ese.c: y = x * hardsigmoid(fc(mean_hw(x))) out of place, saving s and z (N*C each);
+ * backward needs 2*N*C floats of ex->op_scratch; dx NULL skips the input gradient. */
+void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
+                       const float *fc_bias, float *save_s, float *save_z);
+void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                  const float *fc_weight, const float *save_s, const float *save_z,
+                  float *dfc_weight, float *dfc_bias);
 
 #endif

@@ -1,0 +1,127 @@
+/*
+ * conv2d_fast.c - the fast forward convolution: per-ISA GEMM tiles from the kernel
+ * table, 1x1 convs as a GEMM straight over the input (no im2col), other convs as an
+ * im2col GEMM over a row-major panel, 3x3 stride-1 convs by Winograd F(4,3) where
+ * the ISA has it (conv2d_winograd.c). Forward only.
+ *
+ * in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), epilogue act(. + bias) + res.
+ * Tasks are (image, CONV_NC output pixels, output-channel part); the channel parts
+ * only exist when there are too few pixel blocks to keep every thread busy. Each
+ * output element is reduced over K in the same fixed order (KC blocks, then the
+ * kernel's k loop) whatever the thread count or split, so 1 and N threads give
+ * identical bits. The epilogue runs on a task's OC x nc block right after its last K
+ * block, while it is in cache. The A operand is the OIHW weight itself (rows of
+ * lda = C*k*k): the kernels broadcast from it, so no packed copy of the weights
+ * exists and a model stays shared read-only.
+ */
+#include "ops/ops.h"
+
+typedef struct fast_plan {
+    long pixels, blocks;     /* output pixels per image, CONV_NC blocks per image */
+    int parts, part_oc;      /* output-channel parts and channels per part (multiple of mr) */
+    int is_1x1;              /* 1x1, stride 1, pad 0: B is the input itself */
+} fast_plan;
+
+static void plan_gemm(const kernel_table *kt, const conv_geom *g, int n, int threads, fast_plan *p)
+{
+    p->pixels = (long)g->out_h * g->out_w;
+    p->blocks = (p->pixels + CONV_NC - 1) / CONV_NC;
+    p->is_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0;
+    p->parts = 1;
+    while ((long)n * p->blocks * p->parts < 4L * threads && g->out_c / (p->parts * 2) >= 2 * kt->mr)
+        p->parts *= 2;
+    int per = (g->out_c + p->parts - 1) / p->parts;
+    p->part_oc = (per + kt->mr - 1) / kt->mr * kt->mr;
+    p->parts = (g->out_c + p->part_oc - 1) / p->part_oc;
+}
+
+void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+                         long *per_thread, long *shared)
+{
+    *per_thread = *shared = 0;
+    if (!kt->gemm)
+        return;
+    if (conv2d_winograd_applies(kt, g)) {
+        conv2d_winograd_scratch(kt, g, n, threads, per_thread, shared);
+        return;
+    }
+    fast_plan p;
+    plan_gemm(kt, g, n, threads, &p);
+    *per_thread = p.is_1x1 ? 0 : (long)CONV_KC * CONV_NC;
+}
+
+typedef struct gemm_job {
+    op_exec *ex;
+    const conv_geom *g;
+    const float *weight;
+    const tensor4 *in, *out;
+    const conv_epilogue *ep;
+    fast_plan p;
+} gemm_job;
+
+static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
+{
+    const conv_geom *g = job->g;
+    const kernel_table *kt = job->ex->kernels;
+    const long K = (long)g->in_c * g->k * g->k, N = job->p.pixels;
+    const float *src = job->in->data + image * job->in->batch_stride;
+    float *dst = job->out->data + image * job->out->batch_stride + n0;
+    for (long k0 = 0; k0 < K; k0 += CONV_KC) {
+        int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
+        const float *b;
+        long ldb;
+        if (job->p.is_1x1) {
+            b = src + k0 * N + n0;
+            ldb = N;
+        } else {
+            f32_im2col_rows__generic(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
+            b = panel;
+            ldb = CONV_NC;
+        }
+        for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
+            int mr = oc_b - m0 < kt->mr ? oc_b - m0 : kt->mr;
+            const float *a = job->weight + m0 * K + k0;
+            for (int s = 0; s < nc; s += kt->nr) {
+                int nr = nc - s < kt->nr ? nc - s : kt->nr;
+                kt->gemm(kc, a, K, b + s, ldb, dst + m0 * N + s, N, mr, nr, k0 > 0);
+            }
+        }
+    }
+    const conv_epilogue *ep = job->ep;
+    if (!ep)
+        return;
+    const float *res = ep->residual ? ep->residual->data + image * ep->residual->batch_stride + n0 : NULL;
+    for (int oc = oc_a; oc < oc_b; oc++)
+        kt->bias_act(dst + oc * N, nc, ep->bias ? ep->bias[oc] : 0.0f, ep->act, res ? res + oc * N : NULL);
+}
+
+static void gemm_worker(void *arg, int t, int nt)
+{
+    const gemm_job *job = arg;
+    const fast_plan *p = &job->p;
+    float *panel = job->ex->fast_scratch + t * job->ex->fast_per_thread;
+    long begin, end;
+    split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
+    for (long task = begin; task < end; task++) {
+        int part = (int)(task % p->parts);
+        long rest = task / p->parts;
+        int image = (int)(rest / p->blocks);
+        long n0 = (rest % p->blocks) * CONV_NC;
+        int nc = (int)(p->pixels - n0 < CONV_NC ? p->pixels - n0 : CONV_NC);
+        int oc_a = part * p->part_oc;
+        int oc_b = oc_a + p->part_oc < job->g->out_c ? oc_a + p->part_oc : job->g->out_c;
+        gemm_task(job, panel, image, n0, nc, oc_a, oc_b);
+    }
+}
+
+void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
+                         const tensor4 *out, const conv_epilogue *ep)
+{
+    if (conv2d_winograd_applies(ex->kernels, g)) {
+        conv2d_winograd_forward(ex, g, weight, in, out, ep);
+        return;
+    }
+    gemm_job job = {ex, g, weight, in, out, ep, {0}};
+    plan_gemm(ex->kernels, g, in->n, threadpool_size(ex->pool), &job.p);
+    threadpool_run(ex->pool, gemm_worker, &job);
+}

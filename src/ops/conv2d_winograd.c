@@ -1,0 +1,137 @@
+/*
+ * conv2d_winograd.c - 3x3 stride-1 pad-1 convolution by Winograd F(4,3): each 4x4
+ * output tile costs 36 multiply-adds per (input, output) channel pair instead of 144.
+ *
+ * in (N,C,H,W), weight (OC,C,3,3) -> out (N,OC,H,W), epilogue act(. + bias) + res.
+ * Per forward: (1) U[36][OC][C] = G g G^T, all threads splitting OC, into the shared
+ * scratch (weights are transformed per call instead of stored: 4x the 3x3 weights
+ * would not fit the memory goal, and the cost is ~160 flops per channel pair, small
+ * next to 36 * tiles); (2) tasks of (image, WINO_TB tiles, output-channel part):
+ * V[36][C][TB] = B^T d B of the task's tiles into the thread's scratch, then 36 GEMMs
+ * M_p[OCpart x TB] = U_p . V_p, then A^T M A plus the epilogue straight into out. The
+ * reduction order of every output is fixed, so thread counts give identical bits.
+ */
+#include "ops/ops.h"
+
+#define WINO_TB 32   /* tiles per task: two 16-lane groups, one AVX-512 GEMM strip */
+
+typedef struct wino_plan {
+    int tiles_w, tiles_per_image, blocks;   /* blocks of WINO_TB tiles per image */
+    int parts, part_oc;
+} wino_plan;
+
+int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g)
+{
+    return kt->wino_input && g->k == 3 && g->stride == 1 && g->pad == 1 && g->out_h == g->in_h &&
+           g->out_w == g->in_w;
+}
+
+static void plan_wino(const kernel_table *kt, const conv_geom *g, int n, int threads, wino_plan *p)
+{
+    p->tiles_w = (g->out_w + 3) / 4;
+    p->tiles_per_image = p->tiles_w * ((g->out_h + 3) / 4);
+    p->blocks = (p->tiles_per_image + WINO_TB - 1) / WINO_TB;
+    p->parts = 1;
+    while ((long)n * p->blocks * p->parts < 2L * threads && g->out_c / (p->parts * 2) >= 2 * kt->mr)
+        p->parts *= 2;
+    int per = (g->out_c + p->parts - 1) / p->parts;
+    p->part_oc = (per + kt->mr - 1) / kt->mr * kt->mr;
+    p->parts = (g->out_c + p->part_oc - 1) / p->part_oc;
+}
+
+void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+                             long *per_thread, long *shared)
+{
+    wino_plan p;
+    plan_wino(kt, g, n, threads, &p);
+    *per_thread = 36L * WINO_TB * (g->in_c + p.part_oc);
+    *shared = 36L * g->out_c * g->in_c;
+}
+
+typedef struct wino_job {
+    op_exec *ex;
+    const conv_geom *g;
+    const float *weight;
+    const tensor4 *in, *out;
+    const conv_epilogue *ep;
+    wino_plan p;
+    float *u;
+} wino_job;
+
+static void weight_worker(void *arg, int t, int nt)
+{
+    const wino_job *job = arg;
+    const conv_geom *g = job->g;
+    long begin, end;
+    split_range(g->out_c, t, nt, &begin, &end);
+    if (end > begin)
+        job->ex->kernels->wino_weight(job->weight, g->in_c, (int)begin, (int)(end - begin),
+                                      (long)g->out_c * g->in_c, job->u + begin * g->in_c);
+}
+
+static void tile_task(const wino_job *job, float *v, float *m, int image, int block, int oc_a, int oc_b)
+{
+    const conv_geom *g = job->g;
+    const kernel_table *kt = job->ex->kernels;
+    const wino_plan *p = &job->p;
+    const wino_tiles wt = {p->tiles_w, p->tiles_per_image, g->in_h, g->in_w};
+    const long plane = (long)g->in_h * g->in_w;
+    const int C = g->in_c, t0 = block * WINO_TB;
+    const int ntiles = p->tiles_per_image - t0 < WINO_TB ? p->tiles_per_image - t0 : WINO_TB;
+    const int groups = (ntiles + 15) / 16, cols = groups * 16;
+    const float *src = job->in->data + image * job->in->batch_stride;
+    const long v_stride = (long)C * WINO_TB, m_stride = (long)p->part_oc * WINO_TB;
+
+    for (int ic = 0; ic < C; ic++)
+        for (int q = 0; q < groups; q++)
+            kt->wino_input(&wt, src + ic * plane, t0 + 16 * q, v + ic * WINO_TB + 16 * q, v_stride);
+
+    for (int pp = 0; pp < 36; pp++) {
+        const float *u = job->u + (long)pp * g->out_c * C;
+        for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
+            int mr = oc_b - m0 < kt->mr ? oc_b - m0 : kt->mr;
+            for (int s = 0; s < cols; s += kt->nr) {
+                int nr = cols - s < kt->nr ? cols - s : kt->nr;
+                kt->gemm(C, u + (long)m0 * C, C, v + pp * v_stride + s, WINO_TB,
+                         m + pp * m_stride + (long)(m0 - oc_a) * WINO_TB + s, WINO_TB, mr, nr, 0);
+            }
+        }
+    }
+
+    const conv_epilogue *ep = job->ep;
+    float *dst = job->out->data + image * job->out->batch_stride;
+    const float *res = ep && ep->residual ? ep->residual->data + image * ep->residual->batch_stride : NULL;
+    for (int oc = oc_a; oc < oc_b; oc++)
+        for (int q = 0; q < groups; q++)
+            kt->wino_output(&wt, m + (long)(oc - oc_a) * WINO_TB + 16 * q, m_stride, t0 + 16 * q,
+                            ep && ep->bias ? ep->bias[oc] : 0.0f, ep ? ep->act : CSPRESNET_ACT_NONE,
+                            res ? res + oc * plane : NULL, dst + oc * plane);
+}
+
+static void tile_worker(void *arg, int t, int nt)
+{
+    const wino_job *job = arg;
+    const wino_plan *p = &job->p;
+    float *v = job->ex->fast_scratch + t * job->ex->fast_per_thread;
+    float *m = v + 36L * WINO_TB * job->g->in_c;
+    long begin, end;
+    split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
+    for (long task = begin; task < end; task++) {
+        int part = (int)(task % p->parts);
+        long rest = task / p->parts;
+        int oc_a = part * p->part_oc;
+        int oc_b = oc_a + p->part_oc < job->g->out_c ? oc_a + p->part_oc : job->g->out_c;
+        tile_task(job, v, m, (int)(rest / p->blocks), (int)(rest % p->blocks), oc_a, oc_b);
+    }
+}
+
+void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
+                             const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
+{
+    wino_job job = {ex, g, weight, in, out, ep, {0}, NULL};
+    const int threads = threadpool_size(ex->pool);
+    plan_wino(ex->kernels, g, in->n, threads, &job.p);
+    job.u = ex->fast_scratch + threads * ex->fast_per_thread;
+    threadpool_run(ex->pool, weight_worker, &job);
+    threadpool_run(ex->pool, tile_worker, &job);
+}

@@ -1,0 +1,162 @@
+/*
+ * test_kernels_conv.c - the fast convolution path (per-ISA GEMM tiles, 1x1 without
+ * im2col, im2col GEMM, Winograd F(4,3)) and the fast epilogue against the reference
+ * path (kernel table "ref"), for every ISA this CPU supports (generic, avx2, avx512).
+ * Random shapes: odd channel counts, odd and tiny H/W, batch 1-3, 1x1 / 3x3 s1 / 3x3 s2,
+ * outputs and residuals in channel slices of wider tensors, bias + every activation
+ * + residual epilogues, 1 and 2 threads. Checks max|diff| <= 1e-3 * max|ref| per case,
+ * and that 1 and 2 threads give identical bits. Prints the configuration of any
+ * failing case; exit status 1 on failure. Output: "N passed, M failed".
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/pointwise.h"
+#include "ops/ops.h"
+
+static unsigned rng = 2463534242u;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return (float)(rng & 0xffffff) / 8388608.0f - 1.0f;
+}
+static int irand(int lo, int hi) { return lo + (int)((rng = rng * 1103515245u + 12345u) >> 8) % (hi - lo + 1); }
+
+static int passed, failed;
+
+/* Runs one conv through conv2d_forward with table kt (fast scratch sized by the op). */
+static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, const float *w,
+                    const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
+{
+    threadpool *pool;
+    error_buf e;
+    if (threadpool_create(threads, &pool, &e) != CSPRESNET_OK)
+        return -1;
+    long pt = 0, sh = 0;
+    conv2d_fast_scratch(kt, g, in->n, threads, &pt, &sh);
+    long ref_pt = conv2d_scratch_per_thread();
+    float *scratch = malloc(sizeof(float) * (size_t)(ref_pt * threads + pt * threads + sh + 16));
+    op_exec ex = {pool, kt, scratch, ref_pt, NULL, kt->gemm ? scratch + ref_pt * threads : NULL, pt};
+    conv2d_forward(&ex, g, w, in, out, ep);
+    free(scratch);
+    threadpool_free(pool);
+    return 0;
+}
+
+static void conv_case(const kernel_table *kt, int id)
+{
+    int n = irand(1, 3), k, stride;
+    int kind = irand(0, 3); /* 0: 1x1, 1-2: 3x3 s1 (Winograd where available), 3: 3x3 s2 */
+    k = kind == 0 ? 1 : 3;
+    stride = kind == 3 ? 2 : 1;
+    conv_geom g = {irand(1, 45), irand(1, 41), irand(1, 41), irand(1, 45), 0, 0, k, stride, k / 2};
+    if (id == 0) { /* big enough for several K blocks, tile blocks and channel parts */
+        g.in_c = 300; g.in_h = 19; g.in_w = 23; g.out_c = 70; g.k = k = 3; g.stride = stride = 1; g.pad = 1;
+    }
+    if (id == 1) { g.in_c = 270; g.in_h = 17; g.in_w = 9; g.out_c = 37; g.k = k = 1; g.stride = stride = 1; g.pad = 0; }
+    g.out_h = (g.in_h + 2 * g.pad - k) / stride + 1;
+    g.out_w = (g.in_w + 2 * g.pad - k) / stride + 1;
+    int extra = irand(0, 3);
+    cspresnet_act act = (cspresnet_act)irand(0, CSPRESNET_ACT_NONE);
+    int use_bias = irand(0, 3) > 0, use_res = irand(0, 1), use_ep = irand(0, 4) > 0;
+    long in_sz = (long)n * g.in_c * g.in_h * g.in_w, w_sz = (long)g.out_c * g.in_c * k * k;
+    long plane = (long)g.out_h * g.out_w, bstride = (g.out_c + extra) * plane;
+    float *x = malloc(in_sz * sizeof *x), *w = malloc(w_sz * sizeof *w), *bias = malloc(g.out_c * sizeof *bias);
+    float *res = malloc(n * bstride * sizeof *res), *outs[3];
+    for (long i = 0; i < in_sz; i++) x[i] = 4.0f * frand();
+    for (long i = 0; i < w_sz; i++) w[i] = frand() / sqrtf((float)(g.in_c * k * k));
+    for (int i = 0; i < g.out_c; i++) bias[i] = frand();
+    for (long i = 0; i < n * bstride; i++) res[i] = frand();
+    tensor4 tin = {x, n, g.in_c, g.in_h, g.in_w, (long)g.in_c * g.in_h * g.in_w};
+    tensor4 tres = {res + extra * plane, n, g.out_c, g.out_h, g.out_w, bstride};
+    conv_epilogue ep = {use_bias ? bias : NULL, act, use_res ? &tres : NULL};
+    for (int v = 0; v < 3; v++) {
+        outs[v] = malloc(n * bstride * sizeof *outs[v]);
+        for (long i = 0; i < n * bstride; i++) outs[v][i] = 7.0f; /* untouched channels stay 7 */
+        tensor4 tout = {outs[v], n, g.out_c, g.out_h, g.out_w, bstride};
+        const kernel_table *t = v == 0 ? kernel_table_select("ref") : kt;
+        run_conv(t, v == 2 ? 2 : 1, &g, w, &tin, &tout, use_ep ? &ep : NULL);
+    }
+    double maxref = 0, maxdiff = 0;
+    int slice_ok = 1, same_bits = memcmp(outs[1], outs[2], n * bstride * sizeof(float)) == 0;
+    for (int b = 0; b < n; b++)
+        for (long c = 0; c < g.out_c + extra; c++)
+            for (long i = 0; i < plane; i++) {
+                long at = b * bstride + c * plane + i;
+                if (c >= g.out_c) {
+                    slice_ok &= outs[1][at] == 7.0f && outs[2][at] == 7.0f;
+                    continue;
+                }
+                double r = outs[0][at], d = fabs(r - outs[1][at]), d2 = fabs(r - outs[2][at]);
+                maxref = fmax(maxref, fabs(r));
+                maxdiff = fmax(maxdiff, fmax(d, d2));
+                if (isnan(d) || isnan(d2)) maxdiff = INFINITY;
+            }
+    int ok = maxdiff <= 1e-3 * maxref && slice_ok && same_bits;
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL isa=%s case %d: n=%d in %dx%dx%d -> out %dx%dx%d k=%d s=%d extra=%d act=%d bias=%d res=%d "
+               "epilogue=%d: max|diff| %.3g, max|ref| %.3g, slice ok %d, 1 vs 2 threads identical %d\n",
+               kt->isa, id, n, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, k, stride, extra, (int)act,
+               use_bias, use_res, use_ep, maxdiff, maxref, slice_ok, same_bits);
+    }
+    for (int v = 0; v < 3; v++) free(outs[v]);
+    free(x); free(w); free(bias); free(res);
+}
+
+/* The fast epilogue kernel against the reference activation, every activation. */
+static void epilogue_case(const kernel_table *kt, cspresnet_act act)
+{
+    enum { COUNT = 1037 };
+    float x[COUNT], ref[COUNT], res[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        x[i] = i < 8 ? (float[]){-100.f, -88.5f, -30.f, 0.f, 30.f, 88.5f, 100.f, -1e-8f}[i] : 12.0f * frand();
+        res[i] = frand();
+    }
+    memcpy(ref, x, sizeof x);
+    f32_add_scalar__ref(ref, COUNT, 0.25f);
+    f32_activation__ref(act, ref, COUNT);
+    f32_add_scaled__ref(ref, res, 1.0f, ref, COUNT);
+    kt->bias_act(x, COUNT - 3, 0.25f, act, res); /* the last 3 must stay untouched */
+    double maxdiff = 0, maxref = 0;
+    for (int i = 0; i < COUNT - 3; i++) {
+        maxdiff = fmax(maxdiff, fabs((double)x[i] - ref[i]));
+        maxref = fmax(maxref, fabs((double)ref[i]));
+    }
+    int ok = maxdiff <= 1e-6 * maxref + 1e-6 && !isnan(maxdiff);
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL isa=%s epilogue act=%d: max|diff| %.3g, max|ref| %.3g\n", kt->isa, (int)act, maxdiff, maxref);
+    }
+}
+
+int main(void)
+{
+    static const char *const isas[] = {"generic", "avx2", "avx512"};
+    int tested = 0;
+    for (int i = 0; i < 3; i++) {
+        const kernel_table *kt = kernel_table_select(isas[i]);
+        if (strcmp(kt->isa, isas[i]) != 0) {
+            printf("isa %s: not supported by this CPU, not tested\n", isas[i]);
+            continue;
+        }
+        tested++;
+        int before = passed;
+        for (int a = 0; a < CSPRESNET_ACT_COUNT; a++)
+            epilogue_case(kt, (cspresnet_act)a);
+        for (int c = 0; c < 40; c++)
+            conv_case(kt, c);
+        printf("isa %s: %d cases passed%s\n", kt->isa, passed - before, kt->wino_input ? " (Winograd F(4,3) on)" : "");
+    }
+    printf("isas tested: %d\n", tested);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0 || tested == 0;
+}
