@@ -38,7 +38,8 @@ struct cspresnet_trainer {
     long scratch_per_thread, fast_per_thread;
     long seg_act_off[TRAIN_SEGMENTS], seg_size[TRAIN_SEGMENTS];
     int have_forward, forward_train;
-    int use_fast_conv;          /* 0: see make_exec */
+    int use_fast_conv;          /* 1: the fast GEMM convs, never Winograd; see make_exec */
+    kernel_table kernels_train; /* the context's table without the Winograd entries */
     error_buf err;
 };
 
@@ -131,7 +132,13 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 ? (int)(online < 256 ? online : 256) : 1;
     }
-    tr->kernels = kernel_table_select(getenv("CSPRESNET_ISA"));
+    /* Training runs the fast GEMM convs but not Winograd: its rounding, amplified by
+     * train-mode BN's gradient through the batch statistics, breaks the 1e-4 agreement
+     * with autograd, while the GEMM path rounds like the reference im2col GEMM. */
+    tr->kernels_train = *kernel_table_select(getenv("CSPRESNET_ISA"));
+    tr->kernels_train.wino_input = NULL;
+    tr->kernels = &tr->kernels_train;
+    tr->use_fast_conv = 1;
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
     if (s == CSPRESNET_OK)
@@ -341,9 +348,7 @@ static op_exec make_exec(const cspresnet_trainer *tr)
         .scratch = tr->block + tr->scratch_off,
         .scratch_per_thread = tr->scratch_per_thread,
         .op_scratch = tr->block + tr->op_scratch_off,
-        /* The fast conv path (Winograd) is not used in training: its rounding, amplified
-         * by train-mode BN's gradient through the batch statistics, breaks the 1e-4
-         * agreement with autograd. The im2col GEMM path (kernel table) is used. */
+        /* fast GEMM convs; Winograd is off in kernels_train (see trainer_create) */
         .fast_scratch = tr->use_fast_conv && tr->fast_per_thread > 0 ? tr->block + tr->fast_off : NULL,
         .fast_per_thread = tr->fast_per_thread,
     };
