@@ -40,7 +40,24 @@ const char *flag_value(int argc, char **argv, int *i, const char *cmd);
 cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,
                                   cspresnet_model **out, char *err, size_t err_size);
 
+/* Flags every subcommand takes (args.c): --threads N (default 0: one per online CPU),
+ * -q/--quiet (nothing on stdout on success), -v/--verbose. --version works after any
+ * subcommand (main.c). common_flags_parse returns 1 if it consumed argv[*i], 0 if
+ * argv[*i] is not one of these, -1 after printing a usage error. */
+typedef struct common_flags {
+    int threads;
+    int quiet;
+    int verbose;
+} common_flags;
+void common_flags_init(common_flags *c);
+int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd);
+
 int cmd_summary(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

@@ -14,7 +14,12 @@ static const struct command {
     const char *what;
 } commands[] = {
     {"summary", cmd_summary, "layer table, parameter counts, MACs and FLOPs of a configuration"},
-    {"infer", cmd_infer, "run .pdparams weights on an .npy input, write the feature maps"},
+    {"infer", cmd_infer, "feature maps of images (JPEG/PNG, folders, lists) or an .npy batch"},
+    {"demo", cmd_demo, "the whole product in one go: summary, fine-tune, pictures, speed"},
+    {"bench", cmd_bench, "latency, images/s, GFLOP/s and peak memory of the forward pass; --profile per layer"},
+    {"convert", cmd_convert, "weights between .pdparams and safetensors (optionally deployed)"},
+    {"grad", cmd_grad, "gradients of the input and every parameter for given feature-map gradients"},
+    {"train", cmd_train, "fine-tune a classifier (Fashion-MNIST) from weights or from scratch"},
 };
 
 static void usage(FILE *out)
@@ -47,8 +52,14 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(cmd, commands[i].name) == 0)
+        if (strcmp(cmd, commands[i].name) == 0) {
+            for (int k = 2; k < argc; k++) /* --version after any subcommand */
+                if (strcmp(argv[k], "--version") == 0) {
+                    printf("cspresnet %s\n", CSPRESNET_VERSION);
+                    return 0;
+                }
             return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "cspresnet: unknown command '%s'\n", cmd);
     usage(stderr);
     return EXIT_USAGE;

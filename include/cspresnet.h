@@ -159,6 +159,15 @@ cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_
                                         char *err, size_t err_size);
 int cspresnet_model_is_deployed(const cspresnet_model *model);
 
+/* Writes the model's weights as a .pdparams file that Python's pickle.load (with numpy)
+ * reads into the dict a paddle.save of the backbone gives: the upstream keys in
+ * Paddle's state_dict order, each a float32 C-order numpy.ndarray, then the entry
+ * "StructuredToParameterName@@" (dict str -> str of Paddle-style internal names).
+ * Pickle protocol 4 (paddle.save's default since Paddle 2.1), written atomically.
+ * A deployed model is refused (CSPRESNET_ERR_ARGUMENT): upstream has no such layout. */
+cspresnet_status cspresnet_model_save_pdparams(const cspresnet_model *model, const char *path,
+                                               char *err, size_t err_size);
+
 /* The model's architecture. Valid until cspresnet_model_free. */
 const cspresnet_config *cspresnet_model_config(const cspresnet_model *model);
 
@@ -208,6 +217,18 @@ const char *cspresnet_context_last_error(const cspresnet_context *ctx);
 /* Bytes of the activation arena planned for the last input shape. */
 size_t cspresnet_context_arena_bytes(const cspresnet_context *ctx);
 
+/* Per-layer timing for benchmarks (`cspresnet bench --profile`). After
+ * cspresnet_context_set_profile(ctx, 1) every forward adds each graph node's wall
+ * time to a per-node total (set_profile also clears the totals). The name is the
+ * node's module path ("stages.1.blocks.0.conv2.conv"), flops 2 x MACs of the last
+ * forward's shape (0 for non-conv nodes). Returns the node count; i out of range or
+ * NULL pointers are ignored. The kernel ISA the context runs ("avx512", ...) is
+ * cspresnet_context_isa. */
+void cspresnet_context_set_profile(cspresnet_context *ctx, int on);
+int cspresnet_context_profile(const cspresnet_context *ctx, int i, const char **name,
+                              double *seconds, double *flops);
+const char *cspresnet_context_isa(const cspresnet_context *ctx);
+
 /* Stops the threads and frees the arena. NULL is ok. */
 void cspresnet_context_free(cspresnet_context *ctx);
 
@@ -225,6 +246,165 @@ cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int deploy
 /* Output size of a 3x3 stride-2 pad-1 conv: (size + 1) / 2. Stage i output of an
  * h x w input is h reduced i + 2 times. */
 int cspresnet_stage_size(int input_size, int stage);
+
+/* ---- Images: resize and pre-processing (src/preprocess/) ----
+ * Pure C on 8-bit pixels the caller has decoded (the library decodes no files; the CLI
+ * uses libjpeg-turbo and libpng). Together they reproduce upstream's eval transform:
+ * cv2.resize INTER_CUBIC without keeping the ratio, then NormalizeImage, then Permute. */
+
+typedef enum cspresnet_preprocess {
+    CSPRESNET_PRE_PPYOLOE_PLUS = 0, /* "ppyoloe+": RGB / 255 (PP-YOLOE+) */
+    CSPRESNET_PRE_PPYOLOE,          /* "ppyoloe": RGB / 255, then (x - mean) / std, ImageNet
+                                       mean 0.485,0.456,0.406 std 0.229,0.224,0.225 */
+    CSPRESNET_PRE_IMAGENET,         /* "imagenet": the same arithmetic (CSPResNetb_* backbones) */
+    CSPRESNET_PRE_NONE              /* "none": RGB values 0..255 as floats */
+} cspresnet_preprocess;
+
+/* "ppyoloe+", ...; NULL for an out-of-range value. */
+const char *cspresnet_preprocess_name(cspresnet_preprocess pre);
+/* Parses a preset name; CSPRESNET_ERR_ARGUMENT for an unknown one. */
+cspresnet_status cspresnet_preprocess_parse(const char *name, cspresnet_preprocess *out);
+
+/* Bicubic resize of an interleaved 8-bit image (sh x sw x channels, 1..4 channels) to
+ * dh x dw x channels, bit-exact with OpenCV's cv2.resize INTER_CUBIC (Keys, A = -0.75,
+ * half-pixel centres, clamped borders, OpenCV's fixed-point weights and rounding).
+ * dst must hold dh*dw*channels bytes. Allocates temporary rows; thread-safe. */
+cspresnet_status cspresnet_resize_cubic_u8(const uint8_t *src, int sh, int sw, int channels,
+                                           uint8_t *dst, int dh, int dw, char *err,
+                                           size_t err_size);
+
+/* Letterbox of an RGB image into dh x dw x 3: resized with the ratio kept (bicubic as
+ * above), centred as PaddleDetection's LetterBoxResize does, border value 128. box, if
+ * not NULL, receives the placed image's top, left, height, width. */
+cspresnet_status cspresnet_letterbox_u8(const uint8_t *src, int sh, int sw, uint8_t *dst, int dh,
+                                        int dw, int box[4], char *err, size_t err_size);
+
+/* RGB (h x w x 3, 8-bit, interleaved) to a 3 x h x w float planar tensor with a preset,
+ * computed in upstream's float32/float64 order. out must hold 3*h*w floats. */
+cspresnet_status cspresnet_image_to_tensor(const uint8_t *rgb, int h, int w,
+                                           cspresnet_preprocess pre, float *out);
+
+/* ---------------------------------------------------------------- training
+ *
+ * A trainer fine-tunes a copy of a model's weights (the model itself is not touched):
+ *
+ *     cspresnet_train_options topt;
+ *     cspresnet_train_options_init(&topt);          // SGD momentum 0.9, train-mode BN
+ *     topt.num_classes = 10;                         // built-in head on the last stage
+ *     cspresnet_trainer *tr;
+ *     cspresnet_trainer_create(model, &topt, &tr, err, sizeof err);
+ *     for (...) {
+ *         float loss; int correct;
+ *         cspresnet_trainer_classify(tr, images, n, h, w, labels, &loss, &correct);
+ *         cspresnet_trainer_step(tr);                // optimizer + schedule
+ *     }
+ *     cspresnet_model_save_pdparams(cspresnet_trainer_model(tr), "tuned.pdparams", ...);
+ *
+ * With a head of one's own: cspresnet_trainer_forward gives the feature maps of
+ * return_idx (train mode), the head computes d loss / d feature map, and
+ * cspresnet_trainer_backward takes those gradients and fills the parameter gradients
+ * (one buffer laid out like the weights: cspresnet_trainer_param_grad).
+ *
+ * Semantics are upstream's: BN in train mode uses the batch mean and biased variance
+ * and updates the running statistics as r = 0.9 r + 0.1 batch; the optimizer's weight
+ * decay is an L2 term added to the gradient (Paddle's Momentum with L2Decay) on every
+ * trainable tensor except BN weight and bias (upstream gives those L2Decay(0)); the
+ * ESE fc weight and bias, alpha and the head carry the decay, as upstream's global
+ * regularizer gives them. Thread-safety: a trainer is used by one thread at a time;
+ * it owns its weights, gradients, optimizer state, activations and threads. */
+typedef enum cspresnet_optimizer {
+    CSPRESNET_OPT_SGD = 0,     /* Paddle's Momentum: v = mu v + (g + wd p); p -= lr v */
+    CSPRESNET_OPT_ADAMW        /* p *= 1 - lr wd; Adam step with bias correction */
+} cspresnet_optimizer;
+
+typedef enum cspresnet_schedule {
+    CSPRESNET_SCHED_CONSTANT = 0,
+    CSPRESNET_SCHED_WARMUP_COSINE,  /* PP-YOLOE: linear warm-up, then cosine decay to min_lr */
+    CSPRESNET_SCHED_ONE_CYCLE       /* PyTorch's OneCycleLR (cos, two phases, momentum fixed) */
+} cspresnet_schedule;
+
+typedef struct cspresnet_train_options {
+    int threads;                 /* worker threads, 0 = all online CPUs */
+    int train_bn;                /* 1 (default): batch statistics, running stats updated;
+                                    0: frozen BN everywhere (running stats used and kept) */
+    int freeze;                  /* -1 (default): nothing frozen; k >= 0: the stem and stages
+                                    0..k-1 get no gradients, no updates, and frozen BN */
+    int recompute;               /* 1: per-stage recomputation (upstream's use_checkpoint):
+                                    only stage boundaries are kept, each stage is re-run
+                                    before its backward pass */
+    int num_classes;             /* 0: no head; > 0: global average pool of stage 3,
+                                    linear, softmax cross-entropy (mean over the batch) */
+    uint64_t head_seed;          /* head init: weight U(-1/sqrt(C), 1/sqrt(C)), bias 0 */
+    cspresnet_optimizer optimizer;
+    float lr;                    /* base (peak, for one-cycle) learning rate; default 0.01 */
+    float momentum;              /* SGD; default 0.9 */
+    float weight_decay;          /* default 5e-4 */
+    float beta1, beta2, eps;     /* AdamW; defaults 0.9, 0.999, 1e-8 */
+    cspresnet_schedule schedule;
+    long total_steps;            /* optimizer steps the schedule spans */
+    long warmup_steps;           /* warm-up + cosine */
+    float warmup_start_factor;   /* lr at step 0 = lr * factor (PP-YOLOE: 0) */
+    float min_lr;                /* cosine floor */
+    float pct_start;             /* one-cycle: share of rising steps (0.3) */
+    float div_factor;            /* one-cycle: start lr = lr / div_factor (25) */
+    float final_div_factor;      /* one-cycle: end lr = start / final_div_factor (1e4) */
+} cspresnet_train_options;
+
+void cspresnet_train_options_init(cspresnet_train_options *opt);
+
+typedef struct cspresnet_trainer cspresnet_trainer;
+
+/* Copies model's weights (a deployed model is refused). The model may be freed after. */
+cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
+                                          const cspresnet_train_options *opt,
+                                          cspresnet_trainer **out, char *err, size_t err_size);
+void cspresnet_trainer_free(cspresnet_trainer *tr);
+const char *cspresnet_trainer_last_error(const cspresnet_trainer *tr);
+
+/* Train-mode forward; outs as cspresnet_forward (data owned by the trainer, valid until
+ * the next call). With train_bn the running statistics are updated. */
+cspresnet_status cspresnet_trainer_forward(cspresnet_trainer *tr, const float *input, int n,
+                                           int h, int w,
+                                           cspresnet_output outs[CSPRESNET_MAX_OUTPUTS],
+                                           int *n_out);
+/* Backward of the last forward: dout[i] is d loss / d outs[i] (same shape; NULL means
+ * zero). Overwrites every parameter gradient; d_input (n*3*h*w floats, or NULL)
+ * receives d loss / d input (not available when freeze >= 0). */
+cspresnet_status cspresnet_trainer_backward(cspresnet_trainer *tr,
+                                            const float *const dout[CSPRESNET_MAX_OUTPUTS],
+                                            float *d_input);
+/* Built-in head (num_classes > 0): forward, loss, backward. labels in 0..classes-1.
+ * *loss = mean cross-entropy, *correct = argmax hits; either may be NULL. */
+cspresnet_status cspresnet_trainer_classify(cspresnet_trainer *tr, const float *input, int n,
+                                            int h, int w, const int *labels, float *loss,
+                                            int *correct);
+/* Eval-mode logits (running statistics, nothing updated): n x num_classes floats. */
+cspresnet_status cspresnet_trainer_predict(cspresnet_trainer *tr, const float *input, int n,
+                                           int h, int w, float *logits);
+/* One optimizer step with the scheduled learning rate, then step count + 1. */
+cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr);
+long cspresnet_trainer_step_count(const cspresnet_trainer *tr);
+float cspresnet_trainer_lr(const cspresnet_trainer *tr);   /* lr of the next step */
+
+/* The trainer's weights (updated in place by every step; running stats by forward).
+ * Valid until cspresnet_trainer_free; usable with contexts and the savers. */
+const cspresnet_model *cspresnet_trainer_model(const cspresnet_trainer *tr);
+/* Gradient of parameter i (model order); NULL for _mean/_variance. The gradients are
+ * one buffer with the weights' layout. */
+const float *cspresnet_trainer_param_grad(const cspresnet_trainer *tr, size_t i);
+/* Head tensors (NULL without a head): weight classes x C, bias classes. */
+float *cspresnet_trainer_head(cspresnet_trainer *tr, int *classes, int *channels, float **bias);
+
+/* Checkpoint: weights, running statistics, head, optimizer state and step count in one
+ * file, written atomically (temp + fsync + rename). Loading checks every key and shape. */
+cspresnet_status cspresnet_trainer_save(cspresnet_trainer *tr, const char *path);
+cspresnet_status cspresnet_trainer_load(cspresnet_trainer *tr, const char *path);
+
+/* Bytes the trainer allocated for the last planned shape: activations, gradients,
+ * saved statistics and scratch (weights, gradients of weights and optimizer state
+ * are reported by cspresnet_trainer_state_bytes). */
+size_t cspresnet_trainer_activation_bytes(const cspresnet_trainer *tr);
+size_t cspresnet_trainer_state_bytes(const cspresnet_trainer *tr);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what building and testing cspresnet needs on Debian 12, only when missing.
-#   scripts/install-deps.sh build   compiler and make
+#   scripts/install-deps.sh build   compiler and make (+ jansson for the CLI's safetensors support)
 #   scripts/install-deps.sh test    + PyTorch, NumPy and pytest for the reference tests
+#   scripts/install-deps.sh reliability   clang + libFuzzer/TSan runtimes, valgrind (make fuzz/tsan/valgrind)
 set -eu
 want="${1:-build}"
 pkgs=""
@@ -9,10 +10,23 @@ need() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 need gcc
 need make
 need libc6-dev
+need libjansson-dev   # JSON parser of the optional safetensors module (src/formats), CLI only
+need libjpeg62-turbo-dev  # JPEG decoding of the CLI's image module (cli/image_*.c), not the library
+need libpng-dev       # PNG decoding and the --visualize pictures, CLI only
+need pkg-config       # tests/test_install.py builds examples/ against the installed .pc
+need zlib1g-dev       # gzip-compressed Fashion-MNIST files read by `cspresnet train`, CLI only
 if [ "$want" = test ]; then
     need python3-torch
     need python3-numpy
     need python3-pytest
+    need python3-pil      # tests/test_images.py writes every PNG/JPEG colour type
+    need python3-opencv   # upstream's decoder and resize (cv2.imread, INTER_CUBIC) as reference
+    need dataset-fashion-mnist  # tests/test_train.py trains on a few hundred of its images
+fi
+if [ "$want" = reliability ]; then   # make fuzz / tsan / valgrind (not needed by CI)
+    need clang
+    need libclang-rt-14-dev   # libFuzzer and the TSan runtime for clang
+    need valgrind
 fi
 if [ -n "$pkgs" ]; then
     echo "installing:$pkgs" >&2

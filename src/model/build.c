@@ -328,7 +328,10 @@ void cspresnet_model_free(cspresnet_model *model)
     if (!model)
         return;
     free(model->params);
-    free(model->weights);
+    if (model->weights_release)
+        model->weights_release(model->weights_owner);
+    else
+        free(model->weights);
     free(model->nodes);
     free(model->tensors);
     free(model);

@@ -82,6 +82,11 @@ struct cspresnet_model {
     graph_tensor *tensors;     /* tensor 0 is the input */
     int n_tensors;
     int stage_tensor[CSPRESNET_NUM_STAGES];
+    /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
+     * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).
+     * NULL when the model allocated its arena. Such params may be only float-aligned. */
+    void (*weights_release)(void *owner);
+    void *weights_owner;
 };
 
 /* config.c */
@@ -94,6 +99,12 @@ cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresne
                              error_buf *err);
 /* Index of a parameter by key, or -1. */
 long model_find_param(const cspresnet_model *m, const char *key);
+
+/* weights_external.c: replaces m's own arena by `weights` (floats long, owned by
+ * `owner`, released with release(owner) when the model is freed, never written). The
+ * caller has set every params[i].offset so that offset + numel <= floats. */
+void model_adopt_weights(cspresnet_model *m, const float *weights, long floats,
+                         void (*release)(void *owner), void *owner);
 
 /* init.c: deterministic random weights (seeded). */
 void model_init_random(cspresnet_model *m, uint64_t seed);
