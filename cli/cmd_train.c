@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,17 @@ typedef struct train_cfg {
     common_flags cf;
     arch_flags af;
 } train_cfg;
+
+/* Ctrl-C (SIGINT) or SIGTERM: finish the current step, write the checkpoint, stop.
+ * A second signal kills at once; the last checkpoint on disk stays intact because
+ * every file is written to a temporary name and renamed into place. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
 
 static void help(void)
 {
@@ -93,7 +105,8 @@ static void help(void)
            "  -q, -v              quiet (nothing on stdout on success) / verbose\n"
            "A progress bar (step, loss, accuracy, images/s, ETA) is drawn on a terminal (no colour\n"
            "with NO_COLOR set); otherwise plain lines are printed about ten times per epoch.\n"
-           "Exit status: 0 success, 1 failure, 2 usage error.\n");
+           "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl-C or SIGTERM:\n"
+           "the current step finishes, the checkpoint is saved; continue with --resume).\n");
 }
 
 static int parse_num(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out)
@@ -575,6 +588,9 @@ int cmd_train(int argc, char **argv)
     long ep_hits = 0, ep_seen = 0;
     long cur_epoch = -1;
     int saved_at_end = 0;
+    stop_requested = 0;
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     while (step < stop) {
         long epoch = step / spe, bi = step % spe;
         if (epoch != cur_epoch) {
@@ -649,10 +665,18 @@ int cmd_train(int argc, char **argv)
                 fflush(stdout);
             }
         }
-        if (epoch_end || last) {
+        if (epoch_end || last || stop_requested) {
             if (save_all(&c, tr, &lg) != 0)
                 goto done;
             saved_at_end = last;
+        }
+        if (stop_requested && !last) {
+            if (tty)
+                fputc('\n', stderr);
+            fprintf(stderr, "cspresnet train: interrupted after step %ld; checkpoint saved in %s, "
+                            "continue with --resume\n", step, c.out);
+            rc = 130;
+            goto done;
         }
     }
     if (!saved_at_end && save_all(&c, tr, &lg) != 0)
@@ -686,6 +710,8 @@ int cmd_train(int argc, char **argv)
     }
     rc = 0;
 done:
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     free(lg.rows);
     free(x);
     free(logits);

@@ -336,3 +336,47 @@ def test_cli_train_errors(tmp_path):
     assert p.returncode == 1 and "train-images-idx3-ubyte.gz" in p.stderr, describe_proc(p)
     p = run_cli(["train", "--help"])
     assert p.returncode == 0 and "--resume" in p.stdout
+
+
+def test_ctrl_c_stops_after_the_step_and_keeps_a_valid_checkpoint(tmp_path):
+    """SIGINT mid-run: exit 130, a checkpoint of the last finished step, and --resume
+    from it ends with exactly the files of an uninterrupted run."""
+    from conftest import get_cli_path
+    import signal
+    import time
+    straight = tmp_path / "straight"
+    p = cli_train(straight, "--limit-train", 1024)
+    assert p.returncode == 0, describe_proc(p)
+
+    out = tmp_path / "run"
+    args = [str(get_cli_path()), "train", *TINY_ARCH, "--limit-train", 1024, "--limit-test", 128,
+            "--batch", 64, "--epochs", 1, "--threads", 2, "--out", out]
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # plain (non-TTY) progress lines appear every spe/10 steps: wait for the first one
+    header = []
+    while True:
+        line = proc.stdout.readline()
+        assert line, f"training ended before printing progress: {header}"
+        if line.startswith("epoch "):
+            break
+        header.append(line)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, f"exit {proc.returncode}\n{stdout}\n{stderr}"
+    assert "interrupted after step" in stderr and "--resume" in stderr, stderr
+    step = int(stderr.split("interrupted after step ")[1].split(";")[0])
+    assert 1 <= step < 16, stderr
+    rows = (out / "log.csv").read_text().splitlines()
+    assert len(rows) == 1 + step, rows
+    # the checkpointed weights load
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    q = run_cli(["infer", "--weights", out / "model.safetensors", "--input", tmp_path / "x.npy",
+                 "--out", tmp_path / "o", "-q"])
+    assert q.returncode == 0, describe_proc(q)
+    assert not list(out.glob("*.tmp.*")), list(out.iterdir())
+    r = cli_train(out, "--limit-train", 1024, "--resume", out / "checkpoint.ckpt")
+    assert r.returncode == 0, describe_proc(r)
+    assert (out / "log.csv").read_text() == (straight / "log.csv").read_text()
+    assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
