@@ -5,8 +5,13 @@
  * AVX-512 only so far; on AVX2 the 3x3 stride-1 convs use the im2col GEMM.)
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#pragma GCC target("avx2,fma")
 #include <immintrin.h>
+/* gcc: a target pragma; clang ignores it and takes a function attribute instead. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma")
+#endif
 
 #include "kernels/kernels.h"
 
@@ -88,6 +93,9 @@ void f32_bias_act__avx2(float *x, long count, float bias, cspresnet_act act, con
         _mm256_maskstore_ps(x + i, m, v);
     }
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #else
 typedef int f32_avx2_unavailable; /* non-x86 builds: select.c never names these kernels */
 #endif

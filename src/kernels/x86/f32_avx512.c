@@ -9,8 +9,13 @@
  * well inside the fast path's 1e-3 budget.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#pragma GCC target("avx512f,fma")
 #include <immintrin.h>
+/* gcc: a target pragma; clang ignores it and takes a function attribute instead. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,fma")
+#endif
 
 #include "kernels/kernels.h"
 
@@ -245,6 +250,9 @@ void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_
         }
     }
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #else
 typedef int f32_avx512_unavailable; /* non-x86 builds: select.c never names these kernels */
 #endif
