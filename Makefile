@@ -107,12 +107,17 @@ FUZZ_FLAGS    = -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Iinclude -Isrc \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_IO_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c))
 FUZZERS      := $(patsubst fuzz/%.c,%,$(sort $(wildcard fuzz/fuzz_*.c)))
+# what each harness links besides its own file (default: the core and io readers)
+FUZZ_SRC_pdparams    = $(FUZZ_IO_SRC)
+FUZZ_SRC_npy         = $(FUZZ_IO_SRC)
+FUZZ_SRC_safetensors = $(LIB_SRC) $(FMT_SRC) $(FMT_LIBS)
+FUZZ_SRC_image       = -Icli cli/image_read.c $(IMG_LIBS)
 .PHONY: fuzz fuzz-build tsan valgrind soak
 
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_IO_SRC) $(wildcard src/*/*.h)
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(LIB_SRC) $(FMT_SRC) $(wildcard src/*/*.h cli/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	@$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_IO_SRC) $(if $(findstring safetensors,$@),$(FMT_SRC) $(FMT_LIBS)) -lm -lpthread
+	@$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC_$*) -lm -lpthread
 
 fuzz-build: $(FUZZERS:%=$(FUZZ_BUILD)/%)
 

@@ -103,7 +103,42 @@ def safetensors_seeds():
         "dtypes": safetensors_bytes({"a": f32(2).astype(np.float16), "b": rng.standard_normal(3),
                                      "c": np.arange(2, dtype=np.int64), "d": f32(0, 2)}),
         "empty": safetensors_bytes({}),
+        "model": tiny_model_safetensors(),
     }
+
+
+def tiny_model_safetensors():
+    """A whole valid model (width 1/16, one block per stage) in our safetensors layout,
+    so the fuzzer starts from a file that loads and mutates the metadata and offsets."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
+    import cspresnet_torch as ref
+    cfg = ref.Config(width_mult=0.0625, depth_mult=0.33)
+    state = ref.random_state(cfg.build(), 5, calibrate=False)
+    meta = {"format_version": "1", "channels": "4,8,16,32,64", "layers": "1,2,2,1", "act": "swish",
+            "large_stem": "1", "alpha": "0", "return_idx": "1,2,3", "deployed": "0",
+            "source": "make_seeds.py"}
+    return safetensors_bytes(state, metadata=meta)
+
+
+def image_seeds():
+    """Small PNGs of every colour type and bit depth, and a JPEG, written with PIL."""
+    import io
+    from PIL import Image
+    rng = np.random.default_rng(21)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = {}
+    for mode in ("L", "RGB", "RGBA", "P"):
+        img = Image.fromarray(rgb).convert(mode)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out[f"{mode.lower()}.png"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 65536, (4, 6), dtype=np.uint16)).save(buf, format="PNG")
+    out["gray16.png"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=80)
+    out["rgb.jpg"] = buf.getvalue()
+    return out
 
 
 def main():
@@ -112,7 +147,7 @@ def main():
     out = sys.argv[1]
     total = 0
     for kind, seeds in (("pdparams", pdparams_seeds()), ("npy", npy_seeds()),
-                        ("safetensors", safetensors_seeds())):
+                        ("safetensors", safetensors_seeds()), ("image", image_seeds())):
         os.makedirs(os.path.join(out, kind), exist_ok=True)
         for name, data in seeds.items():
             with open(os.path.join(out, kind, name), "wb") as f:
