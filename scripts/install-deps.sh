@@ -6,7 +6,7 @@
 set -eu
 want="${1:-build}"
 pkgs=""
-need() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || pkgs="$pkgs $1"; }
+need() { for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs="$pkgs $p"; done; }
 need gcc
 need make
 need libc6-dev
@@ -27,6 +27,7 @@ if [ "$want" = reliability ]; then   # make fuzz / tsan / valgrind (not needed b
     need clang
     need libclang-rt-14-dev   # libFuzzer and the TSan runtime for clang
     need valgrind
+    need python3-numpy python3-pil python3-torch   # fuzz/make_seeds.py writes the seed files
 fi
 if [ -n "$pkgs" ]; then
     echo "installing:$pkgs" >&2
