@@ -280,7 +280,7 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
             printf("%zu of %zu images done (%s, %dx%d, preprocess %s), %zu failed; outputs in %s/\n", res.done,
                    images.count, job->letterbox ? "letterbox" : "bicubic resize", job->height, job->width,
                    cspresnet_preprocess_name(job->pre), res.failed, out_dir);
-        if (r > 0)
+        if (r > 0 && images.count > 1) /* one image: its own line already says it all */
             fprintf(stderr, "cspresnet infer: %zu of %zu images failed (see above)\n", res.failed, images.count);
         input_list_free(&images);
         rc = r == 0 ? 0 : 1;
