@@ -91,21 +91,33 @@ static void gemm_rowmajor(const kernel_table *kt, int M, int N, int K, const flo
 }
 
 /* Packs col^T for pixels [p0, p0+pc) and im2col rows [r0, r0+rc) of one image,
- * row-major pc x DW_KB: colT[p*DW_KB + j] = col[r0+j][p0+p]. */
+ * row-major pc x DW_KB: colT[p*DW_KB + j] = col[r0+j][p0+p]. The row decomposition
+ * (channel, ky, kx) is computed once per row and the pixel coordinates once per pixel,
+ * so the inner loop has no division and writes contiguously. */
 static void pack_colT(const conv_geom *g, const float *image, long p0, int pc, int r0, int rc,
                       float *colT)
 {
     const int kk = g->k * g->k;
+    long plane_off[DW_KB];
+    int dy[DW_KB], dx[DW_KB];
     for (int j = 0; j < rc; j++) {
         int r = r0 + j;
-        int c = r / kk, ky = (r % kk) / g->k, kx = r % g->k;
-        const float *plane = image + (long)c * g->in_h * g->in_w;
-        for (int p = 0; p < pc; p++) {
-            long q = p0 + p;
-            int oy = (int)(q / g->out_w), ox = (int)(q % g->out_w);
-            int iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
-            colT[p * DW_KB + j] = (iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w)
-                                      ? plane[(long)iy * g->in_w + ix] : 0.0f;
+        plane_off[j] = (long)(r / kk) * g->in_h * g->in_w;
+        dy[j] = (r % kk) / g->k - g->pad;
+        dx[j] = r % g->k - g->pad;
+    }
+    int oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w);
+    for (int p = 0; p < pc; p++) {
+        const int by = oy * g->stride, bx = ox * g->stride;
+        float *dst = colT + (long)p * DW_KB;
+        for (int j = 0; j < rc; j++) {
+            int iy = by + dy[j], ix = bx + dx[j];
+            dst[j] = (iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w)
+                         ? image[plane_off[j] + (long)iy * g->in_w + ix] : 0.0f;
+        }
+        if (++ox == g->out_w) {
+            ox = 0;
+            oy++;
         }
     }
 }
@@ -170,14 +182,22 @@ static void dinput_worker(void *arg, int t, int nt)
             gemm_rowmajor(job->ex->kernels, rows, pc, OC, job->wt + (long)c0 * kk * OC, OC,
                           dy + p0, P, col, CB_PIX, 0, pack);
             /* col2im: scatter-add into dX */
+            /* pixel coordinates of the chunk, once (no division in the loops below) */
+            int by[CB_PIX], bx[CB_PIX];
+            for (int p = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); p < pc; p++) {
+                by[p] = oy * g->stride - g->pad;
+                bx[p] = ox * g->stride - g->pad;
+                if (++ox == g->out_w) {
+                    ox = 0;
+                    oy++;
+                }
+            }
             for (int r = 0; r < rows; r++) {
                 int c = c0 + r / kk, ky = (r % kk) / g->k, kx = r % g->k;
                 float *plane = dx + (long)c * g->in_h * g->in_w;
                 const float *cr = col + (long)r * CB_PIX;
                 for (int p = 0; p < pc; p++) {
-                    long q = p0 + p;
-                    int oy = (int)(q / g->out_w), ox = (int)(q % g->out_w);
-                    int iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
+                    int iy = by[p] + ky, ix = bx[p] + kx;
                     if (iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w)
                         plane[(long)iy * g->in_w + ix] += cr[p];
                 }
