@@ -155,7 +155,7 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "cspresnet bench: %s\n", err);
         goto done;
     }
-    if (deploy) {
+    if (deploy && !cspresnet_model_is_deployed(model)) {
         cspresnet_model *fused;
         if (cspresnet_model_deploy(model, &fused, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet bench: %s\n", err);
