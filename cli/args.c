@@ -195,3 +195,22 @@ int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const cha
     }
     return 1;
 }
+
+int arch_flags_load_options(const arch_flags *f, cspresnet_load_options *opt,
+                            cspresnet_config *expect, const char *cmd)
+{
+    cspresnet_load_options_init(opt);
+    opt->act = f->act;
+    if (f->num_return > 0) {
+        opt->num_return = f->num_return;
+        memcpy(opt->return_idx, f->return_idx, sizeof opt->return_idx);
+    }
+    opt->expect_large_stem = f->large_stem;
+    opt->expect_alpha = f->alpha;
+    if (arch_flags_fix_architecture(f)) {
+        if (arch_flags_config(f, expect, cmd) != 0)
+            return -1;
+        opt->expect = expect;
+    }
+    return 0;
+}

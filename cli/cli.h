@@ -28,6 +28,13 @@ void arch_flags_init(arch_flags *f);
 int arch_flags_parse(arch_flags *f, int argc, char **argv, int *i, const char *cmd);
 /* Builds the config the flags describe (preset, multipliers or explicit lists). */
 int arch_flags_config(const arch_flags *f, cspresnet_config *cfg, const char *cmd);
+/* The load options the flags describe: act and return_idx, and any architecture flags
+ * as checks the weight file must pass (opt->expect then points at *expect, which the
+ * caller keeps alive). Returns -1 after printing a usage error. */
+int arch_flags_load_options(const arch_flags *f, cspresnet_load_options *opt,
+                            cspresnet_config *expect, const char *cmd);
+/* Replaces *model by its deployed form unless it already is one. */
+cspresnet_status cli_deploy(cspresnet_model **model, char *err, size_t err_size);
 /* True if any flag that fixes the architecture (not act / return_idx) was given. */
 int arch_flags_fix_architecture(const arch_flags *f);
 

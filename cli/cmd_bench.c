@@ -155,14 +155,9 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "cspresnet bench: %s\n", err);
         goto done;
     }
-    if (deploy && !cspresnet_model_is_deployed(model)) {
-        cspresnet_model *fused;
-        if (cspresnet_model_deploy(model, &fused, err, sizeof err) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet bench: %s\n", err);
-            goto done;
-        }
-        cspresnet_model_free(model);
-        model = fused;
+    if (deploy && cli_deploy(&model, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet bench: %s\n", err);
+        goto done;
     }
     if (input_path) {
         if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {

@@ -92,20 +92,9 @@ int cmd_convert(int argc, char **argv)
     }
 
     cspresnet_load_options opt;
-    cspresnet_load_options_init(&opt);
-    opt.act = f.act;
-    if (f.num_return > 0) {
-        opt.num_return = f.num_return;
-        memcpy(opt.return_idx, f.return_idx, sizeof opt.return_idx);
-    }
-    opt.expect_large_stem = f.large_stem;
-    opt.expect_alpha = f.alpha;
     cspresnet_config expect;
-    if (arch_flags_fix_architecture(&f)) {
-        if (arch_flags_config(&f, &expect, "convert") != 0)
-            return EXIT_USAGE;
-        opt.expect = &expect;
-    }
+    if (arch_flags_load_options(&f, &opt, &expect, "convert") != 0)
+        return EXIT_USAGE;
     char log[512] = "", err[1024];
     opt.log = log;
     opt.log_size = sizeof log;
@@ -124,13 +113,10 @@ int cmd_convert(int argc, char **argv)
                             "layout for fused convs (it would not load in PaddleDetection); write .safetensors\n");
             goto done;
         }
-        cspresnet_model *fused;
-        if (cspresnet_model_deploy(model, &fused, err, sizeof err) != CSPRESNET_OK) {
+        if (cli_deploy(&model, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet convert: %s\n", err);
             goto done;
         }
-        cspresnet_model_free(model);
-        model = fused;
     }
     const char *base = strrchr(in, '/');
     base = base ? base + 1 : in;

@@ -211,20 +211,9 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
     arch_flags f = *fp;
     int threads = cf->threads, quiet = cf->quiet;
     cspresnet_load_options opt;
-    cspresnet_load_options_init(&opt);
-    opt.act = f.act;
-    if (f.num_return > 0) {
-        opt.num_return = f.num_return;
-        memcpy(opt.return_idx, f.return_idx, sizeof opt.return_idx);
-    }
-    opt.expect_large_stem = f.large_stem;
-    opt.expect_alpha = f.alpha;
     cspresnet_config expect;
-    if (arch_flags_fix_architecture(&f)) {
-        if (arch_flags_config(&f, &expect, "infer") != 0)
-            return EXIT_USAGE;
-        opt.expect = &expect;
-    }
+    if (arch_flags_load_options(&f, &opt, &expect, "infer") != 0)
+        return EXIT_USAGE;
     char log[512] = "", err[1024];
     opt.log = log;
     opt.log_size = sizeof log;
@@ -249,14 +238,9 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
         if (!quiet)
             fprintf(stderr, "note: no --weights given: using seeded random weights (outputs are not meaningful)\n");
     }
-    if (deploy && !cspresnet_model_is_deployed(model)) {
-        cspresnet_model *fused;
-        if (cspresnet_model_deploy(model, &fused, err, sizeof err) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet infer: %s\n", err);
-            goto done;
-        }
-        cspresnet_model_free(model);
-        model = fused;
+    if (deploy && cli_deploy(&model, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet infer: %s\n", err);
+        goto done;
     }
     if (image_args) {
         input_list images = {0};

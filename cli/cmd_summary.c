@@ -66,20 +66,9 @@ int cmd_summary(int argc, char **argv)
     char err[1024];
     if (weights) {
         cspresnet_load_options opt;
-        cspresnet_load_options_init(&opt);
-        opt.act = f.act;
-        if (f.num_return > 0) {
-            opt.num_return = f.num_return;
-            memcpy(opt.return_idx, f.return_idx, sizeof opt.return_idx);
-        }
-        opt.expect_large_stem = f.large_stem;
-        opt.expect_alpha = f.alpha;
         cspresnet_config expect;
-        if (arch_flags_fix_architecture(&f)) {
-            if (arch_flags_config(&f, &expect, "summary") != 0)
-                return EXIT_USAGE;
-            opt.expect = &expect;
-        }
+        if (arch_flags_load_options(&f, &opt, &expect, "summary") != 0)
+            return EXIT_USAGE;
         cspresnet_model *m;
         if (cli_load_weights(weights, &opt, &m, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet summary: %s\n", err);

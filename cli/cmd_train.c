@@ -478,19 +478,8 @@ int cmd_train(int argc, char **argv)
     /* model */
     cspresnet_config expect;
     cspresnet_load_options lopt;
-    cspresnet_load_options_init(&lopt);
-    lopt.act = c.af.act;
-    if (c.af.num_return > 0) {
-        lopt.num_return = c.af.num_return;
-        memcpy(lopt.return_idx, c.af.return_idx, sizeof lopt.return_idx);
-    }
-    lopt.expect_large_stem = c.af.large_stem;
-    lopt.expect_alpha = c.af.alpha;
-    if (arch_flags_fix_architecture(&c.af)) {
-        if (arch_flags_config(&c.af, &expect, "train") != 0)
-            return EXIT_USAGE;
-        lopt.expect = &expect;
-    }
+    if (arch_flags_load_options(&c.af, &lopt, &expect, "train") != 0)
+        return EXIT_USAGE;
     lopt.log = log;
     lopt.log_size = sizeof log;
     if (c.weights) {

@@ -23,3 +23,16 @@ cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options
         return cspresnet_model_load_safetensors(path, opt, out, err, err_size);
     return cspresnet_model_load(path, opt, out, err, err_size);
 }
+
+cspresnet_status cli_deploy(cspresnet_model **model, char *err, size_t err_size)
+{
+    if (cspresnet_model_is_deployed(*model))
+        return CSPRESNET_OK;
+    cspresnet_model *fused;
+    cspresnet_status s = cspresnet_model_deploy(*model, &fused, err, err_size);
+    if (s != CSPRESNET_OK)
+        return s;
+    cspresnet_model_free(*model);
+    *model = fused;
+    return CSPRESNET_OK;
+}
