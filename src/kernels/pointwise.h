@@ -13,7 +13,6 @@ void f32_batchnorm_channel__ref(float *x, long count, float mean, float variance
 void f32_activation__ref(cspresnet_act act, float *x, long count);
 void f32_add_scaled__ref(const float *a, const float *b, float alpha, float *out, long count);
 float f32_mean__ref(const float *x, long count);
-void f32_scale__ref(float *x, long count, float scale);
 void f32_add_scalar__ref(float *x, long count, float value);
 
 #endif

@@ -84,12 +84,6 @@ float f32_mean__ref(const float *x, long count)
     return (float)(sum / (double)count);
 }
 
-void f32_scale__ref(float *x, long count, float scale)
-{
-    for (long i = 0; i < count; i++)
-        x[i] *= scale;
-}
-
 void f32_add_scalar__ref(float *x, long count, float value)
 {
     for (long i = 0; i < count; i++)
