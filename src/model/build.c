@@ -111,38 +111,51 @@ static graph_node *add_node(builder *b, node_kind kind, const char *name)
     return n;
 }
 
-/* ConvBNLayer at `path`: params in state_dict order, then conv -> bn -> act nodes.
- * Writes into `out` (an existing tensor, possibly a slice) or a new one when out < 0.
- * Returns the output tensor. */
-/* Deployed ConvBNLayer / RepVggBlock: one conv with bias, act, optional residual. */
-static int conv_fused(builder *b, const char *path, int in, int cin, int cout, int k, int stride,
-                      cspresnet_act act, int out, int residual)
+/* The conv node of layer `path` reading `in`: writes into `out` (an existing tensor,
+ * possibly a slice) or a new tensor when out < 0. Returns the node (b->discard after a
+ * failed allocation) and the output tensor in *out_tensor. */
+static graph_node *conv_node(builder *b, const char *path, int in, int cin, int cout, int k, int stride,
+                             int weight, int out, int *out_tensor)
 {
-    char prefix[MODEL_KEY_MAX], name[MODEL_KEY_MAX];
-    snprintf(prefix, sizeof prefix, "%s.", path);
-    int w = add_param(b, prefix, "conv.weight", PARAM_CONV_WEIGHT, 4, cout, cin, k, k);
-    int bias = add_param(b, prefix, "conv.bias", PARAM_CONV_BIAS, 1, cout, 0, 0, 0);
+    char name[MODEL_KEY_MAX];
+    *out_tensor = 0;
     if (b->failed)
-        return 0;
+        return &b->discard;
     int level = b->m->tensors[in].level + (stride == 2 ? 1 : 0);
     if (out < 0)
         out = add_tensor(b, cout, level, -1, 0);
     snprintf(name, sizeof name, "%s.conv", path);
     graph_node *n = add_node(b, NODE_CONV, name);
     n->in0 = in;
-    n->in1 = residual;
     n->out = out;
     n->cin = cin;
     n->cout = cout;
     n->k = k;
     n->stride = stride;
     n->pad = k / 2;
-    n->weight = w;
+    n->weight = weight;
+    *out_tensor = out;
+    return n;
+}
+
+/* Deployed ConvBNLayer / RepVggBlock: one conv with bias, act, optional residual. */
+static int conv_fused(builder *b, const char *path, int in, int cin, int cout, int k, int stride,
+                      cspresnet_act act, int out, int residual)
+{
+    char prefix[MODEL_KEY_MAX];
+    snprintf(prefix, sizeof prefix, "%s.", path);
+    int w = add_param(b, prefix, "conv.weight", PARAM_CONV_WEIGHT, 4, cout, cin, k, k);
+    int bias = add_param(b, prefix, "conv.bias", PARAM_CONV_BIAS, 1, cout, 0, 0, 0);
+    graph_node *n = conv_node(b, path, in, cin, cout, k, stride, w, out, &out);
+    n->in1 = residual;
     n->bias = bias;
     n->act = act;
     return out;
 }
 
+/* ConvBNLayer at `path`: params in state_dict order, then conv -> bn -> act nodes.
+ * Writes into `out` (an existing tensor, possibly a slice) or a new one when out < 0.
+ * Returns the output tensor. */
 static int conv_bn(builder *b, const char *path, int in, int cin, int cout, int k, int stride,
                    cspresnet_act act, int out)
 {
@@ -155,25 +168,12 @@ static int conv_bn(builder *b, const char *path, int in, int cin, int cout, int 
     int bb = add_param(b, prefix, "bn.bias", PARAM_BN_BIAS, 1, cout, 0, 0, 0);
     int bm = add_param(b, prefix, "bn._mean", PARAM_BN_MEAN, 1, cout, 0, 0, 0);
     int bv = add_param(b, prefix, "bn._variance", PARAM_BN_VARIANCE, 1, cout, 0, 0, 0);
+    conv_node(b, path, in, cin, cout, k, stride, w, out, &out);
     if (b->failed)
         return 0;
-    int level = b->m->tensors[in].level + (stride == 2 ? 1 : 0);
-    if (out < 0)
-        out = add_tensor(b, cout, level, -1, 0);
-
-    snprintf(name, sizeof name, "%s.conv", path);
-    graph_node *n = add_node(b, NODE_CONV, name);
-    n->in0 = in;
-    n->out = out;
-    n->cin = cin;
-    n->cout = cout;
-    n->k = k;
-    n->stride = stride;
-    n->pad = k / 2;
-    n->weight = w;
 
     snprintf(name, sizeof name, "%s.bn", path);
-    n = add_node(b, NODE_BN, name);
+    graph_node *n = add_node(b, NODE_BN, name);
     n->in0 = n->out = out;
     n->bn_weight = bw;
     n->bn_bias = bb;
