@@ -116,6 +116,8 @@ void f32_winograd43_input__avx512(const wino_tiles *wt, const float *plane, int 
                                   long v_stride_p);
 void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
                                    float bias, cspresnet_act act, const float *res, float *out);
+void f32_winograd43_weight__avx512(const float *w, int in_c, int oc0, int oc_count, long u_stride_p,
+                                   float *u);
 
 /* The table for this CPU, honouring CSPRESNET_ISA=ref|avx2|avx512 (the caller reads
  * the environment and passes its value, or NULL). Unknown or unavailable names fall

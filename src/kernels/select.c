@@ -47,7 +47,7 @@ static const kernel_table avx512_table = {
     .nr = 32,
     .gemm = f32_gemm_8x32__avx512,
     .bias_act = f32_bias_act__avx512,
-    .wino_weight = f32_winograd43_weight__generic,
+    .wino_weight = f32_winograd43_weight__avx512,
     .wino_input = f32_winograd43_input__avx512,
     .wino_output = f32_winograd43_output__avx512,
 };

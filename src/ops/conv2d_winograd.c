@@ -14,11 +14,22 @@
 #include "ops/ops.h"
 
 #define WINO_TB 32   /* tiles per task: two 16-lane groups, one AVX-512 GEMM strip */
+/* Floats between consecutive p-matrices of V and M beyond their size: without it the
+ * 36 matrices often sit a power of two apart (C * WINO_TB * 4 bytes = 4 KiB for C = 32)
+ * and all land in one L1 set; the stem convs ran 3x slower from conflict misses. */
+#define WINO_SKEW 16
 
 typedef struct wino_plan {
     int tiles_w, tiles_per_image, blocks;   /* blocks of WINO_TB tiles per image */
     int parts, part_oc;
 } wino_plan;
+
+/* V (36 x C x WINO_TB floats) small enough to stay in L2 while each block of output
+ * channels re-reads it: then M only needs one block of rows (L1) at a time. */
+static int wino_v_is_small(int in_c)
+{
+    return 36L * in_c * WINO_TB * (long)sizeof(float) <= 320L * 1024;
+}
 
 int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g)
 {
@@ -44,7 +55,7 @@ void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, 
 {
     wino_plan p;
     plan_wino(kt, g, n, threads, &p);
-    *per_thread = 36L * WINO_TB * (g->in_c + p.part_oc);
+    *per_thread = 36L * (WINO_TB * (g->in_c + p.part_oc) + 2 * WINO_SKEW);
     *shared = 36L * g->out_c * g->in_c;
 }
 
@@ -69,6 +80,45 @@ static void weight_worker(void *arg, int t, int nt)
                                       (long)g->out_c * g->in_c, job->u + begin * g->in_c);
 }
 
+/* M rows for output channels [oc_a, oc_b) of every p: M_p = U_p . V_p over the task's
+ * tile columns (p outermost, so each V_p is reused from L1 by every block of rows). */
+static void tile_gemm(const wino_job *job, const float *v, long v_stride, float *m, long m_stride,
+                      int cols, int oc_a, int oc_b)
+{
+    const kernel_table *kt = job->ex->kernels;
+    const int C = job->g->in_c;
+    for (int pp = 0; pp < 36; pp++) {
+        const float *u = job->u + (long)pp * job->g->out_c * C;
+        for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
+            int mr = oc_b - m0 < kt->mr ? oc_b - m0 : kt->mr;
+            for (int s = 0; s < cols; s += kt->nr) {
+                int nr = cols - s < kt->nr ? cols - s : kt->nr;
+                kt->gemm(C, u + (long)m0 * C, C, v + pp * v_stride + s, WINO_TB,
+                         m + pp * m_stride + (long)(m0 - oc_a) * WINO_TB + s, WINO_TB, mr, nr, 0);
+            }
+        }
+    }
+}
+
+/* Output channels [oc_a, oc_b) from M (row oc - m_row0 of each p): A^T M A + epilogue. */
+static void tile_output(const wino_job *job, const wino_tiles *wt, int image, const float *m,
+                        long m_stride, int m_row0, int t0, int groups, int oc_a, int oc_b)
+{
+    const kernel_table *kt = job->ex->kernels;
+    const conv_epilogue *ep = job->ep;
+    const long plane = (long)job->g->in_h * job->g->in_w;
+    float *dst = job->out->data + image * job->out->batch_stride;
+    const float *res = ep && ep->residual ? ep->residual->data + image * ep->residual->batch_stride : NULL;
+    for (int oc = oc_a; oc < oc_b; oc++)
+        for (int q = 0; q < groups; q++)
+            kt->wino_output(wt, m + (long)(oc - m_row0) * WINO_TB + 16 * q, m_stride, t0 + 16 * q,
+                            ep && ep->bias ? ep->bias[oc] : 0.0f, ep ? ep->act : CSPRESNET_ACT_NONE,
+                            res ? res + oc * plane : NULL, dst + oc * plane);
+}
+
+/* One task: V of the task's tiles (all input channels), then either (V small) per block
+ * of mr output channels the 36 GEMMs into an L1-sized M and at once its output
+ * transform, or (V large, reused best per p) all 36 GEMMs for the part, then outputs. */
 static void tile_task(const wino_job *job, float *v, float *m, int image, int block, int oc_a, int oc_b)
 {
     const conv_geom *g = job->g;
@@ -80,32 +130,24 @@ static void tile_task(const wino_job *job, float *v, float *m, int image, int bl
     const int ntiles = p->tiles_per_image - t0 < WINO_TB ? p->tiles_per_image - t0 : WINO_TB;
     const int groups = (ntiles + 15) / 16, cols = groups * 16;
     const float *src = job->in->data + image * job->in->batch_stride;
-    const long v_stride = (long)C * WINO_TB, m_stride = (long)p->part_oc * WINO_TB;
+    const long v_stride = (long)C * WINO_TB + WINO_SKEW;
 
     for (int ic = 0; ic < C; ic++)
         for (int q = 0; q < groups; q++)
             kt->wino_input(&wt, src + ic * plane, t0 + 16 * q, v + ic * WINO_TB + 16 * q, v_stride);
 
-    for (int pp = 0; pp < 36; pp++) {
-        const float *u = job->u + (long)pp * g->out_c * C;
+    if (wino_v_is_small(C)) {
+        const long m_stride = (long)kt->mr * WINO_TB + WINO_SKEW;
         for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
-            int mr = oc_b - m0 < kt->mr ? oc_b - m0 : kt->mr;
-            for (int s = 0; s < cols; s += kt->nr) {
-                int nr = cols - s < kt->nr ? cols - s : kt->nr;
-                kt->gemm(C, u + (long)m0 * C, C, v + pp * v_stride + s, WINO_TB,
-                         m + pp * m_stride + (long)(m0 - oc_a) * WINO_TB + s, WINO_TB, mr, nr, 0);
-            }
+            int m1 = oc_b - m0 < kt->mr ? oc_b : m0 + kt->mr;
+            tile_gemm(job, v, v_stride, m, m_stride, cols, m0, m1);
+            tile_output(job, &wt, image, m, m_stride, m0, t0, groups, m0, m1);
         }
+        return;
     }
-
-    const conv_epilogue *ep = job->ep;
-    float *dst = job->out->data + image * job->out->batch_stride;
-    const float *res = ep && ep->residual ? ep->residual->data + image * ep->residual->batch_stride : NULL;
-    for (int oc = oc_a; oc < oc_b; oc++)
-        for (int q = 0; q < groups; q++)
-            kt->wino_output(&wt, m + (long)(oc - oc_a) * WINO_TB + 16 * q, m_stride, t0 + 16 * q,
-                            ep && ep->bias ? ep->bias[oc] : 0.0f, ep ? ep->act : CSPRESNET_ACT_NONE,
-                            res ? res + oc * plane : NULL, dst + oc * plane);
+    const long m_stride = (long)p->part_oc * WINO_TB + WINO_SKEW;
+    tile_gemm(job, v, v_stride, m, m_stride, cols, oc_a, oc_b);
+    tile_output(job, &wt, image, m, m_stride, oc_a, t0, groups, oc_a, oc_b);
 }
 
 static void tile_worker(void *arg, int t, int nt)
@@ -113,7 +155,7 @@ static void tile_worker(void *arg, int t, int nt)
     const wino_job *job = arg;
     const wino_plan *p = &job->p;
     float *v = job->ex->fast_scratch + t * job->ex->fast_per_thread;
-    float *m = v + 36L * WINO_TB * job->g->in_c;
+    float *m = v + 36L * (WINO_TB * job->g->in_c + WINO_SKEW);
     long begin, end;
     split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
     for (long task = begin; task < end; task++) {

@@ -2,7 +2,7 @@
  * test_kernels_conv.c - the fast convolution path (per-ISA GEMM tiles, 1x1 without
  * im2col, im2col GEMM, Winograd F(4,3)) and the fast epilogue against the reference
  * path (kernel table "ref"), for every ISA this CPU supports (generic, avx2, avx512).
- * Random shapes: odd channel counts, odd and tiny H/W, batch 1-3, 1x1 / 3x3 s1 / 3x3 s2,
+ * Random shapes: odd channel counts, odd and tiny H/W, wide rows (64-200), batch 1-3, 1x1 / 3x3 s1 / 3x3 s2,
  * outputs and residuals in channel slices of wider tensors, bias + every activation
  * + residual epilogues, 1 and 2 threads. Checks max|diff| <= 1e-3 * max|ref| per case,
  * and that 1 and 2 threads give identical bits. Prints the configuration of any
@@ -58,6 +58,11 @@ static void conv_case(const kernel_table *kt, int id)
         g.in_c = 300; g.in_h = 19; g.in_w = 23; g.out_c = 70; g.k = k = 3; g.stride = stride = 1; g.pad = 1;
     }
     if (id == 1) { g.in_c = 270; g.in_h = 17; g.in_w = 9; g.out_c = 37; g.k = k = 1; g.stride = stride = 1; g.pad = 0; }
+    if (id >= 2 && id <= 7) { /* wide rows: Winograd runs of 16+ tiles in one tile row, long im2col runs */
+        static const int wide[6][4] = {{131, 9, 3, 1}, {64, 6, 3, 1}, {200, 7, 3, 2}, {97, 13, 3, 2}, {66, 5, 3, 1}, {129, 3, 1, 1}};
+        g.in_w = wide[id - 2][0]; g.in_h = wide[id - 2][1]; g.k = k = wide[id - 2][2];
+        g.stride = stride = wide[id - 2][3]; g.pad = k / 2;
+    }
     g.out_h = (g.in_h + 2 * g.pad - k) / stride + 1;
     g.out_w = (g.in_w + 2 * g.pad - k) / stride + 1;
     int extra = irand(0, 3);
