@@ -62,6 +62,11 @@ typedef void (*bias_act_fn)(float *x, long count, float bias, cspresnet_act act,
  *   output:  y = A^T M A for tiles t0..t0+15 of one output channel: m + p*m_stride_p
  *            holds 16 floats per p; epilogue act(y + bias) + res, stored into the
  *            out plane (out_h x out_w), res (same shape) or NULL. */
+/* Rows [k0, k0+kc) x columns [n0, n0+nc) of the implicit im2col matrix of one image
+ * into panel[kc][ldp] (row-major, ldp >= nc; columns past nc untouched). */
+typedef void (*im2col_rows_fn)(const conv_geom *g, const float *image, int k0, int kc, long n0,
+                               int nc, float *panel, long ldp);
+
 typedef struct wino_tiles {
     int tiles_w, tile_count;       /* tiles per row, tiles in the image */
     int h, w;                      /* input plane (= output plane for 3x3 s1 p1) */
@@ -81,6 +86,7 @@ typedef struct kernel_table {
     int mr, nr;                         /* gemm tile */
     gemm_fn gemm;
     bias_act_fn bias_act;
+    im2col_rows_fn im2col_rows;         /* im2col packing into a row-major panel */
     wino_weight_fn wino_weight;         /* NULL: no Winograd on this ISA */
     wino_input_fn wino_input;
     wino_output_fn wino_output;
@@ -116,6 +122,8 @@ void f32_winograd43_input__avx512(const wino_tiles *wt, const float *plane, int 
                                   long v_stride_p);
 void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
                                    float bias, cspresnet_act act, const float *res, float *out);
+void f32_im2col_rows__avx512(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
+                             float *panel, long ldp);
 void f32_winograd43_weight__avx512(const float *w, int in_c, int oc0, int oc_count, long u_stride_p,
                                    float *u);
 

@@ -25,6 +25,7 @@ static const kernel_table generic_table = {
     .nr = 16,
     .gemm = f32_gemm_4x16__generic,
     .bias_act = f32_bias_act__generic,
+    .im2col_rows = f32_im2col_rows__generic,
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -37,6 +38,7 @@ static const kernel_table avx2_table = {
     .nr = 16,
     .gemm = f32_gemm_6x16__avx2,
     .bias_act = f32_bias_act__avx2,
+    .im2col_rows = f32_im2col_rows__generic,
 };
 
 static const kernel_table avx512_table = {
@@ -47,6 +49,7 @@ static const kernel_table avx512_table = {
     .nr = 32,
     .gemm = f32_gemm_8x32__avx512,
     .bias_act = f32_bias_act__avx512,
+    .im2col_rows = f32_im2col_rows__avx512,
     .wino_weight = f32_winograd43_weight__avx512,
     .wino_input = f32_winograd43_input__avx512,
     .wino_output = f32_winograd43_output__avx512,

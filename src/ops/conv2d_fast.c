@@ -74,7 +74,7 @@ static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int
             b = src + k0 * N + n0;
             ldb = N;
         } else {
-            f32_im2col_rows__generic(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
+            kt->im2col_rows(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
             b = panel;
             ldb = CONV_NC;
         }
