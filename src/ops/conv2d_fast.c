@@ -19,14 +19,17 @@
 typedef struct fast_plan {
     long pixels, blocks;     /* output pixels per image, CONV_NC blocks per image */
     int parts, part_oc;      /* output-channel parts and channels per part (multiple of mr) */
-    int is_1x1;              /* 1x1, stride 1, pad 0: B is the input itself */
+    int is_1x1;              /* B is the input itself (1x1, stride 1, pad 0) */
 } fast_plan;
 
 static void plan_gemm(const kernel_table *kt, const conv_geom *g, int n, int threads, fast_plan *p)
 {
     p->pixels = (long)g->out_h * g->out_w;
     p->blocks = (p->pixels + CONV_NC - 1) / CONV_NC;
-    p->is_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0;
+    /* A 1x1 conv reads B straight from the input, unless its channel planes lie a
+     * multiple of 4 KiB apart: then every row of a B strip maps to the same L1 sets
+     * and packing it (im2col of a 1x1 conv is a copy) is cheaper than the misses. */
+    p->is_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0 && (p->pixels * (long)sizeof(float)) % 4096 != 0;
     p->parts = 1;
     while ((long)n * p->blocks * p->parts < 4L * threads && g->out_c / (p->parts * 2) >= 2 * kt->mr)
         p->parts *= 2;

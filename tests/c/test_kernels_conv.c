@@ -58,8 +58,9 @@ static void conv_case(const kernel_table *kt, int id)
         g.in_c = 300; g.in_h = 19; g.in_w = 23; g.out_c = 70; g.k = k = 3; g.stride = stride = 1; g.pad = 1;
     }
     if (id == 1) { g.in_c = 270; g.in_h = 17; g.in_w = 9; g.out_c = 37; g.k = k = 1; g.stride = stride = 1; g.pad = 0; }
-    if (id >= 2 && id <= 7) { /* wide rows: Winograd runs of 16+ tiles in one tile row, long im2col runs */
-        static const int wide[6][4] = {{131, 9, 3, 1}, {64, 6, 3, 1}, {200, 7, 3, 2}, {97, 13, 3, 2}, {66, 5, 3, 1}, {129, 3, 1, 1}};
+    if (id >= 2 && id <= 8) { /* wide rows: Winograd runs of 16+ tiles in one tile row, long im2col runs */
+        static const int wide[7][4] = {{131, 9, 3, 1}, {64, 6, 3, 1}, {200, 7, 3, 2}, {97, 13, 3, 2}, {66, 5, 3, 1}, {129, 3, 1, 1},
+                                       {64, 16, 1, 1} /* 4 KiB planes: the packed 1x1 path */};
         g.in_w = wide[id - 2][0]; g.in_h = wide[id - 2][1]; g.k = k = wide[id - 2][2];
         g.stride = stride = wide[id - 2][3]; g.pad = k / 2;
     }
