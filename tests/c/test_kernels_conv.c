@@ -26,7 +26,7 @@ static float frand(void)
 }
 static int irand(int lo, int hi) { return lo + (int)((rng = rng * 1103515245u + 12345u) >> 8) % (hi - lo + 1); }
 
-static int passed, failed;
+static int passed, failed, winograd_cases;
 
 /* Runs one conv through conv2d_forward with table kt (fast scratch sized by the op). */
 static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, const float *w,
@@ -66,6 +66,10 @@ static void conv_case(const kernel_table *kt, int id)
     }
     g.out_h = (g.in_h + 2 * g.pad - k) / stride + 1;
     g.out_w = (g.in_w + 2 * g.pad - k) / stride + 1;
+    if (id == 0)
+        n = 3; /* 90 tiles: enough for Winograd */
+    if (conv2d_winograd_applies(kt, &g, n))
+        winograd_cases++;
     int extra = irand(0, 3);
     cspresnet_act act = (cspresnet_act)irand(0, CSPRESNET_ACT_NONE);
     int use_bias = irand(0, 3) > 0, use_res = irand(0, 1), use_ep = irand(0, 4) > 0;
@@ -160,7 +164,12 @@ int main(void)
             epilogue_case(kt, (cspresnet_act)a);
         for (int c = 0; c < 40; c++)
             conv_case(kt, c);
-        printf("isa %s: %d cases passed%s\n", kt->isa, passed - before, kt->wino_input ? " (Winograd F(4,3) on)" : "");
+        printf("isa %s: %d cases passed, %d of them by Winograd F(4,3)\n", kt->isa, passed - before, winograd_cases);
+        if (kt->wino_input && winograd_cases < 5) {
+            failed++;
+            printf("FAIL isa=%s: only %d conv cases took the Winograd path\n", kt->isa, winograd_cases);
+        }
+        winograd_cases = 0;
     }
     printf("isas tested: %d\n", tested);
     printf("%d passed, %d failed\n", passed, failed);
