@@ -25,19 +25,26 @@
  *     before anything is allocated for them. A stream that does not start with the
  *     PROTO opcode is not read to its end.
  */
+/* madvise(MADV_DONTNEED): glibc's posix_madvise ignores POSIX_MADV_DONTNEED */
+#define _DEFAULT_SOURCE
 #include "io/pdparams.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/pickle.h"
 
 typedef struct sd_storage {
     uint8_t *file;                 /* the whole file */
     size_t file_size;
+    int mapped;                    /* file is a read-only private mapping (munmap, not free) */
     pk_blob *blobs;                /* decoded protocol-2 byte strings */
     char *keys;                    /* all keys, NUL-terminated, back to back */
     const array_entry **sorted;    /* entries by key, for state_dict_find */
@@ -90,7 +97,10 @@ static void storage_free(sd_storage *s)
 {
     if (!s)
         return;
-    free(s->file);
+    if (s->mapped)
+        munmap(s->file, s->file_size);
+    else
+        free(s->file);
     pk_blobs_free(s->blobs);
     free(s->keys);
     free(s->sorted);
@@ -292,18 +302,22 @@ done:
     return st;
 }
 
-/* Parses buf (taking it over: it is kept by *out or freed). */
-static cspresnet_status parse_owned(uint8_t *buf, size_t size, const char *name,
+/* Parses buf (taking it over: it is kept by *out or freed/unmapped). */
+static cspresnet_status parse_owned(uint8_t *buf, size_t size, int mapped, const char *name,
                                     state_dict *out, error_buf *err)
 {
     memset(out, 0, sizeof *out);
     sd_storage *s = calloc(1, sizeof *s);
     if (!s) {
-        free(buf);
+        if (mapped)
+            munmap(buf, size);
+        else
+            free(buf);
         return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", name);
     }
     s->file = buf;
     s->file_size = size;
+    s->mapped = mapped;
 
     pk_unpickler u;
     pk_obj *root = NULL;
@@ -339,7 +353,30 @@ cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const ch
                          size);
     if (size)
         memcpy(copy, data, size);
-    return parse_owned(copy, size, name, out, err);
+    return parse_owned(copy, size, 0, name, out, err);
+}
+
+/* A non-empty regular file within the size limit, mapped read-only: its pages cost
+ * memory only while touched, and state_dict_release gives a copied tensor's pages
+ * back, so loading needs the model's weights plus little more (a malloc'd copy of
+ * the file doubled the peak). 0: not mapped (not regular, empty, too large, error);
+ * the caller reads the file instead and reports any problem. */
+static int map_regular_file(const char *path, uint8_t **buf, size_t *size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat sb;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
+        (uint64_t)sb.st_size <= PDPARAMS_MAX_FILE_BYTES)
+        p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return 0;
+    *buf = p;
+    *size = (size_t)sb.st_size;
+    return 1;
 }
 
 /* Reads the whole file (regular or not) into a malloc'd buffer. */
@@ -424,10 +461,24 @@ cspresnet_status pdparams_read_file(const char *path, state_dict *out, error_buf
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "pdparams_read_file: NULL path");
     uint8_t *buf = NULL;
     size_t size = 0;
+    if (map_regular_file(path, &buf, &size))
+        return parse_owned(buf, size, 1, path, out, err);
     cspresnet_status st = read_whole_file(path, &buf, &size, err);
     if (st != CSPRESNET_OK)
         return st;
-    return parse_owned(buf, size, path, out, err);
+    return parse_owned(buf, size, 0, path, out, err);
+}
+
+void state_dict_release(const state_dict *sd, const array_entry *e)
+{
+    const sd_storage *s = sd ? sd->storage : NULL;
+    if (!s || !s->mapped || !e || !e->raw)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)e->raw + page - 1) / page * page;
+    uintptr_t b = ((uintptr_t)e->raw + e->raw_size) / page * page;
+    if (b > a) /* whole pages inside the tensor: dropped, read again from the file if touched */
+        madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 const array_entry *state_dict_find(const state_dict *sd, const char *key)

@@ -72,6 +72,11 @@ cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const ch
 
 void state_dict_free(state_dict *sd);
 
+/* Tells the dict that e's data has been copied out: when the file is mapped, the
+ * pages wholly inside it are dropped from memory (read again from the file if e is
+ * used later, so this is only about memory, never about correctness). */
+void state_dict_release(const state_dict *sd, const array_entry *e);
+
 /* Finds a key; NULL when absent. */
 const array_entry *state_dict_find(const state_dict *sd, const char *key);
 

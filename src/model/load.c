@@ -232,6 +232,7 @@ static cspresnet_status fill_weights(cspresnet_model *m, backbone_keys *bk, cons
         error_buf conv;
         if (array_to_f32(a, m->weights + p->offset, &conv) != CSPRESNET_OK)
             PROBLEM("%s", conv.text);
+        state_dict_release(bk->sd, a);
     }
     for (size_t i = 0; i < bk->sd->count; i++)
         if (bk->is_backbone[i] && !bk->used[i]) {
