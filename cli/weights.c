@@ -28,11 +28,5 @@ cspresnet_status cli_deploy(cspresnet_model **model, char *err, size_t err_size)
 {
     if (cspresnet_model_is_deployed(*model))
         return CSPRESNET_OK;
-    cspresnet_model *fused;
-    cspresnet_status s = cspresnet_model_deploy(*model, &fused, err, err_size);
-    if (s != CSPRESNET_OK)
-        return s;
-    cspresnet_model_free(*model);
-    *model = fused;
-    return CSPRESNET_OK;
+    return cspresnet_model_deploy_replace(model, err, err_size);
 }

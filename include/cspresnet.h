@@ -157,6 +157,14 @@ cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_opt
  * (RepVGG blocks: "...blocks.j.conv2.conv.*", upstream's deploy names) and the ESE fc. */
 cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_model **out,
                                         char *err, size_t err_size);
+
+/* The same fold, replacing *model by its deployed form and freeing the original. When
+ * the model owns its weights (loaded from .pdparams, created, or copied from a file),
+ * each layer's memory is handed back as soon as it is folded, so the peak is about one
+ * copy of the weights instead of two. On failure *model is unchanged (every check and
+ * allocation happens before anything is released) and err says why. */
+cspresnet_status cspresnet_model_deploy_replace(cspresnet_model **model, char *err, size_t err_size);
+
 int cspresnet_model_is_deployed(const cspresnet_model *model);
 
 /* Writes the model's weights as a .pdparams file that Python's pickle.load (with numpy)

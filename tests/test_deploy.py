@@ -206,3 +206,19 @@ def test_summary_deploy_totals(name, alpha):
     assert counts["Trainable params"] == expected
     # and it is smaller than the un-deployed count paddle.summary gives
     assert summary_counts(plain.stdout)["Total params"] > expected
+
+
+def test_deploy_replace_equals_deploy_and_keeps_the_model_on_refusal():
+    """cspresnet_model_deploy_replace (what the CLI uses: it releases each source layer
+    as it folds it, so a .pdparams deploys in about one copy of the weights) gives the
+    same parameters bit for bit as cspresnet_model_deploy (tests/c/test_deploy_replace.c)."""
+    import subprocess
+
+    from conftest import get_build_dir
+
+    exe = get_build_dir() / "tests" / "test_deploy_replace"
+    assert exe.is_file(), f"{exe} missing"
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, describe_proc(proc)
+    m = re.search(r"(\d+) of (\d+) deployed parameters identical; 0 failures", proc.stdout)
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) > 50, proc.stdout
