@@ -106,8 +106,11 @@ static void gemm_worker(void *arg, int t, int nt)
     long begin, end;
     split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
     for (long task = begin; task < end; task++) {
-        int part = (int)(task % p->parts);
-        long rest = task / p->parts;
+        /* part-major: a thread's contiguous range covers whole parts (equal work)
+         * rather than whole pixel blocks (the last block of an image is short) */
+        long per_part = (long)job->in->n * p->blocks;
+        int part = (int)(task / per_part);
+        long rest = task % per_part;
         int image = (int)(rest / p->blocks);
         long n0 = (rest % p->blocks) * CONV_NC;
         int nc = (int)(p->pixels - n0 < CONV_NC ? p->pixels - n0 : CONV_NC);

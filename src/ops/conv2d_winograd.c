@@ -167,8 +167,11 @@ static void tile_worker(void *arg, int t, int nt)
     long begin, end;
     split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
     for (long task = begin; task < end; task++) {
-        int part = (int)(task % p->parts);
-        long rest = task / p->parts;
+        /* part-major: a thread's contiguous range covers whole parts (equal work)
+         * rather than whole pixel blocks (the last block of an image is short) */
+        long per_part = (long)job->in->n * p->blocks;
+        int part = (int)(task / per_part);
+        long rest = task % per_part;
         int oc_a = part * p->part_oc;
         int oc_b = oc_a + p->part_oc < job->g->out_c ? oc_a + p->part_oc : job->g->out_c;
         tile_task(job, v, m, (int)(rest / p->blocks), (int)(rest % p->blocks), oc_a, oc_b);
