@@ -18,7 +18,7 @@
  * 36 matrices often sit a power of two apart (C * WINO_TB * 4 bytes = 4 KiB for C = 32)
  * and all land in one L1 set; the stem convs ran 3x slower from conflict misses. */
 #define WINO_SKEW 16
-#define WINO_MIN_TILES 64  /* fewer tiles per batch: im2col GEMM instead */
+#define WINO_MIN_TILES 256  /* fewer tiles per batch: conv2d_winograd_few.c */
 
 typedef struct wino_plan {
     int tiles_w, tiles_per_image, blocks;   /* blocks of WINO_TB tiles per image */
@@ -34,15 +34,18 @@ static int wino_v_is_small(int in_c)
 
 int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g, int n)
 {
-    if (!(kt->wino_input && g->k == 3 && g->stride == 1 && g->pad == 1 && g->out_h == g->in_h &&
-          g->out_w == g->in_w))
-        return 0;
-    /* Few tiles (a 20x20 map at batch 1 has 25): the transformed weights, 4x the
-     * weights, written and read on every forward, cost more than Winograd saves;
-     * measured on Zen 5 the im2col GEMM was 1.1x (1 thread) to 1.6x (2 threads)
-     * faster there, and 1.8x slower from 100 tiles up. */
+    (void)n;
+    return kt->wino_input && g->k == 3 && g->stride == 1 && g->pad == 1 && g->out_h == g->in_h &&
+           g->out_w == g->in_w;
+}
+
+/* Few tiles (a 20x20 map at batch 1 has 25, 40x40 100): this file's plan would write the whole
+ * transformed weights (4x the weights) and read them back for one block of tiles;
+ * conv2d_winograd_few.c transforms them in cache-sized slices instead. */
+int conv2d_winograd_few_applies(const conv_geom *g, int n)
+{
     long tiles = (long)((g->out_h + 3) / 4) * ((g->out_w + 3) / 4);
-    return (long)n * tiles >= WINO_MIN_TILES;
+    return (long)n * tiles < WINO_MIN_TILES;
 }
 
 static void plan_wino(const kernel_table *kt, const conv_geom *g, int n, int threads, wino_plan *p)
@@ -61,6 +64,10 @@ static void plan_wino(const kernel_table *kt, const conv_geom *g, int n, int thr
 void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
                              long *per_thread, long *shared)
 {
+    if (conv2d_winograd_few_applies(g, n)) {
+        conv2d_winograd_few_scratch(g, n, per_thread, shared);
+        return;
+    }
     wino_plan p;
     plan_wino(kt, g, n, threads, &p);
     *per_thread = 36L * (WINO_TB * (g->in_c + p.part_oc) + 2 * WINO_SKEW);
@@ -181,6 +188,10 @@ static void tile_worker(void *arg, int t, int nt)
 void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
                              const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
 {
+    if (conv2d_winograd_few_applies(g, in->n)) {
+        conv2d_winograd_few_forward(ex, g, weight, in, out, ep);
+        return;
+    }
     wino_job job = {ex, g, weight, in, out, ep, {0}, NULL};
     const int threads = threadpool_size(ex->pool);
     plan_wino(ex->kernels, g, in->n, threads, &job.p);
