@@ -98,25 +98,28 @@ static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int
         kt->bias_act(dst + oc * N, nc, ep->bias ? ep->bias[oc] : 0.0f, ep->act, res ? res + oc * N : NULL);
 }
 
+/* Each thread takes an equal contiguous run of (part, image, pixel) and cuts it into
+ * tasks of at most CONV_NC pixels inside one image: equal work per thread even when
+ * the pixels do not divide into whole blocks (40x40: 12.5 blocks of 128). */
 static void gemm_worker(void *arg, int t, int nt)
 {
     const gemm_job *job = arg;
     const fast_plan *p = &job->p;
     float *panel = job->ex->fast_scratch + t * job->ex->fast_per_thread;
-    long begin, end;
-    split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
-    for (long task = begin; task < end; task++) {
-        /* part-major: a thread's contiguous range covers whole parts (equal work)
-         * rather than whole pixel blocks (the last block of an image is short) */
-        long per_part = (long)job->in->n * p->blocks;
-        int part = (int)(task / per_part);
-        long rest = task % per_part;
-        int image = (int)(rest / p->blocks);
-        long n0 = (rest % p->blocks) * CONV_NC;
-        int nc = (int)(p->pixels - n0 < CONV_NC ? p->pixels - n0 : CONV_NC);
+    const long per_part = (long)job->in->n * p->pixels;
+    long pos, end;
+    split_range(per_part * p->parts, t, nt, &pos, &end);
+    while (pos < end) {
+        int part = (int)(pos / per_part);
+        long within = pos % per_part;
+        int image = (int)(within / p->pixels);
+        long n0 = within % p->pixels, len = p->pixels - n0;
+        len = len < CONV_NC ? len : CONV_NC;
+        len = len < end - pos ? len : end - pos;
         int oc_a = part * p->part_oc;
         int oc_b = oc_a + p->part_oc < job->g->out_c ? oc_a + p->part_oc : job->g->out_c;
-        gemm_task(job, panel, image, n0, nc, oc_a, oc_b);
+        gemm_task(job, panel, image, n0, (int)len, oc_a, oc_b);
+        pos += len;
     }
 }
 

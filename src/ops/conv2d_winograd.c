@@ -134,15 +134,17 @@ static void tile_output(const wino_job *job, const wino_tiles *wt, int image, co
 /* One task: V of the task's tiles (all input channels), then either (V small) per block
  * of mr output channels the 36 GEMMs into an L1-sized M and at once its output
  * transform, or (V large, reused best per p) all 36 GEMMs for the part, then outputs. */
-static void tile_task(const wino_job *job, float *v, float *m, int image, int block, int oc_a, int oc_b)
+static void tile_task(const wino_job *job, float *v, float *m, int image, int t0, int ntiles, int oc_a,
+                      int oc_b)
 {
     const conv_geom *g = job->g;
     const kernel_table *kt = job->ex->kernels;
     const wino_plan *p = &job->p;
-    const wino_tiles wt = {p->tiles_w, p->tiles_per_image, g->in_h, g->in_w};
+    /* tiles past the task's own count as absent: the next task (maybe another
+     * thread's) writes them */
+    const wino_tiles wt = {p->tiles_w, t0 + ntiles, g->in_h, g->in_w};
     const long plane = (long)g->in_h * g->in_w;
-    const int C = g->in_c, t0 = block * WINO_TB;
-    const int ntiles = p->tiles_per_image - t0 < WINO_TB ? p->tiles_per_image - t0 : WINO_TB;
+    const int C = g->in_c;
     const int groups = (ntiles + 15) / 16, cols = groups * 16;
     const float *src = job->in->data + image * job->in->batch_stride;
     const long v_stride = (long)C * WINO_TB + WINO_SKEW;
@@ -165,23 +167,29 @@ static void tile_task(const wino_job *job, float *v, float *m, int image, int bl
     tile_output(job, &wt, image, m, m_stride, oc_a, t0, groups, oc_a, oc_b);
 }
 
+/* Each thread takes an equal contiguous run of (part, image, tile) and cuts it into
+ * tasks of at most WINO_TB tiles inside one image: equal work per thread even when
+ * the tiles do not divide into whole blocks (80x80: 400 tiles, 12.5 blocks). */
 static void tile_worker(void *arg, int t, int nt)
 {
     const wino_job *job = arg;
     const wino_plan *p = &job->p;
     float *v = job->ex->fast_scratch + t * job->ex->fast_per_thread;
     float *m = v + 36L * (WINO_TB * job->g->in_c + WINO_SKEW);
-    long begin, end;
-    split_range((long)job->in->n * p->blocks * p->parts, t, nt, &begin, &end);
-    for (long task = begin; task < end; task++) {
-        /* part-major: a thread's contiguous range covers whole parts (equal work)
-         * rather than whole pixel blocks (the last block of an image is short) */
-        long per_part = (long)job->in->n * p->blocks;
-        int part = (int)(task / per_part);
-        long rest = task % per_part;
+    const long per_part = (long)job->in->n * p->tiles_per_image;
+    long pos, end;
+    split_range(per_part * p->parts, t, nt, &pos, &end);
+    while (pos < end) {
+        int part = (int)(pos / per_part);
+        long within = pos % per_part;
+        int image = (int)(within / p->tiles_per_image), t0 = (int)(within % p->tiles_per_image);
+        long len = p->tiles_per_image - t0;
+        len = len < WINO_TB ? len : WINO_TB;
+        len = len < end - pos ? len : end - pos;
         int oc_a = part * p->part_oc;
         int oc_b = oc_a + p->part_oc < job->g->out_c ? oc_a + p->part_oc : job->g->out_c;
-        tile_task(job, v, m, (int)(rest / p->blocks), (int)(rest % p->blocks), oc_a, oc_b);
+        tile_task(job, v, m, image, t0, (int)len, oc_a, oc_b);
+        pos += len;
     }
 }
 
