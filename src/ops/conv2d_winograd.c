@@ -18,7 +18,8 @@
  * 36 matrices often sit a power of two apart (C * WINO_TB * 4 bytes = 4 KiB for C = 32)
  * and all land in one L1 set; the stem convs ran 3x slower from conflict misses. */
 #define WINO_SKEW 16
-#define WINO_MIN_TILES 256  /* fewer tiles per batch: conv2d_winograd_few.c */
+#define WINO_MIN_TILES 256  /* fewer tiles per batch: conv2d_winograd_few.c ... */
+#define WINO_FEW_MAX_V (4L << 20)  /* ... if their V fits in this many bytes */
 
 typedef struct wino_plan {
     int tiles_w, tiles_per_image, blocks;   /* blocks of WINO_TB tiles per image */
@@ -45,7 +46,10 @@ int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g, int n)
 int conv2d_winograd_few_applies(const conv_geom *g, int n)
 {
     long tiles = (long)((g->out_h + 3) / 4) * ((g->out_w + 3) / 4);
-    return (long)n * tiles < WINO_MIN_TILES;
+    /* every task of 16 output channels reads all of V: only while V is small (l at
+     * batch 8 has 14 MB of V at 20x20; there the U of this file's plan is amortised) */
+    long v_bytes = 36L * g->in_c * n * ((tiles + 15) / 16 * 16) * (long)sizeof(float);
+    return (long)n * tiles < WINO_MIN_TILES && v_bytes <= WINO_FEW_MAX_V;
 }
 
 static void plan_wino(const kernel_table *kt, const conv_geom *g, int n, int threads, wino_plan *p)
