@@ -133,11 +133,13 @@ fuzz: fuzz-build
 	  grep -E "^Done [0-9]+ runs" $(FUZZ_BUILD)/$$f.log; \
 	done
 
-# ThreadSanitizer: several threads, each with its own context, on one shared loaded model.
+# ThreadSanitizer: several threads, each with its own context, on one shared loaded model;
+# and the fast convolutions split over 2 threads (tests/c/test_kernels_conv).
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 CFLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
-	  LDFLAGS= build-tsan/tests/test_threads_shared_model
+	  LDFLAGS= build-tsan/tests/test_threads_shared_model build-tsan/tests/test_kernels_conv
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_threads_shared_model 4
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_kernels_conv
 
 # valgrind memcheck of a forward pass (and a training step when the CLI has one); not in the
 # suite because it is slow; see tests/valgrind.sh.
