@@ -34,8 +34,14 @@ def _infer(weights, x_path, out_dir, isa, threads, deploy=True):
     return [np.load(out_dir / f"stage{i}.npy") for i in range(4)]
 
 
-@pytest.mark.parametrize("name,shape,threads", [("s", (2, 3, 61, 75), 2), ("t", (1, 3, 96, 96), 1)])
-def test_deploy_fast_path_matches_pytorch_and_reference_kernels(tmp_path, name, shape, threads):
+@pytest.mark.parametrize("name,shape,threads,isa", [
+    ("s", (2, 3, 61, 75), 2, None), ("t", (1, 3, 96, 96), 1, None),
+    # the other tables (their GEMM tiles and Winograd transforms) on the same network
+    ("s", (1, 3, 130, 97), 2, "avx2"), ("s", (1, 3, 70, 66), 1, "generic"),
+])
+def test_deploy_fast_path_matches_pytorch_and_reference_kernels(tmp_path, name, shape, threads, isa):
+    if isa == "avx2" and "avx2" not in open("/proc/cpuinfo").read():
+        pytest.fail("this test machine has no AVX2; run the suite on one that has")
     cfg = ref.preset(name, return_idx=(0, 1, 2, 3))
     state = ref.random_state(cfg.build(), seed=5)
     weights = tmp_path / "w.pdparams"
@@ -43,11 +49,11 @@ def test_deploy_fast_path_matches_pytorch_and_reference_kernels(tmp_path, name, 
     x = (np.random.default_rng(7).standard_normal(shape)).astype(np.float32)
     x_path = tmp_path / "x.npy"
     np.save(x_path, x)
-    fast = _infer(weights, x_path, tmp_path / "fast", None, threads)
+    fast = _infer(weights, x_path, tmp_path / "fast", isa, threads)
     slow = _infer(weights, x_path, tmp_path / "ref", "ref", threads)
     refs = ref.reference_outputs(cfg, state, x)
     for i, (f, s, r) in enumerate(zip(fast, slow, refs)):
-        ctx = f"{cfg.describe()} input {shape} threads {threads} stage{i}"
+        ctx = f"{cfg.describe()} input {shape} threads {threads} isa {isa or 'best'} stage{i}"
         compare(r, f, config="fast vs PyTorch: " + ctx, rtol=1e-3)
         compare(s, f, config="fast vs reference kernels: " + ctx, rtol=1e-3)
 

@@ -104,6 +104,10 @@ void f32_gemm_4x16__generic(int kc, const float *a, long lda, const float *b, lo
 void f32_bias_act__generic(float *x, long count, float bias, cspresnet_act act, const float *res);
 void f32_winograd43_weight__generic(const float *w, int in_c, int oc0, int oc_count,
                                     long u_stride_p, float *u);
+void f32_winograd43_input__generic(const wino_tiles *wt, const float *plane, int t0, float *v,
+                                   long v_stride_p);
+void f32_winograd43_output__generic(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
+                                    float bias, cspresnet_act act, const float *res, float *out);
 /* Packs rows [k0, k0+kc) x columns [n0, n0+nc) of the implicit im2col matrix of one
  * image into panel[kc][ldp] (row-major, ldp >= nc; columns past nc untouched). */
 void f32_im2col_rows__generic(const conv_geom *g, const float *image, int k0, int kc, long n0,
@@ -113,6 +117,9 @@ void f32_im2col_rows__generic(const conv_geom *g, const float *image, int k0, in
 void f32_gemm_6x16__avx2(int kc, const float *a, long lda, const float *b, long ldb, float *c,
                          long ldc, int mr, int nr, int accumulate);
 void f32_bias_act__avx2(float *x, long count, float bias, cspresnet_act act, const float *res);
+void f32_winograd43_input__avx2(const wino_tiles *wt, const float *plane, int t0, float *v, long v_stride_p);
+void f32_winograd43_output__avx2(const wino_tiles *wt, const float *m, long m_stride_p, int t0, float bias,
+                                 cspresnet_act act, const float *res, float *out);
 
 /* AVX-512F (kernels/x86). */
 void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, long ldb, float *c,

@@ -2,9 +2,9 @@
  * select.c - chooses the kernel table once per context.
  *
  * "ref" is the reference path (the oracle: plain-C im2col + 4x16 GEMM, no fast
- * kernels). "avx512" (8x32 GEMM, Winograd F(4,3) for 3x3 stride-1 convs) and
- * "avx2" (6x16 GEMM) are picked from cpuid (__builtin_cpu_supports), best first;
- * "generic" is the portable fast path for other CPUs. CSPRESNET_ISA=ref|generic|
+ * kernels). "avx512" (8x32 GEMM) and "avx2" (6x16 GEMM) are picked from cpuid
+ * (__builtin_cpu_supports), best first; "generic" is the portable fast path for other
+ * CPUs. All three run 3x3 stride-1 convs by Winograd F(4,3). CSPRESNET_ISA=ref|generic|
  * avx2|avx512 overrides; a name the CPU cannot run falls back to the best available.
  */
 #include <string.h>
@@ -26,6 +26,9 @@ static const kernel_table generic_table = {
     .gemm = f32_gemm_4x16__generic,
     .bias_act = f32_bias_act__generic,
     .im2col_rows = f32_im2col_rows__generic,
+    .wino_weight = f32_winograd43_weight__generic,
+    .wino_input = f32_winograd43_input__generic,
+    .wino_output = f32_winograd43_output__generic,
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -39,6 +42,9 @@ static const kernel_table avx2_table = {
     .gemm = f32_gemm_6x16__avx2,
     .bias_act = f32_bias_act__avx2,
     .im2col_rows = f32_im2col_rows__generic,
+    .wino_weight = f32_winograd43_weight__generic,
+    .wino_input = f32_winograd43_input__avx2,
+    .wino_output = f32_winograd43_output__avx2,
 };
 
 static const kernel_table avx512_table = {

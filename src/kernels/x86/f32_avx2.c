@@ -1,8 +1,8 @@
 /*
- * f32_avx2.c - AVX2+FMA kernels of the fast path: the 6x16 GEMM tile and the conv
- * epilogue with a vectorised swish. Compiled for avx2,fma by the pragma below;
- * select.c calls these only when __builtin_cpu_supports reports both. (Winograd is
- * AVX-512 only so far; on AVX2 the 3x3 stride-1 convs use the im2col GEMM.)
+ * f32_avx2.c - AVX2+FMA kernels of the fast path: the 6x16 GEMM tile, the conv
+ * epilogue with a vectorised swish and the Winograd F(4,3) transforms (the lane-major
+ * code of generic/winograd43_lanes.h compiled for this target). Compiled for avx2,fma
+ * by the pragma below; select.c calls these only when __builtin_cpu_supports reports both.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -13,6 +13,7 @@
 #pragma GCC target("avx2,fma")
 #endif
 
+#include "kernels/generic/winograd43_lanes.h"
 #include "kernels/kernels.h"
 
 static inline __m256 exp256(__m256 x)
@@ -40,37 +41,72 @@ static inline __m256i tail_mask(int n)
     return _mm256_loadu_si256((const __m256i *)(bits + 8 - (n < 0 ? 0 : n > 8 ? 8 : n)));
 }
 
-/* a (mr x kc, lda) . b (kc x nr, ldb) -> c (mr x nr, ldc), mr <= 6, nr <= 16 */
-void f32_gemm_6x16__avx2(int kc, const float *a, long lda, const float *b, long ldb, float *c,
-                         long ldc, int mr, int nr, int accumulate)
+/* a (mr x kc, lda) . b (kc x nr, ldb) -> c (mr x nr, ldc), mr <= 6, nr <= 16. The twelve
+ * accumulators are named variables (an array of them was kept on the stack by gcc -O2,
+ * a load and a store around every FMA), and full tiles use plain loads and stores
+ * (vmaskmov stores are slow on AMD cores). */
+#define ROW_FMA(i)                                           \
+    do {                                                     \
+        __m256 av = _mm256_broadcast_ss(a##i + k);           \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);          \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);          \
+    } while (0)
+#define ROW_STORE(i)                                                                          \
+    if (i < mr) {                                                                             \
+        float *ci = c + i * ldc;                                                              \
+        if (full) {                                                                           \
+            if (accumulate) {                                                                 \
+                c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(ci));                        \
+                c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(ci + 8));                    \
+            }                                                                                 \
+            _mm256_storeu_ps(ci, c##i##0);                                                    \
+            _mm256_storeu_ps(ci + 8, c##i##1);                                                \
+        } else {                                                                              \
+            if (accumulate) {                                                                 \
+                c##i##0 = _mm256_add_ps(c##i##0, _mm256_maskload_ps(ci, m0));                 \
+                c##i##1 = _mm256_add_ps(c##i##1, _mm256_maskload_ps(ci + 8, m1));             \
+            }                                                                                 \
+            _mm256_maskstore_ps(ci, m0, c##i##0);                                             \
+            _mm256_maskstore_ps(ci + 8, m1, c##i##1);                                         \
+        }                                                                                     \
+    }
+
+static inline __attribute__((always_inline)) void
+gemm6x16(int kc, const float *a, long lda, const float *b, long ldb, float *c, long ldc, int mr, int nr,
+         int accumulate, int full)
 {
-    const float *ar[6];
-    for (int i = 0; i < 6; i++)
-        ar[i] = a + (i < mr ? i : mr - 1) * lda;
+    const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * lda, *a2 = a + (mr > 2 ? 2 : mr - 1) * lda,
+                *a3 = a + (mr > 3 ? 3 : mr - 1) * lda, *a4 = a + (mr > 4 ? 4 : mr - 1) * lda,
+                *a5 = a + (mr > 5 ? 5 : mr - 1) * lda;
     const __m256i m0 = tail_mask(nr), m1 = tail_mask(nr - 8);
-    const int full = nr == 16;
-    __m256 acc[6][2];
-    for (int i = 0; i < 6; i++)
-        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int k = 0; k < kc; k++) {
         const float *bk = b + (long)k * ldb;
         __m256 b0 = full ? _mm256_loadu_ps(bk) : _mm256_maskload_ps(bk, m0);
         __m256 b1 = full ? _mm256_loadu_ps(bk + 8) : _mm256_maskload_ps(bk + 8, m1);
-        for (int i = 0; i < 6; i++) {
-            __m256 av = _mm256_broadcast_ss(ar[i] + k);
-            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
-        }
+        ROW_FMA(0);
+        ROW_FMA(1);
+        ROW_FMA(2);
+        ROW_FMA(3);
+        ROW_FMA(4);
+        ROW_FMA(5);
     }
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + i * ldc;
-        if (accumulate) {
-            acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_maskload_ps(ci, m0));
-            acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_maskload_ps(ci + 8, m1));
-        }
-        _mm256_maskstore_ps(ci, m0, acc[i][0]);
-        _mm256_maskstore_ps(ci + 8, m1, acc[i][1]);
-    }
+    ROW_STORE(0)
+    ROW_STORE(1)
+    ROW_STORE(2)
+    ROW_STORE(3)
+    ROW_STORE(4)
+    ROW_STORE(5)
+}
+
+void f32_gemm_6x16__avx2(int kc, const float *a, long lda, const float *b, long ldb, float *c,
+                         long ldc, int mr, int nr, int accumulate)
+{
+    if (nr == 16)
+        gemm6x16(kc, a, lda, b, ldb, c, ldc, mr, nr, accumulate, 1);
+    else
+        gemm6x16(kc, a, lda, b, ldb, c, ldc, mr, nr, accumulate, 0);
 }
 
 /* x (count) = act(x + bias) + res; swish, relu and none vectorised. */
@@ -92,6 +128,18 @@ void f32_bias_act__avx2(float *x, long count, float bias, cspresnet_act act, con
             v = _mm256_add_ps(v, _mm256_maskload_ps(res + i, m));
         _mm256_maskstore_ps(x + i, m, v);
     }
+}
+/* Winograd F(4,3) transforms: the lane-major code of winograd43_lanes.h built for
+ * avx2+fma, the epilogue's activation by the AVX2 kernel above. */
+void f32_winograd43_input__avx2(const wino_tiles *wt, const float *plane, int t0, float *v, long v_stride_p)
+{
+    wl_input(wt, plane, t0, v, v_stride_p);
+}
+
+void f32_winograd43_output__avx2(const wino_tiles *wt, const float *m, long m_stride_p, int t0, float bias,
+                                 cspresnet_act act, const float *res, float *out)
+{
+    wl_output(wt, m, m_stride_p, t0, bias, act, res, out, f32_bias_act__avx2);
 }
 #if defined(__clang__)
 #pragma clang attribute pop
