@@ -78,6 +78,9 @@ typedef void (*wino_input_fn)(const wino_tiles *wt, const float *plane, int t0, 
 typedef void (*wino_output_fn)(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
                                float bias, cspresnet_act act, const float *res, float *out);
 
+/* The mean of x[0..count) (ESE's global average pool), accumulated in double. */
+typedef float (*mean_fn)(const float *x, long count);
+
 typedef struct kernel_table {
     const char *isa;                    /* "ref", "avx2", "avx512" */
     im2col_panel_fn im2col_panel;       /* reference path (isa "ref") */
@@ -87,6 +90,7 @@ typedef struct kernel_table {
     gemm_fn gemm;
     bias_act_fn bias_act;
     im2col_rows_fn im2col_rows;         /* im2col packing into a row-major panel */
+    mean_fn mean;                       /* plane mean (every table has one) */
     wino_weight_fn wino_weight;         /* NULL: no Winograd on this ISA */
     wino_input_fn wino_input;
     wino_output_fn wino_output;
@@ -125,6 +129,7 @@ void f32_winograd43_output__avx2(const wino_tiles *wt, const float *m, long m_st
 void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, long ldb, float *c,
                            long ldc, int mr, int nr, int accumulate);
 void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, const float *res);
+float f32_mean__avx512(const float *x, long count);
 void f32_winograd43_input__avx512(const wino_tiles *wt, const float *plane, int t0, float *v,
                                   long v_stride_p);
 void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_stride_p, int t0,

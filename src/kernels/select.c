@@ -10,15 +10,18 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/pointwise.h"
 
 static const kernel_table ref_table = {
     .isa = "ref",
+    .mean = f32_mean__ref,
     .im2col_panel = f32_im2col_panel__ref,
     .gemm_micro = f32_gemm_4x16__ref,
 };
 
 static const kernel_table generic_table = {
     .isa = "generic",
+    .mean = f32_mean__ref,
     .im2col_panel = f32_im2col_panel__ref,
     .gemm_micro = f32_gemm_4x16__ref,
     .mr = 4,
@@ -35,6 +38,7 @@ static const kernel_table generic_table = {
 #define HAVE_X86_KERNELS 1
 static const kernel_table avx2_table = {
     .isa = "avx2",
+    .mean = f32_mean__ref,
     .im2col_panel = f32_im2col_panel__ref,
     .gemm_micro = f32_gemm_4x16__ref,
     .mr = 6,
@@ -49,6 +53,7 @@ static const kernel_table avx2_table = {
 
 static const kernel_table avx512_table = {
     .isa = "avx512",
+    .mean = f32_mean__avx512,
     .im2col_panel = f32_im2col_panel__ref,
     .gemm_micro = f32_gemm_4x16__ref,
     .mr = 8,

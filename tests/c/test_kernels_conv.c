@@ -1,7 +1,7 @@
 /*
  * test_kernels_conv.c - the fast convolution path (per-ISA GEMM tiles, 1x1 without
  * im2col, im2col GEMM, Winograd F(4,3)) and the fast epilogue against the reference
- * path (kernel table "ref"), for every ISA this CPU supports (generic, avx2, avx512).
+ * path (kernel table "ref"), and the ESE plane mean, for every ISA this CPU supports (generic, avx2, avx512).
  * Random shapes: odd channel counts, odd and tiny H/W, wide rows (64-200), batch 1-3, 1x1 / 3x3 s1 / 3x3 s2,
  * outputs and residuals in channel slices of wider tensors, bias + every activation
  * + residual epilogues, 1 and 2 threads. Checks max|diff| <= 1e-3 * max|ref| per case,
@@ -149,6 +149,24 @@ static void epilogue_case(const kernel_table *kt, cspresnet_act act)
     }
 }
 
+/* The table's plane mean against the reference (double sums both; order differs). */
+static void mean_case(const kernel_table *kt)
+{
+    static const long counts[] = {1, 15, 16, 17, 31, 32, 33, 400, 1000, 25600};
+    static float x[25600];
+    for (long i = 0; i < 25600; i++)
+        x[i] = 3.0f * frand() + 0.5f;
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        float got = kt->mean(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0)), want = f32_mean__ref(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0));
+        if (fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-7f) {
+            passed++;
+        } else {
+            failed++;
+            printf("FAIL isa=%s mean of %ld: %.9g, reference %.9g\n", kt->isa, counts[c], got, want);
+        }
+    }
+}
+
 int main(void)
 {
     static const char *const isas[] = {"generic", "avx2", "avx512"};
@@ -163,6 +181,7 @@ int main(void)
         int before = passed;
         for (int a = 0; a < CSPRESNET_ACT_COUNT; a++)
             epilogue_case(kt, (cspresnet_act)a);
+        mean_case(kt);
         for (int c = 0; c < 60; c++)
             conv_case(kt, c);
         printf("isa %s: %d cases passed, %d of them by Winograd F(4,3) (%d with few tiles)\n", kt->isa,

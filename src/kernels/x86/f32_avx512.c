@@ -1,6 +1,6 @@
 /*
- * f32_avx512.c - AVX-512F kernels of the fast path: the 8x32 GEMM tile and the conv
- * epilogue with a vectorised swish (the Winograd transforms are in
+ * f32_avx512.c - AVX-512F kernels of the fast path: the 8x32 GEMM tile, the conv
+ * epilogue with a vectorised swish and the plane mean of the ESE (the Winograd transforms are in
  * f32_winograd43_avx512.c, im2col packing in f32_im2col_avx512.c).
  *
  * Compiled for avx512f+fma by the pragma below (never -march=native); select.c calls
@@ -104,6 +104,28 @@ void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, c
             v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + i));
         _mm512_mask_storeu_ps(x + i, m, v);
     }
+}
+
+/* ---- plane mean: double accumulators (as the reference), 32 floats per step ---- */
+
+float f32_mean__avx512(const float *x, long count)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+    long i = 0;
+    for (; i + 32 <= count; i += 32) {
+        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+        s2 = _mm512_add_pd(s2, _mm512_cvtps_pd(_mm512_castps512_ps256(b)));
+        s3 = _mm512_add_pd(s3, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b), 1))));
+    }
+    for (; i < count; i += 16) {
+        __m512 a = _mm512_maskz_loadu_ps(count - i >= 16 ? 0xffff : (__mmask16)((1u << (count - i)) - 1), x + i);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3)));
+    return (float)(sum / (double)count);
 }
 
 #if defined(__clang__)
