@@ -44,7 +44,7 @@ void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int 
     *per_thread = *shared = 0;
     if (!kt->gemm)
         return;
-    if (conv2d_winograd_applies(kt, g, n)) {
+    if (conv2d_winograd_applies(kt, g)) {
         conv2d_winograd_scratch(kt, g, n, threads, per_thread, shared);
         return;
     }
@@ -126,7 +126,7 @@ static void gemm_worker(void *arg, int t, int nt)
 void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
                          const tensor4 *out, const conv_epilogue *ep)
 {
-    if (conv2d_winograd_applies(ex->kernels, g, in->n)) {
+    if (conv2d_winograd_applies(ex->kernels, g)) {
         conv2d_winograd_forward(ex, g, weight, in, out, ep);
         return;
     }

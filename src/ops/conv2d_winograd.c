@@ -8,8 +8,10 @@
  * would not fit the memory goal, and the cost is ~160 flops per channel pair, small
  * next to 36 * tiles); (2) tasks of (image, WINO_TB tiles, output-channel part):
  * V[36][C][TB] = B^T d B of the task's tiles into the thread's scratch, then 36 GEMMs
- * M_p[OCpart x TB] = U_p . V_p, then A^T M A plus the epilogue straight into out. The
- * reduction order of every output is fixed, so thread counts give identical bits.
+ * M_p[OCpart x TB] = U_p . V_p (for small C one block of mr output channels at a time,
+ * so M stays in L1), then A^T M A plus the epilogue straight into out. The reduction
+ * order of every output is fixed, so thread counts give identical bits. Batches with
+ * few tiles go to conv2d_winograd_few.c instead (see conv2d_winograd_few_applies).
  */
 #include "ops/ops.h"
 
@@ -33,9 +35,8 @@ static int wino_v_is_small(int in_c)
     return 36L * in_c * WINO_TB * (long)sizeof(float) <= 320L * 1024;
 }
 
-int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g, int n)
+int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g)
 {
-    (void)n;
     return kt->wino_input && g->k == 3 && g->stride == 1 && g->pad == 1 && g->out_h == g->in_h &&
            g->out_w == g->in_w;
 }

@@ -56,7 +56,7 @@ void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int 
 void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight,
                          const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
-int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g, int n);
+int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g);
 /* conv2d_winograd_few.c: the same convs when the batch has few tiles. */
 int conv2d_winograd_few_applies(const conv_geom *g, int n);
 void conv2d_winograd_few_scratch(const conv_geom *g, int n, long *per_thread, long *shared);

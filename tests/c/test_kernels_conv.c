@@ -69,7 +69,7 @@ static void conv_case(const kernel_table *kt, int id)
     g.out_w = (g.in_w + 2 * g.pad - k) / stride + 1;
     if (id == 0)
         n = 3; /* 540 tiles: Winograd's many-tiles plan */
-    if (conv2d_winograd_applies(kt, &g, n))
+    if (conv2d_winograd_applies(kt, &g))
         winograd_cases++, winograd_few_cases += conv2d_winograd_few_applies(&g, n);
     int extra = irand(0, 3);
     cspresnet_act act = (cspresnet_act)irand(0, CSPRESNET_ACT_NONE);
