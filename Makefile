@@ -90,6 +90,10 @@ install: all
 	install -m 755 $(BUILD)/cspresnet $(DESTDIR)$(PREFIX)/bin/cspresnet
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet.pc
+	install -m 644 $(BUILD)/libcspresnet_formats.a $(DESTDIR)$(PREFIX)/lib/libcspresnet_formats.a
+	install -m 644 include/cspresnet_formats.h $(DESTDIR)$(PREFIX)/include/cspresnet_formats.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet_formats.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet_formats.pc
 	install -m 644 man/cspresnet.1 $(DESTDIR)$(PREFIX)/share/man/man1/cspresnet.1
 
 # Speed against ONNX Runtime (npm onnxruntime-node) and PyTorch; writes bench/results.md.
