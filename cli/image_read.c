@@ -1,6 +1,7 @@
 /*
  * image_read.c - JPEG (libjpeg-turbo) and PNG (libpng) files to 8-bit RGB, the way
- * upstream's cv2.imread(path, cv2.IMREAD_COLOR) followed by BGR->RGB sees them.
+ * upstream's cv2.imread(path, cv2.IMREAD_COLOR) followed by BGR->RGB sees them,
+ * turned upright by their EXIF orientation as cv2 does (JPEG APP1, PNG eXIf).
  * The whole file is read into memory first, its kind told by its first bytes, and
  * every libjpeg/libpng error comes back as a message (their longjmp error handlers
  * land here), never as an exit or a print.
@@ -101,6 +102,71 @@ static void jpeg_on_message(j_common_ptr cinfo, int level)
     }
 }
 
+/* ---- EXIF orientation: cv2.imread (IMREAD_COLOR) turns the picture upright ---- */
+
+static unsigned rd16(const uint8_t *p, int le) { return le ? p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | p[1]; }
+static uint32_t rd32(const uint8_t *p, int le)
+{
+    return le ? p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24
+              : (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The Orientation tag (0x0112, SHORT) of IFD0 of a TIFF-structured EXIF block (a JPEG
+ * APP1 after its "Exif\0\0", a PNG eXIf chunk). 1 (as stored) when absent, out of
+ * 1..8 or when any offset would leave the block. */
+static int exif_orientation(const uint8_t *t, size_t n)
+{
+    if (n < 8 || !((t[0] == 'I' && t[1] == 'I') || (t[0] == 'M' && t[1] == 'M')))
+        return 1;
+    int le = t[0] == 'I';
+    uint32_t ifd = rd32(t + 4, le);
+    if (rd16(t + 2, le) != 42 || ifd > n - 2)
+        return 1;
+    unsigned count = rd16(t + ifd, le);
+    for (unsigned i = 0; i < count; i++) {
+        size_t e = (size_t)ifd + 2 + 12 * (size_t)i;
+        if (e + 12 > n)
+            return 1;
+        if (rd16(t + e, le) == 0x0112) {
+            unsigned v = rd16(t + e + 8, le);
+            return rd16(t + e + 2, le) == 3 && rd32(t + e + 4, le) >= 1 && v >= 1 && v <= 8 ? (int)v : 1;
+        }
+    }
+    return 1;
+}
+
+/* Turns img upright as OpenCV's ExifTransform does: 2 mirror, 3 rotate 180, 4 flip,
+ * 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 counter-clockwise. */
+static int apply_orientation(image_rgb *img, int orientation)
+{
+    if (orientation < 2 || orientation > 8)
+        return 0;
+    const int h = img->h, w = img->w, swap = orientation >= 5;
+    const int oh = swap ? w : h, ow = swap ? h : w;
+    uint8_t *dst = malloc((size_t)h * w * 3);
+    if (!dst)
+        return -1;
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++) {
+            int sy, sx;
+            switch (orientation) {
+            case 2: sy = y, sx = w - 1 - x; break;
+            case 3: sy = h - 1 - y, sx = w - 1 - x; break;
+            case 4: sy = h - 1 - y, sx = x; break;
+            case 5: sy = x, sx = y; break;
+            case 6: sy = h - 1 - x, sx = y; break;
+            case 7: sy = h - 1 - x, sx = w - 1 - y; break;
+            default: sy = x, sx = w - 1 - y; break; /* 8 */
+            }
+            memcpy(dst + ((size_t)y * ow + x) * 3, img->data + ((size_t)sy * w + sx) * 3, 3);
+        }
+    free(img->data);
+    img->data = dst;
+    img->h = oh;
+    img->w = ow;
+    return 0;
+}
+
 static int decode_jpeg(const char *path, const uint8_t *data, size_t size, image_rgb *out, char *err,
                        size_t n)
 {
@@ -118,7 +184,14 @@ static int decode_jpeg(const char *path, const uint8_t *data, size_t size, image
     }
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
+    jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
     jpeg_read_header(&cinfo, TRUE);
+    int orientation = 1;
+    for (jpeg_saved_marker_ptr mk = cinfo.marker_list; mk; mk = mk->next)
+        if (mk->marker == JPEG_APP0 + 1 && mk->data_length >= 6 && memcmp(mk->data, "Exif\0\0", 6) == 0) {
+            orientation = exif_orientation(mk->data + 6, mk->data_length - 6);
+            break;
+        }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
         jpeg_destroy_decompress(&cinfo);
         return fail(err, n, "%s: %s", path, "CMYK JPEG files are not supported (convert to RGB)");
@@ -151,6 +224,7 @@ static int decode_jpeg(const char *path, const uint8_t *data, size_t size, image
         return fail(err, n, "%s: corrupt JPEG: %s", path, jerr.message);
     }
     out->data = pixels;
+    out->orientation = orientation;
     return 0;
 }
 
@@ -204,6 +278,10 @@ static int decode_png(const char *path, const uint8_t *data, size_t size, image_
     png_set_read_fn(png, &src, png_read_mem);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    png_uint_32 exif_size = 0;
+    png_bytep exif = NULL;
+    int orientation = png_get_eXIf_1(png, info, &exif_size, &exif) & PNG_INFO_eXIf
+                          ? exif_orientation(exif, exif_size) : 1;
     int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
     if (check_size(path, (long)h, (long)w, err, n) != 0) {
         png_destroy_read_struct(&png, &info, NULL);
@@ -238,6 +316,7 @@ static int decode_png(const char *path, const uint8_t *data, size_t size, image_
     out->h = (int)h;
     out->w = (int)w;
     out->data = pixels;
+    out->orientation = orientation;
     return 0;
 }
 
@@ -258,6 +337,10 @@ int image_read(const char *path, image_rgb *out, char *err, size_t err_size)
         rc = fail(err, err_size, "%s: %s", path,
                   size == 0 ? "empty file, not a JPEG or PNG image" : "not a JPEG or PNG image");
     free(data);
+    if (rc == 0 && apply_orientation(out, out->orientation) != 0) {
+        image_free(out);
+        return fail(err, err_size, "%s: %s", path, "out of memory turning the picture upright");
+    }
     return rc;
 }
 

@@ -121,7 +121,7 @@ def tiny_model_safetensors():
 
 
 def image_seeds():
-    """Small PNGs of every colour type and bit depth, and a JPEG, written with PIL."""
+    """Small PNGs of every colour type and bit depth, JPEGs, EXIF-rotated ones, written with PIL."""
     import io
     from PIL import Image
     rng = np.random.default_rng(21)
@@ -138,6 +138,12 @@ def image_seeds():
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=80)
     out["rgb.jpg"] = buf.getvalue()
+    for fmt, ext in (("JPEG", "jpg"), ("PNG", "png")):  # EXIF orientation blocks for the parser
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=fmt, exif=exif.tobytes())
+        out[f"exif6.{ext}"] = buf.getvalue()
     return out
 
 

@@ -4,7 +4,7 @@ file, batches, the --visualize picture, the progress bar and CLI conventions.
 References (Debian packages): OpenCV's cv2 (python3-opencv) is what upstream itself
 uses (cv2.imread IMREAD_COLOR, cv2.resize INTER_CUBIC); PIL (python3-pil) writes the
 test files and is a second decoder. Tolerances, stated per test:
-  - decoding: exactly equal to cv2.imread (all PNG kinds, JPEG) and to PIL's
+  - decoding: exactly equal to cv2.imread (all PNG kinds, JPEG, EXIF orientations) and to PIL's
     convert('RGB') (8-bit kinds);
   - resize: exactly equal to cv2.resize INTER_CUBIC (our resize reproduces OpenCV's
     fixed-point and SIMD arithmetic);
@@ -103,6 +103,27 @@ def test_decode_every_colour_type_matches_cv2_and_pil(kinds, tmp_path):
         np.testing.assert_array_equal(ours, ref_cv2.astype(np.float32), err_msg=f"{name} vs cv2.imread")
         # expected: PIL's convert('RGB') for 8-bit kinds; numpy's >> 8 for the 16-bit ones
         np.testing.assert_array_equal(ours, expected.astype(np.float32), err_msg=f"{name} vs PIL/numpy")
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_exif_orientation_is_applied_like_cv2_imread(tmp_path, fmt):
+    """Phone pictures carry their rotation in EXIF; cv2.imread (upstream's decoder) turns
+    them upright, so the features must be computed on the upright picture too. Every
+    orientation 1-8 (mirrors, rotations, transposes: h and w swap for 5-8), in a JPEG APP1
+    and a PNG eXIf chunk, decoded without resizing, equals cv2.imread exactly."""
+    rgb = scene(23, 37, seed=11)
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}.{fmt}"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(rgb).save(path, exif=exif.tobytes(), **({"quality": 95} if fmt == "jpg" else {}))
+        ref = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]
+        assert ref.shape[:2] == ((37, 23) if orientation >= 5 else (23, 37)), "cv2 did not apply the orientation"
+        proc, out = infer([path, "--size", f"{ref.shape[0]},{ref.shape[1]}", "--preprocess", "none",
+                           "--save-input", "--return-idx", "3", "-q"], tmp_path, name=f"out{orientation}")
+        assert proc.returncode == 0, describe_proc(proc)
+        ours = chw_to_hwc(np.load(out / path.stem / "input.npy"))
+        np.testing.assert_array_equal(ours, ref.astype(np.float32), err_msg=f"{fmt} orientation {orientation}")
 
 
 @pytest.mark.parametrize("size", [(64, 64), (31, 97), (128, 75), (20, 20), (7, 300)])
