@@ -16,7 +16,7 @@
 #define CSPRESNET_TRAIN_H
 
 #include "model/model.h"
-#include "ops/ops.h"
+#include "ops/train_ops.h"
 
 #define TRAIN_SEGMENTS 5
 

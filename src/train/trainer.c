@@ -246,7 +246,7 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
     }
     /* saved statistics; scratch sizes */
     tr->saved_off = off;
-    long max_oc = 1, max_wt = 1, max_nc = 1, fast_pt = 0, fast_sh = 0;
+    long max_oc = 1, max_wt = 1, max_nc = 1, fast_pt = 0, fast_sh = 0, bwd_pt = 0, bwd_sh = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         tnode *nd = &g->nodes[i];
         const ttensor *ot = &g->tensors[nd->out];
@@ -277,18 +277,32 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
                 fast_pt = pt;
             if (sh > fast_sh)
                 fast_sh = sh;
+            if (tr->kernels->gemm) {
+                conv2d_backward_scratch(tr->kernels, &cg, n, &pt, &sh);
+                if (pt > bwd_pt)
+                    bwd_pt = pt;
+                if (sh > bwd_sh)
+                    bwd_sh = sh;
+                pt = conv_cols_scratch(tr->kernels, &cg);
+                if (pt > bwd_pt)
+                    bwd_pt = pt;
+            }
         }
     }
     tr->head_off = off;
     if (tr->classes > 0)
         off += (((long)n * (tr->head_c + tr->classes)) + 15) & ~15L;
     long bwd = conv2d_backward_scratch_per_thread((int)max_oc, 3);
+    if (bwd_pt > bwd)
+        bwd = bwd_pt;
     tr->scratch_per_thread = conv2d_scratch_per_thread() > bwd ? conv2d_scratch_per_thread() : bwd;
     tr->scratch_per_thread = (tr->scratch_per_thread + 15) & ~15L;
     tr->scratch_off = off;
     off += tr->scratch_per_thread * threadpool_size(tr->pool);
     tr->op_scratch_off = off;
     long ops = max_wt > 2 * max_nc ? max_wt : 2 * max_nc;  /* W^T; ESE dz, ds; add partials (doubles) */
+    if (bwd_sh > ops)
+        ops = bwd_sh;   /* the fast backward's weight transform and dW partials */
     off += (ops + 15) & ~15L;
     tr->fast_per_thread = (fast_pt + 15) & ~15L;
     tr->fast_off = off;
@@ -403,7 +417,10 @@ static void forward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int upd
         switch (nd->kind) {
         case TN_CONV: {
             conv_geom g = {s->cin, in.h, in.w, s->cout, out.h, out.w, s->k, s->stride, s->pad};
-            conv2d_forward(ex, &g, W + P[s->weight].offset, &in, &out, NULL);
+            if (tr->kernels->gemm)
+                conv_cols_forward(ex, &g, W + P[s->weight].offset, &in, &out);
+            else
+                conv2d_forward(ex, &g, W + P[s->weight].offset, &in, &out, NULL);
             break;
         }
         case TN_BN: {
