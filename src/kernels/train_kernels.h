@@ -18,4 +18,52 @@
 void f32_im2col_rows_runs__generic(const conv_geom *g, const float *image, int k0, int kc,
                                    long n0, int nc, float *panel, long ldp);
 
+/* ---- BN (+ activation) of training, one contiguous run of one channel plane ----
+ * Statistics: *s1 += sum x, *s2 += sum x^2 (double accumulators).
+ * Apply: y = act(x * scale + shift) (scale = rstd * w, shift = b - mean * scale).
+ * Backward, with xh = (x - mean) * rstd, v = xh * w + b (the activation's input,
+ * recomputed rather than stored) and g = da * act'(v):
+ *   reduce: *sdy += sum g, *sdyx += sum g * xh (double);
+ *   apply:  dx += scale * (g - mdy - xh * mdyx).
+ * act CSPRESNET_ACT_NONE: g = da. */
+typedef struct bn_act_params {
+    float mean, rstd, weight, bias;
+    float scale, shift;      /* rstd * weight, bias - mean * scale */
+    float mdy, mdyx;         /* backward apply: batch means of g and g * xh (0 when frozen) */
+    cspresnet_act act;
+} bn_act_params;
+
+typedef struct train_kernel_table {
+    const char *isa;
+    void (*bn_stats)(const float *x, long n, double *s1, double *s2);
+    void (*bn_act_apply)(const float *x, float *y, long n, const bn_act_params *p);
+    void (*bn_act_bwd_reduce)(const float *x, const float *da, long n, const bn_act_params *p,
+                              double *sdy, double *sdyx);
+    void (*bn_act_bwd_apply)(const float *x, const float *da, float *dx, long n,
+                             const bn_act_params *p);
+} train_kernel_table;
+
+/* act'(x), PyTorch autograd's formulas (relu'(0) = 0, ...). */
+float f32_act_derivative__ref(cspresnet_act act, float x);
+
+void f32_bn_stats__ref(const float *x, long n, double *s1, double *s2);
+void f32_bn_act_apply__ref(const float *x, float *y, long n, const bn_act_params *p);
+void f32_bn_act_bwd_reduce__ref(const float *x, const float *da, long n, const bn_act_params *p,
+                                double *sdy, double *sdyx);
+void f32_bn_act_bwd_apply__ref(const float *x, const float *da, float *dx, long n,
+                               const bn_act_params *p);
+
+/* AVX-512F (kernels/x86/f32_train_avx512.c): swish, relu and none vectorised; other
+ * activations go to the reference kernels. */
+void f32_bn_stats__avx512(const float *x, long n, double *s1, double *s2);
+void f32_bn_act_apply__avx512(const float *x, float *y, long n, const bn_act_params *p);
+void f32_bn_act_bwd_reduce__avx512(const float *x, const float *da, long n, const bn_act_params *p,
+                                   double *sdy, double *sdyx);
+void f32_bn_act_bwd_apply__avx512(const float *x, const float *da, float *dx, long n,
+                                  const bn_act_params *p);
+
+/* The training table matching a kernel table's isa ("avx512" gets the AVX-512
+ * kernels, every other table the reference ones). */
+const train_kernel_table *train_kernel_table_for(const kernel_table *kt);
+
 #endif

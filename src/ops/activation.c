@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "kernels/pointwise.h"
-#include "ops/ops.h"
+#include "ops/train_ops.h"
 
 typedef struct act_job {
     cspresnet_act act;
@@ -37,42 +37,9 @@ void activation_forward(op_exec *ex, cspresnet_act act, const tensor4 *x)
 /* ---------------------------------------------------------------- training
  * Out of place: y = act(x) with x kept for the backward pass, and dx += dy * act'(x).
  * Derivatives follow PyTorch's autograd formulas (relu'(0) = 0, leaky'(0) = 0.01,
- * hardswish' = x/3 + 0.5 on [-3, 3], mish with Paddle's softplus threshold 20). */
-static float act_derivative(cspresnet_act act, float x)
-{
-    switch (act) {
-    case CSPRESNET_ACT_SWISH: {
-        float s = 1.0f / (1.0f + expf(-x));
-        return s * (1.0f + x * (1.0f - s));
-    }
-    case CSPRESNET_ACT_RELU:
-        return x > 0.0f ? 1.0f : 0.0f;
-    case CSPRESNET_ACT_LEAKY_RELU:
-        return x > 0.0f ? 1.0f : 0.01f;
-    case CSPRESNET_ACT_MISH: {
-        float sp = x > 20.0f ? x : log1pf(expf(x));
-        float th = tanhf(sp);
-        float dsp = x > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-x));
-        return th + x * (1.0f - th * th) * dsp;
-    }
-    case CSPRESNET_ACT_HARDSWISH:
-        return x < -3.0f ? 0.0f : (x <= 3.0f ? x / 3.0f + 0.5f : 1.0f);
-    case CSPRESNET_ACT_GELU:
-        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) +
-               x * 0.3989422804014327f * expf(-0.5f * x * x);
-    case CSPRESNET_ACT_RELU6:
-        return x > 0.0f && x < 6.0f ? 1.0f : 0.0f;
-    case CSPRESNET_ACT_SIGMOID: {
-        float s = 1.0f / (1.0f + expf(-x));
-        return s * (1.0f - s);
-    }
-    case CSPRESNET_ACT_NONE:
-    case CSPRESNET_ACT_COUNT:
-        break;
-    }
-    return 1.0f;
-}
-
+ * hardswish' = x/3 + 0.5 on [-3, 3], mish with Paddle's softplus threshold 20; see
+ * f32_act_derivative__ref). An activation right after BN is fused into BN instead
+ * (batchnorm.c); these serve the others (after the RepVGG add). */
 typedef struct act_train_job {
     cspresnet_act act;
     const tensor4 *x, *y, *dy, *dx;
@@ -112,7 +79,7 @@ static void act_bwd_worker(void *arg, int t, int nt)
         const float *g = job->dy->data + n * job->dy->batch_stride + c * plane;
         float *d = job->dx->data + n * job->dx->batch_stride + c * plane;
         for (long i = 0; i < plane; i++)
-            d[i] += g[i] * act_derivative(job->act, xs[i]);
+            d[i] += g[i] * f32_act_derivative__ref(job->act, xs[i]);
     }
 }
 

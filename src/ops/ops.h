@@ -97,19 +97,6 @@ long conv2d_backward_shared_floats(int max_oc, int max_cin, int max_k);
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
                      const tensor4 *dout, const tensor4 *din, float *dweight);
 
-/* batchnorm.c: train = 1: batch mean and biased variance over (N,H,W); with
- * update_running, run = 0.9 run + 0.1 batch (Paddle's momentum 0.9). train = 0 (frozen):
- * running statistics, never updated. y = (x - mean) * rstd * w + b; saves mean, rstd (C). */
-#define BN_MOMENTUM 0.9f
-void batchnorm_forward_train(op_exec *ex, int train, const tensor4 *x, const tensor4 *y,
-                             const float *weight, const float *bias, float *run_mean,
-                             float *run_var, int update_running, float *save_mean,
-                             float *save_rstd);
-/* dx += (through the batch statistics when train); dweight/dbias overwritten (NULL ok). */
-void batchnorm_backward(op_exec *ex, int train, const tensor4 *x, const tensor4 *dy,
-                        const tensor4 *dx, const float *weight, const float *save_mean,
-                        const float *save_rstd, float *dweight, float *dbias);
-
 /* activation.c: y = act(x) out of place; dx += dy * act'(x). */
 void activation_forward_out(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y);
 void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *dy,

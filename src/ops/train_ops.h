@@ -68,6 +68,24 @@ int conv_cols_forward_applies(const conv_geom *g);
 void conv_cols_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
                        const tensor4 *out);
 
+/* batchnorm.c: train = 1: batch mean and biased variance over (N,H,W); with
+ * update_running, run = 0.9 run + 0.1 batch (Paddle's momentum 0.9). train = 0 (frozen):
+ * running statistics, never updated. y = act((x - mean) * rstd * w + b) with the
+ * activation that follows BN fused in (CSPRESNET_ACT_NONE: plain BN); saves mean,
+ * rstd (C). Backward: dx += (through the batch statistics when train, and through the
+ * fused activation: dy is the activation's output gradient); dweight/dbias
+ * overwritten (NULL ok). */
+#define BN_MOMENTUM 0.9f
+void batchnorm_forward_train(op_exec *ex, const train_kernel_table *tk, int train,
+                             cspresnet_act act, const tensor4 *x, const tensor4 *y,
+                             const float *weight, const float *bias, float *run_mean,
+                             float *run_var, int update_running, float *save_mean,
+                             float *save_rstd);
+void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cspresnet_act act,
+                        const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                        const float *weight, const float *bias, const float *save_mean,
+                        const float *save_rstd, float *dweight, float *dbias);
+
 /* conv2d_backward.c: the fast backward (tables with a GEMM tile). Scratch for this conv
  * on n images: per thread and shared (ex->op_scratch) floats. */
 void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, long *per_thread,

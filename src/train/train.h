@@ -28,6 +28,8 @@ typedef struct tnode {
     int in0, in1, out;          /* training tensor ids (in1: add and concat) */
     const graph_node *src;      /* the eval node: params, geometry, activation */
     long save;                  /* floats into the saved-statistics buffer (BN, ESE) */
+    int fused;                  /* BN: the next node (its activation) runs inside this one;
+                                   that activation node: skipped */
 } tnode;
 
 typedef struct ttensor {

@@ -24,6 +24,7 @@ struct cspresnet_trainer {
     tgraph g;
     threadpool *pool;
     const kernel_table *kernels;
+    const train_kernel_table *tk;   /* point-wise training kernels for that table */
     float *grads, *opt_m, *opt_v;          /* weight_floats each (opt_v: AdamW only) */
     int classes, head_c;
     float *head, *head_grad, *head_m, *head_v;  /* K*C weight then K bias */
@@ -96,6 +97,24 @@ static uint64_t splitmix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+/* A BN whose output only its activation reads runs that activation itself (forward:
+ * one pass writing the activation; backward: the activation's input recomputed from
+ * the BN input). The pre-activation tensor is then never written. */
+static void fuse_bn_act(tgraph *g)
+{
+    for (int i = 0; i + 1 < g->n_nodes; i++) {
+        tnode *bn = &g->nodes[i], *act = &g->nodes[i + 1];
+        if (bn->kind != TN_BN || act->kind != TN_ACT || act->in0 != bn->out || act->seg != bn->seg ||
+            g->tensors[bn->out].boundary)
+            continue;
+        int readers = 0;
+        for (int j = 0; j < g->n_nodes; j++)
+            readers += (g->nodes[j].in0 == bn->out) + (g->nodes[j].in1 == bn->out);
+        if (readers == 1)
+            bn->fused = act->fused = 1;
+    }
+}
+
 cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
                                           const cspresnet_train_options *opt,
                                           cspresnet_trainer **out, char *err, size_t err_size)
@@ -138,6 +157,7 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
     tr->kernels_train = *kernel_table_select(getenv("CSPRESNET_ISA"));
     tr->kernels_train.wino_input = NULL;
     tr->kernels = &tr->kernels_train;
+    tr->tk = train_kernel_table_for(tr->kernels);
     tr->use_fast_conv = 1;
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
@@ -150,8 +170,10 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
                    (size_t)model->params[i].numel * sizeof(float));
         s = tgraph_build(tr->model, &tr->g, &e);
     }
-    if (s == CSPRESNET_OK)
+    if (s == CSPRESNET_OK) {
+        fuse_bn_act(&tr->g);
         s = threadpool_create(threads, &tr->pool, &e);
+    }
     long W = s == CSPRESNET_OK ? tr->model->weight_floats : 0;
     if (s == CSPRESNET_OK) {
         tr->grads = calloc((size_t)W, sizeof(float));
@@ -425,14 +447,20 @@ static void forward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int upd
         }
         case TN_BN: {
             float *sv = tr->block + tr->saved_off + nd->save;
-            batchnorm_forward_train(ex, batch, &in, &out, W + P[s->bn_weight].offset,
+            cspresnet_act act = CSPRESNET_ACT_NONE;
+            if (nd->fused) {   /* write the activation's output instead */
+                act = tr->g.nodes[i + 1].src->act;
+                out = tview(tr, tr->g.nodes[i + 1].out, 0);
+            }
+            batchnorm_forward_train(ex, tr->tk, batch, act, &in, &out, W + P[s->bn_weight].offset,
                                     W + P[s->bn_bias].offset, W + P[s->bn_mean].offset,
                                     W + P[s->bn_variance].offset, batch && update_running, sv,
                                     sv + out.c);
             break;
         }
         case TN_ACT:
-            activation_forward_out(ex, s->act, &in, &out);
+            if (!nd->fused)
+                activation_forward_out(ex, s->act, &in, &out);
             break;
         case TN_ADD: {
             tensor4 in1 = tview(tr, nd->in1, 0);
@@ -479,12 +507,18 @@ static void backward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int wa
         }
         case TN_BN: {
             const float *sv = tr->block + tr->saved_off + nd->save;
-            batchnorm_backward(ex, batch, &in, &dy, dinp, W + P[s->bn_weight].offset, sv,
-                               sv + in.c, G + P[s->bn_weight].offset, G + P[s->bn_bias].offset);
+            cspresnet_act act = CSPRESNET_ACT_NONE;
+            if (nd->fused) {   /* dy: the gradient of the fused activation's output */
+                act = tr->g.nodes[i + 1].src->act;
+                dy = tview(tr, tr->g.nodes[i + 1].out, 1);
+            }
+            batchnorm_backward(ex, tr->tk, batch, act, &in, &dy, dinp, W + P[s->bn_weight].offset,
+                               W + P[s->bn_bias].offset, sv, sv + in.c, G + P[s->bn_weight].offset,
+                               G + P[s->bn_bias].offset);
             break;
         }
         case TN_ACT:
-            if (dinp)
+            if (dinp && !nd->fused)
                 activation_backward(ex, s->act, &in, &dy, dinp);
             break;
         case TN_ADD: {

@@ -1,0 +1,162 @@
+/*
+ * f32_train_avx512.c - AVX-512F point-wise kernels of training: train-mode BN fused
+ * with the following activation (swish, relu or none; other activations go to the
+ * reference kernels), over one contiguous run of a channel plane. Formulas in
+ * train_kernels.h; the reference twins are in kernels/ref/f32_train_ref.c.
+ *
+ * Sums are kept per lane in double (8 lanes per half-vector) and reduced at the end
+ * of the run in a fixed order, so a run's result never depends on threads. exp is
+ * the degree-6 polynomial after range reduction used by the inference epilogue
+ * (relative error ~2e-7). Compiled for avx512f+fma by the pragma below; chosen at
+ * run time only when the CPU has AVX-512F (train_select.c).
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,fma")
+#endif
+
+#include "kernels/train_kernels.h"
+
+static inline __m512 exp512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline int fast_act(cspresnet_act act)
+{
+    return act == CSPRESNET_ACT_SWISH || act == CSPRESNET_ACT_RELU || act == CSPRESNET_ACT_NONE;
+}
+
+static inline __m512 sigmoid512(__m512 v)
+{
+    return _mm512_div_ps(_mm512_set1_ps(1.0f),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+}
+
+static inline __m512 act512(__m512 v, cspresnet_act act)
+{
+    if (act == CSPRESNET_ACT_SWISH)
+        return _mm512_mul_ps(v, sigmoid512(v));
+    if (act == CSPRESNET_ACT_RELU)
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    return v;
+}
+
+/* act'(v) */
+static inline __m512 dact512(__m512 v, cspresnet_act act)
+{
+    if (act == CSPRESNET_ACT_SWISH) {
+        __m512 s = sigmoid512(v), one = _mm512_set1_ps(1.0f);
+        return _mm512_mul_ps(s, _mm512_fmadd_ps(v, _mm512_sub_ps(one, s), one));
+    }
+    if (act == CSPRESNET_ACT_RELU)
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f));
+    return _mm512_set1_ps(1.0f);
+}
+
+static inline __mmask16 tail_mask(long left)
+{
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* acc += the 16 floats of v as doubles (two 8-lane halves) */
+static inline void add_pd(__m512 v, __m512d *lo, __m512d *hi)
+{
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+
+void f32_bn_stats__avx512(const float *x, long n, double *s1, double *s2)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    for (long i = 0; i < n; i += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        a0 = _mm512_add_pd(a0, lo);
+        a1 = _mm512_add_pd(a1, hi);
+        b0 = _mm512_fmadd_pd(lo, lo, b0);
+        b1 = _mm512_fmadd_pd(hi, hi, b1);
+    }
+    *s1 += _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    *s2 += _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+}
+
+void f32_bn_act_apply__avx512(const float *x, float *y, long n, const bn_act_params *p)
+{
+    if (!fast_act(p->act)) {
+        f32_bn_act_apply__ref(x, y, n, p);
+        return;
+    }
+    const __m512 sc = _mm512_set1_ps(p->scale), sh = _mm512_set1_ps(p->shift);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sc, sh);
+        _mm512_mask_storeu_ps(y + i, m, act512(v, p->act));
+    }
+}
+
+void f32_bn_act_bwd_reduce__avx512(const float *x, const float *da, long n, const bn_act_params *p,
+                                   double *sdy, double *sdyx)
+{
+    if (!fast_act(p->act)) {
+        f32_bn_act_bwd_reduce__ref(x, da, n, p, sdy, sdyx);
+        return;
+    }
+    const __m512 mean = _mm512_set1_ps(p->mean), rstd = _mm512_set1_ps(p->rstd);
+    const __m512 w = _mm512_set1_ps(p->weight), b = _mm512_set1_ps(p->bias);
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
+        __m512 g = _mm512_maskz_loadu_ps(m, da + i);
+        if (p->act != CSPRESNET_ACT_NONE)
+            g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
+        add_pd(g, &a0, &a1);
+        add_pd(_mm512_mul_ps(g, xh), &b0, &b1);
+    }
+    *sdy += _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    *sdyx += _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+}
+
+void f32_bn_act_bwd_apply__avx512(const float *x, const float *da, float *dx, long n,
+                                  const bn_act_params *p)
+{
+    if (!fast_act(p->act)) {
+        f32_bn_act_bwd_apply__ref(x, da, dx, n, p);
+        return;
+    }
+    const __m512 mean = _mm512_set1_ps(p->mean), rstd = _mm512_set1_ps(p->rstd);
+    const __m512 w = _mm512_set1_ps(p->weight), b = _mm512_set1_ps(p->bias);
+    const __m512 sc = _mm512_set1_ps(p->scale), mdy = _mm512_set1_ps(p->mdy), mdyx = _mm512_set1_ps(p->mdyx);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
+        __m512 g = _mm512_maskz_loadu_ps(m, da + i);
+        if (p->act != CSPRESNET_ACT_NONE)
+            g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
+        __m512 t = _mm512_fnmadd_ps(xh, mdyx, _mm512_sub_ps(g, mdy));
+        _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
+    }
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#else
+typedef int f32_train_avx512_unavailable; /* non-x86 builds: train_select.c never names these */
+#endif
