@@ -18,6 +18,13 @@
 void f32_im2col_rows_runs__generic(const conv_geom *g, const float *image, int k0, int kc,
                                    long n0, int nc, float *panel, long ldp);
 
+/* The same rows for nimg images (image_stride floats apart) side by side,
+ * panel[r][i*pc + p], by a per-tap table of source offsets (idx: pc ints of scratch):
+ * for small maps, where rows are a few floats long. Bit-identical to the above. */
+void f32_im2col_rows_table__generic(const conv_geom *g, const float *images, long image_stride,
+                                    int nimg, int k0, int kc, long p0, int pc, float *panel,
+                                    long ldp, int *idx);
+
 /* ---- BN (+ activation) of training, one contiguous run of one channel plane ----
  * Statistics: *s1 += sum x, *s2 += sum x^2 (double accumulators).
  * Apply: y = act(x * scale + shift) (scale = rstd * w, shift = b - mean * scale).

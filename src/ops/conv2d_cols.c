@@ -58,6 +58,12 @@ void cols_pack_im2col(const conv_geom *g, const tensor4 *x, const col_chunk *ch,
                       float *panel, long ldp)
 {
     const long plane = (long)g->in_h * g->in_w;
+    if (!is_1x1(g) && g->out_w < 16) {   /* short rows: gather through a tap table */
+        int idx[COLS_CB];
+        f32_im2col_rows_table__generic(g, x->data + (long)ch->n0 * x->batch_stride, x->batch_stride,
+                                       ch->nimg, k0, kc, ch->p0, ch->pc, panel, ldp, idx);
+        return;
+    }
     for (int i = 0; i < ch->nimg; i++) {
         const float *image = x->data + (long)(ch->n0 + i) * x->batch_stride;
         float *dst = panel + (long)i * ch->pc;

@@ -86,6 +86,14 @@ void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cs
                         const float *weight, const float *bias, const float *save_mean,
                         const float *save_rstd, float *dweight, float *dbias);
 
+/* ese.c: the training ESE (ops.h) with its fc products on the GEMM tile (tables with
+ * one); scratch 2*N*C floats forward, 3*N*C backward. */
+void ese_forward_train_gemm(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
+                            const float *fc_bias, float *save_s, float *save_z, float *scratch);
+void ese_backward_gemm(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                       const float *fc_weight, const float *save_s, const float *save_z,
+                       float *dfc_weight, float *dfc_bias, float *scratch);
+
 /* conv2d_backward.c: the fast backward (tables with a GEMM tile). Scratch for this conv
  * on n images: per thread and shared (ex->op_scratch) floats. */
 void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, long *per_thread,

@@ -322,7 +322,7 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
     tr->scratch_off = off;
     off += tr->scratch_per_thread * threadpool_size(tr->pool);
     tr->op_scratch_off = off;
-    long ops = max_wt > 2 * max_nc ? max_wt : 2 * max_nc;  /* W^T; ESE dz, ds; add partials (doubles) */
+    long ops = max_wt > 3 * max_nc ? max_wt : 3 * max_nc;  /* W^T; ESE dz, ds, dz^T; add partials (doubles) */
     if (bwd_sh > ops)
         ops = bwd_sh;   /* the fast backward's weight transform and dW partials */
     off += (ops + 15) & ~15L;
@@ -469,7 +469,11 @@ static void forward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int upd
         }
         case TN_ESE: {
             float *sv = tr->block + tr->saved_off + nd->save;
-            ese_forward_train(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset, sv,
+            if (tr->kernels->gemm)
+                ese_forward_train_gemm(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset,
+                                       sv, sv + (long)out.n * out.c, ex->op_scratch);
+            else
+                ese_forward_train(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset, sv,
                               sv + (long)out.n * out.c);
             break;
         }
@@ -531,7 +535,11 @@ static void backward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int wa
         }
         case TN_ESE: {
             const float *sv = tr->block + tr->saved_off + nd->save;
-            ese_backward(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
+            if (tr->kernels->gemm)
+                ese_backward_gemm(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
+                                  G + P[s->weight].offset, G + P[s->bias].offset, ex->op_scratch);
+            else
+                ese_backward(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
                          G + P[s->weight].offset, G + P[s->bias].offset);
             break;
         }

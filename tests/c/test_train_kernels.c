@@ -90,6 +90,11 @@ static void test_im2col(void)
         snprintf(what, sizeof what, "im2col runs: C%d %dx%d k%d s%d p%d rows %d+%d cols %ld+%d", g.in_c,
                  g.in_h, g.in_w, g.k, g.stride, g.pad, k0, kc, n0, nc);
         check(memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        int idx[4096];
+        memset(b, 0x55, sizeof(float) * kc * ldp);
+        f32_im2col_rows_table__generic(&g, img, 0, 1, k0, kc, n0, nc, b, ldp, idx);
+        strcat(what, " (table)");
+        check(memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
         free(a);
         free(b);
         free(img);

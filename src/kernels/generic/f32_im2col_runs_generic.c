@@ -54,3 +54,37 @@ void f32_im2col_rows_runs__generic(const conv_geom *g, const float *image, int k
         }
     }
 }
+
+/* Small maps: for each kernel tap (ky, kx) the source offset of every output pixel of
+ * [p0, p0+pc) is computed once into idx (-1 in the padding), then every channel of
+ * every image gathers through it: panel[r][i*pc + p]. */
+void f32_im2col_rows_table__generic(const conv_geom *g, const float *images, long image_stride,
+                                    int nimg, int k0, int kc, long p0, int pc, float *panel,
+                                    long ldp, int *idx)
+{
+    const int kk = g->k * g->k;
+    const long plane = (long)g->in_h * g->in_w;
+    int tap = -1;
+    for (int r = 0; r < kc; r++) {
+        const int row = k0 + r, ic = row / kk, j = row % kk;
+        if (j != tap) {
+            tap = j;
+            const int ky = j / g->k, kx = j % g->k;
+            int oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w);
+            for (int p = 0; p < pc; p++) {
+                int iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
+                idx[p] = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w ? iy * g->in_w + ix : -1;
+                if (++ox == g->out_w) {
+                    ox = 0;
+                    oy++;
+                }
+            }
+        }
+        for (int i = 0; i < nimg; i++) {
+            const float *src = images + i * image_stride + ic * plane;
+            float *dst = panel + (long)r * ldp + (long)i * pc;
+            for (int p = 0; p < pc; p++)
+                dst[p] = idx[p] >= 0 ? src[idx[p]] : 0.0f;
+        }
+    }
+}
