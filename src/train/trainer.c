@@ -607,6 +607,37 @@ cspresnet_status cspresnet_trainer_forward(cspresnet_trainer *tr, const float *i
     return CSPRESNET_OK;
 }
 
+typedef struct zero_job {
+    float *p;
+    long n;
+} zero_job;
+
+static void zero_worker(void *arg, int t, int nt)
+{
+    const zero_job *job = arg;
+    long begin, end;
+    split_range((job->n + 15) / 16, t, nt, &begin, &end);
+    begin *= 16;
+    end = end * 16 < job->n ? end * 16 : job->n;
+    if (end > begin)
+        memset(job->p + begin, 0, (size_t)(end - begin) * sizeof(float));
+}
+
+/* memset on every thread: at 224x224 the gradient regions are hundreds of MB a step */
+static void parallel_zero(cspresnet_trainer *tr, float *p, long n)
+{
+    zero_job job = {p, n};
+    threadpool_run(tr->pool, zero_worker, &job);
+}
+
+static void zero_grads(cspresnet_trainer *tr)
+{
+    parallel_zero(tr, tr->grads, tr->model->weight_floats);
+    for (int t = 0; t < tr->g.n_tensors; t++)
+        if (tr->g.tensors[t].boundary)
+            parallel_zero(tr, tr->block + tr->g.tensors[t].goff, tensor_floats(tr, t));
+}
+
 /* Backward with the stage-output gradients already in place (seeded by the caller). */
 static void run_backward(cspresnet_trainer *tr, float *d_input)
 {
@@ -616,7 +647,7 @@ static void run_backward(cspresnet_trainer *tr, float *d_input)
     for (int seg = last; seg >= tr->first_trainable; seg--) {
         if (tr->opt.recompute && seg != TRAIN_SEGMENTS - 1)
             forward_segment(tr, &ex, seg, 0);
-        memset(tr->block + tr->inner_grad_off, 0, (size_t)tr->seg_size[seg] * sizeof(float));
+        parallel_zero(tr, tr->block + tr->inner_grad_off, tr->seg_size[seg]);
         backward_segment(tr, &ex, seg, want_input);
     }
     if (d_input) {
@@ -626,14 +657,6 @@ static void run_backward(cspresnet_trainer *tr, float *d_input)
         else
             memset(d_input, 0, (size_t)v.n * v.c * v.h * v.w * sizeof(float));
     }
-}
-
-static void zero_grads(cspresnet_trainer *tr)
-{
-    memset(tr->grads, 0, (size_t)tr->model->weight_floats * sizeof(float));
-    for (int t = 0; t < tr->g.n_tensors; t++)
-        if (tr->g.tensors[t].boundary)
-            memset(tr->block + tr->g.tensors[t].goff, 0, (size_t)tensor_floats(tr, t) * sizeof(float));
 }
 
 cspresnet_status cspresnet_trainer_backward(cspresnet_trainer *tr,
@@ -710,26 +733,46 @@ cspresnet_status cspresnet_trainer_predict(cspresnet_trainer *tr, const float *i
 
 /* ---------------------------------------------------------------- optimizer */
 
-cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr)
+typedef struct optim_job {
+    cspresnet_trainer *tr;
+    float lr;
+} optim_job;
+
+/* Every thread updates its share of each parameter (element-wise, so the split never
+ * changes a bit). */
+static void optim_worker(void *arg, int t, int nt)
 {
-    if (!tr)
-        return CSPRESNET_ERR_ARGUMENT;
-    const float lr = (float)train_schedule_lr(&tr->opt, tr->step);
+    const optim_job *job = arg;
+    cspresnet_trainer *tr = job->tr;
     const float wd = tr->opt.weight_decay;
     const cspresnet_model *m = tr->model;
+    long begin, end;
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
         if (!p->trainable || seg_frozen(tr, strncmp(p->key, "stages.", 7) == 0 ? 1 + (p->key[7] - '0') : 0))
             continue;
-        train_optim_update(&tr->opt, tr->step, lr, train_param_decays(p->role) ? wd : 0.0f,
-                           m->weights + p->offset, tr->grads + p->offset, tr->opt_m + p->offset,
-                           tr->opt_v ? tr->opt_v + p->offset : NULL, p->numel);
+        split_range(p->numel, t, nt, &begin, &end);
+        if (end > begin)
+            train_optim_update(&tr->opt, tr->step, job->lr, train_param_decays(p->role) ? wd : 0.0f,
+                               m->weights + p->offset + begin, tr->grads + p->offset + begin,
+                               tr->opt_m + p->offset + begin,
+                               tr->opt_v ? tr->opt_v + p->offset + begin : NULL, end - begin);
     }
     if (tr->classes > 0) {
         long hf = (long)tr->classes * tr->head_c + tr->classes;
-        train_optim_update(&tr->opt, tr->step, lr, wd, tr->head, tr->head_grad, tr->head_m,
-                           tr->head_v, hf);
+        split_range(hf, t, nt, &begin, &end);
+        if (end > begin)
+            train_optim_update(&tr->opt, tr->step, job->lr, wd, tr->head + begin, tr->head_grad + begin,
+                               tr->head_m + begin, tr->head_v ? tr->head_v + begin : NULL, end - begin);
     }
+}
+
+cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr)
+{
+    if (!tr)
+        return CSPRESNET_ERR_ARGUMENT;
+    optim_job job = {tr, (float)train_schedule_lr(&tr->opt, tr->step)};
+    threadpool_run(tr->pool, optim_worker, &job);
     tr->step++;
     return CSPRESNET_OK;
 }
