@@ -48,6 +48,11 @@ typedef struct train_kernel_table {
                               double *sdy, double *sdyx);
     void (*bn_act_bwd_apply)(const float *x, const float *da, float *dx, long n,
                              const bn_act_params *p);
+    /* im2col rows of nimg images side by side (as f32_im2col_rows_table__generic) for
+     * stride-1 convs with out_w == in_w; returns 0 when the shape is not one it takes.
+     * NULL: none (the generic kernels pack). */
+    int (*im2col_shift)(const conv_geom *g, const float *images, long image_stride, int nimg,
+                        int k0, int kc, long p0, int pc, float *panel, long ldp);
 } train_kernel_table;
 
 /* act'(x), PyTorch autograd's formulas (relu'(0) = 0, ...). */
@@ -68,6 +73,8 @@ void f32_bn_act_bwd_reduce__avx512(const float *x, const float *da, long n, cons
                                    double *sdy, double *sdyx);
 void f32_bn_act_bwd_apply__avx512(const float *x, const float *da, float *dx, long n,
                                   const bn_act_params *p);
+int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
+                             int k0, int kc, long p0, int pc, float *panel, long ldp);
 
 /* The training table matching a kernel table's isa ("avx512" gets the AVX-512
  * kernels, every other table the reference ones). */

@@ -23,6 +23,7 @@ static const train_kernel_table avx512_train = {
     .bn_act_apply = f32_bn_act_apply__avx512,
     .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__avx512,
     .bn_act_bwd_apply = f32_bn_act_bwd_apply__avx512,
+    .im2col_shift = f32_im2col_shift__avx512,
 };
 #endif
 

@@ -16,14 +16,14 @@
  *       transposed weights Wf[C x OC*k*k] (no col2im); otherwise
  *       col2im(W^T[K x OC] . dY), tasks (image or chunk of images, DX_CB channels).
  *
- * Two pool passes: (1) dW^T partials and the weight transform, (2) the dW reduction
- * and dX. Every output element is produced by one task whose reduction order, and the
+ * Three pool passes: (0) dY^T (once per conv: every row block reads it) and the
+ * weight transform, (1) dW^T partials, (2) the dW reduction and dX. Every output element is produced by one task whose reduction order, and the
  * number of column groups, depend on the shape only: 1 and N threads give the same bits.
  *
- * Scratch (conv2d_backward_scratch): per thread the largest of the dW panels
- * (BW_KB x CB im2col rows, CB x OC dY^T), the dX conv (conv2d_cols.c) and the col2im
- * panels (OC x CB dY, DX_CB*k*k x CB col); shared in ex->op_scratch: the transformed
- * weights (K x OC) then the partial dW^T of each column group.
+ * Scratch (conv2d_backward_scratch): per thread the largest of the dW panel
+ * (BW_KB x CB im2col rows), the dX conv (conv2d_cols.c) and the col2im panels
+ * (OC x CB dY, DX_CB*k*k x CB col); shared in ex->op_scratch: the transformed
+ * weights (K x OC), the partial dW^T of each column group, then dY^T (N*P x OC).
  */
 #include <string.h>
 
@@ -69,17 +69,18 @@ void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, 
 {
     bw_plan p;
     make_plan(g, n, 1, &p);
-    long dw = (long)BW_KB * COLS_CB + (long)COLS_CB * g->out_c;
+    long dw = (long)BW_KB * COLS_CB;
     conv_geom f = flipped_geom(g);
     long dxc = conv_cols_scratch(kt, &f);
     long dxi = (long)g->out_c * COLS_CB + (long)DX_CB * g->k * g->k * COLS_CB;
     long dx = dxc > dxi ? dxc : dxi;
     *per_thread = dw > dx ? dw : dx;
-    *shared = p.K * g->out_c * (1 + p.groups);
+    *shared = p.K * g->out_c * (1 + p.groups) + (long)n * p.cp.pixels * g->out_c;
 }
 
 typedef struct bw_job {
     op_exec *ex;
+    const train_kernel_table *tk;
     const conv_geom *g;
     const float *weight;
     const tensor4 *in, *dout, *din;
@@ -87,6 +88,7 @@ typedef struct bw_job {
     bw_plan p;
     float *wx;         /* transformed weights: Wf (C x OC*kk) or W^T (K x OC) */
     float *partials;   /* groups x K x OC */
+    float *dyt;        /* dY^T: (N*P) x OC, row = global column n*P + p */
     conv_cols_job cols;
 } bw_job;
 
@@ -114,7 +116,7 @@ static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
     const int OC = g->out_c;
     const long K = job->p.K, P = job->p.cp.pixels;
     const int r0 = kb * BW_KB, kr = (int)(K - r0 < BW_KB ? K - r0 : BW_KB);
-    float *colk = scratch, *dyt = scratch + (long)BW_KB * COLS_CB;
+    float *colk = scratch;
     float *dst = job->partials + (long)grp * K * OC + (long)r0 * OC;
     long c_begin, c_end;
     split_range(job->p.cp.chunks, grp, job->p.groups, &c_begin, &c_end);
@@ -128,11 +130,11 @@ static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
             a = job->in->data + (long)ch.n0 * job->in->batch_stride + (long)r0 * P + ch.p0;
             lda = P;
         } else {
-            cols_pack_im2col(g, job->in, &ch, r0, kr, colk, COLS_CB);
+            cols_pack_im2col(job->tk, g, job->in, &ch, r0, kr, colk, COLS_CB);
             a = colk;
             lda = COLS_CB;
         }
-        pack_dy_t(job->dout, &ch, P, OC, dyt);
+        const float *dyt = job->dyt + ((long)ch.n0 * P + ch.p0) * OC;
         for (int j0 = 0; j0 < OC; j0 += kt->nr) {
             int nr = OC - j0 < kt->nr ? OC - j0 : kt->nr;
             for (int i0 = 0; i0 < kr; i0 += kt->mr) {
@@ -147,13 +149,28 @@ static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
 static void pass1_worker(void *arg, int t, int nt)
 {
     const bw_job *job = arg;
-    const conv_geom *g = job->g;
     float *scratch = job->ex->scratch + t * job->ex->scratch_per_thread;
     long begin, end;
+    split_range((long)job->p.groups * job->p.tasks_k, t, nt, &begin, &end);
+    for (long task = begin; task < end; task++)
+        dw_task(job, scratch, (int)(task / job->p.tasks_k), (int)(task % job->p.tasks_k));
+}
+
+/* dY^T of every chunk (once per conv, read by every dW row block) and the weight
+ * transform of the input gradient */
+static void pass0_worker(void *arg, int t, int nt)
+{
+    const bw_job *job = arg;
+    const conv_geom *g = job->g;
+    long begin, end;
     if (job->dweight) {
-        split_range((long)job->p.groups * job->p.tasks_k, t, nt, &begin, &end);
-        for (long task = begin; task < end; task++)
-            dw_task(job, scratch, (int)(task / job->p.tasks_k), (int)(task % job->p.tasks_k));
+        split_range(job->p.cp.chunks, t, nt, &begin, &end);
+        for (long c = begin; c < end; c++) {
+            col_chunk ch;
+            col_chunk_get(&job->p.cp, c, &ch);
+            pack_dy_t(job->dout, &ch, job->p.cp.pixels, g->out_c,
+                      job->dyt + ((long)ch.n0 * job->p.cp.pixels + ch.p0) * g->out_c);
+        }
     }
     const int OC = g->out_c, kk = g->k * g->k;
     const long K = job->p.K;
@@ -292,11 +309,12 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
         conv2d_backward_ref(ex, g, weight, in, dout, din, dweight);
         return;
     }
-    bw_job job = {.ex = ex, .g = g, .weight = weight, .in = in, .dout = dout, .din = din,
+    bw_job job = {.ex = ex, .tk = train_kernel_table_for(ex->kernels), .g = g, .weight = weight, .in = in, .dout = dout, .din = din,
                   .dweight = dweight};
     make_plan(g, in->n, din != NULL, &job.p);
     job.wx = ex->op_scratch;
     job.partials = ex->op_scratch + job.p.K * g->out_c;
+    job.dyt = job.partials + (long)job.p.groups * job.p.K * g->out_c;
     if (job.p.mode == DX_CONV) {
         conv_geom f = flipped_geom(g);
         conv_cols_prepare(&job.cols, ex->kernels, &f, job.wx, (long)g->out_c * g->k * g->k, dout,
@@ -304,6 +322,8 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
     }
     if (!dweight && job.p.mode == DX_NONE)
         return;
-    threadpool_run(ex->pool, pass1_worker, &job);
+    threadpool_run(ex->pool, pass0_worker, &job);
+    if (dweight)
+        threadpool_run(ex->pool, pass1_worker, &job);
     threadpool_run(ex->pool, pass2_worker, &job);
 }

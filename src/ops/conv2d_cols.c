@@ -54,10 +54,14 @@ static int is_1x1(const conv_geom *g)
     return g->k == 1 && g->stride == 1 && g->pad == 0;
 }
 
-void cols_pack_im2col(const conv_geom *g, const tensor4 *x, const col_chunk *ch, int k0, int kc,
-                      float *panel, long ldp)
+void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const tensor4 *x,
+                      const col_chunk *ch, int k0, int kc, float *panel, long ldp)
 {
     const long plane = (long)g->in_h * g->in_w;
+    if (!is_1x1(g) && tk->im2col_shift &&
+        tk->im2col_shift(g, x->data + (long)ch->n0 * x->batch_stride, x->batch_stride, ch->nimg, k0,
+                         kc, ch->p0, ch->pc, panel, ldp))
+        return;
     if (!is_1x1(g) && g->out_w < 16) {   /* short rows: gather through a tap table */
         int idx[COLS_CB];
         f32_im2col_rows_table__generic(g, x->data + (long)ch->n0 * x->batch_stride, x->batch_stride,
@@ -87,6 +91,7 @@ void conv_cols_prepare(conv_cols_job *job, const kernel_table *kt, const conv_ge
                        int accumulate, float *scratch, long per_thread)
 {
     job->kt = kt;
+    job->tk = train_kernel_table_for(kt);
     job->g = *g;
     job->a = a;
     job->lda = lda;
@@ -128,7 +133,7 @@ static void cols_task(const conv_cols_job *job, float *scratch, long chunk, int 
             b = job->in->data + (long)ch.n0 * job->in->batch_stride + k0 * P + ch.p0;
             ldb = P;
         } else {
-            cols_pack_im2col(g, job->in, &ch, (int)k0, kc, panel, COLS_CB);
+            cols_pack_im2col(job->tk, g, job->in, &ch, (int)k0, kc, panel, COLS_CB);
             b = panel;
             ldb = COLS_CB;
         }

@@ -38,8 +38,8 @@ void col_chunk_get(const col_plan *cp, long index, col_chunk *ch);
 
 /* Packs rows [k0, k0+kc) of the implicit im2col matrix of conv g over the chunk's
  * columns from x (images of g's input) into panel[kc][ldp]. */
-void cols_pack_im2col(const conv_geom *g, const tensor4 *x, const col_chunk *ch, int k0, int kc,
-                      float *panel, long ldp);
+void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const tensor4 *x,
+                      const col_chunk *ch, int k0, int kc, float *panel, long ldp);
 
 /* out (+)= A . im2col_g(in) over all columns: A (g->out_c x in_c*k*k, row-major, lda),
  * in (N, g->in_c, in_h, in_w) -> out (N, g->out_c, out_h, out_w). accumulate = 1 adds
@@ -48,6 +48,7 @@ void cols_pack_im2col(const conv_geom *g, const tensor4 *x, const col_chunk *ch,
  * worker body, callable from another op's pool pass. */
 typedef struct conv_cols_job {
     const kernel_table *kt;
+    const train_kernel_table *tk;
     conv_geom g;
     const float *a;
     long lda;

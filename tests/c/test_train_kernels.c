@@ -101,6 +101,50 @@ static void test_im2col(void)
     }
 }
 
+/* The AVX-512 shifted-plane im2col against the generic one, several images at once. */
+static void test_im2col_shift(void)
+{
+    const kernel_table *kt = kernel_table_select("avx512");
+    if (strcmp(kt->isa, "avx512") != 0)
+        return;
+    const train_kernel_table *tk = train_kernel_table_for(kt);
+    for (int it = 0; it < 300; it++) {
+        conv_geom g;
+        g.k = (int[]){1, 3, 5}[irand(0, 2)];
+        g.stride = 1;
+        g.pad = g.k / 2;
+        g.in_c = irand(1, 4);
+        g.in_h = irand(1, 20);
+        g.in_w = irand(1, 20);
+        g.out_h = g.in_h;
+        g.out_w = g.in_w;
+        g.out_c = 1;
+        int nimg = irand(1, 3);
+        long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, istride = (long)g.in_c * P + irand(0, 5);
+        float *img = malloc(sizeof(float) * istride * nimg);
+        fill(img, istride * nimg);
+        int k0 = irand(0, (int)K - 1), kc = irand(1, (int)(K - k0));
+        long n0 = nimg > 1 ? 0 : irand(0, (int)P - 1);
+        int nc = nimg > 1 ? (int)P : irand(1, (int)(P - n0));
+        if (nc > 256)
+            nc = 256;
+        long ldp = (long)nc * nimg + irand(0, 3);
+        float *a = malloc(sizeof(float) * kc * ldp), *b = malloc(sizeof(float) * kc * ldp);
+        memset(a, 0x55, sizeof(float) * kc * ldp);
+        memset(b, 0x55, sizeof(float) * kc * ldp);
+        for (int i = 0; i < nimg; i++)
+            f32_im2col_rows__generic(&g, img + i * istride, k0, kc, n0, nc, a + (long)i * nc, ldp);
+        int done = tk->im2col_shift(&g, img, istride, nimg, k0, kc, n0, nc, b, ldp);
+        char what[200];
+        snprintf(what, sizeof what, "im2col shift avx512: %d images C%d %dx%d k%d rows %d+%d cols %ld+%d", nimg,
+                 g.in_c, g.in_h, g.in_w, g.k, k0, kc, n0, nc);
+        check(done && memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        free(a);
+        free(b);
+        free(img);
+    }
+}
+
 typedef struct bufs {
     float *x, *w, *dy, *dx, *dw, *out;
 } bufs;
@@ -271,6 +315,7 @@ static void test_pointwise(void)
 int main(void)
 {
     test_pointwise();
+    test_im2col_shift();
     test_im2col();
     const kernel_table *ref = kernel_table_select("ref");
     const char *isas[] = {"generic", "avx2", "avx512"};

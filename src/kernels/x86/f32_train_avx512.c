@@ -154,6 +154,59 @@ void f32_bn_act_bwd_apply__avx512(const float *x, const float *da, float *dx, lo
         _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
     }
 }
+/* im2col rows of a stride-1 conv whose output rows are as wide as its input rows
+ * (pad = (k-1)/2): then column p of tap (ky, kx) reads the input plane at
+ * p + (ky - pad) * w + (kx - pad), so a row of the panel is the plane shifted, under
+ * a mask of the valid pixels (computed once per tap). Masked loads never touch the
+ * masked-off lanes. Handles k <= 5 and pc <= 256; returns 0 (nothing done) otherwise. */
+int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
+                             int k0, int kc, long p0, int pc, float *panel, long ldp)
+{
+    const int kk = g->k * g->k;
+    if (g->stride != 1 || g->out_w != g->in_w || g->k > 5 || pc > 256)
+        return 0;
+    const int blocks = (pc + 15) / 16;
+    /* output row and column of every pixel, then each tap's mask by vector compares:
+     * 0 <= oy + dy < in_h and 0 <= ox + dx < in_w as unsigned compares */
+    int oys[256], oxs[256];
+    for (int q = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); q < blocks * 16; q++) {
+        oys[q] = oy;
+        oxs[q] = ox;
+        if (++ox == g->out_w) {
+            ox = 0;
+            oy++;
+        }
+    }
+    __mmask16 masks[25][16];
+    long shift[25];
+    const __m512i hv = _mm512_set1_epi32(g->in_h), wv = _mm512_set1_epi32(g->in_w);
+    for (int j = 0; j < kk; j++) {
+        const int dy = j / g->k - g->pad, dx = j % g->k - g->pad;
+        shift[j] = (long)dy * g->in_w + dx;
+        const __m512i dyv = _mm512_set1_epi32(dy), dxv = _mm512_set1_epi32(dx);
+        for (int b = 0; b < blocks; b++) {
+            __m512i y = _mm512_add_epi32(_mm512_loadu_si512(oys + b * 16), dyv);
+            __m512i x = _mm512_add_epi32(_mm512_loadu_si512(oxs + b * 16), dxv);
+            masks[j][b] = _mm512_cmplt_epu32_mask(y, hv) & _mm512_cmplt_epu32_mask(x, wv);
+        }
+    }
+    const long plane = (long)g->in_h * g->in_w;
+    const __mmask16 last = (__mmask16)(pc % 16 ? (1u << (pc % 16)) - 1 : 0xffff);
+    for (int j = 0; j < kk; j++)
+        masks[j][blocks - 1] &= last;   /* never load past the chunk's last pixel */
+    for (int r = 0; r < kc; r++) {
+        const int row = k0 + r, ic = row / kk, j = row % kk;
+        for (int i = 0; i < nimg; i++) {
+            const float *src = images + i * image_stride + ic * plane + p0 + shift[j];
+            float *dst = panel + (long)r * ldp + (long)i * pc;
+            for (int b = 0; b < blocks - 1; b++)
+                _mm512_storeu_ps(dst + b * 16, _mm512_maskz_loadu_ps(masks[j][b], src + b * 16));
+            _mm512_mask_storeu_ps(dst + (blocks - 1) * 16, last,
+                                  _mm512_maskz_loadu_ps(masks[j][blocks - 1], src + (blocks - 1) * 16));
+        }
+    }
+    return 1;
+}
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
