@@ -25,14 +25,16 @@ void f32_im2col_rows_table__generic(const conv_geom *g, const float *images, lon
                                     int nimg, int k0, int kc, long p0, int pc, float *panel,
                                     long ldp, int *idx);
 
-/* ---- BN (+ activation) of training, one contiguous run of one channel plane ----
+/* ---- BN (+ activation) of training, one channel: `runs` contiguous runs of `len`
+ * floats (one per image), each operand with its own distance between runs ----
  * Statistics: *s1 += sum x, *s2 += sum x^2 (double accumulators).
  * Apply: y = act(x * scale + shift) (scale = rstd * w, shift = b - mean * scale).
  * Backward, with xh = (x - mean) * rstd, v = xh * w + b (the activation's input,
  * recomputed rather than stored) and g = da * act'(v):
  *   reduce: *sdy += sum g, *sdyx += sum g * xh (double);
  *   apply:  dx += scale * (g - mdy - xh * mdyx).
- * act CSPRESNET_ACT_NONE: g = da. */
+ * act CSPRESNET_ACT_NONE: g = da. The sums of a channel are reduced once, at its end
+ * (maps of 1-4 pixels make runs of 1-4 floats). */
 typedef struct bn_act_params {
     float mean, rstd, weight, bias;
     float scale, shift;      /* rstd * weight, bias - mean * scale */
@@ -42,12 +44,13 @@ typedef struct bn_act_params {
 
 typedef struct train_kernel_table {
     const char *isa;
-    void (*bn_stats)(const float *x, long n, double *s1, double *s2);
-    void (*bn_act_apply)(const float *x, float *y, long n, const bn_act_params *p);
-    void (*bn_act_bwd_reduce)(const float *x, const float *da, long n, const bn_act_params *p,
-                              double *sdy, double *sdyx);
-    void (*bn_act_bwd_apply)(const float *x, const float *da, float *dx, long n,
-                             const bn_act_params *p);
+    void (*bn_stats)(const float *x, long xs, int runs, long len, double *s1, double *s2);
+    void (*bn_act_apply)(const float *x, long xs, float *y, long ys, int runs, long len,
+                         const bn_act_params *p);
+    void (*bn_act_bwd_reduce)(const float *x, long xs, const float *da, long das, int runs, long len,
+                              const bn_act_params *p, double *sdy, double *sdyx);
+    void (*bn_act_bwd_apply)(const float *x, long xs, const float *da, long das, float *dx, long dxs,
+                             int runs, long len, const bn_act_params *p);
     /* im2col rows of nimg images side by side (as f32_im2col_rows_table__generic) for
      * stride-1 convs with out_w == in_w; returns 0 when the shape is not one it takes.
      * NULL: none (the generic kernels pack). */
@@ -58,21 +61,23 @@ typedef struct train_kernel_table {
 /* act'(x), PyTorch autograd's formulas (relu'(0) = 0, ...). */
 float f32_act_derivative__ref(cspresnet_act act, float x);
 
-void f32_bn_stats__ref(const float *x, long n, double *s1, double *s2);
-void f32_bn_act_apply__ref(const float *x, float *y, long n, const bn_act_params *p);
-void f32_bn_act_bwd_reduce__ref(const float *x, const float *da, long n, const bn_act_params *p,
-                                double *sdy, double *sdyx);
-void f32_bn_act_bwd_apply__ref(const float *x, const float *da, float *dx, long n,
-                               const bn_act_params *p);
+void f32_bn_stats__ref(const float *x, long xs, int runs, long len, double *s1, double *s2);
+void f32_bn_act_apply__ref(const float *x, long xs, float *y, long ys, int runs, long len,
+                           const bn_act_params *p);
+void f32_bn_act_bwd_reduce__ref(const float *x, long xs, const float *da, long das, int runs,
+                                long len, const bn_act_params *p, double *sdy, double *sdyx);
+void f32_bn_act_bwd_apply__ref(const float *x, long xs, const float *da, long das, float *dx,
+                               long dxs, int runs, long len, const bn_act_params *p);
 
 /* AVX-512F (kernels/x86/f32_train_avx512.c): swish, relu and none vectorised; other
  * activations go to the reference kernels. */
-void f32_bn_stats__avx512(const float *x, long n, double *s1, double *s2);
-void f32_bn_act_apply__avx512(const float *x, float *y, long n, const bn_act_params *p);
-void f32_bn_act_bwd_reduce__avx512(const float *x, const float *da, long n, const bn_act_params *p,
-                                   double *sdy, double *sdyx);
-void f32_bn_act_bwd_apply__avx512(const float *x, const float *da, float *dx, long n,
-                                  const bn_act_params *p);
+void f32_bn_stats__avx512(const float *x, long xs, int runs, long len, double *s1, double *s2);
+void f32_bn_act_apply__avx512(const float *x, long xs, float *y, long ys, int runs, long len,
+                           const bn_act_params *p);
+void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, long das, int runs,
+                                long len, const bn_act_params *p, double *sdy, double *sdyx);
+void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long das, float *dx,
+                               long dxs, int runs, long len, const bn_act_params *p);
 int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
                              int k0, int kc, long p0, int pc, float *panel, long ldp);
 

@@ -48,7 +48,7 @@ void batchnorm_forward_eval(op_exec *ex, const tensor4 *x, const float *weight,
  * channel for the backward pass, which recomputes the activation's input from x
  * instead of keeping it. Work is split by channel and each channel's runs are summed
  * in image order, so every reduction has one order whatever the thread count. The
- * per-run kernels come from the training table (train_kernels.h). */
+ * per-channel kernels come from the training table (train_kernels.h). */
 typedef struct bn_train_job {
     const train_kernel_table *tk;
     const tensor4 *x, *y, *dy, *dx;
@@ -70,8 +70,7 @@ static void bn_train_fwd_worker(void *arg, int t, int nt)
         float mean, rstd;
         if (job->train) {
             double s1 = 0.0, s2 = 0.0;
-            for (int n = 0; n < x->n; n++)
-                job->tk->bn_stats(x->data + n * x->batch_stride + c * plane, plane, &s1, &s2);
+            job->tk->bn_stats(x->data + c * plane, x->batch_stride, x->n, plane, &s1, &s2);
             double mu = s1 / count, v = s2 / count - mu * mu;
             if (v < 0.0)
                 v = 0.0;
@@ -91,9 +90,8 @@ static void bn_train_fwd_worker(void *arg, int t, int nt)
                            .act = job->act};
         p.scale = rstd * p.weight;
         p.shift = p.bias - mean * p.scale;
-        for (int n = 0; n < x->n; n++)
-            job->tk->bn_act_apply(x->data + n * x->batch_stride + c * plane,
-                                  y->data + n * y->batch_stride + c * plane, plane, &p);
+        job->tk->bn_act_apply(x->data + c * plane, x->batch_stride, y->data + c * plane,
+                              y->batch_stride, x->n, plane, &p);
     }
 }
 
@@ -124,10 +122,8 @@ static void bn_bwd_worker(void *arg, int t, int nt)
                            .weight = job->weight[c], .bias = job->bias[c], .act = job->act};
         p.scale = p.rstd * p.weight;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < x->n; n++)
-            job->tk->bn_act_bwd_reduce(x->data + n * x->batch_stride + c * plane,
-                                       dy->data + n * dy->batch_stride + c * plane, plane, &p,
-                                       &sdy, &sdyx);
+        job->tk->bn_act_bwd_reduce(x->data + c * plane, x->batch_stride, dy->data + c * plane,
+                                   dy->batch_stride, x->n, plane, &p, &sdy, &sdyx);
         if (job->dweight)
             job->dweight[c] = (float)sdyx;
         if (job->dbias)
@@ -136,10 +132,9 @@ static void bn_bwd_worker(void *arg, int t, int nt)
             continue;
         p.mdy = job->train ? (float)(sdy / count) : 0.0f;
         p.mdyx = job->train ? (float)(sdyx / count) : 0.0f;
-        for (int n = 0; n < x->n; n++)
-            job->tk->bn_act_bwd_apply(x->data + n * x->batch_stride + c * plane,
-                                      dy->data + n * dy->batch_stride + c * plane,
-                                      dx->data + n * dx->batch_stride + c * plane, plane, &p);
+        job->tk->bn_act_bwd_apply(x->data + c * plane, x->batch_stride, dy->data + c * plane,
+                                  dy->batch_stride, dx->data + c * plane, dx->batch_stride, x->n,
+                                  plane, &p);
     }
 }
 

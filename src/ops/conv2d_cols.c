@@ -58,7 +58,7 @@ void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const te
                       const col_chunk *ch, int k0, int kc, float *panel, long ldp)
 {
     const long plane = (long)g->in_h * g->in_w;
-    if (!is_1x1(g) && tk->im2col_shift &&
+    if (tk->im2col_shift &&
         tk->im2col_shift(g, x->data + (long)ch->n0 * x->batch_stride, x->batch_stride, ch->nimg, k0,
                          kc, ch->p0, ch->pc, panel, ldp))
         return;
@@ -157,8 +157,11 @@ static void cols_task(const conv_cols_job *job, float *scratch, long chunk, int 
             if (job->accumulate)
                 for (int p = 0; p < ch.pc; p++)
                     d[p] += src[p];
-            else
+            else if (ch.pc >= 16)
                 memcpy(d, src, (size_t)ch.pc * sizeof(float));
+            else   /* 1-4 pixel maps: a call per row would cost more than the copy */
+                for (int p = 0; p < ch.pc; p++)
+                    d[p] = src[p];
         }
     }
 }

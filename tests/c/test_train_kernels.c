@@ -279,28 +279,32 @@ static void test_pointwise(void)
     check(strcmp(fast->isa, "avx512") == 0, "avx512 train table chosen for the avx512 kernel table");
     for (int act = 0; act < CSPRESNET_ACT_COUNT; act++)
         for (int it = 0; it < 20; it++) {
-            long n = irand(1, 70);
-            float x[80], da[80], y0[80], y1[80], dx0[80], dx1[80];
-            for (long i = 0; i < n; i++) {
+            long n = irand(1, 35);
+            int runs = irand(1, 3);
+            float x[128], da[128], y0[128], y1[128], dx0[128], dx1[128];
+            for (long i = 0; i < 128; i++) {
                 x[i] = (float)(6.0 * urand() - 2.0);
                 da[i] = (float)(2.0 * urand() - 1.0);
                 dx0[i] = dx1[i] = (float)urand();
+                y0[i] = y1[i] = 0.0f;
             }
             bn_act_params p = {.mean = 0.3f, .rstd = 1.7f, .weight = 1.2f, .bias = -0.4f,
                                .mdy = 0.05f, .mdyx = -0.02f, .act = (cspresnet_act)act};
             p.scale = p.rstd * p.weight;
             p.shift = p.bias - p.mean * p.scale;
             double a0 = 0.5, a1 = 0.25, b0 = 0.5, b1 = 0.25, c0 = 0, c1 = 0, d0 = 0, d1 = 0;
-            ref->bn_stats(x, n, &a0, &a1);
-            fast->bn_stats(x, n, &b0, &b1);
-            ref->bn_act_apply(x, y0, n, &p);
-            fast->bn_act_apply(x, y1, n, &p);
-            ref->bn_act_bwd_reduce(x, da, n, &p, &c0, &c1);
-            fast->bn_act_bwd_reduce(x, da, n, &p, &d0, &d1);
-            ref->bn_act_bwd_apply(x, da, dx0, n, &p);
-            fast->bn_act_bwd_apply(x, da, dx1, n, &p);
+            /* runs n + 1 floats apart (x, da, dx) and n + 2 apart (y) */
+            ref->bn_stats(x, n + 1, runs, n, &a0, &a1);
+            fast->bn_stats(x, n + 1, runs, n, &b0, &b1);
+            ref->bn_act_apply(x, n + 1, y0, n + 2, runs, n, &p);
+            fast->bn_act_apply(x, n + 1, y1, n + 2, runs, n, &p);
+            ref->bn_act_bwd_reduce(x, n + 1, da, n + 1, runs, n, &p, &c0, &c1);
+            fast->bn_act_bwd_reduce(x, n + 1, da, n + 1, runs, n, &p, &d0, &d1);
+            ref->bn_act_bwd_apply(x, n + 1, da, n + 1, dx0, n + 1, runs, n, &p);
+            fast->bn_act_bwd_apply(x, n + 1, da, n + 1, dx1, n + 1, runs, n, &p);
+            n = 128;
             char what[160];
-            snprintf(what, sizeof what, "avx512 bn+%s kernels, run of %ld", cspresnet_act_name((cspresnet_act)act), n);
+            snprintf(what, sizeof what, "avx512 bn+%s kernels, runs of %d", cspresnet_act_name((cspresnet_act)act), it);
             double e = rel_err(y1, y0, n), f = rel_err(dx1, dx0, n);
             int ok = fabs(a0 - b0) <= 1e-9 * (1 + fabs(a0)) && fabs(a1 - b1) <= 1e-9 * (1 + fabs(a1)) &&
                      fabs(c0 - d0) <= 1e-5 * (1 + fabs(c0)) && fabs(c1 - d1) <= 1e-5 * (1 + fabs(c1)) &&

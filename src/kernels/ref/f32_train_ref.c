@@ -44,44 +44,50 @@ float f32_act_derivative__ref(cspresnet_act act, float x)
     return 1.0f;
 }
 
-void f32_bn_stats__ref(const float *x, long n, double *s1, double *s2)
+void f32_bn_stats__ref(const float *x, long xs, int runs, long len, double *s1, double *s2)
 {
     double a = 0.0, b = 0.0;
-    for (long i = 0; i < n; i++) {
-        a += x[i];
-        b += (double)x[i] * x[i];
-    }
+    for (int r = 0; r < runs; r++, x += xs)
+        for (long i = 0; i < len; i++) {
+            a += x[i];
+            b += (double)x[i] * x[i];
+        }
     *s1 += a;
     *s2 += b;
 }
 
-void f32_bn_act_apply__ref(const float *x, float *y, long n, const bn_act_params *p)
+void f32_bn_act_apply__ref(const float *x, long xs, float *y, long ys, int runs, long len,
+                           const bn_act_params *p)
 {
-    for (long i = 0; i < n; i++)
-        y[i] = x[i] * p->scale + p->shift;
-    f32_activation__ref(p->act, y, n);
+    for (int r = 0; r < runs; r++, x += xs, y += ys) {
+        for (long i = 0; i < len; i++)
+            y[i] = x[i] * p->scale + p->shift;
+        f32_activation__ref(p->act, y, len);
+    }
 }
 
-void f32_bn_act_bwd_reduce__ref(const float *x, const float *da, long n, const bn_act_params *p,
-                                double *sdy, double *sdyx)
+void f32_bn_act_bwd_reduce__ref(const float *x, long xs, const float *da, long das, int runs,
+                                long len, const bn_act_params *p, double *sdy, double *sdyx)
 {
     double a = 0.0, b = 0.0;
-    for (long i = 0; i < n; i++) {
-        float xh = (x[i] - p->mean) * p->rstd;
-        float g = da[i] * f32_act_derivative__ref(p->act, xh * p->weight + p->bias);
-        a += g;
-        b += (double)g * xh;
-    }
+    for (int r = 0; r < runs; r++, x += xs, da += das)
+        for (long i = 0; i < len; i++) {
+            float xh = (x[i] - p->mean) * p->rstd;
+            float g = da[i] * f32_act_derivative__ref(p->act, xh * p->weight + p->bias);
+            a += g;
+            b += (double)g * xh;
+        }
     *sdy += a;
     *sdyx += b;
 }
 
-void f32_bn_act_bwd_apply__ref(const float *x, const float *da, float *dx, long n,
-                               const bn_act_params *p)
+void f32_bn_act_bwd_apply__ref(const float *x, long xs, const float *da, long das, float *dx,
+                               long dxs, int runs, long len, const bn_act_params *p)
 {
-    for (long i = 0; i < n; i++) {
-        float xh = (x[i] - p->mean) * p->rstd;
-        float g = da[i] * f32_act_derivative__ref(p->act, xh * p->weight + p->bias);
-        dx[i] += p->scale * (g - p->mdy - xh * p->mdyx);
-    }
+    for (int r = 0; r < runs; r++, x += xs, da += das, dx += dxs)
+        for (long i = 0; i < len; i++) {
+            float xh = (x[i] - p->mean) * p->rstd;
+            float g = da[i] * f32_act_derivative__ref(p->act, xh * p->weight + p->bias);
+            dx[i] += p->scale * (g - p->mdy - xh * p->mdyx);
+        }
 }

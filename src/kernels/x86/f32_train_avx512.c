@@ -81,79 +81,85 @@ static inline void add_pd(__m512 v, __m512d *lo, __m512d *hi)
     *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
-void f32_bn_stats__avx512(const float *x, long n, double *s1, double *s2)
+void f32_bn_stats__avx512(const float *x, long xs, int runs, long len, double *s1, double *s2)
 {
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
-    for (long i = 0; i < n; i += 16) {
-        __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
-        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-        a0 = _mm512_add_pd(a0, lo);
-        a1 = _mm512_add_pd(a1, hi);
-        b0 = _mm512_fmadd_pd(lo, lo, b0);
-        b1 = _mm512_fmadd_pd(hi, hi, b1);
-    }
+    for (int r = 0; r < runs; r++, x += xs)
+        for (long i = 0; i < len; i += 16) {
+            __m512 v = _mm512_maskz_loadu_ps(tail_mask(len - i), x + i);
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            a0 = _mm512_add_pd(a0, lo);
+            a1 = _mm512_add_pd(a1, hi);
+            b0 = _mm512_fmadd_pd(lo, lo, b0);
+            b1 = _mm512_fmadd_pd(hi, hi, b1);
+        }
     *s1 += _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
     *s2 += _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
 }
 
-void f32_bn_act_apply__avx512(const float *x, float *y, long n, const bn_act_params *p)
+void f32_bn_act_apply__avx512(const float *x, long xs, float *y, long ys, int runs, long len,
+                              const bn_act_params *p)
 {
     if (!fast_act(p->act)) {
-        f32_bn_act_apply__ref(x, y, n, p);
+        f32_bn_act_apply__ref(x, xs, y, ys, runs, len, p);
         return;
     }
     const __m512 sc = _mm512_set1_ps(p->scale), sh = _mm512_set1_ps(p->shift);
-    for (long i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sc, sh);
-        _mm512_mask_storeu_ps(y + i, m, act512(v, p->act));
-    }
+    for (int r = 0; r < runs; r++, x += xs, y += ys)
+        for (long i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sc, sh);
+            _mm512_mask_storeu_ps(y + i, m, act512(v, p->act));
+        }
 }
 
-void f32_bn_act_bwd_reduce__avx512(const float *x, const float *da, long n, const bn_act_params *p,
-                                   double *sdy, double *sdyx)
+void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, long das, int runs,
+                                   long len, const bn_act_params *p, double *sdy, double *sdyx)
 {
     if (!fast_act(p->act)) {
-        f32_bn_act_bwd_reduce__ref(x, da, n, p, sdy, sdyx);
+        f32_bn_act_bwd_reduce__ref(x, xs, da, das, runs, len, p, sdy, sdyx);
         return;
     }
     const __m512 mean = _mm512_set1_ps(p->mean), rstd = _mm512_set1_ps(p->rstd);
     const __m512 w = _mm512_set1_ps(p->weight), b = _mm512_set1_ps(p->bias);
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
-    for (long i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
-        __m512 g = _mm512_maskz_loadu_ps(m, da + i);
-        if (p->act != CSPRESNET_ACT_NONE)
-            g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
-        add_pd(g, &a0, &a1);
-        add_pd(_mm512_mul_ps(g, xh), &b0, &b1);
-    }
+    for (int r = 0; r < runs; r++, x += xs, da += das)
+        for (long i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 xh = _mm512_maskz_mul_ps(m, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
+            __m512 g = _mm512_maskz_loadu_ps(m, da + i);
+            if (p->act != CSPRESNET_ACT_NONE)
+                g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
+            add_pd(g, &a0, &a1);
+            add_pd(_mm512_mul_ps(g, xh), &b0, &b1);
+        }
     *sdy += _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
     *sdyx += _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
 }
 
-void f32_bn_act_bwd_apply__avx512(const float *x, const float *da, float *dx, long n,
-                                  const bn_act_params *p)
+void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long das, float *dx,
+                                  long dxs, int runs, long len, const bn_act_params *p)
 {
     if (!fast_act(p->act)) {
-        f32_bn_act_bwd_apply__ref(x, da, dx, n, p);
+        f32_bn_act_bwd_apply__ref(x, xs, da, das, dx, dxs, runs, len, p);
         return;
     }
     const __m512 mean = _mm512_set1_ps(p->mean), rstd = _mm512_set1_ps(p->rstd);
     const __m512 w = _mm512_set1_ps(p->weight), b = _mm512_set1_ps(p->bias);
     const __m512 sc = _mm512_set1_ps(p->scale), mdy = _mm512_set1_ps(p->mdy), mdyx = _mm512_set1_ps(p->mdyx);
-    for (long i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
-        __m512 g = _mm512_maskz_loadu_ps(m, da + i);
-        if (p->act != CSPRESNET_ACT_NONE)
-            g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
-        __m512 t = _mm512_fnmadd_ps(xh, mdyx, _mm512_sub_ps(g, mdy));
-        _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
-    }
+    for (int r = 0; r < runs; r++, x += xs, da += das, dx += dxs)
+        for (long i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
+            __m512 g = _mm512_maskz_loadu_ps(m, da + i);
+            if (p->act != CSPRESNET_ACT_NONE)
+                g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
+            __m512 t = _mm512_fnmadd_ps(xh, mdyx, _mm512_sub_ps(g, mdy));
+            _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
+        }
 }
+
 /* im2col rows of a stride-1 conv whose output rows are as wide as its input rows
  * (pad = (k-1)/2): then column p of tap (ky, kx) reads the input plane at
  * p + (ky - pad) * w + (kx - pad), so a row of the panel is the plane shifted, under
