@@ -280,14 +280,29 @@ static void pass2_worker(void *arg, int t, int nt)
     const int OC = g->out_c;
     long begin, end;
     if (job->dweight) {
-        split_range(OC, t, nt, &begin, &end);
-        for (long oc = begin; oc < end; oc++)
-            for (long r = 0; r < K; r++) {
-                float s = job->partials[r * OC + oc];
-                for (int grp = 1; grp < job->p.groups; grp++)
-                    s += job->partials[(long)grp * K * OC + r * OC + oc];
-                job->dweight[oc * K + r] = s;
+        /* dW[oc][r] = sum over groups (in order) of dW^T_g[r][oc], by 16 x 16 blocks so
+         * that both the reads and the transposed writes stay within cache lines */
+        split_range((OC + 15) / 16, t, nt, &begin, &end);
+        float blk[16][16];
+        for (long ob = begin; ob < end; ob++) {
+            const int o0 = (int)ob * 16, on = OC - o0 < 16 ? OC - o0 : 16;
+            for (long r0 = 0; r0 < K; r0 += 16) {
+                const int rn = K - r0 < 16 ? (int)(K - r0) : 16;
+                for (int i = 0; i < rn; i++) {
+                    const float *src = job->partials + (r0 + i) * OC + o0;
+                    for (int o = 0; o < on; o++)
+                        blk[o][i] = src[o];
+                    for (int grp = 1; grp < job->p.groups; grp++) {
+                        const float *sg = src + (long)grp * K * OC;
+                        for (int o = 0; o < on; o++)
+                            blk[o][i] += sg[o];
+                    }
+                }
+                for (int o = 0; o < on; o++)
+                    for (int i = 0; i < rn; i++)
+                        job->dweight[(long)(o0 + o) * K + r0 + i] = blk[o][i];
             }
+        }
     }
     if (job->p.mode == DX_CONV) {
         conv_cols_work(&job->cols, t, nt);
