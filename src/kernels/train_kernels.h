@@ -56,6 +56,11 @@ typedef struct train_kernel_table {
      * NULL: none (the generic kernels pack). */
     int (*im2col_shift)(const conv_geom *g, const float *images, long image_stride, int nimg,
                         int k0, int kc, long p0, int pc, float *panel, long ldp);
+    /* as f32_im2col_rows_table__generic (small maps, any stride) */
+    void (*im2col_gather)(const conv_geom *g, const float *images, long image_stride, int nimg,
+                          int k0, int kc, long p0, int pc, float *panel, long ldp, int *idx);
+    /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols */
+    void (*transpose)(const float *src, long lds, int rows, int cols, float *dst, long ldd);
 } train_kernel_table;
 
 /* act'(x), PyTorch autograd's formulas (relu'(0) = 0, ...). */
@@ -69,6 +74,8 @@ void f32_bn_act_bwd_reduce__ref(const float *x, long xs, const float *da, long d
 void f32_bn_act_bwd_apply__ref(const float *x, long xs, const float *da, long das, float *dx,
                                long dxs, int runs, long len, const bn_act_params *p);
 
+void f32_transpose__ref(const float *src, long lds, int rows, int cols, float *dst, long ldd);
+
 /* AVX-512F (kernels/x86/f32_train_avx512.c): swish, relu and none vectorised; other
  * activations go to the reference kernels. */
 void f32_bn_stats__avx512(const float *x, long xs, int runs, long len, double *s1, double *s2);
@@ -78,6 +85,7 @@ void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, lon
                                 long len, const bn_act_params *p, double *sdy, double *sdyx);
 void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long das, float *dx,
                                long dxs, int runs, long len, const bn_act_params *p);
+void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float *dst, long ldd);
 int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
                              int k0, int kc, long p0, int pc, float *panel, long ldp);
 

@@ -14,6 +14,8 @@ static const train_kernel_table ref_train = {
     .bn_act_apply = f32_bn_act_apply__ref,
     .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__ref,
     .bn_act_bwd_apply = f32_bn_act_bwd_apply__ref,
+    .im2col_gather = f32_im2col_rows_table__generic,
+    .transpose = f32_transpose__ref,
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -24,6 +26,8 @@ static const train_kernel_table avx512_train = {
     .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__avx512,
     .bn_act_bwd_apply = f32_bn_act_bwd_apply__avx512,
     .im2col_shift = f32_im2col_shift__avx512,
+    .im2col_gather = f32_im2col_rows_table__generic,
+    .transpose = f32_transpose__avx512,
 };
 #endif
 

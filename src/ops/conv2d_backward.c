@@ -93,20 +93,12 @@ typedef struct bw_job {
 } bw_job;
 
 /* dY^T of a chunk: t[(i*pc + p)*OC + oc] = dY_{n0+i}[oc][p0 + p] */
-static void pack_dy_t(const tensor4 *dy, const col_chunk *ch, long P, int OC, float *t)
+static void pack_dy_t(const train_kernel_table *tk, const tensor4 *dy, const col_chunk *ch, long P,
+                      int OC, float *t)
 {
-    for (int i = 0; i < ch->nimg; i++) {
-        const float *src = dy->data + (long)(ch->n0 + i) * dy->batch_stride + ch->p0;
-        float *dst = t + (long)i * ch->pc * OC;
-        for (int pb = 0; pb < ch->pc; pb += 16) {
-            int pe = ch->pc - pb < 16 ? ch->pc : pb + 16;
-            for (int oc = 0; oc < OC; oc++) {
-                const float *s = src + (long)oc * P;
-                for (int q = pb; q < pe; q++)
-                    dst[(long)q * OC + oc] = s[q];
-            }
-        }
-    }
+    for (int i = 0; i < ch->nimg; i++)
+        tk->transpose(dy->data + (long)(ch->n0 + i) * dy->batch_stride + ch->p0, P, OC, ch->pc,
+                      t + (long)i * ch->pc * OC, OC);
 }
 
 static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
@@ -168,7 +160,7 @@ static void pass0_worker(void *arg, int t, int nt)
         for (long c = begin; c < end; c++) {
             col_chunk ch;
             col_chunk_get(&job->p.cp, c, &ch);
-            pack_dy_t(job->dout, &ch, job->p.cp.pixels, g->out_c,
+            pack_dy_t(job->tk, job->dout, &ch, job->p.cp.pixels, g->out_c,
                       job->dyt + ((long)ch.n0 * job->p.cp.pixels + ch.p0) * g->out_c);
         }
     }

@@ -63,9 +63,9 @@ void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const te
                          kc, ch->p0, ch->pc, panel, ldp))
         return;
     if (!is_1x1(g) && g->out_w < 16) {   /* short rows: gather through a tap table */
-        int idx[COLS_CB];
-        f32_im2col_rows_table__generic(g, x->data + (long)ch->n0 * x->batch_stride, x->batch_stride,
-                                       ch->nimg, k0, kc, ch->p0, ch->pc, panel, ldp, idx);
+        int idx[COLS_CB + 16];
+        tk->im2col_gather(g, x->data + (long)ch->n0 * x->batch_stride, x->batch_stride, ch->nimg, k0, kc,
+                          ch->p0, ch->pc, panel, ldp, idx);
         return;
     }
     for (int i = 0; i < ch->nimg; i++) {

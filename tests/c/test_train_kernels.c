@@ -145,6 +145,68 @@ static void test_im2col_shift(void)
     }
 }
 
+/* The AVX-512 transpose and strided-gather im2col against the reference ones. */
+static void test_transpose_gather(void)
+{
+    const kernel_table *kt = kernel_table_select("avx512");
+    if (strcmp(kt->isa, "avx512") != 0)
+        return;
+    const train_kernel_table *tk = train_kernel_table_for(kt);
+    const train_kernel_table *rt = train_kernel_table_for(kernel_table_select("ref"));
+    for (int it = 0; it < 200; it++) {
+        int rows = irand(1, 40), cols = irand(1, 40);
+        long lds = cols + irand(0, 3), ldd = rows + irand(0, 3);
+        float *src = malloc(sizeof(float) * rows * lds), *a = malloc(sizeof(float) * cols * ldd),
+              *b = malloc(sizeof(float) * cols * ldd);
+        fill(src, (long)rows * lds);
+        memset(a, 0, sizeof(float) * cols * ldd);
+        memset(b, 0, sizeof(float) * cols * ldd);
+        rt->transpose(src, lds, rows, cols, a, ldd);
+        tk->transpose(src, lds, rows, cols, b, ldd);
+        char what[120];
+        snprintf(what, sizeof what, "avx512 transpose %dx%d lds %ld ldd %ld", rows, cols, lds, ldd);
+        check(memcmp(a, b, sizeof(float) * cols * ldd) == 0, what);
+        free(src);
+        free(a);
+        free(b);
+    }
+    for (int it = 0; it < 300; it++) {
+        conv_geom g;
+        g.k = (int[]){1, 3, 5}[irand(0, 2)];
+        g.stride = irand(1, 3);
+        g.pad = irand(0, g.k / 2 + 1);
+        g.in_c = irand(1, 4);
+        g.in_h = irand(1, 12);
+        g.in_w = irand(1, 12);
+        if (g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
+            continue;
+        g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_c = 1;
+        int nimg = irand(1, 3);
+        long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, istride = (long)g.in_c * g.in_h * g.in_w + 2;
+        float *img = malloc(sizeof(float) * istride * nimg);
+        fill(img, istride * nimg);
+        int k0 = irand(0, (int)K - 1), kc = irand(1, (int)(K - k0));
+        long n0 = nimg > 1 ? 0 : irand(0, (int)P - 1);
+        int nc = nimg > 1 ? (int)P : irand(1, (int)(P - n0));
+        long ldp = (long)nc * nimg + irand(0, 3);
+        float *a = malloc(sizeof(float) * kc * ldp), *b = malloc(sizeof(float) * kc * ldp);
+        memset(a, 0x55, sizeof(float) * kc * ldp);
+        memset(b, 0x55, sizeof(float) * kc * ldp);
+        int idx[512];
+        rt->im2col_gather(&g, img, istride, nimg, k0, kc, n0, nc, a, ldp, idx);
+        tk->im2col_gather(&g, img, istride, nimg, k0, kc, n0, nc, b, ldp, idx);
+        char what[200];
+        snprintf(what, sizeof what, "im2col gather avx512: %d images C%d %dx%d k%d s%d p%d", nimg, g.in_c, g.in_h,
+                 g.in_w, g.k, g.stride, g.pad);
+        check(memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        free(a);
+        free(b);
+        free(img);
+    }
+}
+
 typedef struct bufs {
     float *x, *w, *dy, *dx, *dw, *out;
 } bufs;
@@ -320,6 +382,7 @@ int main(void)
 {
     test_pointwise();
     test_im2col_shift();
+    test_transpose_gather();
     test_im2col();
     const kernel_table *ref = kernel_table_select("ref");
     const char *isas[] = {"generic", "avx2", "avx512"};

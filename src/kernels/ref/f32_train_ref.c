@@ -91,3 +91,14 @@ void f32_bn_act_bwd_apply__ref(const float *x, long xs, const float *da, long da
             dx[i] += p->scale * (g - p->mdy - xh * p->mdyx);
         }
 }
+
+/* dst[j*ldd + i] = src[i*lds + j]; 16-column strips keep the writes within a few lines */
+void f32_transpose__ref(const float *src, long lds, int rows, int cols, float *dst, long ldd)
+{
+    for (int j0 = 0; j0 < cols; j0 += 16) {
+        int j1 = cols - j0 < 16 ? cols : j0 + 16;
+        for (int i = 0; i < rows; i++)
+            for (int j = j0; j < j1; j++)
+                dst[(long)j * ldd + i] = src[(long)i * lds + j];
+    }
+}

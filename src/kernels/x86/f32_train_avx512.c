@@ -213,6 +213,51 @@ int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image
     }
     return 1;
 }
+/* dst[j*ldd + i] = src[i*lds + j], i < rows, j < cols: 16 x 16 blocks transposed in
+ * registers (unpack, then 128-bit lane shuffles), edges by masked loads and stores.
+ * (A gather-based im2col for strided convs on small maps was tried here and was half
+ * the speed of the scalar table: Zen 5 gathers are slow; the table stays.) */
+void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float *dst, long ldd)
+{
+    if (cols < 16) {   /* maps of 1-4 pixels: a block would be mostly padding */
+        f32_transpose__ref(src, lds, rows, cols, dst, ldd);
+        return;
+    }
+    for (int i0 = 0; i0 < rows; i0 += 16) {
+        const int rn = rows - i0 < 16 ? rows - i0 : 16;
+        const __mmask16 rmask = (__mmask16)(rn == 16 ? 0xffff : (1u << rn) - 1);
+        for (int j0 = 0; j0 < cols; j0 += 16) {
+            const int cn = cols - j0 < 16 ? cols - j0 : 16;
+            const __mmask16 cmask = (__mmask16)(cn == 16 ? 0xffff : (1u << cn) - 1);
+            __m512 r[16], t[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < rn ? _mm512_maskz_loadu_ps(cmask, src + (long)(i0 + i) * lds + j0) : _mm512_setzero_ps();
+            for (int i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) {
+                r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+                r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+                r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+                r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+            }
+            /* r[4q + c] holds, in each 128-bit lane L, column 4L + c of rows 4q..4q+3 */
+            for (int c = 0; c < 4; c++) {
+                __m512 a = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);      /* lanes 0,2 | 0,2 */
+                __m512 b = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);      /* lanes 1,3 | 1,3 */
+                __m512 e = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+                __m512 f = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+                t[c] = _mm512_shuffle_f32x4(a, e, 0x88);        /* column c      */
+                t[8 + c] = _mm512_shuffle_f32x4(a, e, 0xdd);    /* column 8 + c  */
+                t[4 + c] = _mm512_shuffle_f32x4(b, f, 0x88);    /* column 4 + c  */
+                t[12 + c] = _mm512_shuffle_f32x4(b, f, 0xdd);   /* column 12 + c */
+            }
+            for (int j = 0; j < cn; j++)
+                _mm512_mask_storeu_ps(dst + (long)(j0 + j) * ldd + i0, rmask, t[j]);
+        }
+    }
+}
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
