@@ -29,9 +29,9 @@
 
 #include "ops/train_ops.h"
 
-#define BW_KB 256   /* im2col rows (dW^T rows) per dW task */
+#define BW_KB 128   /* im2col rows (dW^T rows) per dW task */
 #define DX_CB 16    /* input channels per col2im task */
-#define BW_TASKS 16 /* dW tasks wanted (column groups are added until there are) */
+#define BW_TASKS 8  /* dW tasks wanted (column groups are added until there are) */
 
 typedef enum { DX_NONE, DX_CONV, DX_COL2IM } dx_mode;
 
