@@ -16,8 +16,8 @@
  *       transposed weights Wf[C x OC*k*k] (no col2im); otherwise
  *       col2im(W^T[K x OC] . dY), tasks (image or chunk of images, DX_CB channels).
  *
- * Three pool passes: (0) dY^T (once per conv: every row block reads it) and the
- * weight transform, (1) dW^T partials, (2) the dW reduction and dX. Every output element is produced by one task whose reduction order, and the
+ * Pool passes: (0) dY^T (once per conv: every row block reads it) and the weight
+ * transform, (1) dW^T blocks and dX, (2) only with several column groups: their sum. Every output element is produced by one task whose reduction order, and the
  * number of column groups, depend on the shape only: 1 and N threads give the same bits.
  *
  * Scratch (conv2d_backward_scratch): per thread the largest of the dW panel
@@ -138,16 +138,6 @@ static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
     }
 }
 
-static void pass1_worker(void *arg, int t, int nt)
-{
-    const bw_job *job = arg;
-    float *scratch = job->ex->scratch + t * job->ex->scratch_per_thread;
-    long begin, end;
-    split_range((long)job->p.groups * job->p.tasks_k, t, nt, &begin, &end);
-    for (long task = begin; task < end; task++)
-        dw_task(job, scratch, (int)(task / job->p.tasks_k), (int)(task % job->p.tasks_k));
-}
-
 /* dY^T of every chunk (once per conv, read by every dW row block) and the weight
  * transform of the input gradient */
 static void pass0_worker(void *arg, int t, int nt)
@@ -264,35 +254,50 @@ static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
     }
 }
 
-static void pass2_worker(void *arg, int t, int nt)
+/* dW[oc][r] for oc in [o_a, o_b), r in [r_a, r_b): the groups' dW^T added in group order,
+ * by 16 x 16 blocks so that both the reads and the transposed writes stay within lines */
+static void reduce_dw(const bw_job *job, int o_a, int o_b, long r_a, long r_b)
+{
+    const long K = job->p.K;
+    const int OC = job->g->out_c;
+    float blk[16][16];
+    for (int o0 = o_a; o0 < o_b; o0 += 16) {
+        const int on = o_b - o0 < 16 ? o_b - o0 : 16;
+        for (long r0 = r_a; r0 < r_b; r0 += 16) {
+            const int rn = r_b - r0 < 16 ? (int)(r_b - r0) : 16;
+            for (int i = 0; i < rn; i++) {
+                const float *src = job->partials + (r0 + i) * OC + o0;
+                for (int o = 0; o < on; o++)
+                    blk[o][i] = src[o];
+                for (int grp = 1; grp < job->p.groups; grp++) {
+                    const float *sg = src + (long)grp * K * OC;
+                    for (int o = 0; o < on; o++)
+                        blk[o][i] += sg[o];
+                }
+            }
+            for (int o = 0; o < on; o++)
+                for (int i = 0; i < rn; i++)
+                    job->dweight[(long)(o0 + o) * K + r0 + i] = blk[o][i];
+        }
+    }
+}
+
+/* dW^T blocks (with one column group a task also writes its rows of dW: no reduction
+ * pass), then the input gradient: both need only pass 0's outputs */
+static void pass1_worker(void *arg, int t, int nt)
 {
     const bw_job *job = arg;
     const conv_geom *g = job->g;
-    const long K = job->p.K;
-    const int OC = g->out_c;
+    float *scratch = job->ex->scratch + t * job->ex->scratch_per_thread;
     long begin, end;
     if (job->dweight) {
-        /* dW[oc][r] = sum over groups (in order) of dW^T_g[r][oc], by 16 x 16 blocks so
-         * that both the reads and the transposed writes stay within cache lines */
-        split_range((OC + 15) / 16, t, nt, &begin, &end);
-        float blk[16][16];
-        for (long ob = begin; ob < end; ob++) {
-            const int o0 = (int)ob * 16, on = OC - o0 < 16 ? OC - o0 : 16;
-            for (long r0 = 0; r0 < K; r0 += 16) {
-                const int rn = K - r0 < 16 ? (int)(K - r0) : 16;
-                for (int i = 0; i < rn; i++) {
-                    const float *src = job->partials + (r0 + i) * OC + o0;
-                    for (int o = 0; o < on; o++)
-                        blk[o][i] = src[o];
-                    for (int grp = 1; grp < job->p.groups; grp++) {
-                        const float *sg = src + (long)grp * K * OC;
-                        for (int o = 0; o < on; o++)
-                            blk[o][i] += sg[o];
-                    }
-                }
-                for (int o = 0; o < on; o++)
-                    for (int i = 0; i < rn; i++)
-                        job->dweight[(long)(o0 + o) * K + r0 + i] = blk[o][i];
+        split_range((long)job->p.groups * job->p.tasks_k, t, nt, &begin, &end);
+        for (long task = begin; task < end; task++) {
+            const int kb = (int)(task % job->p.tasks_k);
+            dw_task(job, scratch, (int)(task / job->p.tasks_k), kb);
+            if (job->p.groups == 1) {
+                const long r0 = (long)kb * BW_KB;
+                reduce_dw(job, 0, g->out_c, r0, job->p.K - r0 < BW_KB ? job->p.K : r0 + BW_KB);
             }
         }
     }
@@ -302,11 +307,21 @@ static void pass2_worker(void *arg, int t, int nt)
         const col_plan *cp = &job->p.cp;
         long units = cp->per_chunk > 1 ? cp->chunks : cp->images;
         int cblocks = (g->in_c + DX_CB - 1) / DX_CB;
-        float *scratch = job->ex->scratch + t * job->ex->scratch_per_thread;
         split_range(units * cblocks, t, nt, &begin, &end);
         for (long task = begin; task < end; task++)
             col2im_task(job, scratch, task / cblocks, (int)(task % cblocks));
     }
+}
+
+/* several column groups: dW = their sum, split by blocks of 16 output channels */
+static void pass2_worker(void *arg, int t, int nt)
+{
+    const bw_job *job = arg;
+    const int OC = job->g->out_c;
+    long begin, end;
+    split_range((OC + 15) / 16, t, nt, &begin, &end);
+    for (long ob = begin; ob < end; ob++)
+        reduce_dw(job, (int)ob * 16, (int)ob * 16 + 16 < OC ? (int)ob * 16 + 16 : OC, 0, job->p.K);
 }
 
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
@@ -330,7 +345,7 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
     if (!dweight && job.p.mode == DX_NONE)
         return;
     threadpool_run(ex->pool, pass0_worker, &job);
-    if (dweight)
-        threadpool_run(ex->pool, pass1_worker, &job);
-    threadpool_run(ex->pool, pass2_worker, &job);
+    threadpool_run(ex->pool, pass1_worker, &job);
+    if (dweight && job.p.groups > 1)
+        threadpool_run(ex->pool, pass2_worker, &job);
 }
