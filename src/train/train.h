@@ -35,6 +35,7 @@ typedef struct tnode {
 typedef struct ttensor {
     int c, level, seg;
     int boundary;               /* input or a segment output: own storage */
+    int dead;                   /* a fused BN's output (never written): no storage */
     long off, goff;             /* floats: activation and gradient storage (planned) */
 } ttensor;
 

@@ -110,8 +110,10 @@ static void fuse_bn_act(tgraph *g)
         int readers = 0;
         for (int j = 0; j < g->n_nodes; j++)
             readers += (g->nodes[j].in0 == bn->out) + (g->nodes[j].in1 == bn->out);
-        if (readers == 1)
+        if (readers == 1) {
             bn->fused = act->fused = 1;
+            g->tensors[bn->out].dead = 1;
+        }
     }
 }
 
@@ -246,7 +248,8 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
         if (tt->boundary)
             continue;
         tt->off = tr->seg_size[tt->seg];  /* relative for now */
-        tr->seg_size[tt->seg] += tensor_floats(tr, t);
+        if (!tt->dead)
+            tr->seg_size[tt->seg] += tensor_floats(tr, t);
     }
     for (int s = 0; s < TRAIN_SEGMENTS; s++) {
         if (tr->seg_size[s] > max_seg)
