@@ -157,17 +157,23 @@ static void pass0_worker(void *arg, int t, int nt)
     const int OC = g->out_c, kk = g->k * g->k;
     const long K = job->p.K;
     if (job->p.mode == DX_CONV) {
-        /* Wf[c][oc*kk + j] = W[oc][c][kk-1-j] */
-        split_range(g->in_c, t, nt, &begin, &end);
-        for (long c = begin; c < end; c++)
-            for (int oc = 0; oc < OC; oc++)
-                for (int j = 0; j < kk; j++)
-                    job->wx[c * OC * kk + oc * kk + j] = job->weight[oc * K + c * kk + kk - 1 - j];
+        /* Wf[c][oc*kk + j] = W[oc][c][kk-1-j], by blocks of 16 input channels: each
+         * weight row is then read as a contiguous 16*kk run, not kk floats per line */
+        split_range((g->in_c + 15) / 16, t, nt, &begin, &end);
+        for (long cb = begin; cb < end; cb++) {
+            const int c0 = (int)cb * 16, c1 = g->in_c - c0 < 16 ? g->in_c : c0 + 16;
+            for (int oc = 0; oc < OC; oc++) {
+                const float *w = job->weight + oc * K;
+                for (int c = c0; c < c1; c++)
+                    for (int j = 0; j < kk; j++)
+                        job->wx[(long)c * OC * kk + oc * kk + j] = w[c * kk + kk - 1 - j];
+            }
+        }
     } else if (job->p.mode == DX_COL2IM) {
+        /* W^T: columns [begin, end) of W (OC x K) become rows of W^T (K x OC) */
         split_range(K, t, nt, &begin, &end);
-        for (long r = begin; r < end; r++)
-            for (int oc = 0; oc < OC; oc++)
-                job->wx[r * OC + oc] = job->weight[oc * K + r];
+        if (end > begin)
+            job->tk->transpose(job->weight + begin, K, OC, (int)(end - begin), job->wx + begin * OC, OC);
     }
 }
 
