@@ -38,6 +38,7 @@ typedef enum { DX_NONE, DX_CONV, DX_COL2IM } dx_mode;
 typedef struct bw_plan {
     long K;
     int tasks_k, groups;
+    int local;        /* dY^T per chunk inside the dW task (large maps), not in pass 0 */
     col_plan cp;
     dx_mode mode;
 } bw_plan;
@@ -52,9 +53,18 @@ static void make_plan(const conv_geom *g, int n, int want_dx, bw_plan *p)
     p->K = (long)g->in_c * g->k * g->k;
     p->tasks_k = (int)((p->K + BW_KB - 1) / BW_KB);
     col_plan_make((long)g->out_h * g->out_w, n, &p->cp);
+    /* Large maps (many more columns than weight rows): a task takes every row block of
+     * its column group and transposes each chunk of dY once into its own scratch, so the
+     * N*P x OC dY^T is never written to memory; the groups' partials (8 x K x OC) are
+     * then the smaller buffer. Small maps: dY^T once in pass 0, tasks (group, row block). */
+    const long T = (long)n * p->cp.pixels;
+    p->local = T >= 8L * BW_TASKS * p->K && p->cp.chunks >= BW_TASKS;
     p->groups = 1;
-    while (p->groups * p->tasks_k < BW_TASKS && 2L * p->groups <= p->cp.chunks)
-        p->groups *= 2;
+    if (p->local)
+        p->groups = BW_TASKS;
+    else
+        while (p->groups * p->tasks_k < BW_TASKS && 2L * p->groups <= p->cp.chunks)
+            p->groups *= 2;
     p->mode = !want_dx ? DX_NONE : dx_as_conv(g) ? DX_CONV : DX_COL2IM;
 }
 
@@ -69,13 +79,13 @@ void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, 
 {
     bw_plan p;
     make_plan(g, n, 1, &p);
-    long dw = (long)BW_KB * COLS_CB;
+    long dw = (long)BW_KB * COLS_CB + (p.local ? (long)COLS_CB * g->out_c : 0);
     conv_geom f = flipped_geom(g);
     long dxc = conv_cols_scratch(kt, &f);
     long dxi = (long)g->out_c * COLS_CB + (long)DX_CB * g->k * g->k * COLS_CB;
     long dx = dxc > dxi ? dxc : dxi;
     *per_thread = dw > dx ? dw : dx;
-    *shared = p.K * g->out_c * (1 + p.groups) + (long)n * p.cp.pixels * g->out_c;
+    *shared = p.K * g->out_c * (1 + p.groups) + (p.local ? 0 : (long)n * p.cp.pixels * g->out_c);
 }
 
 typedef struct bw_job {
@@ -101,38 +111,48 @@ static void pack_dy_t(const train_kernel_table *tk, const tensor4 *dy, const col
                       t + (long)i * ch->pc * OC, OC);
 }
 
+/* dW^T rows of block kb (or, local, of every block) summed over group grp's chunks */
 static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
 {
     const conv_geom *g = job->g;
     const kernel_table *kt = job->ex->kernels;
     const int OC = g->out_c;
     const long K = job->p.K, P = job->p.cp.pixels;
-    const int r0 = kb * BW_KB, kr = (int)(K - r0 < BW_KB ? K - r0 : BW_KB);
-    float *colk = scratch;
-    float *dst = job->partials + (long)grp * K * OC + (long)r0 * OC;
+    const int kb_first = job->p.local ? 0 : kb, kb_end = job->p.local ? job->p.tasks_k : kb + 1;
+    float *colk = scratch, *local_dyt = scratch + (long)BW_KB * COLS_CB;
     long c_begin, c_end;
     split_range(job->p.cp.chunks, grp, job->p.groups, &c_begin, &c_end);
     const int direct = g->k == 1 && g->stride == 1 && g->pad == 0;
     for (long c = c_begin; c < c_end; c++) {
         col_chunk ch;
         col_chunk_get(&job->p.cp, c, &ch);
-        const float *a;
-        long lda;
-        if (direct && ch.nimg == 1) {
-            a = job->in->data + (long)ch.n0 * job->in->batch_stride + (long)r0 * P + ch.p0;
-            lda = P;
+        const float *dyt;
+        if (job->p.local) {
+            pack_dy_t(job->tk, job->dout, &ch, P, OC, local_dyt);
+            dyt = local_dyt;
         } else {
-            cols_pack_im2col(job->tk, g, job->in, &ch, r0, kr, colk, COLS_CB);
-            a = colk;
-            lda = COLS_CB;
+            dyt = job->dyt + ((long)ch.n0 * P + ch.p0) * OC;
         }
-        const float *dyt = job->dyt + ((long)ch.n0 * P + ch.p0) * OC;
-        for (int j0 = 0; j0 < OC; j0 += kt->nr) {
-            int nr = OC - j0 < kt->nr ? OC - j0 : kt->nr;
-            for (int i0 = 0; i0 < kr; i0 += kt->mr) {
-                int mr = kr - i0 < kt->mr ? kr - i0 : kt->mr;
-                kt->gemm(ch.cols, a + (long)i0 * lda, lda, dyt + j0, OC, dst + (long)i0 * OC + j0, OC,
-                         mr, nr, c > c_begin);
+        for (int b = kb_first; b < kb_end; b++) {
+            const int r0 = b * BW_KB, kr = (int)(K - r0 < BW_KB ? K - r0 : BW_KB);
+            float *dst = job->partials + (long)grp * K * OC + (long)r0 * OC;
+            const float *a;
+            long lda;
+            if (direct && ch.nimg == 1) {
+                a = job->in->data + (long)ch.n0 * job->in->batch_stride + (long)r0 * P + ch.p0;
+                lda = P;
+            } else {
+                cols_pack_im2col(job->tk, g, job->in, &ch, r0, kr, colk, COLS_CB);
+                a = colk;
+                lda = COLS_CB;
+            }
+            for (int j0 = 0; j0 < OC; j0 += kt->nr) {
+                int nr = OC - j0 < kt->nr ? OC - j0 : kt->nr;
+                for (int i0 = 0; i0 < kr; i0 += kt->mr) {
+                    int mr = kr - i0 < kt->mr ? kr - i0 : kt->mr;
+                    kt->gemm(ch.cols, a + (long)i0 * lda, lda, dyt + j0, OC, dst + (long)i0 * OC + j0, OC,
+                             mr, nr, c > c_begin);
+                }
             }
         }
     }
@@ -145,7 +165,7 @@ static void pass0_worker(void *arg, int t, int nt)
     const bw_job *job = arg;
     const conv_geom *g = job->g;
     long begin, end;
-    if (job->dweight) {
+    if (job->dweight && !job->p.local) {
         split_range(job->p.cp.chunks, t, nt, &begin, &end);
         for (long c = begin; c < end; c++) {
             col_chunk ch;
@@ -297,13 +317,15 @@ static void pass1_worker(void *arg, int t, int nt)
     float *scratch = job->ex->scratch + t * job->ex->scratch_per_thread;
     long begin, end;
     if (job->dweight) {
-        split_range((long)job->p.groups * job->p.tasks_k, t, nt, &begin, &end);
+        const int per_group = job->p.local ? 1 : job->p.tasks_k;
+        split_range((long)job->p.groups * per_group, t, nt, &begin, &end);
         for (long task = begin; task < end; task++) {
-            const int kb = (int)(task % job->p.tasks_k);
-            dw_task(job, scratch, (int)(task / job->p.tasks_k), kb);
+            const int kb = (int)(task % per_group);
+            dw_task(job, scratch, (int)(task / per_group), kb);
             if (job->p.groups == 1) {
-                const long r0 = (long)kb * BW_KB;
-                reduce_dw(job, 0, g->out_c, r0, job->p.K - r0 < BW_KB ? job->p.K : r0 + BW_KB);
+                const long r0 = job->p.local ? 0 : (long)kb * BW_KB;
+                const long r1 = job->p.local || job->p.K - r0 < BW_KB ? job->p.K : r0 + BW_KB;
+                reduce_dw(job, 0, g->out_c, r0, r1);
             }
         }
     }
@@ -342,7 +364,7 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
     make_plan(g, in->n, din != NULL, &job.p);
     job.wx = ex->op_scratch;
     job.partials = ex->op_scratch + job.p.K * g->out_c;
-    job.dyt = job.partials + (long)job.p.groups * job.p.K * g->out_c;
+    job.dyt = job.p.local ? NULL : job.partials + (long)job.p.groups * job.p.K * g->out_c;
     if (job.p.mode == DX_CONV) {
         conv_geom f = flipped_geom(g);
         conv_cols_prepare(&job.cols, ex->kernels, &f, job.wx, (long)g->out_c * g->k * g->k, dout,

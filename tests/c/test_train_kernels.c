@@ -277,6 +277,17 @@ static void test_conv(const kernel_table *kt, const kernel_table *ref)
         int big = urand() < 0.3;
         g.in_h = big ? irand(12, 30) : irand(1, 9);
         g.in_w = big ? irand(12, 30) : irand(1, 9);
+        if (it < 6) {   /* large maps, few weight rows: dW^T packed per chunk (local mode) */
+            g.in_c = irand(1, 6);
+            g.in_h = irand(36, 48);
+            g.in_w = irand(36, 48);
+            n = irand(2, 3);
+        } else if (it < 8) {   /* local mode with two row blocks (K = 180 > 128 with k = 3) */
+            g.in_c = 20;
+            g.in_h = irand(78, 84);
+            g.in_w = irand(78, 84);
+            n = 2;
+        }
         if (g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
             continue;
         g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
