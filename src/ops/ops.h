@@ -88,10 +88,12 @@ void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const fl
  * ACCUMULATE into input gradients (dx +=) and OVERWRITE parameter gradients) ---- */
 
 /* conv2d_backward.c: dweight (OC,C,k,k) = sum_n dout_n . col(in_n)^T (NULL: skipped);
- * din += col2im(W^T . dout) (NULL: skipped). Scratch: per thread
- * conv2d_backward_scratch_per_thread(max OC, max k) floats in ex->scratch (and
- * ex->scratch_per_thread at least that), W^T (conv2d_backward_shared_floats) in
- * ex->op_scratch. Deterministic: results do not depend on the thread count. */
+ * din += col2im(W^T . dout) (NULL: skipped). Scratch: with a table that has a GEMM
+ * tile, conv2d_backward_scratch (ops/train_ops.h) per conv; otherwise (the reference
+ * path, conv2d_backward_ref.c) per thread conv2d_backward_scratch_per_thread(max OC,
+ * max k) floats in ex->scratch (and ex->scratch_per_thread at least that), W^T
+ * (conv2d_backward_shared_floats) in ex->op_scratch. Deterministic: results do not
+ * depend on the thread count. */
 long conv2d_backward_scratch_per_thread(int max_oc, int max_k);
 long conv2d_backward_shared_floats(int max_oc, int max_cin, int max_k);
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
