@@ -4,9 +4,11 @@
  * span whole images, so small maps still fill the GEMM tile.
  *
  * in (N,C,H,W), A (OC x C*k*k, row-major) -> out (N,OC,OH,OW).
- * Used for the training forward on small maps, and by the convolution backward for
- * the input gradient of 1x1 and "same" stride-1 convs (a conv of dY with the flipped,
- * transposed weights, accumulating into dX).
+ * Used for every training forward on tables with a GEMM tile (the trainer), and by
+ * the convolution backward for the input gradient of 1x1 and "same" stride-1 convs (a
+ * conv of dY with the flipped, transposed weights, accumulating into dX). Packing
+ * goes through the training table: masked plane shifts (AVX-512, stride 1), an
+ * offset table (maps narrower than 16), or runs.
  *
  * A chunk of one image is computed straight into out (a 1x1 conv reads B straight from
  * in); a chunk of several images is packed into a panel, computed into a per-thread
@@ -178,11 +180,6 @@ void conv_cols_work(const conv_cols_job *job, int t, int nt)
 static void cols_worker(void *arg, int t, int nt)
 {
     conv_cols_work(arg, t, nt);
-}
-
-int conv_cols_forward_applies(const conv_geom *g)
-{
-    return 2L * g->out_h * g->out_w <= COLS_CB;
 }
 
 void conv_cols_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,

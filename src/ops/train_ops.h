@@ -1,7 +1,9 @@
 /*
  * train_ops.h - the training side of the op layer that ops.h does not declare: the
  * column-chunk GEMM engine (conv2d_cols.c), the fast convolution backward
- * (conv2d_backward.c) and its reference twin (conv2d_backward_ref.c).
+ * (conv2d_backward.c) and its reference twin (conv2d_backward_ref.c), train-mode BN
+ * fused with its activation (batchnorm.c) and the ESE with GEMM fc products (ese.c).
+ * Point-wise and packing kernels come from the training table (train_kernels.h).
  *
  * Column space: a conv's GEMM view has one column per (image, output pixel); the
  * engine cuts that space into chunks of at most COLS_CB columns. A chunk is either a
@@ -64,8 +66,7 @@ void conv_cols_prepare(conv_cols_job *job, const kernel_table *kt, const conv_ge
                        const float *a, long lda, const tensor4 *in, const tensor4 *out,
                        int accumulate, float *scratch, long per_thread);
 void conv_cols_work(const conv_cols_job *job, int t, int nt);
-/* Training forward for small maps (whole images per chunk): out = W . im2col(in). */
-int conv_cols_forward_applies(const conv_geom *g);
+/* Training forward: out = W . im2col(in) (no epilogue; BN follows every conv). */
 void conv_cols_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
                        const tensor4 *out);
 

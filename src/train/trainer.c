@@ -39,7 +39,9 @@ struct cspresnet_trainer {
     long scratch_per_thread, fast_per_thread;
     long seg_act_off[TRAIN_SEGMENTS], seg_size[TRAIN_SEGMENTS];
     int have_forward, forward_train;
-    int use_fast_conv;          /* 1: the fast GEMM convs, never Winograd; see make_exec */
+    int use_fast_conv;          /* 1: conv2d_forward may take its fast GEMM path (only the
+                                   reference table reaches conv2d_forward: tables with a
+                                   GEMM tile run conv_cols_forward) */
     kernel_table kernels_train; /* the context's table without the Winograd entries */
     error_buf err;
 };

@@ -4,7 +4,8 @@
  * output row) is a zero-filled left edge, one copy (memcpy at stride 1) and a
  * zero-filled right edge. Bit-identical to f32_im2col_rows__generic, which tests
  * compare it against; that one tests every element's bounds and ran at about 30% of
- * a training step.
+ * a training step. Second kernel: the same rows for maps narrower than 16 pixels,
+ * where runs are 1-8 floats, by a per-tap table of source offsets.
  */
 #include <string.h>
 
