@@ -39,9 +39,9 @@ struct cspresnet_trainer {
     long scratch_per_thread, fast_per_thread;
     long seg_act_off[TRAIN_SEGMENTS], seg_size[TRAIN_SEGMENTS];
     int have_forward, forward_train;
-    int use_fast_conv;          /* 1: conv2d_forward may take its fast GEMM path (only the
-                                   reference table reaches conv2d_forward: tables with a
-                                   GEMM tile run conv_cols_forward) */
+    int use_fast_conv;          /* fast scratch for conv2d_forward; in practice only the
+                                   reference table (no GEMM tile, so no fast path) reaches
+                                   conv2d_forward: the others run conv_cols_forward */
     kernel_table kernels_train; /* the context's table without the Winograd entries */
     error_buf err;
 };
