@@ -17,6 +17,8 @@ PyTorch float32's error, and the failure message prints it.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -79,7 +81,7 @@ def reference(cfg, state, x, grads, train_bn, dtype=torch.float64):
     return xt.grad.numpy(), pgrads, buffers
 
 
-def run_grad(tmp_path, cfg, shape, train_bn, seed=3, threads=None):
+def run_grad(tmp_path, cfg, shape, train_bn, seed=3, threads=None, isa=None):
     state = ref.random_state(cfg.build(), seed)
     wpath = tmp_path / "w.pdparams"
     pdw.write_pdparams(wpath, state)
@@ -105,7 +107,11 @@ def run_grad(tmp_path, cfg, shape, train_bn, seed=3, threads=None):
         args.append("--train-bn")
     if threads:
         args += ["--threads", str(threads)]
-    proc = run_cli(args)
+    env = dict(os.environ)
+    env.pop("CSPRESNET_ISA", None)
+    if isa:
+        env["CSPRESNET_ISA"] = isa
+    proc = run_cli(args, env=env)
     assert proc.returncode == 0, describe_proc(proc)
     return state, x, grads, out
 
@@ -144,6 +150,29 @@ def test_threads_bit_identical(tmp_path):
     for f in files:
         a, b = np.load(out1 / f), np.load(out2 / f)
         assert a.tobytes() == b.tobytes(), f"{f} differs between 1 and 2 threads"
+
+
+@pytest.mark.parametrize("isa", ["ref", "generic", "avx2", "avx512"])
+def test_every_isa_matches_autograd_and_is_thread_independent(tmp_path, isa):
+    """The training kernels of each table (the reference path included; an ISA the CPU
+    lacks falls back to the best one) against autograd, at 1 and 2 threads."""
+    for name, cfg, shape in (CONFIGS[0], CONFIGS[2]):
+        d = tmp_path / name
+        d.mkdir()
+        state, x, grads, out1 = run_grad(d, cfg, shape, True, threads=1, isa=isa)
+        _, _, _, out2 = run_grad(d, cfg, shape, True, threads=2, isa=isa)
+        gx, pgrads, _ = reference(cfg, state, x, grads, True)
+        _, pgrads32, _ = reference(cfg, state, x, grads, True, dtype=torch.float32)
+        desc = f"{name} isa={isa} input {shape} train-bn"
+        compare(gx, np.load(out1 / "input.npy"), f"input gradient; {desc}")
+        for key, g in pgrads.items():
+            if not np.any(g):
+                continue
+            torch32 = float(np.abs(pgrads32[key] - g).max() / np.abs(g).max())
+            compare(g, np.load(out1 / "params" / f"{key}.npy"), f"d/d {key}; {desc}",
+                    rtol=max(1e-4, 3 * torch32))
+        for f in sorted(p.relative_to(out1) for p in out1.rglob("*.npy")):
+            assert np.load(out1 / f).tobytes() == np.load(out2 / f).tobytes(), f"{f} differs, 1 vs 2 threads; {desc}"
 
 
 def test_missing_grad_file_is_an_error(tmp_path):

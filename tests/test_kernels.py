@@ -24,3 +24,9 @@ def test_fast_conv_kernels_match_reference_for_every_isa_the_cpu_has():
     out = run_unit("test_kernels_conv")
     assert "isas tested: 0" not in out, out
     assert "0 failed" in out, out
+
+
+def test_training_kernels_and_conv_backward_match_reference_for_every_isa():
+    out = run_unit("test_train_kernels")
+    assert "isas tested: 0" not in out, out
+    assert "0 failed" in out, out

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "kernels/pointwise.h"
-#include "ops/ops.h"
+#include "ops/train_ops.h"
 
 typedef struct act_job {
     cspresnet_act act;
@@ -37,47 +37,17 @@ void activation_forward(op_exec *ex, cspresnet_act act, const tensor4 *x)
 /* ---------------------------------------------------------------- training
  * Out of place: y = act(x) with x kept for the backward pass, and dx += dy * act'(x).
  * Derivatives follow PyTorch's autograd formulas (relu'(0) = 0, leaky'(0) = 0.01,
- * hardswish' = x/3 + 0.5 on [-3, 3], mish with Paddle's softplus threshold 20). */
-static float act_derivative(cspresnet_act act, float x)
-{
-    switch (act) {
-    case CSPRESNET_ACT_SWISH: {
-        float s = 1.0f / (1.0f + expf(-x));
-        return s * (1.0f + x * (1.0f - s));
-    }
-    case CSPRESNET_ACT_RELU:
-        return x > 0.0f ? 1.0f : 0.0f;
-    case CSPRESNET_ACT_LEAKY_RELU:
-        return x > 0.0f ? 1.0f : 0.01f;
-    case CSPRESNET_ACT_MISH: {
-        float sp = x > 20.0f ? x : log1pf(expf(x));
-        float th = tanhf(sp);
-        float dsp = x > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-x));
-        return th + x * (1.0f - th * th) * dsp;
-    }
-    case CSPRESNET_ACT_HARDSWISH:
-        return x < -3.0f ? 0.0f : (x <= 3.0f ? x / 3.0f + 0.5f : 1.0f);
-    case CSPRESNET_ACT_GELU:
-        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) +
-               x * 0.3989422804014327f * expf(-0.5f * x * x);
-    case CSPRESNET_ACT_RELU6:
-        return x > 0.0f && x < 6.0f ? 1.0f : 0.0f;
-    case CSPRESNET_ACT_SIGMOID: {
-        float s = 1.0f / (1.0f + expf(-x));
-        return s * (1.0f - s);
-    }
-    case CSPRESNET_ACT_NONE:
-    case CSPRESNET_ACT_COUNT:
-        break;
-    }
-    return 1.0f;
-}
-
+ * hardswish' = x/3 + 0.5 on [-3, 3], mish with Paddle's softplus threshold 20; see
+ * f32_act_derivative__ref). An activation right after BN is fused into BN instead
+ * (batchnorm.c); these serve the others (after the RepVGG add). */
 typedef struct act_train_job {
-    cspresnet_act act;
+    const train_kernel_table *tk;
+    bn_act_params p;     /* the identity BN (scale 1, shift 0) with the activation */
     const tensor4 *x, *y, *dy, *dx;
 } act_train_job;
 
+/* The BN+activation kernels of the training table with an identity BN: y = act(x * 1 + 0)
+ * and dx += 1 * (dy * act'(x) - 0 - x * 0), exact; AVX-512 where the table has it. */
 static void act_fwd_out_worker(void *arg, int t, int nt)
 {
     const act_train_job *job = arg;
@@ -87,15 +57,24 @@ static void act_fwd_out_worker(void *arg, int t, int nt)
     split_range((long)x->n * x->c, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
         int n = (int)(p / x->c), c = (int)(p % x->c);
-        float *dst = y->data + n * y->batch_stride + c * plane;
-        memcpy(dst, x->data + n * x->batch_stride + c * plane, (size_t)plane * sizeof(float));
-        f32_activation__ref(job->act, dst, plane);
+        job->tk->bn_act_apply(x->data + n * x->batch_stride + c * plane, 0,
+                              y->data + n * y->batch_stride + c * plane, 0, 1, plane, &job->p);
     }
+}
+
+static act_train_job make_job(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y,
+                              const tensor4 *dy, const tensor4 *dx)
+{
+    act_train_job job = {.tk = train_kernel_table_for(ex->kernels),
+                         .p = {.mean = 0.0f, .rstd = 1.0f, .weight = 1.0f, .bias = 0.0f,
+                               .scale = 1.0f, .shift = 0.0f, .mdy = 0.0f, .mdyx = 0.0f, .act = act},
+                         .x = x, .y = y, .dy = dy, .dx = dx};
+    return job;
 }
 
 void activation_forward_out(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y)
 {
-    act_train_job job = {act, x, y, NULL, NULL};
+    act_train_job job = make_job(ex, act, x, y, NULL, NULL);
     threadpool_run(ex->pool, act_fwd_out_worker, &job);
 }
 
@@ -108,17 +87,16 @@ static void act_bwd_worker(void *arg, int t, int nt)
     split_range((long)x->n * x->c, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
         int n = (int)(p / x->c), c = (int)(p % x->c);
-        const float *xs = x->data + n * x->batch_stride + c * plane;
-        const float *g = job->dy->data + n * job->dy->batch_stride + c * plane;
-        float *d = job->dx->data + n * job->dx->batch_stride + c * plane;
-        for (long i = 0; i < plane; i++)
-            d[i] += g[i] * act_derivative(job->act, xs[i]);
+        job->tk->bn_act_bwd_apply(x->data + n * x->batch_stride + c * plane, 0,
+                                  job->dy->data + n * job->dy->batch_stride + c * plane, 0,
+                                  job->dx->data + n * job->dx->batch_stride + c * plane, 0, 1, plane,
+                                  &job->p);
     }
 }
 
 void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *dy,
                          const tensor4 *dx)
 {
-    act_train_job job = {act, x, NULL, dy, dx};
+    act_train_job job = make_job(ex, act, x, NULL, dy, dx);
     threadpool_run(ex->pool, act_bwd_worker, &job);
 }

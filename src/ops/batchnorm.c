@@ -8,7 +8,7 @@
 #include <math.h>
 
 #include "kernels/pointwise.h"
-#include "ops/ops.h"
+#include "ops/train_ops.h"
 
 typedef struct bn_job {
     const tensor4 *x;
@@ -38,18 +38,24 @@ void batchnorm_forward_eval(op_exec *ex, const tensor4 *x, const float *weight,
 }
 
 /* ---------------------------------------------------------------- training
- * Out of place (x is kept for the backward pass): y = (x - mean) * rstd * w + b.
+ * Out of place (x is kept for the backward pass), fused with the activation that
+ * follows BN when the trainer says so (act; CSPRESNET_ACT_NONE for plain BN):
+ *   y = act((x - mean) * rstd * w + b).
  * Train mode takes mean and the BIASED variance over (N, H, W) per channel (double
- * accumulators, two passes) and, when run_mean is given, updates the running
- * statistics as Paddle does: r = 0.9 r + 0.1 batch (the running variance takes the
- * biased batch variance). Frozen mode uses the running statistics. Both save
- * (mean, rstd) per channel for the backward pass. Work is split by channel, so every
- * reduction runs in one fixed order whatever the thread count. */
+ * sums of x and x^2) and, when run_mean is given, updates the running statistics as
+ * Paddle does: r = 0.9 r + 0.1 batch (the running variance takes the biased batch
+ * variance). Frozen mode uses the running statistics. Both save (mean, rstd) per
+ * channel for the backward pass, which recomputes the activation's input from x
+ * instead of keeping it. Work is split by channel and each channel's runs are summed
+ * in image order, so every reduction has one order whatever the thread count. The
+ * per-channel kernels come from the training table (train_kernels.h). */
 typedef struct bn_train_job {
+    const train_kernel_table *tk;
     const tensor4 *x, *y, *dy, *dx;
     const float *weight, *bias, *run_mean_in, *run_var_in;
     float *save_mean, *save_rstd, *run_mean, *run_var, *dweight, *dbias;
     int train;
+    cspresnet_act act;
 } bn_train_job;
 
 static void bn_train_fwd_worker(void *arg, int t, int nt)
@@ -63,19 +69,11 @@ static void bn_train_fwd_worker(void *arg, int t, int nt)
     for (long c = begin; c < end; c++) {
         float mean, rstd;
         if (job->train) {
-            double s = 0.0;
-            for (int n = 0; n < x->n; n++) {
-                const float *p = x->data + n * x->batch_stride + c * plane;
-                for (long i = 0; i < plane; i++)
-                    s += p[i];
-            }
-            double mu = s / count, v = 0.0;
-            for (int n = 0; n < x->n; n++) {
-                const float *p = x->data + n * x->batch_stride + c * plane;
-                for (long i = 0; i < plane; i++)
-                    v += (p[i] - mu) * (p[i] - mu);
-            }
-            v /= count;
+            double s1 = 0.0, s2 = 0.0;
+            job->tk->bn_stats(x->data + c * plane, x->batch_stride, x->n, plane, &s1, &s2);
+            double mu = s1 / count, v = s2 / count - mu * mu;
+            if (v < 0.0)
+                v = 0.0;
             mean = (float)mu;
             rstd = (float)(1.0 / sqrt(v + (double)BN_EPSILON));
             if (job->run_mean) {
@@ -88,26 +86,26 @@ static void bn_train_fwd_worker(void *arg, int t, int nt)
         }
         job->save_mean[c] = mean;
         job->save_rstd[c] = rstd;
-        float w = job->weight[c], b = job->bias[c];
-        for (int n = 0; n < x->n; n++) {
-            const float *p = x->data + n * x->batch_stride + c * plane;
-            float *q = y->data + n * y->batch_stride + c * plane;
-            for (long i = 0; i < plane; i++)
-                q[i] = (p[i] - mean) * rstd * w + b;
-        }
+        bn_act_params p = {.mean = mean, .rstd = rstd, .weight = job->weight[c], .bias = job->bias[c],
+                           .act = job->act};
+        p.scale = rstd * p.weight;
+        p.shift = p.bias - mean * p.scale;
+        job->tk->bn_act_apply(x->data + c * plane, x->batch_stride, y->data + c * plane,
+                              y->batch_stride, x->n, plane, &p);
     }
 }
 
-void batchnorm_forward_train(op_exec *ex, int train, const tensor4 *x, const tensor4 *y,
+void batchnorm_forward_train(op_exec *ex, const train_kernel_table *tk, int train,
+                             cspresnet_act act, const tensor4 *x, const tensor4 *y,
                              const float *weight, const float *bias, float *run_mean,
                              float *run_var, int update_running, float *save_mean,
                              float *save_rstd)
 {
-    bn_train_job job = {.x = x, .y = y, .weight = weight, .bias = bias,
+    bn_train_job job = {.tk = tk, .x = x, .y = y, .weight = weight, .bias = bias,
                         .run_mean_in = run_mean, .run_var_in = run_var,
                         .save_mean = save_mean, .save_rstd = save_rstd,
                         .run_mean = update_running ? run_mean : NULL,
-                        .run_var = update_running ? run_var : NULL, .train = train};
+                        .run_var = update_running ? run_var : NULL, .train = train, .act = act};
     threadpool_run(ex->pool, bn_train_fwd_worker, &job);
 }
 
@@ -120,41 +118,33 @@ static void bn_bwd_worker(void *arg, int t, int nt)
     long begin, end;
     split_range(x->c, t, nt, &begin, &end);
     for (long c = begin; c < end; c++) {
-        const float mean = job->save_mean[c], rstd = job->save_rstd[c], w = job->weight[c];
+        bn_act_params p = {.mean = job->save_mean[c], .rstd = job->save_rstd[c],
+                           .weight = job->weight[c], .bias = job->bias[c], .act = job->act};
+        p.scale = p.rstd * p.weight;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < x->n; n++) {
-            const float *p = x->data + n * x->batch_stride + c * plane;
-            const float *g = dy->data + n * dy->batch_stride + c * plane;
-            for (long i = 0; i < plane; i++) {
-                sdy += g[i];
-                sdyx += (double)g[i] * ((p[i] - mean) * rstd);
-            }
-        }
+        job->tk->bn_act_bwd_reduce(x->data + c * plane, x->batch_stride, dy->data + c * plane,
+                                   dy->batch_stride, x->n, plane, &p, &sdy, &sdyx);
         if (job->dweight)
             job->dweight[c] = (float)sdyx;
         if (job->dbias)
             job->dbias[c] = (float)sdy;
         if (!dx)
             continue;
-        const float scale = w * rstd;
-        const float mdy = job->train ? (float)(sdy / count) : 0.0f;
-        const float mdyx = job->train ? (float)(sdyx / count) : 0.0f;
-        for (int n = 0; n < x->n; n++) {
-            const float *p = x->data + n * x->batch_stride + c * plane;
-            const float *g = dy->data + n * dy->batch_stride + c * plane;
-            float *d = dx->data + n * dx->batch_stride + c * plane;
-            for (long i = 0; i < plane; i++)
-                d[i] += scale * (g[i] - mdy - (p[i] - mean) * rstd * mdyx);
-        }
+        p.mdy = job->train ? (float)(sdy / count) : 0.0f;
+        p.mdyx = job->train ? (float)(sdyx / count) : 0.0f;
+        job->tk->bn_act_bwd_apply(x->data + c * plane, x->batch_stride, dy->data + c * plane,
+                                  dy->batch_stride, dx->data + c * plane, dx->batch_stride, x->n,
+                                  plane, &p);
     }
 }
 
-void batchnorm_backward(op_exec *ex, int train, const tensor4 *x, const tensor4 *dy,
-                        const tensor4 *dx, const float *weight, const float *save_mean,
+void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cspresnet_act act,
+                        const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                        const float *weight, const float *bias, const float *save_mean,
                         const float *save_rstd, float *dweight, float *dbias)
 {
-    bn_train_job job = {.x = x, .dy = dy, .dx = dx, .weight = weight,
+    bn_train_job job = {.tk = tk, .x = x, .dy = dy, .dx = dx, .weight = weight, .bias = bias,
                         .save_mean = (float *)save_mean, .save_rstd = (float *)save_rstd,
-                        .dweight = dweight, .dbias = dbias, .train = train};
+                        .dweight = dweight, .dbias = dbias, .train = train, .act = act};
     threadpool_run(ex->pool, bn_bwd_worker, &job);
 }

@@ -8,7 +8,7 @@
  * forward is the train-mode forward run in place.
  */
 #include "kernels/pointwise.h"
-#include "ops/ops.h"
+#include "ops/train_ops.h"
 
 long ese_scratch_floats(int n, int c) { return 2L * n * c; }
 
@@ -180,4 +180,142 @@ void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor
     threadpool_run(ex->pool, ese_bwd_fc_worker, &job);
     if (dx)
         threadpool_run(ex->pool, ese_bwd_dx_worker, &job);
+}
+
+/* ---------------------------------------------------------------- GEMM forms
+ * The same op with the fc products on the kernel table's GEMM tile (training, tables
+ * with a tile): z^T[C x N] = W . s^T, dW = dz^T . s, ds = dz . W. At 32x32 input the
+ * maps are 1-4 pixels, so these C x C x N products are most of an ESE's work.
+ * Transposes ride on the passes that touch each (n, c) anyway. Scratch: forward 2*N*C
+ * floats (s^T, z^T), backward 3*N*C (dz, ds, dz^T). Tasks are row blocks of the
+ * products; every element is reduced in the tile's fixed k order. */
+typedef struct ese_gemm_job {
+    ese_train_job b;
+    const kernel_table *kt;
+    float *st, *zt, *dzt;
+} ese_gemm_job;
+
+static void ese_g_mean_worker(void *arg, int t, int nt)
+{
+    const ese_gemm_job *job = arg;
+    const tensor4 *x = job->b.x;
+    const long plane = (long)x->h * x->w;
+    long begin, end;
+    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / x->c), c = (int)(p % x->c);
+        float s = f32_mean__ref(x->data + n * x->batch_stride + c * plane, plane);
+        job->b.save_s[p] = s;
+        job->st[(long)c * x->n + n] = s;
+    }
+}
+
+/* rows [r_begin, r_end) of C[M x N] = A[M x K] . B[K x N] */
+static void gemm_rows(const kernel_table *kt, long r_begin, long r_end, int N, int K, const float *a,
+                      long lda, const float *b, long ldb, float *c, long ldc)
+{
+    for (long i0 = r_begin; i0 < r_end; i0 += kt->mr) {
+        int mr = r_end - i0 < kt->mr ? (int)(r_end - i0) : kt->mr;
+        for (int j0 = 0; j0 < N; j0 += kt->nr) {
+            int nr = N - j0 < kt->nr ? N - j0 : kt->nr;
+            kt->gemm(K, a + i0 * lda, lda, b + j0, ldb, c + i0 * ldc + j0, ldc, mr, nr, 0);
+        }
+    }
+}
+
+/* row blocks of mr rows out of M, split by thread */
+static void row_split(const kernel_table *kt, long M, int t, int nt, long *begin, long *end)
+{
+    long blocks = (M + kt->mr - 1) / kt->mr, b0, b1;
+    split_range(blocks, t, nt, &b0, &b1);
+    *begin = b0 * kt->mr;
+    *end = b1 * kt->mr < M ? b1 * kt->mr : M;
+}
+
+static void ese_g_fc_worker(void *arg, int t, int nt)
+{
+    const ese_gemm_job *job = arg;
+    const int C = job->b.x->c, N = job->b.x->n;
+    long begin, end;
+    row_split(job->kt, C, t, nt, &begin, &end);
+    gemm_rows(job->kt, begin, end, N, C, job->b.fc_weight, C, job->st, N, job->zt, N);
+}
+
+static void ese_g_scale_worker(void *arg, int t, int nt)
+{
+    const ese_gemm_job *job = arg;
+    const tensor4 *x = job->b.x, *y = job->b.y;
+    const long plane = (long)x->h * x->w;
+    long begin, end;
+    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / x->c), c = (int)(p % x->c);
+        float z = job->zt[(long)c * x->n + n] + job->b.fc_bias[c];
+        job->b.save_z[p] = z;
+        const float *src = x->data + n * x->batch_stride + c * plane;
+        float *dst = y->data + n * y->batch_stride + c * plane;
+        float g = gate_of(z);
+        for (long i = 0; i < plane; i++)
+            dst[i] = src[i] * g;
+    }
+}
+
+void ese_forward_train_gemm(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
+                            const float *fc_bias, float *save_s, float *save_z, float *scratch)
+{
+    long nc = (long)x->n * x->c;
+    ese_gemm_job job = {.b = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
+                              .save_s = save_s, .save_z = save_z},
+                        .kt = ex->kernels, .st = scratch, .zt = scratch + nc};
+    threadpool_run(ex->pool, ese_g_mean_worker, &job);
+    threadpool_run(ex->pool, ese_g_fc_worker, &job);
+    threadpool_run(ex->pool, ese_g_scale_worker, &job);
+}
+
+static void ese_g_dz_worker(void *arg, int t, int nt)
+{
+    const ese_gemm_job *job = arg;
+    ese_bwd_dz_worker((void *)&job->b, t, nt);
+    /* dz^T of this thread's planes (written by this thread just above) */
+    const int C = job->b.x->c, N = job->b.x->n;
+    long begin, end;
+    split_range((long)N * C, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++)
+        job->dzt[(p % C) * N + p / C] = job->b.dz[p];
+}
+
+static void ese_g_fc_bwd_worker(void *arg, int t, int nt)
+{
+    const ese_gemm_job *job = arg;
+    const int C = job->b.x->c, N = job->b.x->n;
+    long begin, end;
+    row_split(job->kt, C, t, nt, &begin, &end);
+    if (job->b.dfc_w)   /* dW[C x C] = dz^T[C x N] . s[N x C] */
+        gemm_rows(job->kt, begin, end, C, N, job->dzt, N, job->b.save_s, C, job->b.dfc_w, C);
+    if (job->b.dfc_b)
+        for (long o = begin; o < end; o++) {
+            float s = 0.0f;
+            for (int n = 0; n < N; n++)
+                s += job->dzt[o * N + n];
+            job->b.dfc_b[o] = s;
+        }
+    /* ds[N x C] = dz[N x C] . W[C x C] */
+    row_split(job->kt, N, t, nt, &begin, &end);
+    gemm_rows(job->kt, begin, end, C, C, job->b.dz, C, job->b.fc_weight, C, job->b.ds, C);
+}
+
+void ese_backward_gemm(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                       const float *fc_weight, const float *save_s, const float *save_z,
+                       float *dfc_weight, float *dfc_bias, float *scratch)
+{
+    long nc = (long)x->n * x->c;
+    ese_gemm_job job = {.b = {.x = x, .dy = dy, .dx = dx, .fc_weight = fc_weight,
+                              .save_s = (float *)save_s, .save_z = (float *)save_z,
+                              .dz = scratch, .ds = scratch + nc, .dfc_w = dfc_weight,
+                              .dfc_b = dfc_bias},
+                        .kt = ex->kernels, .dzt = scratch + 2 * nc};
+    threadpool_run(ex->pool, ese_g_dz_worker, &job);
+    threadpool_run(ex->pool, ese_g_fc_bwd_worker, &job);
+    if (dx)
+        threadpool_run(ex->pool, ese_bwd_dx_worker, &job.b);
 }

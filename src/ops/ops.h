@@ -93,27 +93,16 @@ void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const fl
  * ACCUMULATE into input gradients (dx +=) and OVERWRITE parameter gradients) ---- */
 
 /* conv2d_backward.c: dweight (OC,C,k,k) = sum_n dout_n . col(in_n)^T (NULL: skipped);
- * din += col2im(W^T . dout) (NULL: skipped). Scratch: per thread
- * conv2d_backward_scratch_per_thread(max OC, max k) floats in ex->scratch (and
- * ex->scratch_per_thread at least that), W^T (conv2d_backward_shared_floats) in
- * ex->op_scratch. Deterministic: results do not depend on the thread count. */
+ * din += col2im(W^T . dout) (NULL: skipped). Scratch: with a table that has a GEMM
+ * tile, conv2d_backward_scratch (ops/train_ops.h) per conv; otherwise (the reference
+ * path, conv2d_backward_ref.c) per thread conv2d_backward_scratch_per_thread(max OC,
+ * max k) floats in ex->scratch (and ex->scratch_per_thread at least that), W^T
+ * (conv2d_backward_shared_floats) in ex->op_scratch. Deterministic: results do not
+ * depend on the thread count. */
 long conv2d_backward_scratch_per_thread(int max_oc, int max_k);
 long conv2d_backward_shared_floats(int max_oc, int max_cin, int max_k);
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
                      const tensor4 *dout, const tensor4 *din, float *dweight);
-
-/* batchnorm.c: train = 1: batch mean and biased variance over (N,H,W); with
- * update_running, run = 0.9 run + 0.1 batch (Paddle's momentum 0.9). train = 0 (frozen):
- * running statistics, never updated. y = (x - mean) * rstd * w + b; saves mean, rstd (C). */
-#define BN_MOMENTUM 0.9f
-void batchnorm_forward_train(op_exec *ex, int train, const tensor4 *x, const tensor4 *y,
-                             const float *weight, const float *bias, float *run_mean,
-                             float *run_var, int update_running, float *save_mean,
-                             float *save_rstd);
-/* dx += (through the batch statistics when train); dweight/dbias overwritten (NULL ok). */
-void batchnorm_backward(op_exec *ex, int train, const tensor4 *x, const tensor4 *dy,
-                        const tensor4 *dx, const float *weight, const float *save_mean,
-                        const float *save_rstd, float *dweight, float *dbias);
 
 /* activation.c: y = act(x) out of place; dx += dy * act'(x). */
 void activation_forward_out(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y);

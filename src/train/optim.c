@@ -59,8 +59,15 @@ double train_schedule_lr(const cspresnet_train_options *opt, long step)
     return lr;
 }
 
+/* restrict: the four arrays never overlap; with gcc's default -O2 cost model the loops
+ * still ran scalar (~4% of a step at 32x32 input), so this function asks gcc for its
+ * dynamic cost model (clang vectorises at -O2 already). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#endif
 void train_optim_update(const cspresnet_train_options *opt, long step, float lr, float wd,
-                        float *p, const float *g, float *m, float *v, long n)
+                        float *restrict p, const float *restrict g, float *restrict m,
+                        float *restrict v, long n)
 {
     if (opt->optimizer == CSPRESNET_OPT_ADAMW) {
         const float b1 = opt->beta1, b2 = opt->beta2;

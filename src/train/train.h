@@ -16,7 +16,7 @@
 #define CSPRESNET_TRAIN_H
 
 #include "model/model.h"
-#include "ops/ops.h"
+#include "ops/train_ops.h"
 
 #define TRAIN_SEGMENTS 5
 
@@ -28,11 +28,14 @@ typedef struct tnode {
     int in0, in1, out;          /* training tensor ids (in1: add and concat) */
     const graph_node *src;      /* the eval node: params, geometry, activation */
     long save;                  /* floats into the saved-statistics buffer (BN, ESE) */
+    int fused;                  /* BN: the next node (its activation) runs inside this one;
+                                   that activation node: skipped */
 } tnode;
 
 typedef struct ttensor {
     int c, level, seg;
     int boundary;               /* input or a segment output: own storage */
+    int dead;                   /* a fused BN's output (never written): no storage */
     long off, goff;             /* floats: activation and gradient storage (planned) */
 } ttensor;
 

@@ -24,6 +24,7 @@ struct cspresnet_trainer {
     tgraph g;
     threadpool *pool;
     const kernel_table *kernels;
+    const train_kernel_table *tk;   /* point-wise training kernels for that table */
     float *grads, *opt_m, *opt_v;          /* weight_floats each (opt_v: AdamW only) */
     int classes, head_c;
     float *head, *head_grad, *head_m, *head_v;  /* K*C weight then K bias */
@@ -38,7 +39,9 @@ struct cspresnet_trainer {
     long scratch_per_thread, fast_per_thread;
     long seg_act_off[TRAIN_SEGMENTS], seg_size[TRAIN_SEGMENTS];
     int have_forward, forward_train;
-    int use_fast_conv;          /* 1: the fast GEMM convs, never Winograd; see make_exec */
+    int use_fast_conv;          /* fast scratch for conv2d_forward; in practice only the
+                                   reference table (no GEMM tile, so no fast path) reaches
+                                   conv2d_forward: the others run conv_cols_forward */
     kernel_table kernels_train; /* the context's table without the Winograd entries */
     error_buf err;
 };
@@ -96,6 +99,26 @@ static uint64_t splitmix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+/* A BN whose output only its activation reads runs that activation itself (forward:
+ * one pass writing the activation; backward: the activation's input recomputed from
+ * the BN input). The pre-activation tensor is then never written. */
+static void fuse_bn_act(tgraph *g)
+{
+    for (int i = 0; i + 1 < g->n_nodes; i++) {
+        tnode *bn = &g->nodes[i], *act = &g->nodes[i + 1];
+        if (bn->kind != TN_BN || act->kind != TN_ACT || act->in0 != bn->out || act->seg != bn->seg ||
+            g->tensors[bn->out].boundary)
+            continue;
+        int readers = 0;
+        for (int j = 0; j < g->n_nodes; j++)
+            readers += (g->nodes[j].in0 == bn->out) + (g->nodes[j].in1 == bn->out);
+        if (readers == 1) {
+            bn->fused = act->fused = 1;
+            g->tensors[bn->out].dead = 1;
+        }
+    }
+}
+
 cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
                                           const cspresnet_train_options *opt,
                                           cspresnet_trainer **out, char *err, size_t err_size)
@@ -138,6 +161,7 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
     tr->kernels_train = *kernel_table_select(getenv("CSPRESNET_ISA"));
     tr->kernels_train.wino_input = NULL;
     tr->kernels = &tr->kernels_train;
+    tr->tk = train_kernel_table_for(tr->kernels);
     tr->use_fast_conv = 1;
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
@@ -150,8 +174,10 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
                    (size_t)model->params[i].numel * sizeof(float));
         s = tgraph_build(tr->model, &tr->g, &e);
     }
-    if (s == CSPRESNET_OK)
+    if (s == CSPRESNET_OK) {
+        fuse_bn_act(&tr->g);
         s = threadpool_create(threads, &tr->pool, &e);
+    }
     long W = s == CSPRESNET_OK ? tr->model->weight_floats : 0;
     if (s == CSPRESNET_OK) {
         tr->grads = calloc((size_t)W, sizeof(float));
@@ -224,7 +250,8 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
         if (tt->boundary)
             continue;
         tt->off = tr->seg_size[tt->seg];  /* relative for now */
-        tr->seg_size[tt->seg] += tensor_floats(tr, t);
+        if (!tt->dead)
+            tr->seg_size[tt->seg] += tensor_floats(tr, t);
     }
     for (int s = 0; s < TRAIN_SEGMENTS; s++) {
         if (tr->seg_size[s] > max_seg)
@@ -246,7 +273,7 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
     }
     /* saved statistics; scratch sizes */
     tr->saved_off = off;
-    long max_oc = 1, max_wt = 1, max_nc = 1, fast_pt = 0, fast_sh = 0;
+    long max_oc = 1, max_wt = 1, max_nc = 1, fast_pt = 0, fast_sh = 0, bwd_pt = 0, bwd_sh = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         tnode *nd = &g->nodes[i];
         const ttensor *ot = &g->tensors[nd->out];
@@ -277,18 +304,32 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
                 fast_pt = pt;
             if (sh > fast_sh)
                 fast_sh = sh;
+            if (tr->kernels->gemm) {
+                conv2d_backward_scratch(tr->kernels, &cg, n, &pt, &sh);
+                if (pt > bwd_pt)
+                    bwd_pt = pt;
+                if (sh > bwd_sh)
+                    bwd_sh = sh;
+                pt = conv_cols_scratch(tr->kernels, &cg);
+                if (pt > bwd_pt)
+                    bwd_pt = pt;
+            }
         }
     }
     tr->head_off = off;
     if (tr->classes > 0)
         off += (((long)n * (tr->head_c + tr->classes)) + 15) & ~15L;
     long bwd = conv2d_backward_scratch_per_thread((int)max_oc, 3);
+    if (bwd_pt > bwd)
+        bwd = bwd_pt;
     tr->scratch_per_thread = conv2d_scratch_per_thread() > bwd ? conv2d_scratch_per_thread() : bwd;
     tr->scratch_per_thread = (tr->scratch_per_thread + 15) & ~15L;
     tr->scratch_off = off;
     off += tr->scratch_per_thread * threadpool_size(tr->pool);
     tr->op_scratch_off = off;
-    long ops = max_wt > 2 * max_nc ? max_wt : 2 * max_nc;  /* W^T; ESE dz, ds; add partials (doubles) */
+    long ops = max_wt > 3 * max_nc ? max_wt : 3 * max_nc;  /* W^T; ESE dz, ds, dz^T; add partials (doubles) */
+    if (bwd_sh > ops)
+        ops = bwd_sh;   /* the fast backward's weight transform and dW partials */
     off += (ops + 15) & ~15L;
     tr->fast_per_thread = (fast_pt + 15) & ~15L;
     tr->fast_off = off;
@@ -403,19 +444,28 @@ static void forward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int upd
         switch (nd->kind) {
         case TN_CONV: {
             conv_geom g = {s->cin, in.h, in.w, s->cout, out.h, out.w, s->k, s->stride, s->pad};
-            conv2d_forward(ex, &g, W + P[s->weight].offset, &in, &out, NULL);
+            if (tr->kernels->gemm)
+                conv_cols_forward(ex, &g, W + P[s->weight].offset, &in, &out);
+            else
+                conv2d_forward(ex, &g, W + P[s->weight].offset, &in, &out, NULL);
             break;
         }
         case TN_BN: {
             float *sv = tr->block + tr->saved_off + nd->save;
-            batchnorm_forward_train(ex, batch, &in, &out, W + P[s->bn_weight].offset,
+            cspresnet_act act = CSPRESNET_ACT_NONE;
+            if (nd->fused) {   /* write the activation's output instead */
+                act = tr->g.nodes[i + 1].src->act;
+                out = tview(tr, tr->g.nodes[i + 1].out, 0);
+            }
+            batchnorm_forward_train(ex, tr->tk, batch, act, &in, &out, W + P[s->bn_weight].offset,
                                     W + P[s->bn_bias].offset, W + P[s->bn_mean].offset,
                                     W + P[s->bn_variance].offset, batch && update_running, sv,
                                     sv + out.c);
             break;
         }
         case TN_ACT:
-            activation_forward_out(ex, s->act, &in, &out);
+            if (!nd->fused)
+                activation_forward_out(ex, s->act, &in, &out);
             break;
         case TN_ADD: {
             tensor4 in1 = tview(tr, nd->in1, 0);
@@ -424,7 +474,11 @@ static void forward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int upd
         }
         case TN_ESE: {
             float *sv = tr->block + tr->saved_off + nd->save;
-            ese_forward_train(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset, sv,
+            if (tr->kernels->gemm)
+                ese_forward_train_gemm(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset,
+                                       sv, sv + (long)out.n * out.c, ex->op_scratch);
+            else
+                ese_forward_train(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset, sv,
                               sv + (long)out.n * out.c);
             break;
         }
@@ -462,12 +516,18 @@ static void backward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int wa
         }
         case TN_BN: {
             const float *sv = tr->block + tr->saved_off + nd->save;
-            batchnorm_backward(ex, batch, &in, &dy, dinp, W + P[s->bn_weight].offset, sv,
-                               sv + in.c, G + P[s->bn_weight].offset, G + P[s->bn_bias].offset);
+            cspresnet_act act = CSPRESNET_ACT_NONE;
+            if (nd->fused) {   /* dy: the gradient of the fused activation's output */
+                act = tr->g.nodes[i + 1].src->act;
+                dy = tview(tr, tr->g.nodes[i + 1].out, 1);
+            }
+            batchnorm_backward(ex, tr->tk, batch, act, &in, &dy, dinp, W + P[s->bn_weight].offset,
+                               W + P[s->bn_bias].offset, sv, sv + in.c, G + P[s->bn_weight].offset,
+                               G + P[s->bn_bias].offset);
             break;
         }
         case TN_ACT:
-            if (dinp)
+            if (dinp && !nd->fused)
                 activation_backward(ex, s->act, &in, &dy, dinp);
             break;
         case TN_ADD: {
@@ -480,7 +540,11 @@ static void backward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int wa
         }
         case TN_ESE: {
             const float *sv = tr->block + tr->saved_off + nd->save;
-            ese_backward(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
+            if (tr->kernels->gemm)
+                ese_backward_gemm(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
+                                  G + P[s->weight].offset, G + P[s->bias].offset, ex->op_scratch);
+            else
+                ese_backward(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
                          G + P[s->weight].offset, G + P[s->bias].offset);
             break;
         }
@@ -548,6 +612,37 @@ cspresnet_status cspresnet_trainer_forward(cspresnet_trainer *tr, const float *i
     return CSPRESNET_OK;
 }
 
+typedef struct zero_job {
+    float *p;
+    long n;
+} zero_job;
+
+static void zero_worker(void *arg, int t, int nt)
+{
+    const zero_job *job = arg;
+    long begin, end;
+    split_range((job->n + 15) / 16, t, nt, &begin, &end);
+    begin *= 16;
+    end = end * 16 < job->n ? end * 16 : job->n;
+    if (end > begin)
+        memset(job->p + begin, 0, (size_t)(end - begin) * sizeof(float));
+}
+
+/* memset on every thread: at 224x224 the gradient regions are hundreds of MB a step */
+static void parallel_zero(cspresnet_trainer *tr, float *p, long n)
+{
+    zero_job job = {p, n};
+    threadpool_run(tr->pool, zero_worker, &job);
+}
+
+static void zero_grads(cspresnet_trainer *tr)
+{
+    parallel_zero(tr, tr->grads, tr->model->weight_floats);
+    for (int t = 0; t < tr->g.n_tensors; t++)
+        if (tr->g.tensors[t].boundary)
+            parallel_zero(tr, tr->block + tr->g.tensors[t].goff, tensor_floats(tr, t));
+}
+
 /* Backward with the stage-output gradients already in place (seeded by the caller). */
 static void run_backward(cspresnet_trainer *tr, float *d_input)
 {
@@ -557,7 +652,7 @@ static void run_backward(cspresnet_trainer *tr, float *d_input)
     for (int seg = last; seg >= tr->first_trainable; seg--) {
         if (tr->opt.recompute && seg != TRAIN_SEGMENTS - 1)
             forward_segment(tr, &ex, seg, 0);
-        memset(tr->block + tr->inner_grad_off, 0, (size_t)tr->seg_size[seg] * sizeof(float));
+        parallel_zero(tr, tr->block + tr->inner_grad_off, tr->seg_size[seg]);
         backward_segment(tr, &ex, seg, want_input);
     }
     if (d_input) {
@@ -567,14 +662,6 @@ static void run_backward(cspresnet_trainer *tr, float *d_input)
         else
             memset(d_input, 0, (size_t)v.n * v.c * v.h * v.w * sizeof(float));
     }
-}
-
-static void zero_grads(cspresnet_trainer *tr)
-{
-    memset(tr->grads, 0, (size_t)tr->model->weight_floats * sizeof(float));
-    for (int t = 0; t < tr->g.n_tensors; t++)
-        if (tr->g.tensors[t].boundary)
-            memset(tr->block + tr->g.tensors[t].goff, 0, (size_t)tensor_floats(tr, t) * sizeof(float));
 }
 
 cspresnet_status cspresnet_trainer_backward(cspresnet_trainer *tr,
@@ -651,26 +738,46 @@ cspresnet_status cspresnet_trainer_predict(cspresnet_trainer *tr, const float *i
 
 /* ---------------------------------------------------------------- optimizer */
 
-cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr)
+typedef struct optim_job {
+    cspresnet_trainer *tr;
+    float lr;
+} optim_job;
+
+/* Every thread updates its share of each parameter (element-wise, so the split never
+ * changes a bit). */
+static void optim_worker(void *arg, int t, int nt)
 {
-    if (!tr)
-        return CSPRESNET_ERR_ARGUMENT;
-    const float lr = (float)train_schedule_lr(&tr->opt, tr->step);
+    const optim_job *job = arg;
+    cspresnet_trainer *tr = job->tr;
     const float wd = tr->opt.weight_decay;
     const cspresnet_model *m = tr->model;
+    long begin, end;
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
         if (!p->trainable || seg_frozen(tr, strncmp(p->key, "stages.", 7) == 0 ? 1 + (p->key[7] - '0') : 0))
             continue;
-        train_optim_update(&tr->opt, tr->step, lr, train_param_decays(p->role) ? wd : 0.0f,
-                           m->weights + p->offset, tr->grads + p->offset, tr->opt_m + p->offset,
-                           tr->opt_v ? tr->opt_v + p->offset : NULL, p->numel);
+        split_range(p->numel, t, nt, &begin, &end);
+        if (end > begin)
+            train_optim_update(&tr->opt, tr->step, job->lr, train_param_decays(p->role) ? wd : 0.0f,
+                               m->weights + p->offset + begin, tr->grads + p->offset + begin,
+                               tr->opt_m + p->offset + begin,
+                               tr->opt_v ? tr->opt_v + p->offset + begin : NULL, end - begin);
     }
     if (tr->classes > 0) {
         long hf = (long)tr->classes * tr->head_c + tr->classes;
-        train_optim_update(&tr->opt, tr->step, lr, wd, tr->head, tr->head_grad, tr->head_m,
-                           tr->head_v, hf);
+        split_range(hf, t, nt, &begin, &end);
+        if (end > begin)
+            train_optim_update(&tr->opt, tr->step, job->lr, wd, tr->head + begin, tr->head_grad + begin,
+                               tr->head_m + begin, tr->head_v ? tr->head_v + begin : NULL, end - begin);
     }
+}
+
+cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr)
+{
+    if (!tr)
+        return CSPRESNET_ERR_ARGUMENT;
+    optim_job job = {tr, (float)train_schedule_lr(&tr->opt, tr->step)};
+    threadpool_run(tr->pool, optim_worker, &job);
     tr->step++;
     return CSPRESNET_OK;
 }

@@ -1,0 +1,266 @@
+/*
+ * f32_train_avx512.c - AVX-512F point-wise kernels of training: train-mode BN fused
+ * with the following activation (swish, relu or none; other activations go to the
+ * reference kernels), over one contiguous run of a channel plane. Formulas in
+ * train_kernels.h; the reference twins are in kernels/ref/f32_train_ref.c.
+ *
+ * Sums are kept per lane in double (8 lanes per half-vector) and reduced at the end
+ * of the run in a fixed order, so a run's result never depends on threads. exp is
+ * the degree-6 polynomial after range reduction used by the inference epilogue
+ * (relative error ~2e-7). Compiled for avx512f+fma by the pragma below; chosen at
+ * run time only when the CPU has AVX-512F (train_select.c).
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,fma")
+#endif
+
+#include "kernels/train_kernels.h"
+
+static inline __m512 exp512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline int fast_act(cspresnet_act act)
+{
+    return act == CSPRESNET_ACT_SWISH || act == CSPRESNET_ACT_RELU || act == CSPRESNET_ACT_NONE;
+}
+
+static inline __m512 sigmoid512(__m512 v)
+{
+    return _mm512_div_ps(_mm512_set1_ps(1.0f),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+}
+
+static inline __m512 act512(__m512 v, cspresnet_act act)
+{
+    if (act == CSPRESNET_ACT_SWISH)
+        return _mm512_mul_ps(v, sigmoid512(v));
+    if (act == CSPRESNET_ACT_RELU)
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    return v;
+}
+
+/* act'(v) */
+static inline __m512 dact512(__m512 v, cspresnet_act act)
+{
+    if (act == CSPRESNET_ACT_SWISH) {
+        __m512 s = sigmoid512(v), one = _mm512_set1_ps(1.0f);
+        return _mm512_mul_ps(s, _mm512_fmadd_ps(v, _mm512_sub_ps(one, s), one));
+    }
+    if (act == CSPRESNET_ACT_RELU)
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f));
+    return _mm512_set1_ps(1.0f);
+}
+
+static inline __mmask16 tail_mask(long left)
+{
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* acc += the 16 floats of v as doubles (two 8-lane halves) */
+static inline void add_pd(__m512 v, __m512d *lo, __m512d *hi)
+{
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+
+void f32_bn_stats__avx512(const float *x, long xs, int runs, long len, double *s1, double *s2)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    for (int r = 0; r < runs; r++, x += xs)
+        for (long i = 0; i < len; i += 16) {
+            __m512 v = _mm512_maskz_loadu_ps(tail_mask(len - i), x + i);
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            a0 = _mm512_add_pd(a0, lo);
+            a1 = _mm512_add_pd(a1, hi);
+            b0 = _mm512_fmadd_pd(lo, lo, b0);
+            b1 = _mm512_fmadd_pd(hi, hi, b1);
+        }
+    *s1 += _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    *s2 += _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+}
+
+void f32_bn_act_apply__avx512(const float *x, long xs, float *y, long ys, int runs, long len,
+                              const bn_act_params *p)
+{
+    if (!fast_act(p->act)) {
+        f32_bn_act_apply__ref(x, xs, y, ys, runs, len, p);
+        return;
+    }
+    const __m512 sc = _mm512_set1_ps(p->scale), sh = _mm512_set1_ps(p->shift);
+    for (int r = 0; r < runs; r++, x += xs, y += ys)
+        for (long i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sc, sh);
+            _mm512_mask_storeu_ps(y + i, m, act512(v, p->act));
+        }
+}
+
+void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, long das, int runs,
+                                   long len, const bn_act_params *p, double *sdy, double *sdyx)
+{
+    if (!fast_act(p->act)) {
+        f32_bn_act_bwd_reduce__ref(x, xs, da, das, runs, len, p, sdy, sdyx);
+        return;
+    }
+    const __m512 mean = _mm512_set1_ps(p->mean), rstd = _mm512_set1_ps(p->rstd);
+    const __m512 w = _mm512_set1_ps(p->weight), b = _mm512_set1_ps(p->bias);
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    for (int r = 0; r < runs; r++, x += xs, da += das)
+        for (long i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 xh = _mm512_maskz_mul_ps(m, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
+            __m512 g = _mm512_maskz_loadu_ps(m, da + i);
+            if (p->act != CSPRESNET_ACT_NONE)
+                g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
+            add_pd(g, &a0, &a1);
+            add_pd(_mm512_mul_ps(g, xh), &b0, &b1);
+        }
+    *sdy += _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    *sdyx += _mm512_reduce_add_pd(_mm512_add_pd(b0, b1));
+}
+
+void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long das, float *dx,
+                                  long dxs, int runs, long len, const bn_act_params *p)
+{
+    if (!fast_act(p->act)) {
+        f32_bn_act_bwd_apply__ref(x, xs, da, das, dx, dxs, runs, len, p);
+        return;
+    }
+    const __m512 mean = _mm512_set1_ps(p->mean), rstd = _mm512_set1_ps(p->rstd);
+    const __m512 w = _mm512_set1_ps(p->weight), b = _mm512_set1_ps(p->bias);
+    const __m512 sc = _mm512_set1_ps(p->scale), mdy = _mm512_set1_ps(p->mdy), mdyx = _mm512_set1_ps(p->mdyx);
+    for (int r = 0; r < runs; r++, x += xs, da += das, dx += dxs)
+        for (long i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
+            __m512 g = _mm512_maskz_loadu_ps(m, da + i);
+            if (p->act != CSPRESNET_ACT_NONE)
+                g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
+            __m512 t = _mm512_fnmadd_ps(xh, mdyx, _mm512_sub_ps(g, mdy));
+            _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
+        }
+}
+
+/* im2col rows of a stride-1 conv whose output rows are as wide as its input rows
+ * (pad = (k-1)/2): then column p of tap (ky, kx) reads the input plane at
+ * p + (ky - pad) * w + (kx - pad), so a row of the panel is the plane shifted, under
+ * a mask of the valid pixels (computed once per tap). Masked loads never touch the
+ * masked-off lanes. Handles k <= 5 and pc <= 256; returns 0 (nothing done) otherwise. */
+int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
+                             int k0, int kc, long p0, int pc, float *panel, long ldp)
+{
+    const int kk = g->k * g->k;
+    if (g->stride != 1 || g->out_w != g->in_w || g->k > 5 || pc > 256)
+        return 0;
+    const int blocks = (pc + 15) / 16;
+    /* output row and column of every pixel, then each tap's mask by vector compares:
+     * 0 <= oy + dy < in_h and 0 <= ox + dx < in_w as unsigned compares */
+    int oys[256], oxs[256];
+    for (int q = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); q < blocks * 16; q++) {
+        oys[q] = oy;
+        oxs[q] = ox;
+        if (++ox == g->out_w) {
+            ox = 0;
+            oy++;
+        }
+    }
+    __mmask16 masks[25][16];
+    long shift[25];
+    const __m512i hv = _mm512_set1_epi32(g->in_h), wv = _mm512_set1_epi32(g->in_w);
+    for (int j = 0; j < kk; j++) {
+        const int dy = j / g->k - g->pad, dx = j % g->k - g->pad;
+        shift[j] = (long)dy * g->in_w + dx;
+        const __m512i dyv = _mm512_set1_epi32(dy), dxv = _mm512_set1_epi32(dx);
+        for (int b = 0; b < blocks; b++) {
+            __m512i y = _mm512_add_epi32(_mm512_loadu_si512(oys + b * 16), dyv);
+            __m512i x = _mm512_add_epi32(_mm512_loadu_si512(oxs + b * 16), dxv);
+            masks[j][b] = _mm512_cmplt_epu32_mask(y, hv) & _mm512_cmplt_epu32_mask(x, wv);
+        }
+    }
+    const long plane = (long)g->in_h * g->in_w;
+    const __mmask16 last = (__mmask16)(pc % 16 ? (1u << (pc % 16)) - 1 : 0xffff);
+    for (int j = 0; j < kk; j++)
+        masks[j][blocks - 1] &= last;   /* never load past the chunk's last pixel */
+    for (int r = 0; r < kc; r++) {
+        const int row = k0 + r, ic = row / kk, j = row % kk;
+        for (int i = 0; i < nimg; i++) {
+            const float *src = images + i * image_stride + ic * plane + p0 + shift[j];
+            float *dst = panel + (long)r * ldp + (long)i * pc;
+            for (int b = 0; b < blocks - 1; b++)
+                _mm512_storeu_ps(dst + b * 16, _mm512_maskz_loadu_ps(masks[j][b], src + b * 16));
+            _mm512_mask_storeu_ps(dst + (blocks - 1) * 16, last,
+                                  _mm512_maskz_loadu_ps(masks[j][blocks - 1], src + (blocks - 1) * 16));
+        }
+    }
+    return 1;
+}
+/* dst[j*ldd + i] = src[i*lds + j], i < rows, j < cols: 16 x 16 blocks transposed in
+ * registers (unpack, then 128-bit lane shuffles), edges by masked loads and stores.
+ * (A gather-based im2col for strided convs on small maps was tried here and was half
+ * the speed of the scalar table: Zen 5 gathers are slow; the table stays.) */
+void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float *dst, long ldd)
+{
+    if (cols < 16) {   /* maps of 1-4 pixels: a block would be mostly padding */
+        f32_transpose__ref(src, lds, rows, cols, dst, ldd);
+        return;
+    }
+    for (int i0 = 0; i0 < rows; i0 += 16) {
+        const int rn = rows - i0 < 16 ? rows - i0 : 16;
+        const __mmask16 rmask = (__mmask16)(rn == 16 ? 0xffff : (1u << rn) - 1);
+        for (int j0 = 0; j0 < cols; j0 += 16) {
+            const int cn = cols - j0 < 16 ? cols - j0 : 16;
+            const __mmask16 cmask = (__mmask16)(cn == 16 ? 0xffff : (1u << cn) - 1);
+            __m512 r[16], t[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < rn ? _mm512_maskz_loadu_ps(cmask, src + (long)(i0 + i) * lds + j0) : _mm512_setzero_ps();
+            for (int i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) {
+                r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+                r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+                r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+                r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+            }
+            /* r[4q + c] holds, in each 128-bit lane L, column 4L + c of rows 4q..4q+3 */
+            for (int c = 0; c < 4; c++) {
+                __m512 a = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);      /* lanes 0,2 | 0,2 */
+                __m512 b = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);      /* lanes 1,3 | 1,3 */
+                __m512 e = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+                __m512 f = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+                t[c] = _mm512_shuffle_f32x4(a, e, 0x88);        /* column c      */
+                t[8 + c] = _mm512_shuffle_f32x4(a, e, 0xdd);    /* column 8 + c  */
+                t[4 + c] = _mm512_shuffle_f32x4(b, f, 0x88);    /* column 4 + c  */
+                t[12 + c] = _mm512_shuffle_f32x4(b, f, 0xdd);   /* column 12 + c */
+            }
+            for (int j = 0; j < cn; j++)
+                _mm512_mask_storeu_ps(dst + (long)(j0 + j) * ldd + i0, rmask, t[j]);
+        }
+    }
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#else
+typedef int f32_train_avx512_unavailable; /* non-x86 builds: train_select.c never names these */
+#endif
