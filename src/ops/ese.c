@@ -25,6 +25,7 @@ typedef struct ese_train_job {
     const tensor4 *x, *y, *dy, *dx;
     const float *fc_weight, *fc_bias;
     float *save_s, *save_z, *dz, *ds, *dfc_w, *dfc_b;
+    mean_fn mean;   /* the table's plane mean (forward) */
 } ese_train_job;
 
 static float gate_of(float z)
@@ -42,7 +43,7 @@ static void ese_tr_mean_worker(void *arg, int t, int nt)
     split_range((long)x->n * x->c, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
         int n = (int)(p / x->c), c = (int)(p % x->c);
-        job->save_s[p] = f32_mean__ref(x->data + n * x->batch_stride + c * plane, plane);
+        job->save_s[p] = job->mean(x->data + n * x->batch_stride + c * plane, plane);
     }
 }
 
@@ -84,7 +85,8 @@ void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const fl
                        const float *fc_bias, float *save_s, float *save_z)
 {
     ese_train_job job = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
-                         .save_s = save_s, .save_z = save_z};
+                         .save_s = save_s, .save_z = save_z,
+                         .mean = ex->kernels && ex->kernels->mean ? ex->kernels->mean : f32_mean__ref};
     threadpool_run(ex->pool, ese_tr_mean_worker, &job);
     threadpool_run(ex->pool, ese_tr_fc_worker, &job);
     threadpool_run(ex->pool, ese_tr_scale_worker, &job);
