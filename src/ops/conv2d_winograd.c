@@ -47,7 +47,7 @@ int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g)
 int conv2d_winograd_few_applies(const conv_geom *g, int n)
 {
     long tiles = (long)((g->out_h + 3) / 4) * ((g->out_w + 3) / 4);
-    /* every task of 16 output channels reads all of V: only while V is small (l at
+    /* every task of 32 output channels reads all of V: only while V is small (l at
      * batch 8 has 14 MB of V at 20x20; there the U of this file's plan is amortised) */
     long v_bytes = 36L * g->in_c * n * ((tiles + 15) / 16 * 16) * (long)sizeof(float);
     return (long)n * tiles < WINO_MIN_TILES && v_bytes <= WINO_FEW_MAX_V;
