@@ -91,21 +91,28 @@ def prepare_input(batch):
     return npy, raw
 
 
+def pin(threads):
+    """1-thread runs of all three go to the same core (CPU 0): on this VM the two vCPUs
+    differ (CPU 1 measured 10-25% slower, a busier host core), and an unpinned 1-thread run
+    lands on either at random. 2-thread runs are not pinned."""
+    return ["taskset", "-c", "0"] if threads == 1 and shutil.which("taskset") else []
+
+
 def run_ours(w, npy, threads):
-    out = sh([CLI, "bench", "--weights", w, "--input", npy, "--deploy", "--threads", str(threads),
+    out = sh([*pin(threads), CLI, "bench", "--weights", w, "--input", npy, "--deploy", "--threads", str(threads),
               "--runs", str(RUNS), "--warmup", str(WARMUP)])
     kv = dict(re.findall(r"(\w+)=(\S+)", out.strip().splitlines()[-1]))
     return {"median_ms": float(kv["median_ms"]), "rss_mb": float(kv["rss_mb"]), "isa": kv["isa"]}
 
 
 def run_ort(onnx, raw, batch, threads):
-    out = sh(["node", os.path.join(HERE, "ort_runner.js"), onnx, raw, f"{batch},3,640,640", str(threads),
+    out = sh([*pin(threads), "node", os.path.join(HERE, "ort_runner.js"), onnx, raw, f"{batch},3,640,640", str(threads),
               str(RUNS), str(WARMUP)])
     return json.loads(out.strip().splitlines()[-1])
 
 
 def run_torch(arch, w, npy, threads):
-    out = sh([sys.executable, os.path.join(HERE, "torch_runner.py"), arch, w, npy, str(threads), str(RUNS),
+    out = sh([*pin(threads), sys.executable, os.path.join(HERE, "torch_runner.py"), arch, w, npy, str(threads), str(RUNS),
               str(WARMUP)])
     return json.loads(out.strip().splitlines()[-1])
 
@@ -151,7 +158,8 @@ def main():
         f"ONNX Runtime {ort_version} (npm onnxruntime-node, CPU EP), PyTorch {torch.__version__}, "
         f"cspresnet {isa} kernels on the deployed network.",
         f"Backbone only, float32, 3x640x640 inputs, random weights shared by all three. Median of {ROUNDS} "
-        f"interleaved rounds, each the median of {RUNS} runs after {WARMUP} warm-up.",
+        f"interleaved rounds, each the median of {RUNS} runs after {WARMUP} warm-up. 1-thread rows: all three "
+        f"pinned to CPU 0 (taskset); 2-thread rows unpinned.",
         "",
         "| model | batch | threads | cspresnet ms | ORT ms | PyTorch ms | vs ORT | vs PyTorch | images/s ours / ORT |",
         "|---|---|---|---|---|---|---|---|---|",
