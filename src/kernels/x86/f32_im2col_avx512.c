@@ -7,7 +7,8 @@
  * Each run of columns inside one output row reads its input row with masked loads
  * (zero padding comes from the masks) and, for stride 2, keeps the even elements of
  * 32 loaded floats with one permute: 16 panel floats per step instead of a bounds
- * check per element. Strides other than 1 and 2 go to the generic kernel.
+ * check per element; a 3x3 stride-2 conv's three kx rows share their loads. Strides
+ * other than 1 and 2 go to the generic kernel.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -47,6 +48,30 @@ static inline void strided_run(const float *srow, int w, long ix0, int stride, i
     }
 }
 
+/* The three rows kx = 0, 1, 2 of a 3x3 stride-2 conv from one pair of loads:
+ * dk[q] = srow[ix0 + 2 q + k] (0 outside [0, w)) for q < run. kx 0 and 2 are the even
+ * lanes (2 shifted by one), kx 1 the odd ones: a third of the loads of three rows. */
+static inline void stride2_three_taps(const float *srow, int w, long ix0, int run, float *d0, float *d1,
+                                      float *d2, long ahead)
+{
+    for (long q = 0; q < 2L * run; q += 16)
+        _mm_prefetch((const char *)(srow + ix0 + ahead + q), _MM_HINT_T0);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i next = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    for (int q = 0; q < run; q += 16) {
+        __mmask16 out = lanes_in(q, 0, run);
+        long ix = ix0 + 2L * q;
+        __m512 lo = _mm512_maskz_loadu_ps(lanes_in(ix, 0, w), srow + ix);
+        __m512 hi = _mm512_maskz_loadu_ps(lanes_in(ix + 16, 0, w), srow + ix + 16);
+        __m512 nx = _mm512_maskz_loadu_ps(lanes_in(ix + 32, 0, w) & 0x1, srow + ix + 32);
+        __m512 v0 = _mm512_permutex2var_ps(lo, even, hi);
+        _mm512_mask_storeu_ps(d0 + q, out, v0);
+        _mm512_mask_storeu_ps(d1 + q, out, _mm512_permutex2var_ps(lo, odd, hi));
+        _mm512_mask_storeu_ps(d2 + q, out, _mm512_permutex2var_ps(v0, next, nx));
+    }
+}
+
 void f32_im2col_rows__avx512(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
                              float *panel, long ldp)
 {
@@ -56,25 +81,31 @@ void f32_im2col_rows__avx512(const conv_geom *g, const float *image, int k0, int
     }
     const int kk = g->k * g->k;
     const long plane = (long)g->in_h * g->in_w;
-    for (int r = 0; r < kc; r++) {
+    for (int r = 0; r < kc;) {
         int row = k0 + r, ic = row / kk, ky = (row % kk) / g->k, kx = row % g->k;
+        int taps = g->stride == 2 && g->k == 3 && kx == 0 && r + 2 < kc ? 3 : 1;
         const float *src = image + ic * plane;
         float *dst = panel + (long)r * ldp;
         int oy = (int)(n0 / g->out_w), ox = (int)(n0 % g->out_w);
         for (int j = 0; j < nc;) {
             int run = g->out_w - ox < nc - j ? g->out_w - ox : nc - j;
             int iy = oy * g->stride - g->pad + ky;
+            long ix0 = (long)ox * g->stride - g->pad + kx;
             if (iy < 0 || iy >= g->in_h) {
-                for (int q = 0; q < run; q += 16)
-                    _mm512_mask_storeu_ps(dst + j + q, lanes_in(q, 0, run), _mm512_setzero_ps());
+                for (int t = 0; t < taps; t++)
+                    for (int q = 0; q < run; q += 16)
+                        _mm512_mask_storeu_ps(dst + t * ldp + j + q, lanes_in(q, 0, run), _mm512_setzero_ps());
+            } else if (taps == 3) {
+                stride2_three_taps(src + (long)iy * g->in_w, g->in_w, ix0, run, dst + j, dst + ldp + j, dst + 2 * ldp + j, 2L * nc);
             } else {
-                strided_run(src + (long)iy * g->in_w, g->in_w, (long)ox * g->stride - g->pad + kx, g->stride, run,
-                            dst + j, kx == 0 ? (long)g->stride * nc : 0);
+                strided_run(src + (long)iy * g->in_w, g->in_w, ix0, g->stride, run, dst + j,
+                            kx == 0 ? (long)g->stride * nc : 0);
             }
             j += run;
             ox = 0;
             oy++;
         }
+        r += taps;
     }
 }
 #if defined(__clang__)
