@@ -28,6 +28,12 @@ async function main() {
   const median = times.length % 2 ? times[mid] : 0.5 * (times[mid - 1] + times[mid]);
   const pkg = require(path.join(__dirname, 'node_env', 'node_modules', 'onnxruntime-node', 'package.json'));
   console.log(JSON.stringify({median_ms: median, min_ms: times[0], max_ms: times[times.length - 1],
-                              rss_mb: process.resourceUsage().maxRSS / 1024, version: pkg.version}));
+                              rss_mb: peakRssMb(), version: pkg.version}));
+}
+// Peak RSS of this process image (VmHWM); maxRSS survives exec and would report the
+// Python harness that started us.
+function peakRssMb() {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
 }
 main().catch((e) => { console.error(String(e)); process.exit(1); });
