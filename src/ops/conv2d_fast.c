@@ -1,12 +1,14 @@
 /*
  * conv2d_fast.c - the fast forward convolution: per-ISA GEMM tiles from the kernel
- * table, 1x1 convs as a GEMM straight over the input (no im2col), other convs as an
- * im2col GEMM over a row-major panel, 3x3 stride-1 convs by Winograd F(4,3) where
- * the ISA has it (conv2d_winograd.c). Forward only.
+ * table, 1x1 convs as a GEMM straight over the input (no im2col; packed when the
+ * planes are 4 KiB apart), other convs as an im2col GEMM over a row-major panel
+ * (the table's im2col_rows), 3x3 stride-1 convs by Winograd F(4,3) where the table
+ * has it (conv2d_winograd.c). Forward only.
  *
  * in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), epilogue act(. + bias) + res.
- * Tasks are (image, CONV_NC output pixels, output-channel part); the channel parts
- * only exist when there are too few pixel blocks to keep every thread busy. Each
+ * Tasks are (output-channel part, image, up to CONV_NC output pixels), each thread
+ * taking an equal run of pixels; the channel parts only exist when there are too
+ * few pixel blocks to keep every thread busy. Each
  * output element is reduced over K in the same fixed order (KC blocks, then the
  * kernel's k loop) whatever the thread count or split, so 1 and N threads give
  * identical bits. The epilogue runs on a task's OC x nc block right after its last K
