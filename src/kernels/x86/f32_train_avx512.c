@@ -5,9 +5,9 @@
  * train_kernels.h; the reference twins are in kernels/ref/f32_train_ref.c.
  *
  * Sums are kept per lane in double (8 lanes per half-vector) and reduced at the end
- * of the run in a fixed order, so a run's result never depends on threads. exp is
- * the degree-6 polynomial after range reduction used by the inference epilogue
- * (relative error ~2e-7). Compiled for avx512f+fma by the pragma below; chosen at
+ * of the run in a fixed order, so a run's result never depends on threads. exp and
+ * the list of vectorised activations come from avx512_math.h, shared with the
+ * inference kernels. Compiled for avx512f+fma by the pragma below; chosen at
  * run time only when the CPU has AVX-512F (train_select.c).
  */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -19,28 +19,7 @@
 #endif
 
 #include "kernels/train_kernels.h"
-
-static inline __m512 exp512(__m512 x)
-{
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
-static inline int fast_act(cspresnet_act act)
-{
-    return act == CSPRESNET_ACT_SWISH || act == CSPRESNET_ACT_RELU || act == CSPRESNET_ACT_NONE;
-}
+#include "kernels/x86/avx512_math.h"
 
 static inline __m512 sigmoid512(__m512 v)
 {
@@ -48,7 +27,8 @@ static inline __m512 sigmoid512(__m512 v)
                          _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
 }
 
-static inline __m512 act512(__m512 v, cspresnet_act act)
+/* swish as v * sigmoid(v): the sigmoid is shared with the derivative below */
+static inline __m512 train_act512(__m512 v, cspresnet_act act)
 {
     if (act == CSPRESNET_ACT_SWISH)
         return _mm512_mul_ps(v, sigmoid512(v));
@@ -101,7 +81,7 @@ void f32_bn_stats__avx512(const float *x, long xs, int runs, long len, double *s
 void f32_bn_act_apply__avx512(const float *x, long xs, float *y, long ys, int runs, long len,
                               const bn_act_params *p)
 {
-    if (!fast_act(p->act)) {
+    if (!act_is_fast(p->act)) {
         f32_bn_act_apply__ref(x, xs, y, ys, runs, len, p);
         return;
     }
@@ -110,14 +90,14 @@ void f32_bn_act_apply__avx512(const float *x, long xs, float *y, long ys, int ru
         for (long i = 0; i < len; i += 16) {
             __mmask16 m = tail_mask(len - i);
             __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sc, sh);
-            _mm512_mask_storeu_ps(y + i, m, act512(v, p->act));
+            _mm512_mask_storeu_ps(y + i, m, train_act512(v, p->act));
         }
 }
 
 void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, long das, int runs,
                                    long len, const bn_act_params *p, double *sdy, double *sdyx)
 {
-    if (!fast_act(p->act)) {
+    if (!act_is_fast(p->act)) {
         f32_bn_act_bwd_reduce__ref(x, xs, da, das, runs, len, p, sdy, sdyx);
         return;
     }
@@ -141,7 +121,7 @@ void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, lon
 void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long das, float *dx,
                                   long dxs, int runs, long len, const bn_act_params *p)
 {
-    if (!fast_act(p->act)) {
+    if (!act_is_fast(p->act)) {
         f32_bn_act_bwd_apply__ref(x, xs, da, das, dx, dxs, runs, len, p);
         return;
     }
