@@ -59,6 +59,9 @@ typedef struct common_flags {
 void common_flags_init(common_flags *c);
 int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd);
 
+/* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */
+double cli_peak_rss_mib(void);
+
 int cmd_summary(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_grad(int argc, char **argv);

@@ -2,7 +2,7 @@
  * cmd_bench.c - `cspresnet bench`: latency, throughput and per-layer profile of the
  * forward pass. Warm-up runs first (they also plan the arena), then --runs timed
  * forwards; prints median / min / max latency, images/s, conv GFLOP/s and its share
- * of the machine's peak, and the process's peak resident memory (getrusage).
+ * of the machine's peak, and the process's peak resident memory (VmHWM).
  *
  * Peak: SPEC section 5's measurement on this project's machine (register-only FMA
  * loop, 272.6 GFLOP/s per core) times the thread count, or --peak G (GFLOP/s per
@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,26 +45,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Peak resident memory of this process image in MB: VmHWM from /proc/self/status.
- * getrusage's ru_maxrss survives execve, so a bench started from a big parent (the
- * Python harness with torch loaded: 226 MB) reported the parent's size, not ours. */
-static double peak_rss_mb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    if (kb >= 0)
-        return (double)kb / 1024.0;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -240,7 +219,7 @@ int cmd_bench(int argc, char **argv)
     }
     qsort(times, (size_t)runs, sizeof *times, cmp_double);
     double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
-    double rss_mb = peak_rss_mb();
+    double rss_mb = cli_peak_rss_mib();
     const cspresnet_config *mc = cspresnet_model_config(model);
     double peak = peak_core * threads;
     printf("model      channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s, input %dx3x%dx%d\n", mc->channels[0],

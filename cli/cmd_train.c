@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -678,8 +677,6 @@ int cmd_train(int argc, char **argv)
     }
     if (!quiet) {
         double wall = now_seconds() - t0;
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
         size_t act = cspresnet_trainer_activation_bytes(tr);
         printf("\ndone: %ld steps this run (step %ld of %ld)%s\n", step - start_step, step, total,
                step < total ? "; continue with --resume" : "");
@@ -692,7 +689,7 @@ int cmd_train(int argc, char **argv)
             printf(" with --recompute, %.1f MiB without", mib((double)other));
         }
         printf("; weights, gradients and optimizer state %.1f MiB; peak RSS %.1f MiB\n",
-               mib((double)cspresnet_trainer_state_bytes(tr)), ru.ru_maxrss / 1024.0);
+               mib((double)cspresnet_trainer_state_bytes(tr)), cli_peak_rss_mib());
         printf("  files          %s/checkpoint.ckpt (resumable), %s/model.pdparams, %s/model.safetensors,\n"
                "                 %s/head.weight.npy, %s/head.bias.npy, %s/log.csv\n",
                c.out, c.out, c.out, c.out, c.out, c.out);
