@@ -25,8 +25,6 @@
  *     before anything is allocated for them. A stream that does not start with the
  *     PROTO opcode is not read to its end.
  */
-/* madvise(MADV_DONTNEED): glibc's posix_madvise ignores POSIX_MADV_DONTNEED */
-#define _DEFAULT_SOURCE
 #include "io/pdparams.h"
 
 #include <errno.h>
@@ -39,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/pages.h"
 #include "io/pickle.h"
 
 typedef struct sd_storage {
@@ -474,11 +473,7 @@ void state_dict_release(const state_dict *sd, const array_entry *e)
     const sd_storage *s = sd ? sd->storage : NULL;
     if (!s || !s->mapped || !e || !e->raw)
         return;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)e->raw + page - 1) / page * page;
-    uintptr_t b = ((uintptr_t)e->raw + e->raw_size) / page * page;
-    if (b > a) /* whole pages inside the tensor: dropped, read again from the file if touched */
-        madvise((void *)a, b - a, MADV_DONTNEED);
+    pages_release(e->raw, e->raw_size); /* read again from the file if touched */
 }
 
 const array_entry *state_dict_find(const state_dict *sd, const char *key)

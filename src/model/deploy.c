@@ -9,28 +9,19 @@
  * arithmetic is that of the RepVGG branches). The operations are written one by one so
  * that the compiler cannot contract them; C11 mode keeps -ffp-contract=off.
  */
-/* madvise(MADV_DONTNEED) */
-#define _DEFAULT_SOURCE
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
+#include "core/pages.h"
 #include "model/model.h"
 
 /* Gives the pages wholly inside parameter idx of src back to the system (their
  * contents become zeros): only for deploy_replace, which owns src and frees it after. */
 static void release_param(const cspresnet_model *src, long idx)
 {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = (uintptr_t)(src->weights + src->params[idx].offset);
-    uintptr_t a = (lo + page - 1) / page * page;
-    uintptr_t b = (lo + sizeof(float) * (uintptr_t)src->params[idx].numel) / page * page;
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
+    pages_release(src->weights + src->params[idx].offset, sizeof(float) * (size_t)src->params[idx].numel);
 }
 
 /* Folds ConvBNLayer `path` (prefix ending in '.') of src into kernel/bias (cout x ksz).
