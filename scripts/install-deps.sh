@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what building and testing cspresnet needs on Debian 12, only when missing.
 #   scripts/install-deps.sh build   compiler and make (+ jansson for the CLI's safetensors support)
+#   scripts/install-deps.sh demo    + the Fashion-MNIST data set the demo's fine-tune trains on
 #   scripts/install-deps.sh test    + PyTorch, NumPy and pytest for the reference tests
 #   scripts/install-deps.sh reliability   clang + libFuzzer/TSan runtimes, valgrind (make fuzz/tsan/valgrind)
 set -eu
@@ -15,13 +16,15 @@ need libjpeg62-turbo-dev  # JPEG decoding of the CLI's image module (cli/image_*
 need libpng-dev       # PNG decoding and the --visualize pictures, CLI only
 need pkg-config       # tests/test_install.py builds examples/ against the installed .pc
 need zlib1g-dev       # gzip-compressed Fashion-MNIST files read by `cspresnet train`, CLI only
+if [ "$want" = demo ] || [ "$want" = test ]; then
+    need dataset-fashion-mnist  # the demo's fine-tune; tests/test_train.py trains on a few hundred of its images
+fi
 if [ "$want" = test ]; then
     need python3-torch
     need python3-numpy
     need python3-pytest
     need python3-pil      # tests/test_images.py writes every PNG/JPEG colour type
     need python3-opencv   # upstream's decoder and resize (cv2.imread, INTER_CUBIC) as reference
-    need dataset-fashion-mnist  # tests/test_train.py trains on a few hundred of its images
 fi
 if [ "$want" = reliability ]; then   # make fuzz / tsan / valgrind (not needed by CI)
     need clang
@@ -33,6 +36,12 @@ if [ -n "$pkgs" ]; then
     echo "installing:$pkgs" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $pkgs >/dev/null
+    if ! $SUDO apt-get update -qq; then
+        echo "install-deps: cannot read the package lists (no package mirror?); needed:$pkgs" >&2
+        exit 1
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $pkgs >/dev/null; then
+        echo "install-deps: could not install:$pkgs" >&2
+        exit 1
+    fi
 fi
