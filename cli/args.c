@@ -37,6 +37,14 @@ int parse_int_list(const char *s, int *out, int max)
     }
 }
 
+int parse_size(const char *s, int hw[2], int max)
+{
+    int n = parse_int_list(s, hw, 2);
+    if (n == 1)
+        hw[1] = hw[0];
+    return (n == 1 || n == 2) && hw[0] >= 1 && hw[1] >= 1 && hw[0] <= max && hw[1] <= max ? 0 : -1;
+}
+
 const char *flag_value(int argc, char **argv, int *i, const char *cmd)
 {
     if (*i + 1 >= argc) {

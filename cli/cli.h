@@ -40,6 +40,9 @@ int arch_flags_fix_architecture(const arch_flags *f);
 
 /* Parses "a,b,c" into at most max ints; returns the count or -1. */
 int parse_int_list(const char *s, int *out, int max);
+/* Parses a --size value: "H,W", or "N" for N,N (as train and demo take it), each side in
+ * 1..max. Returns 0, or -1 if the text is neither. */
+int parse_size(const char *s, int hw[2], int max);
 /* Value of a flag that takes one: argv[++*i], or NULL after printing a usage error. */
 const char *flag_value(int argc, char **argv, int *i, const char *cmd);
 

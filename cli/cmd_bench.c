@@ -28,7 +28,7 @@ static void help(void)
            "Times the backbone's forward pass. Without --weights, --arch (default s) builds seeded\n"
            "random weights. The input is --input (float32 N x 3 x H x W) or seeded random values.\n"
            "\n"
-           "  --size H,W     input size (default 640,640)\n"
+           "  --size H,W | N input size (default 640,640); N is N,N\n"
            "  --batch N      images per forward (default 1)\n"
            "  --threads N    worker threads (default: all online CPUs)\n"
            "  --deploy       run the fused network (BN folded, RepVGG merged), as deployed\n"
@@ -89,9 +89,8 @@ int cmd_bench(int argc, char **argv)
                 return EXIT_USAGE;
         } else if (strcmp(a, "--size") == 0) {
             const char *v = flag_value(argc, argv, &i, "bench");
-            if (!v || parse_int_list(v, size, 2) != 2 || size[0] < 1 || size[1] < 1 || size[0] > 16384 ||
-                size[1] > 16384) {
-                fprintf(stderr, "cspresnet bench: --size must be H,W with H and W in 1..16384\n");
+            if (!v || parse_size(v, size, 16384) != 0) {
+                fprintf(stderr, "cspresnet bench: --size must be H,W or N (for N,N) with H, W, N in 1..16384\n");
                 return EXIT_USAGE;
             }
         } else if (strcmp(a, "--batch") == 0) {
