@@ -89,7 +89,8 @@ def readme_refusal_examples():
     section they are in."""
     found = []
     sections = readme_sections()
-    pattern = re.compile(r"`((?:cspresnet )?[^`]*--[^`]*)`(?::| prints| is refused with| fails with) `([^`]+)`")
+    pattern = re.compile(r"`((?:cspresnet )?[^`\n]*--[^`\n]*)`(?::|\s+prints|\s+is refused with|\s+fails with)\s+"
+                         r"`([^`\n]+)`")
     for m in pattern.finditer(README):
         args = m.group(1)
         if not args.startswith("cspresnet "):
@@ -104,6 +105,7 @@ def test_readme_refusal_examples_are_what_the_cli_prints():
     examples = readme_refusal_examples()
     assert any(a[:1] == ["summary"] and "--width-mult" in a for a, _ in examples), \
         f"the README's --width-mult 0.3 refusal example was not found: {examples}"
+    assert any("--return-idx" in a for a, _ in examples), f"the return_idx example was not found: {examples}"
     for args, quoted in examples:
         text = re.sub(r"\s*(\.\.\.|…)$", "", quoted)
         proc = run_cli(args)
