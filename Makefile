@@ -86,7 +86,8 @@ clean:
 	rm -rf build build-asan
 
 # `make install PREFIX=/opt/x` (and DESTDIR for staging): static and versioned shared
-# library with soname links, the public header, the CLI, pkg-config file, man page.
+# library with soname links, the public header, the CLI, the pkg-config files (cspresnet
+# links the shared library, cspresnet-static the archive), man page.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 .PHONY: install
@@ -101,6 +102,8 @@ install: all
 	install -m 755 $(BUILD)/cspresnet $(DESTDIR)$(PREFIX)/bin/cspresnet
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet-static.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet-static.pc
 	install -m 644 $(BUILD)/libcspresnet_formats.a $(DESTDIR)$(PREFIX)/lib/libcspresnet_formats.a
 	install -m 644 include/cspresnet_formats.h $(DESTDIR)$(PREFIX)/include/cspresnet_formats.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet_formats.pc.in \
