@@ -85,7 +85,7 @@ int cmd_grad(int argc, char **argv)
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            quiet = 0; /* the default output: the loss is all grad reports */
+            quiet = 0; /* the default output: grad has nothing to add to the loss */
         } else if (strcmp(a, "--act") == 0) {
             if (!(v = flag_value(argc, argv, &i, "grad")))
                 return EXIT_USAGE;
