@@ -1,4 +1,5 @@
-# cspresnet - `make` builds build/libcspresnet.a, build/libcspresnet.so and the CLI
+# cspresnet - `make` builds build/libcspresnet.a, build/libcspresnet.so.$(VERSION) with the
+# soname link libcspresnet.so.0 and the link libcspresnet.so (as installed), and the CLI
 # build/cspresnet. Sources are found by wildcard: one op per file, added freely.
 # `make test` runs the whole suite; `make asan` builds and tests with ASan+UBSan.
 
@@ -42,9 +43,19 @@ $(BUILD)/libcspresnet.a: $(LIB_OBJ)
 	@echo "  AR      $@"
 	@ar rcs $@ $^
 
-$(BUILD)/libcspresnet.so: $(LIB_OBJ)
+# The same three names as the install, so `cc -Lbuild -lcspresnet` links and the program
+# finds the soname libcspresnet.so.0 with LD_LIBRARY_PATH=build.
+$(BUILD)/libcspresnet.so.$(VERSION): $(LIB_OBJ)
 	@echo "  LD      $@"
 	@$(CC) -shared -Wl,-soname,libcspresnet.so.$(SOVERSION) $(ALLFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libcspresnet.so.$(SOVERSION): $(BUILD)/libcspresnet.so.$(VERSION)
+	@rm -f $@
+	@ln -s libcspresnet.so.$(VERSION) $@
+
+$(BUILD)/libcspresnet.so: $(BUILD)/libcspresnet.so.$(SOVERSION)
+	@rm -f $@
+	@ln -s libcspresnet.so.$(SOVERSION) $@
 
 $(BUILD)/libcspresnet_formats.a: $(FMT_OBJ)
 	@rm -f $@
@@ -75,7 +86,8 @@ clean:
 	rm -rf build build-asan
 
 # `make install PREFIX=/opt/x` (and DESTDIR for staging): static and versioned shared
-# library with soname links, the public header, the CLI, pkg-config file, man page.
+# library with soname links, the public header, the CLI, the pkg-config files (cspresnet
+# links the shared library, cspresnet-static the archive), man page.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 .PHONY: install
@@ -83,13 +95,15 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 $(BUILD)/libcspresnet.a $(DESTDIR)$(PREFIX)/lib/libcspresnet.a
-	install -m 755 $(BUILD)/libcspresnet.so $(DESTDIR)$(PREFIX)/lib/libcspresnet.so.$(VERSION)
+	install -m 755 $(BUILD)/libcspresnet.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libcspresnet.so.$(VERSION)
 	ln -sf libcspresnet.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libcspresnet.so.$(SOVERSION)
 	ln -sf libcspresnet.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libcspresnet.so
 	install -m 644 include/cspresnet.h $(DESTDIR)$(PREFIX)/include/cspresnet.h
 	install -m 755 $(BUILD)/cspresnet $(DESTDIR)$(PREFIX)/bin/cspresnet
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet-static.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet-static.pc
 	install -m 644 $(BUILD)/libcspresnet_formats.a $(DESTDIR)$(PREFIX)/lib/libcspresnet_formats.a
 	install -m 644 include/cspresnet_formats.h $(DESTDIR)$(PREFIX)/include/cspresnet_formats.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet_formats.pc.in \

@@ -37,6 +37,14 @@ int parse_int_list(const char *s, int *out, int max)
     }
 }
 
+int parse_size(const char *s, int hw[2], int max)
+{
+    int n = parse_int_list(s, hw, 2);
+    if (n == 1)
+        hw[1] = hw[0];
+    return (n == 1 || n == 2) && hw[0] >= 1 && hw[1] >= 1 && hw[0] <= max && hw[1] <= max ? 0 : -1;
+}
+
 const char *flag_value(int argc, char **argv, int *i, const char *cmd)
 {
     if (*i + 1 >= argc) {
@@ -174,15 +182,25 @@ void common_flags_init(common_flags *c)
     memset(c, 0, sizeof *c);
 }
 
-int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd)
+int quiet_flags_parse(common_flags *c, const char *a)
 {
-    const char *a = argv[*i];
     if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
         c->quiet = 1;
         c->verbose = 0;
     } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
         c->verbose = 1;
         c->quiet = 0;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd)
+{
+    const char *a = argv[*i];
+    if (quiet_flags_parse(c, a)) {
+        return 1;
     } else if (strcmp(a, "--threads") == 0) {
         const char *v = flag_value(argc, argv, i, cmd);
         if (!v || parse_int_list(v, &c->threads, 1) != 1 || c->threads < 1 || c->threads > 1024) {

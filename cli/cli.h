@@ -40,6 +40,9 @@ int arch_flags_fix_architecture(const arch_flags *f);
 
 /* Parses "a,b,c" into at most max ints; returns the count or -1. */
 int parse_int_list(const char *s, int *out, int max);
+/* Parses a --size value: "H,W", or "N" for N,N (as train and demo take it), each side in
+ * 1..max. Returns 0, or -1 if the text is neither. */
+int parse_size(const char *s, int hw[2], int max);
 /* Value of a flag that takes one: argv[++*i], or NULL after printing a usage error. */
 const char *flag_value(int argc, char **argv, int *i, const char *cmd);
 
@@ -47,9 +50,9 @@ const char *flag_value(int argc, char **argv, int *i, const char *cmd);
 cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,
                                   cspresnet_model **out, char *err, size_t err_size);
 
-/* Flags every subcommand takes (args.c): --threads N (default 0: one per online CPU),
- * -q/--quiet (nothing on stdout on success), -v/--verbose. --version works after any
- * subcommand (main.c). common_flags_parse returns 1 if it consumed argv[*i], 0 if
+/* Flags of the subcommands (args.c): --threads N (default 0: one per online CPU) where a
+ * network runs, -q/--quiet (nothing on stdout on success) and -v/--verbose everywhere.
+ * --version works after any subcommand (main.c). common_flags_parse returns 1 if it consumed argv[*i], 0 if
  * argv[*i] is not one of these, -1 after printing a usage error. */
 typedef struct common_flags {
     int threads;
@@ -58,6 +61,9 @@ typedef struct common_flags {
 } common_flags;
 void common_flags_init(common_flags *c);
 int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd);
+/* Only -q/--quiet and -v/--verbose (the later one wins), for the commands that run no
+ * network and so take no --threads (summary, convert). Returns 1 if it consumed arg. */
+int quiet_flags_parse(common_flags *c, const char *arg);
 
 /* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */
 double cli_peak_rss_mib(void);

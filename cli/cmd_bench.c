@@ -23,18 +23,19 @@ static void help(void)
 {
     printf("usage: cspresnet bench [--weights F | --arch P] [--size H,W] [--batch N] [--threads N]\n"
            "                       [--deploy] [--runs K] [--warmup K] [--input X.npy] [--profile]\n"
-           "                       [--peak GFLOPS_PER_CORE]\n"
+           "                       [--peak GFLOPS_PER_CORE] [-q|-v]\n"
            "\n"
            "Times the backbone's forward pass. Without --weights, --arch (default s) builds seeded\n"
            "random weights. The input is --input (float32 N x 3 x H x W) or seeded random values.\n"
            "\n"
-           "  --size H,W     input size (default 640,640)\n"
+           "  --size H,W | N input size (default 640,640); N is N,N\n"
            "  --batch N      images per forward (default 1)\n"
            "  --threads N    worker threads (default: all online CPUs)\n"
            "  --deploy       run the fused network (BN folded, RepVGG merged), as deployed\n"
            "  --runs K       timed forwards (default 7); --warmup K untimed ones first (default 2)\n"
            "  --profile      also print time and GFLOP/s per layer (summed over the timed runs)\n"
            "  --peak G       peak GFLOP/s per core for the share column (default 272.6, SPEC 5)\n"
+           "  -q, --quiet    print only the RESULT line;  -v, --verbose  the whole report (default)\n"
            "\n"
            "The last line is machine-readable: RESULT key=value ...\n"
            "The kernels follow the CPU (CSPRESNET_ISA=ref|generic|avx2|avx512 overrides).\n");
@@ -68,11 +69,15 @@ int cmd_bench(int argc, char **argv)
     arch_flags f;
     arch_flags_init(&f);
     const char *weights = NULL, *input_path = NULL;
-    int threads = 0, deploy = 0, runs = 7, warmup = 2, batch = 1, profile = 0;
+    common_flags cf;
+    common_flags_init(&cf);
+    int deploy = 0, runs = 7, warmup = 2, batch = 1, profile = 0;
     int size[2] = {640, 640};
     double peak_core = 272.6;
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "bench");
+        if (r == 0)
+            r = common_flags_parse(&cf, argc, argv, &i, "bench");
         if (r < 0)
             return EXIT_USAGE;
         if (r > 0)
@@ -89,16 +94,12 @@ int cmd_bench(int argc, char **argv)
                 return EXIT_USAGE;
         } else if (strcmp(a, "--size") == 0) {
             const char *v = flag_value(argc, argv, &i, "bench");
-            if (!v || parse_int_list(v, size, 2) != 2 || size[0] < 1 || size[1] < 1 || size[0] > 16384 ||
-                size[1] > 16384) {
-                fprintf(stderr, "cspresnet bench: --size must be H,W with H and W in 1..16384\n");
+            if (!v || parse_size(v, size, 16384) != 0) {
+                fprintf(stderr, "cspresnet bench: --size must be H,W or N (for N,N) with H, W, N in 1..16384\n");
                 return EXIT_USAGE;
             }
         } else if (strcmp(a, "--batch") == 0) {
             if (parse_count(argc, argv, &i, 1, 4096, &batch))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--threads") == 0) {
-            if (parse_count(argc, argv, &i, 1, 1024, &threads))
                 return EXIT_USAGE;
         } else if (strcmp(a, "--runs") == 0) {
             if (parse_count(argc, argv, &i, 1, 100000, &runs))
@@ -184,6 +185,7 @@ int cmd_bench(int argc, char **argv)
             x.data[i] = (float)(state >> 8) / 16777216.0f;
         }
     }
+    int threads = cf.threads;
     if (threads == 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 && online < 1024 ? (int)online : 1;
@@ -220,30 +222,32 @@ int cmd_bench(int argc, char **argv)
     qsort(times, (size_t)runs, sizeof *times, cmp_double);
     double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
     double rss_mb = cli_peak_rss_mib();
-    const cspresnet_config *mc = cspresnet_model_config(model);
-    double peak = peak_core * threads;
-    printf("model      channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s, input %dx3x%dx%d\n", mc->channels[0],
-           mc->channels[1], mc->channels[2], mc->channels[3], mc->channels[4], mc->layers[0], mc->layers[1],
-           mc->layers[2], mc->layers[3], cspresnet_model_is_deployed(model) ? ", deployed" : "", batch, size[0],
-           size[1]);
-    printf("kernels    %s, %d threads\n", cspresnet_context_isa(ctx), threads);
-    printf("latency    median %.2f ms, min %.2f ms, max %.2f ms (%d runs after %d warm-up)\n", med * 1e3,
-           times[0] * 1e3, times[runs - 1] * 1e3, runs, warmup);
-    printf("throughput %.2f images/s\n", batch / med);
-    printf("compute    %.2f GFLOP per forward (conv, 2 x MACs), %.1f GFLOP/s = %.0f%% of %.1f GFLOP/s peak "
-           "(SPEC 5: %.1f per core x %d)\n",
-           flops * 1e-9, flops * 1e-9 / med, 100.0 * flops * 1e-9 / med / peak, peak, peak_core,
-           threads);
-    printf("memory     peak RSS %.1f MB, activation arena %.1f MB\n", rss_mb,
-           (double)cspresnet_context_arena_bytes(ctx) / 1e6);
-    if (profile) {
-        printf("\n%-44s %10s %10s %9s\n", "layer", "ms/run", "GFLOP", "GFLOP/s");
-        for (int i = 0; i < nodes; i++) {
-            const char *name;
-            double s, fl;
-            cspresnet_context_profile(ctx, i, &name, &s, &fl);
-            s /= runs;
-            printf("%-44s %10.3f %10.3f %9.1f\n", name, s * 1e3, fl * 1e-9, s > 0 ? fl * 1e-9 / s : 0.0);
+    if (!cf.quiet) { /* -q: only the RESULT line */
+        const cspresnet_config *mc = cspresnet_model_config(model);
+        double peak = peak_core * threads;
+        printf("model      channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s, input %dx3x%dx%d\n", mc->channels[0],
+               mc->channels[1], mc->channels[2], mc->channels[3], mc->channels[4], mc->layers[0], mc->layers[1],
+               mc->layers[2], mc->layers[3], cspresnet_model_is_deployed(model) ? ", deployed" : "", batch, size[0],
+               size[1]);
+        printf("kernels    %s, %d threads\n", cspresnet_context_isa(ctx), threads);
+        printf("latency    median %.2f ms, min %.2f ms, max %.2f ms (%d runs after %d warm-up)\n", med * 1e3,
+               times[0] * 1e3, times[runs - 1] * 1e3, runs, warmup);
+        printf("throughput %.2f images/s\n", batch / med);
+        printf("compute    %.2f GFLOP per forward (conv, 2 x MACs), %.1f GFLOP/s = %.0f%% of %.1f GFLOP/s peak "
+               "(SPEC 5: %.1f per core x %d)\n",
+               flops * 1e-9, flops * 1e-9 / med, 100.0 * flops * 1e-9 / med / peak, peak, peak_core,
+               threads);
+        printf("memory     peak RSS %.1f MB, activation arena %.1f MB\n", rss_mb,
+               (double)cspresnet_context_arena_bytes(ctx) / 1e6);
+        if (profile) {
+            printf("\n%-44s %10s %10s %9s\n", "layer", "ms/run", "GFLOP", "GFLOP/s");
+            for (int i = 0; i < nodes; i++) {
+                const char *name;
+                double s, fl;
+                cspresnet_context_profile(ctx, i, &name, &s, &fl);
+                s /= runs;
+                printf("%-44s %10.3f %10.3f %9.1f\n", name, s * 1e3, fl * 1e-9, s > 0 ? fl * 1e-9 / s : 0.0);
+            }
         }
     }
     printf("RESULT median_ms=%.3f min_ms=%.3f max_ms=%.3f images_per_s=%.3f gflops=%.2f rss_mb=%.1f isa=%s\n",

@@ -16,7 +16,7 @@ static void help(void)
 {
     printf("usage: cspresnet convert --weights IN -o OUT.safetensors [--deploy] [--act A] [--return-idx 1,2,3]\n"
            "       cspresnet convert --weights IN -o OUT.pdparams [--act A]\n"
-           "                         [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha] [-q]\n"
+           "                         [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha] [-q|-v]\n"
            "\n"
            "Reads IN (.pdparams, backbone-only or a full detector checkpoint, or safetensors; the\n"
            "format is told by content) and writes OUT in the format its extension names:\n"
@@ -38,7 +38,8 @@ static void help(void)
            "  --arch, --large-stem, --small-stem, --alpha, --no-alpha\n"
            "                optional checks on IN, as for infer (--alpha on a file without alpha\n"
            "                writes alpha = 1.0, upstream's rule)\n"
-           "  -q            print nothing on success\n"
+           "  -q, --quiet   print nothing on success\n"
+           "  -v, --verbose the default output (one line per file written)\n"
            "\n"
            "Exit status: 0 written, 1 failure (bad input, refused conversion, I/O), 2 usage error.\n");
 }
@@ -54,12 +55,14 @@ int cmd_convert(int argc, char **argv)
     arch_flags f;
     arch_flags_init(&f);
     const char *in = NULL, *out = NULL;
-    int deploy = 0, quiet = 0;
+    int deploy = 0;
+    common_flags cf;
+    common_flags_init(&cf);
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "convert");
         if (r < 0)
             return EXIT_USAGE;
-        if (r > 0)
+        if (r > 0 || quiet_flags_parse(&cf, argv[i]))
             continue;
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -73,8 +76,6 @@ int cmd_convert(int argc, char **argv)
                 return EXIT_USAGE;
         } else if (strcmp(a, "--deploy") == 0) {
             deploy = 1;
-        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            quiet = 1;
         } else {
             fprintf(stderr, "cspresnet convert: unknown option '%s' (see cspresnet convert --help)\n", a);
             return EXIT_USAGE;
@@ -105,7 +106,7 @@ int cmd_convert(int argc, char **argv)
         fprintf(stderr, "cspresnet convert: %s\n", err);
         goto done;
     }
-    if (!quiet && log[0])
+    if (!cf.quiet && log[0])
         fprintf(stderr, "%s\n", log);
     if (deploy && !cspresnet_model_is_deployed(model)) {
         if (!to_safetensors) {
@@ -126,7 +127,7 @@ int cmd_convert(int argc, char **argv)
         fprintf(stderr, "cspresnet convert: %s\n", err);
         goto done;
     }
-    if (!quiet)
+    if (!cf.quiet)
         printf("wrote %s (%s, %zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams",
                cspresnet_model_param_count(model), cspresnet_model_is_deployed(model) ? ", deployed" : "");
     rc = 0;

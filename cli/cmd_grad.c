@@ -19,7 +19,7 @@
 static void help(void)
 {
     printf("usage: cspresnet grad --weights W --input X.npy --grad-dir G --out DIR\n"
-           "                      [--train-bn] [--act A] [--return-idx 1,2,3] [--threads N] [-q]\n"
+           "                      [--train-bn] [--act A] [--return-idx 1,2,3] [--threads N] [-q|-v]\n"
            "\n"
            "Differentiates loss = sum_i <stage_i, G/stage{i}.npy> (i in --return-idx) through the\n"
            "backbone and writes DIR/input.npy, DIR/params/<key>.npy for every trainable parameter\n"
@@ -30,7 +30,8 @@ static void help(void)
            "  --act A         the model's activation (default swish)\n"
            "  --return-idx    stages in the loss (default 1,2,3)\n"
            "  --threads N     worker threads (default: all online CPUs)\n"
-           "  -q              print nothing on success (else the loss)\n"
+           "  -q, --quiet     print nothing on success (else the loss)\n"
+           "  -v, --verbose   the default output (the loss and what was written)\n"
            "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
@@ -83,6 +84,8 @@ int cmd_grad(int argc, char **argv)
             train_bn = 1;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
+        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+            quiet = 0; /* the default output: grad has nothing to add to the loss */
         } else if (strcmp(a, "--act") == 0) {
             if (!(v = flag_value(argc, argv, &i, "grad")))
                 return EXIT_USAGE;

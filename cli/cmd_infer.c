@@ -52,7 +52,7 @@ static void help(void)
            "written for each i in --return-idx. An .npy input gives DIR/stage{i}.npy instead.\n"
            "An image that cannot be read is reported and skipped; the exit status is then 1.\n"
            "\n"
-           "  --size H,W         network input size for images (default 640,640)\n"
+           "  --size H,W | N     network input size for images (default 640,640); N is N,N\n"
            "  --letterbox        keep the aspect ratio, centre on grey (PaddleDetection's\n"
            "                     LetterBoxResize geometry) instead of stretching\n"
            "  --preprocess P     ppyoloe+ (RGB/255; default, PP-YOLOE+), ppyoloe or imagenet\n"
@@ -144,8 +144,9 @@ int cmd_infer(int argc, char **argv)
         } else if (strcmp(a, "--size") == 0) {
             int hw[2];
             v = flag_value(argc, argv, &i, "infer");
-            if (!v || parse_int_list(v, hw, 2) != 2 || hw[0] < 1 || hw[1] < 1 || hw[0] > 16384 || hw[1] > 16384) {
-                fprintf(stderr, "cspresnet infer: --size must be H,W with H and W in 1..16384 (for example 640,640)\n");
+            if (!v || parse_size(v, hw, 16384) != 0) {
+                fprintf(stderr, "cspresnet infer: --size must be H,W or N (for N,N) with H, W, N in 1..16384 "
+                                "(for example 640,640 or 640)\n");
                 goto usage;
             }
             job.height = hw[0];

@@ -10,6 +10,7 @@ static void help(void)
            "                         [--layers L0,L1,L2,L3] [--channels C0,C1,C2,C3,C4]\n"
            "                         [--act A] [--large-stem | --small-stem] [--alpha | --no-alpha]\n"
            "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE] [--deploy]\n"
+           "                         [-q|-v]\n"
            "\n"
            "Prints every layer with its input and output shapes and parameters, as paddle.summary\n"
            "does, the total / trainable / non-trainable parameter counts (BN statistics are\n"
@@ -24,7 +25,12 @@ static void help(void)
            "  --alpha           learnable RepVGG alpha (PP-YOLOE+)\n"
            "  --input-size      default 1,3,640,640\n"
            "  --weights FILE    take the architecture from a .pdparams file instead\n"
-           "  --deploy          the fused network: BN folded into convs, one 3x3 conv per RepVGG block\n");
+           "  --deploy          the fused network: BN folded into convs, one 3x3 conv per RepVGG block\n"
+           "  -q, --quiet       print nothing: only check the configuration (the exit status says)\n"
+           "  -v, --verbose     the default output (the table is all there is)\n"
+           "\n"
+           "Exit status: 0 success, 1 a configuration upstream cannot run or a bad weight file,\n"
+           "2 usage error.\n");
 }
 
 int cmd_summary(int argc, char **argv)
@@ -34,11 +40,13 @@ int cmd_summary(int argc, char **argv)
     int input[4] = {1, 3, 640, 640};
     const char *weights = NULL;
     int deploy = 0;
+    common_flags cf;
+    common_flags_init(&cf);
     for (int i = 1; i < argc; i++) {
         int r = arch_flags_parse(&f, argc, argv, &i, "summary");
         if (r < 0)
             return EXIT_USAGE;
-        if (r > 0)
+        if (r > 0 || quiet_flags_parse(&cf, argv[i]))
             continue;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
@@ -79,7 +87,10 @@ int cmd_summary(int argc, char **argv)
     } else if (arch_flags_config(&f, &cfg, "summary") != 0) {
         return EXIT_USAGE;
     }
-    if (cspresnet_summary_print(&cfg, deploy, input[0], input[2], input[3], stdout, err, sizeof err) != CSPRESNET_OK) {
+    cspresnet_status s = cf.quiet ? cspresnet_config_validate(&cfg, err, sizeof err)
+                                  : cspresnet_summary_print(&cfg, deploy, input[0], input[2], input[3], stdout, err,
+                                                            sizeof err);
+    if (s != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet summary: %s\n", err);
         return 1;
     }
