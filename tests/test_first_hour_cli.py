@@ -1,0 +1,104 @@
+"""Rough edges a new user meets in the first hour of the CLI: a diverging fine-tune,
+what `grad` says it wrote, `infer` without an input, and the edges of --threads,
+--return-idx, empty inputs and relative paths in list files.
+
+Every test runs the CLI (conftest.run_cli) and checks its exit status, its message and
+the files it leaves, against facts computed here (files counted on disk, values read
+back with numpy, shapes from the architecture), never against the CLI's own numbers.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cspresnet_torch as ref
+import pdparams_writer as pdw
+from conftest import describe_proc, run_cli
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+TINY = ref.Config(layers=(1, 1, 1, 1), channels=(8, 8, 16, 16, 32), return_idx=(1, 2, 3), use_alpha=True)
+TRAIN_FILES = {"checkpoint.ckpt", "model.pdparams", "model.safetensors", "head.weight.npy", "head.bias.npy",
+               "log.csv"}
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    return ref.random_state(TINY.build(), 3)
+
+
+@pytest.fixture
+def tiny_weights(tmp_path, tiny_state):
+    path = tmp_path / "tiny.pdparams"
+    pdw.write_pdparams(path, tiny_state)
+    return path
+
+
+def read_checkpoint(path):
+    """The training checkpoint (layout in src/train/checkpoint.c): step, {key: float32}."""
+    b = path.read_bytes()
+    assert b[:8] == b"CSPRTRN1", f"{path}: not a checkpoint"
+    step, count = struct.unpack_from("<qi", b, 8)
+    off, tensors = 20, {}
+    for _ in range(count):
+        (kl,) = struct.unpack_from("<I", b, off)
+        key = b[off + 4:off + 4 + kl].decode()
+        off += 4 + kl
+        (n,) = struct.unpack_from("<q", b, off)
+        tensors[key] = np.frombuffer(b, np.float32, n, off + 8)
+        off += 8 + 4 * n
+    assert off == len(b), f"{path}: {len(b) - off} trailing bytes"
+    return step, tensors
+
+
+# ---------------------------------------------------------------- 1: divergence
+
+def test_diverging_train_says_not_finite_and_keeps_the_last_finite_checkpoint(tmp_path):
+    """lr 100 diverges within a few steps; one step per epoch, so a checkpoint is written
+    after every finite step. The run must stop with exit 1 naming the step, and leave the
+    checkpoint of the step before, all finite, with no temporary file beside it."""
+    assert os.path.isdir(FMNIST), "install dataset-fashion-mnist (scripts/install-deps.sh test)"
+    out = tmp_path / "run"
+    p = run_cli(["train", "--arch", "t", "--limit-train", 16, "--limit-test", 16, "--batch", 16, "--steps", 30,
+                 "--lr", 100, "--schedule", "constant", "--threads", 2, "--out", out, "-q"])
+    assert p.returncode == 1, describe_proc(p)
+    assert "out of memory" not in p.stderr, describe_proc(p)
+    m = re.search(r"not finite (?:at|after) step (\d+)", p.stderr)
+    assert m and "diverged" in p.stderr, describe_proc(p)
+    bad_step = int(m.group(1))
+    assert 1 < bad_step < 30, describe_proc(p)
+    assert {f.name for f in out.iterdir()} == TRAIN_FILES, sorted(f.name for f in out.iterdir())
+    step, tensors = read_checkpoint(out / "checkpoint.ckpt")
+    assert step == bad_step - 1, f"checkpoint at step {step}, divergence reported at step {bad_step}"
+    nonfinite = [k for k, v in tensors.items() if not np.all(np.isfinite(v))]
+    assert not nonfinite, f"checkpoint holds NaN/inf in {nonfinite[:5]}"
+    saved = pdw.read_pdparams(out / "model.pdparams")
+    arrays = [v for v in saved.values() if isinstance(v, np.ndarray)]
+    assert arrays and all(np.all(np.isfinite(v)) for v in arrays), "model.pdparams holds NaN/inf"
+    for f in ("head.weight.npy", "head.bias.npy"):
+        assert np.all(np.isfinite(np.load(out / f))), f
+    rows = (out / "log.csv").read_text().splitlines()[1:]
+    assert int(rows[-1].split(",")[0]) == step and all(math.isfinite(float(r.split(",")[3])) for r in rows)
+    assert str(out / "checkpoint.ckpt") in p.stderr and f"step {step}" in p.stderr, describe_proc(p)
+
+
+def test_train_from_nan_weights_says_the_loss_is_not_finite_and_writes_nothing(tmp_path, tiny_state):
+    state = dict(tiny_state)
+    key = next(k for k in state if k.endswith("conv.weight"))
+    w = np.array(state[key], dtype=np.float32)
+    w.flat[0] = np.nan
+    state[key] = w
+    weights = tmp_path / "nan.pdparams"
+    pdw.write_pdparams(weights, state)
+    out = tmp_path / "run"
+    p = run_cli(["train", "--weights", weights, "--limit-train", 32, "--limit-test", 16, "--batch", 16,
+                 "--steps", 4, "--threads", 2, "--out", out])
+    assert p.returncode == 1, describe_proc(p)
+    assert "out of memory" not in p.stderr, describe_proc(p)
+    assert "not finite at step 1" in p.stderr and str(weights) in p.stderr, describe_proc(p)
+    assert not out.exists() or not any(out.iterdir()), sorted(f.name for f in out.iterdir())
