@@ -189,6 +189,7 @@ int cmd_grad(int argc, char **argv)
             goto done;
     }
     const cspresnet_model *tm = cspresnet_trainer_model(tr);
+    size_t n_grads = 0, n_stats = 0; /* trainable tensors; BN running statistics (no gradient) */
     for (size_t i = 0; i < cspresnet_model_param_count(tm); i++) {
         const char *key;
         int ndim, trainable;
@@ -198,13 +199,22 @@ int cmd_grad(int argc, char **argv)
         if (trainable) {
             if (write_npy(out, "params", key, cspresnet_trainer_param_grad(tr, i), ndim, shape))
                 goto done;
-        } else if (train_bn && write_npy(out, "buffers", key, data, ndim, shape)) {
-            goto done;
+            n_grads++;
+        } else {
+            if (train_bn && write_npy(out, "buffers", key, data, ndim, shape))
+                goto done;
+            n_stats++;
         }
     }
-    if (!quiet)
-        printf("loss %.9g\nwrote %s/input.npy and %zu parameter gradients to %s/params\n", loss, out,
-               cspresnet_model_param_count(tm), out);
+    if (!quiet) {
+        printf("loss %.9g\nwrote %s/input.npy and %zu parameter gradients to %s/params\n", loss, out, n_grads, out);
+        if (train_bn)
+            printf("wrote %zu BN running statistics (_mean, _variance after this step) to %s/buffers\n", n_stats,
+                   out);
+        else
+            printf("(the model's other %zu tensors are its BN running statistics: no gradient; --train-bn "
+                   "writes them)\n", n_stats);
+    }
     rc = 0;
 done:
     free(dx);

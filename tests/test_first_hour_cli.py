@@ -102,3 +102,33 @@ def test_train_from_nan_weights_says_the_loss_is_not_finite_and_writes_nothing(t
     assert "out of memory" not in p.stderr, describe_proc(p)
     assert "not finite at step 1" in p.stderr and str(weights) in p.stderr, describe_proc(p)
     assert not out.exists() or not any(out.iterdir()), sorted(f.name for f in out.iterdir())
+
+
+# ---------------------------------------------------------------- 9: grad's count
+
+def grad_case(tmp_path, weights):
+    """x (1x3x32x32) and G = stage3 of infer on x (right shape; values do not matter)."""
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    p = run_cli(["infer", "--weights", weights, "--return-idx", 3, "--out", tmp_path / "g", tmp_path / "x.npy",
+                 "-q"])
+    assert p.returncode == 0, describe_proc(p)
+    return tmp_path / "x.npy", tmp_path / "g"
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_grad_says_how_many_gradient_files_it_wrote(tmp_path, tiny_weights, tiny_state, train_bn):
+    x, g = grad_case(tmp_path, tiny_weights)
+    out = tmp_path / "grads"
+    p = run_cli(["grad", "--weights", tiny_weights, "--input", x, "--grad-dir", g, "--return-idx", 3,
+                 "--out", out] + (["--train-bn"] if train_bn else []))
+    assert p.returncode == 0, describe_proc(p)
+    written = len(list((out / "params").glob("*.npy")))
+    stats = [k for k in tiny_state if k.endswith("._mean") or k.endswith("._variance")]
+    assert written == len(tiny_state) - len(stats)
+    m = re.search(r"(\d+) parameter gradients", p.stdout)
+    assert m and int(m.group(1)) == written, describe_proc(p)
+    m = re.search(r"(\d+) (?:tensors are its )?BN running statistics", p.stdout)
+    assert m and int(m.group(1)) == len(stats), describe_proc(p)
+    if train_bn:
+        assert len(list((out / "buffers").glob("*.npy"))) == len(stats)
