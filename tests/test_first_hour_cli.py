@@ -132,3 +132,30 @@ def test_grad_says_how_many_gradient_files_it_wrote(tmp_path, tiny_weights, tiny
     assert m and int(m.group(1)) == len(stats), describe_proc(p)
     if train_bn:
         assert len(list((out / "buffers").glob("*.npy"))) == len(stats)
+
+
+# ---------------------------------------------------------------- 10: infer needs an input
+
+@pytest.mark.parametrize("model", [["--weights"], ["--arch", "t"]])
+def test_infer_without_input_is_a_usage_error_unless_random_input(tmp_path, tiny_weights, model):
+    model = ["--weights", tiny_weights] if model == ["--weights"] else model
+    out = tmp_path / "out"
+    p = run_cli(["infer", *model, "--out", out])
+    assert p.returncode == 2 and "input" in p.stderr and "--random-input" in p.stderr, describe_proc(p)
+    assert not out.exists(), "a usage error must not write outputs"
+    p = run_cli(["infer", *model, "--out", out, "--input-size", "1,3,32,32"])
+    assert p.returncode == 2 and "--random-input" in p.stderr, describe_proc(p)
+    p = run_cli(["infer", *model, "--out", out, "--random-input", "--input-size", "1,3,32,32", "-q"])
+    assert p.returncode == 0 and p.stdout == "", describe_proc(p)
+    channels = {1: 16, 2: 16, 3: 32} if model[0] == "--weights" else None
+    for stage in (1, 2, 3):
+        a = np.load(out / f"stage{stage}.npy")
+        side = 32 // (4 << stage)
+        assert a.shape[0] == 1 and a.shape[2:] == (side, side), (stage, a.shape)
+        if channels:
+            assert a.shape[1] == channels[stage]
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    p = run_cli(["infer", *model, "--out", tmp_path / "o2", "--random-input", tmp_path / "x.npy"])
+    assert p.returncode == 2 and "--random-input" in p.stderr, describe_proc(p)
+    h = run_cli(["infer", "--help"])
+    assert h.returncode == 0 and "--random-input" in h.stdout
