@@ -100,6 +100,7 @@ int cmd_bench(int argc, char **argv)
         } else if (strcmp(a, "--threads") == 0) {
             if (parse_count(argc, argv, &i, 1, 1024, &threads))
                 return EXIT_USAGE;
+            threads = cli_threads(threads, "bench");
         } else if (strcmp(a, "--runs") == 0) {
             if (parse_count(argc, argv, &i, 1, 100000, &runs))
                 return EXIT_USAGE;

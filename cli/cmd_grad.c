@@ -29,7 +29,7 @@ static void help(void)
            "                  updated with momentum 0.9 (default: eval-mode BN, statistics fixed)\n"
            "  --act A         the model's activation (default swish)\n"
            "  --return-idx    stages in the loss (default 1,2,3)\n"
-           "  --threads N     worker threads (default: all online CPUs)\n"
+           "  --threads N     worker threads (default and most: the online CPUs)\n"
            "  -q              print nothing on success (else the loss)\n"
            "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
@@ -94,18 +94,19 @@ int cmd_grad(int argc, char **argv)
             if (!(v = flag_value(argc, argv, &i, "grad")))
                 return EXIT_USAGE;
             lopt.num_return = parse_int_list(v, lopt.return_idx, CSPRESNET_MAX_OUTPUTS);
-            if (lopt.num_return < 1) {
-                fprintf(stderr, "cspresnet grad: --return-idx wants 1 to 4 stages like 1,2,3\n");
+            if (return_idx_check(lopt.return_idx, lopt.num_return) != 0) {
+                fprintf(stderr, "cspresnet grad: --return-idx '%s' must be 1 to 4 comma-separated stage indices "
+                                "(0..3)\n", v);
                 return EXIT_USAGE;
             }
         } else if (strcmp(a, "--threads") == 0) {
             if (!(v = flag_value(argc, argv, &i, "grad")))
                 return EXIT_USAGE;
-            threads = atoi(v);
-            if (threads < 1 || threads > 256) {
-                fprintf(stderr, "cspresnet grad: --threads must be in 1..256\n");
+            if (parse_int_list(v, &threads, 1) != 1 || threads < 1 || threads > 1024) {
+                fprintf(stderr, "cspresnet grad: --threads needs a count in 1..1024 (default: all CPUs)\n");
                 return EXIT_USAGE;
             }
+            threads = cli_threads(threads, "grad");
         } else {
             fprintf(stderr, "cspresnet grad: unknown option '%s' (see --help)\n", a);
             return EXIT_USAGE;

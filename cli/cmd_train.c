@@ -102,7 +102,7 @@ static void help(void)
            "  --resume FILE       continue from DIR/checkpoint.ckpt; give the same flags as the run\n"
            "                      that wrote it (the data order follows from --seed and the step)\n"
            "  --seed N            head init, random init and data order (default 1)\n"
-           "  --threads N         worker threads (default: all online CPUs)\n"
+           "  --threads N         worker threads (default and most: the online CPUs)\n"
            "  -q, -v              quiet (nothing on stdout on success) / verbose\n"
            "A progress bar (step, loss, accuracy, images/s, ETA) is drawn on a terminal (no colour\n"
            "with NO_COLOR set); otherwise plain lines are printed about ten times per epoch.\n"

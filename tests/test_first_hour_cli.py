@@ -159,3 +159,68 @@ def test_infer_without_input_is_a_usage_error_unless_random_input(tmp_path, tiny
     assert p.returncode == 2 and "--random-input" in p.stderr, describe_proc(p)
     h = run_cli(["infer", "--help"])
     assert h.returncode == 0 and "--random-input" in h.stdout
+
+
+# ---------------------------------------------------------------- 11: flag edges and inputs
+
+def test_threads_beyond_the_online_cpus_are_cut_with_a_note(tmp_path, tiny_weights):
+    cpus = os.cpu_count()
+    assert cpus and cpus < 1000
+    p = run_cli(["infer", "--weights", tiny_weights, "--random-input", "--input-size", "1,3,32,32", "--threads", 1000,
+                 "--out", tmp_path / "o", "-q"])
+    assert p.returncode == 0, describe_proc(p)
+    assert "--threads 1000" in p.stderr and f"using {cpus}" in p.stderr, describe_proc(p)
+    x, g = grad_case(tmp_path, tiny_weights)
+    p = run_cli(["grad", "--weights", tiny_weights, "--input", x, "--grad-dir", g, "--return-idx", 3,
+                 "--out", tmp_path / "gr", "--threads", 1000, "-q"])
+    assert p.returncode == 0 and f"using {cpus}" in p.stderr, describe_proc(p)
+    p = run_cli(["infer", "--weights", tiny_weights, "--random-input", "--threads", 5000, "--out", tmp_path / "o"])
+    assert p.returncode == 2, describe_proc(p)
+
+
+@pytest.mark.parametrize("idx", ["4", "0,4", "-1", "1,2,3,7"])
+def test_return_idx_out_of_range_is_a_usage_error(tmp_path, tiny_weights, idx):
+    p = run_cli(["infer", "--weights", tiny_weights, "--random-input", "--input-size", "1,3,32,32",
+                 "--return-idx", idx, "--out", tmp_path / "o"])
+    assert p.returncode == 2 and "--return-idx" in p.stderr, describe_proc(p)
+    assert not (tmp_path / "o").exists()
+    p = run_cli(["summary", "--arch", "t", "--return-idx", idx])
+    assert p.returncode == 2 and "--return-idx" in p.stderr, describe_proc(p)
+    x, g = grad_case(tmp_path, tiny_weights)
+    p = run_cli(["grad", "--weights", tiny_weights, "--input", x, "--grad-dir", g, "--return-idx", idx,
+                 "--out", tmp_path / "gr"])
+    assert p.returncode == 2 and "--return-idx" in p.stderr, describe_proc(p)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n  \n"])
+def test_empty_list_file_fails_like_an_empty_folder(tmp_path, tiny_weights, text):
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    lst = tmp_path / "empty.txt"
+    lst.write_text(text)
+    for arg in (folder, lst):
+        p = run_cli(["infer", "--weights", tiny_weights, "--out", tmp_path / "o", "--size", "32,32", arg])
+        assert p.returncode == 1 and str(arg) in p.stderr, describe_proc(p)
+        assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_list_file_paths_are_relative_to_the_list_folder(tmp_path, tiny_weights):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    rgb = (np.random.default_rng(2).random((20, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(data / "a.png")
+    Image.fromarray(rgb[::-1]).save(data / "sub" / "b.png")
+    Image.fromarray(rgb[:, ::-1]).save(tmp_path / "elsewhere" / "c.png")
+    (data / "list.txt").write_text(f"a.png\nsub/b.png\n../elsewhere/c.png\n{tmp_path / 'elsewhere' / 'c.png'}\n")
+    run_dir = tmp_path / "cwd"
+    run_dir.mkdir()
+    for lst in (data / "list.txt", os.path.relpath(data / "list.txt", run_dir)):
+        out = tmp_path / f"out{len(str(lst))}"
+        p = run_cli(["infer", "--weights", tiny_weights, "--out", out, "--size", "32,32", lst, "-q"], cwd=run_dir)
+        assert p.returncode == 0, describe_proc(p)
+        names = sorted(d.name for d in out.iterdir())
+        assert len(names) == 4 and {"a", "b"} <= set(names), names
+        assert np.load(out / "a" / "stage3.npy").shape == (1, 32, 1, 1)
+    h = run_cli(["infer", "--help"])
+    assert "list file's" in h.stdout and "folder" in h.stdout
