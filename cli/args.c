@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -43,6 +44,24 @@ int parse_size(const char *s, int hw[2], int max)
     if (n == 1)
         hw[1] = hw[0];
     return (n == 1 || n == 2) && hw[0] >= 1 && hw[1] >= 1 && hw[0] <= max && hw[1] <= max ? 0 : -1;
+int return_idx_check(const int *idx, int count)
+{
+    if (count < 1)
+        return -1;
+    for (int k = 0; k < count; k++)
+        if (idx[k] < 0 || idx[k] >= CSPRESNET_NUM_STAGES)
+            return -1;
+    return 0;
+}
+
+int cli_threads(int requested, const char *cmd)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online < 1 || requested <= online)
+        return requested;
+    fprintf(stderr, "cspresnet %s: note: --threads %d is more than the %ld online CPUs; using %ld\n", cmd,
+            requested, online, online);
+    return (int)online;
 }
 
 const char *flag_value(int argc, char **argv, int *i, const char *cmd)
@@ -114,7 +133,7 @@ int arch_flags_parse(arch_flags *f, int argc, char **argv, int *i, const char *c
     } else if (strcmp(a, "--return-idx") == 0) {
         VALUE();
         f->num_return = parse_int_list(v, f->return_idx, 4);
-        if (f->num_return < 1) {
+        if (return_idx_check(f->return_idx, f->num_return) != 0) {
             fprintf(stderr, "cspresnet %s: --return-idx '%s' must be 1 to 4 comma-separated stage indices (0..3)\n",
                     cmd, v);
             return -1;
@@ -208,6 +227,7 @@ int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const cha
                 fprintf(stderr, "cspresnet %s: --threads needs a count in 1..1024 (default: all CPUs)\n", cmd);
             return -1;
         }
+        c->threads = cli_threads(c->threads, cmd);
     } else {
         return 0;
     }

@@ -45,6 +45,11 @@ int parse_int_list(const char *s, int *out, int max);
 int parse_size(const char *s, int hw[2], int max);
 /* Value of a flag that takes one: argv[++*i], or NULL after printing a usage error. */
 const char *flag_value(int argc, char **argv, int *i, const char *cmd);
+/* 0 if count is 1..4 and every stage index is in 0..3 (a --return-idx value), else -1. */
+int return_idx_check(const int *idx, int count);
+/* The thread count to use for --threads requested: at most the online CPUs (more only
+ * wait on each other and each takes its own scratch), with a note on stderr when cut. */
+int cli_threads(int requested, const char *cmd);
 
 /* Opens a weight file in any supported format (weights.c). */
 cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,

@@ -29,7 +29,7 @@ static void help(void)
            "                  updated with momentum 0.9 (default: eval-mode BN, statistics fixed)\n"
            "  --act A         the model's activation (default swish)\n"
            "  --return-idx    stages in the loss (default 1,2,3)\n"
-           "  --threads N     worker threads (default: all online CPUs)\n"
+           "  --threads N     worker threads (default and most: the online CPUs)\n"
            "  -q, --quiet     print nothing on success (else the loss)\n"
            "  -v, --verbose   the default output (the loss and what was written)\n"
            "Exit status: 0 success, 1 failure, 2 usage error.\n");
@@ -97,18 +97,19 @@ int cmd_grad(int argc, char **argv)
             if (!(v = flag_value(argc, argv, &i, "grad")))
                 return EXIT_USAGE;
             lopt.num_return = parse_int_list(v, lopt.return_idx, CSPRESNET_MAX_OUTPUTS);
-            if (lopt.num_return < 1) {
-                fprintf(stderr, "cspresnet grad: --return-idx wants 1 to 4 stages like 1,2,3\n");
+            if (return_idx_check(lopt.return_idx, lopt.num_return) != 0) {
+                fprintf(stderr, "cspresnet grad: --return-idx '%s' must be 1 to 4 comma-separated stage indices "
+                                "(0..3)\n", v);
                 return EXIT_USAGE;
             }
         } else if (strcmp(a, "--threads") == 0) {
             if (!(v = flag_value(argc, argv, &i, "grad")))
                 return EXIT_USAGE;
-            threads = atoi(v);
-            if (threads < 1 || threads > 256) {
-                fprintf(stderr, "cspresnet grad: --threads must be in 1..256\n");
+            if (parse_int_list(v, &threads, 1) != 1 || threads < 1 || threads > 1024) {
+                fprintf(stderr, "cspresnet grad: --threads needs a count in 1..1024 (default: all CPUs)\n");
                 return EXIT_USAGE;
             }
+            threads = cli_threads(threads, "grad");
         } else {
             fprintf(stderr, "cspresnet grad: unknown option '%s' (see --help)\n", a);
             return EXIT_USAGE;
@@ -192,6 +193,7 @@ int cmd_grad(int argc, char **argv)
             goto done;
     }
     const cspresnet_model *tm = cspresnet_trainer_model(tr);
+    size_t n_grads = 0, n_stats = 0; /* trainable tensors; BN running statistics (no gradient) */
     for (size_t i = 0; i < cspresnet_model_param_count(tm); i++) {
         const char *key;
         int ndim, trainable;
@@ -201,13 +203,22 @@ int cmd_grad(int argc, char **argv)
         if (trainable) {
             if (write_npy(out, "params", key, cspresnet_trainer_param_grad(tr, i), ndim, shape))
                 goto done;
-        } else if (train_bn && write_npy(out, "buffers", key, data, ndim, shape)) {
-            goto done;
+            n_grads++;
+        } else {
+            if (train_bn && write_npy(out, "buffers", key, data, ndim, shape))
+                goto done;
+            n_stats++;
         }
     }
-    if (!quiet)
-        printf("loss %.9g\nwrote %s/input.npy and %zu parameter gradients to %s/params\n", loss, out,
-               cspresnet_model_param_count(tm), out);
+    if (!quiet) {
+        printf("loss %.9g\nwrote %s/input.npy and %zu parameter gradients to %s/params\n", loss, out, n_grads, out);
+        if (train_bn)
+            printf("wrote %zu BN running statistics (_mean, _variance after this step) to %s/buffers\n", n_stats,
+                   out);
+        else
+            printf("(the model's other %zu tensors are its BN running statistics: no gradient; --train-bn "
+                   "writes them)\n", n_stats);
+    }
     rc = 0;
 done:
     free(dx);

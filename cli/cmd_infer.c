@@ -41,10 +41,11 @@ static int random_input(npy_array *x, const int size[4])
 static void help(void)
 {
     printf("usage: cspresnet infer --weights FILE --out DIR INPUT... [options]\n"
-           "       cspresnet infer --arch P --out DIR [INPUT...]        (random weights, a try-out)\n"
+           "       cspresnet infer --arch P --out DIR (INPUT... | --random-input)   (random weights, a try-out)\n"
            "\n"
            "INPUT is a JPEG or PNG image, a folder (its .jpg/.jpeg/.png files, sorted), a list file\n"
-           "(.txt/.lst/.list, one path per line) or one .npy batch (float32 N x 3 x H x W, used as\n"
+           "(.txt/.lst/.list, one path per line; relative paths are taken from the list file's\n"
+           "folder) or one .npy batch (float32 N x 3 x H x W, used as\n"
            "is). Inputs may also be given with --input. Each image is decoded (gray, RGB, RGBA,\n"
            "palette, 16-bit; as cv2.imread with IMREAD_COLOR sees it), resized to --size with\n"
            "bicubic interpolation (bit-exact with cv2.INTER_CUBIC, upstream's eval transform) and\n"
@@ -52,6 +53,8 @@ static void help(void)
            "written for each i in --return-idx. An .npy input gives DIR/stage{i}.npy instead.\n"
            "An image that cannot be read is reported and skipped; the exit status is then 1.\n"
            "\n"
+           "  --random-input     no INPUT: a seeded random batch in [0, 1) of --input-size N,3,H,W\n"
+           "                     (default 1,3,640,640), written as DIR/stage{i}.npy\n"
            "  --size H,W | N     network input size for images (default 640,640); N is N,N\n"
            "  --letterbox        keep the aspect ratio, centre on grey (PaddleDetection's\n"
            "                     LetterBoxResize geometry) instead of stretching\n"
@@ -73,14 +76,14 @@ static void help(void)
            "                     optional checks: an error if the file's architecture differs.\n"
            "                     --alpha on a file without alpha uses alpha = 1.0, as upstream does\n"
            "                     when PP-YOLOE+ starts from an ImageNet backbone.\n"
-           "  --threads N        worker threads (default: all online CPUs)\n"
+           "  --threads N        worker threads (default and most: the online CPUs)\n"
            "  -q, --quiet        print nothing on success;  -v, --verbose  a line per image even\n"
            "                     with the progress bar (shown on a terminal; NO_COLOR respected)\n"
            "  --version, --help\n"
            "\n"
            "Without --weights, an architecture flag (--arch, --width-mult, ...) builds a model with\n"
-           "seeded random weights; without any input a seeded random input in [0, 1) of --input-size\n"
-           "(default 1,3,640,640) is used: a way to try the tool before having weight files.\n"
+           "seeded random weights; with --random-input as well, the tool can be tried before one has\n"
+           "weight files or images. An input (or --random-input) is always required.\n"
            "Exit status: 0 success, 1 failure (or some images failed), 2 usage error.\n");
 }
 
@@ -101,7 +104,7 @@ int cmd_infer(int argc, char **argv)
     common_flags cf;
     common_flags_init(&cf);
     const char *weights = NULL, *input_path = NULL, *out_dir = NULL;
-    int deploy = 0;
+    int deploy = 0, random = 0, input_size_given = 0;
     int input_size[4] = {1, 3, 640, 640};
     image_job job = {.height = 640, .width = 640, .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1, .cmd = "infer"};
     const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
@@ -141,6 +144,9 @@ int cmd_infer(int argc, char **argv)
                 fprintf(stderr, "cspresnet infer: --input-size must be N,3,H,W with N in 1..4096, H and W in 1..16384\n");
                 goto usage;
             }
+            input_size_given = 1;
+        } else if (strcmp(a, "--random-input") == 0) {
+            random = 1;
         } else if (strcmp(a, "--size") == 0) {
             int hw[2];
             v = flag_value(argc, argv, &i, "infer");
@@ -180,8 +186,21 @@ int cmd_infer(int argc, char **argv)
         }
     }
     if (!out_dir || (!weights && !arch_flags_fix_architecture(&f))) {
-        fprintf(stderr, "cspresnet infer: --weights, --out and inputs are required, or --arch and --out for a "
-                        "try-out with random weights (see cspresnet infer --help)\n");
+        fprintf(stderr, "cspresnet infer: --weights, --out and inputs are required, or --arch, --out and inputs "
+                        "(or --random-input) for a try-out with random weights (see cspresnet infer --help)\n");
+        goto usage;
+    }
+    if (n_inputs == 0 && !random) {
+        fprintf(stderr, "cspresnet infer: no input: give images, folders, list files or an .npy batch, or "
+                        "--random-input for a seeded random batch of --input-size\n");
+        goto usage;
+    }
+    if (n_inputs > 0 && random) {
+        fprintf(stderr, "cspresnet infer: give inputs or --random-input, not both\n");
+        goto usage;
+    }
+    if (input_size_given && !random) {
+        fprintf(stderr, "cspresnet infer: --input-size is the shape of --random-input; inputs have their own\n");
         goto usage;
     }
     for (int k = 0; k < n_inputs; k++)

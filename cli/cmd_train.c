@@ -13,7 +13,9 @@
  * Files in --out: checkpoint.ckpt (weights, running statistics, head, optimizer state,
  * step; cspresnet_trainer_save), model.pdparams and model.safetensors (the backbone),
  * head.weight.npy / head.bias.npy, log.csv (step, epoch, lr, loss, batch accuracy).
- * All are written atomically after every epoch, at --stop-after and at the end.
+ * All are written atomically after every epoch, at --stop-after and at the end, and
+ * only from a finite state: a diverged run (NaN or infinite loss or tensor) stops with
+ * exit 1 and leaves the files of the last finite checkpoint.
  */
 #include <errno.h>
 #include <math.h>
@@ -100,10 +102,12 @@ static void help(void)
            "  --resume FILE       continue from DIR/checkpoint.ckpt; give the same flags as the run\n"
            "                      that wrote it (the data order follows from --seed and the step)\n"
            "  --seed N            head init, random init and data order (default 1)\n"
-           "  --threads N         worker threads (default: all online CPUs)\n"
+           "  --threads N         worker threads (default and most: the online CPUs)\n"
            "  -q, -v              quiet (nothing on stdout on success) / verbose\n"
            "A progress bar (step, loss, accuracy, images/s, ETA) is drawn on a terminal (no colour\n"
            "with NO_COLOR set); otherwise plain lines are printed about ten times per epoch.\n"
+           "A loss, weight or running statistic that becomes NaN or infinite stops the run (exit 1):\n"
+           "it diverged; no file is written from such a state, so the last checkpoint stays finite.\n"
            "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl-C or SIGTERM:\n"
            "the current step finishes, the checkpoint is saved; continue with --resume).\n");
 }
@@ -440,6 +444,28 @@ static void fmt_eta(char *buf, size_t n, double s)
         snprintf(buf, n, "%.0fs", s);
 }
 
+/* After a NaN or infinite loss (or, in_update, tensor) at step: what went wrong and
+ * what is on disk. */
+static void report_divergence(const train_cfg *c, long step, int in_update, int first_step, long saved_step)
+{
+    const char *what = in_update ? "the weights are not finite after" : "the loss is not finite at";
+    if (first_step && !in_update && c->weights)
+        fprintf(stderr, "cspresnet train: %s step %ld, before any update: do the starting weights %s hold NaN "
+                        "or infinite values?\n", what, step, c->weights);
+    else
+        fprintf(stderr, "cspresnet train: %s step %ld: the run diverged (try a lower --lr, or --schedule "
+                        "one-cycle / cosine with --warmup)\n", what, step);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/checkpoint.ckpt", c->out);
+    if (saved_step >= 0)
+        fprintf(stderr, "cspresnet train: %s keeps the last finite state, step %ld; nothing later was written\n",
+                path, saved_step);
+    else if (access(path, F_OK) == 0)
+        fprintf(stderr, "cspresnet train: %s is left as it was (this run wrote no checkpoint)\n", path);
+    else
+        fprintf(stderr, "cspresnet train: no checkpoint was written (the first is saved at the end of an epoch)\n");
+}
+
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
 
 /* Activation memory the other recomputation mode would plan for the same batch. */
@@ -576,6 +602,7 @@ int cmd_train(int argc, char **argv)
     long ep_hits = 0, ep_seen = 0;
     long cur_epoch = -1;
     int saved_at_end = 0;
+    long saved_step = -1; /* step of the checkpoint this run last wrote */
     stop_requested = 0;
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
@@ -595,11 +622,16 @@ int cmd_train(int argc, char **argv)
         float loss = 0.0f, lr = cspresnet_trainer_lr(tr);
         int hits = 0;
         double ts = now_seconds();
-        if (cspresnet_trainer_classify(tr, x, batch, c.size, c.size, labels, &loss, &hits) != CSPRESNET_OK ||
-            cspresnet_trainer_step(tr) != CSPRESNET_OK) {
+        cspresnet_status st = cspresnet_trainer_classify(tr, x, batch, c.size, c.size, labels, &loss, &hits);
+        int in_update = st == CSPRESNET_OK;
+        if (in_update)
+            st = cspresnet_trainer_step(tr);
+        if (st != CSPRESNET_OK) {
             if (tty)
                 fputc('\n', stderr);
             fprintf(stderr, "cspresnet train: step %ld: %s\n", step + 1, cspresnet_trainer_last_error(tr));
+            if (st == CSPRESNET_ERR_NOT_FINITE)
+                report_divergence(&c, step + 1, in_update, step == 0 && !c.resume, saved_step);
             goto done;
         }
         train_s += now_seconds() - ts;
@@ -610,12 +642,6 @@ int cmd_train(int argc, char **argv)
         ep_seen += batch;
         if (log_add(&lg, (log_row){step, (int)epoch + 1, lr, loss, (float)hits / batch}) != 0) {
             fprintf(stderr, "cspresnet train: out of memory for the log\n");
-            goto done;
-        }
-        if (!isfinite(loss)) {
-            if (tty)
-                fputc('\n', stderr);
-            fprintf(stderr, "cspresnet train: the loss became %g at step %ld (lower --lr?)\n", loss, step);
             goto done;
         }
         long in_epoch = bi + 1, seen_steps = ep_seen / batch;
@@ -657,6 +683,7 @@ int cmd_train(int argc, char **argv)
             if (save_all(&c, tr, &lg) != 0)
                 goto done;
             saved_at_end = last;
+            saved_step = step;
         }
         if (stop_requested && !last) {
             if (tty)

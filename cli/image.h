@@ -56,12 +56,13 @@ void font_draw(uint8_t *rgb, int h, int w, int x, int y, int x_end, int scale, c
 int font_text_width(const char *text, int scale);
 
 /* The inputs of a command: files, directories (their .jpg, .jpeg and .png files, sorted) and
- * list files (.txt, .lst, .list: one path per line, '#' comments). */
+ * list files (.txt, .lst, .list: one path per line, '#' comments; relative paths are taken
+ * from the list file's folder). */
 typedef struct input_list {
     char **paths;
     size_t count, cap;
 } input_list;
-/* Adds one argument; 0, or -1 with a message (an unreadable folder or list file). */
+/* Adds one argument; 0, or -1 with a message (an unreadable or empty folder or list file). */
 int input_list_add(input_list *l, const char *arg, char *err, size_t err_size);
 void input_list_free(input_list *l);
 

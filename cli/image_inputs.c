@@ -2,7 +2,9 @@
  * image_inputs.c - what `infer` (and the demo) were asked to read: image files,
  * folders of images (their .jpg/.jpeg/.png entries, sorted by name, not recursive)
  * and list files (.txt/.lst/.list: one path per line, blank lines and '#' comments
- * skipped, relative paths taken from the current directory).
+ * skipped, relative paths taken from the list file's folder, as .m3u playlist readers
+ * do, so a list works from any current directory). A folder without images and a list
+ * without paths are errors, naming the folder or file.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -85,8 +87,10 @@ static int add_list(input_list *l, const char *path, char *err, size_t n)
         snprintf(err, n, "%s: cannot open list file: %s", path, strerror(errno));
         return -1;
     }
-    char *line = NULL;
-    size_t cap = 0;
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0; /* "dir/" kept; none: the current folder */
+    char *line = NULL, *joined = NULL;
+    size_t cap = 0, first = l->count;
     ssize_t len;
     int rc = 0;
     while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
@@ -95,11 +99,35 @@ static int add_list(input_list *l, const char *path, char *err, size_t n)
         char *p = line;
         while (*p == ' ' || *p == '\t')
             p++;
-        if (*p && *p != '#')
+        if (!*p || *p == '#')
+            continue;
+        if (*p == '/' || dir_len == 0) {
             rc = push(l, p, err, n);
+            continue;
+        }
+        char *grown = realloc(joined, dir_len + strlen(p) + 1);
+        if (!grown) {
+            snprintf(err, n, "out of memory");
+            rc = -1;
+            break;
+        }
+        joined = grown;
+        memcpy(joined, path, dir_len);
+        strcpy(joined + dir_len, p);
+        rc = push(l, joined, err, n);
     }
+    int read_error = ferror(f);
+    free(joined);
     free(line);
     fclose(f);
+    if (rc == 0 && read_error) {
+        snprintf(err, n, "%s: cannot read list file", path);
+        return -1;
+    }
+    if (rc == 0 && l->count == first) {
+        snprintf(err, n, "%s: no image paths in this list file (only blank lines and # comments)", path);
+        return -1;
+    }
     return rc;
 }
 

@@ -58,7 +58,8 @@ typedef enum cspresnet_status {
     CSPRESNET_ERR_UNSAFE = 5,        /* a pickle asked for a global or opcode we never run */
     CSPRESNET_ERR_WEIGHTS = 6,       /* missing, unexpected or mis-shaped tensors */
     CSPRESNET_ERR_UNSUPPORTED = 7,   /* a valid file feature we do not handle (dtype, order) */
-    CSPRESNET_ERR_MEMORY = 8         /* an allocation failed */
+    CSPRESNET_ERR_MEMORY = 8,        /* an allocation failed */
+    CSPRESNET_ERR_NOT_FINITE = 9     /* a loss or trained tensor became NaN or infinite (diverged) */
 } cspresnet_status;
 
 /* Short name of a status ("format error", ...). Never NULL; static storage. */
@@ -382,14 +383,17 @@ cspresnet_status cspresnet_trainer_backward(cspresnet_trainer *tr,
                                             const float *const dout[CSPRESNET_MAX_OUTPUTS],
                                             float *d_input);
 /* Built-in head (num_classes > 0): forward, loss, backward. labels in 0..classes-1.
- * *loss = mean cross-entropy, *correct = argmax hits; either may be NULL. */
+ * *loss = mean cross-entropy, *correct = argmax hits; either may be NULL.
+ * A loss that is NaN or infinite gives CSPRESNET_ERR_NOT_FINITE (no backward). */
 cspresnet_status cspresnet_trainer_classify(cspresnet_trainer *tr, const float *input, int n,
                                             int h, int w, const int *labels, float *loss,
                                             int *correct);
 /* Eval-mode logits (running statistics, nothing updated): n x num_classes floats. */
 cspresnet_status cspresnet_trainer_predict(cspresnet_trainer *tr, const float *input, int n,
                                            int h, int w, float *logits);
-/* One optimizer step with the scheduled learning rate, then step count + 1. */
+/* One optimizer step with the scheduled learning rate, then step count + 1.
+ * CSPRESNET_ERR_NOT_FINITE if a weight, running statistic, head or optimizer tensor
+ * then holds a NaN or an infinity: the run diverged, and the state is past saving. */
 cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr);
 long cspresnet_trainer_step_count(const cspresnet_trainer *tr);
 float cspresnet_trainer_lr(const cspresnet_trainer *tr);   /* lr of the next step */
@@ -404,7 +408,8 @@ const float *cspresnet_trainer_param_grad(const cspresnet_trainer *tr, size_t i)
 float *cspresnet_trainer_head(cspresnet_trainer *tr, int *classes, int *channels, float **bias);
 
 /* Checkpoint: weights, running statistics, head, optimizer state and step count in one
- * file, written atomically (temp + fsync + rename). Loading checks every key and shape. */
+ * file, written atomically (temp + fsync + rename). Loading checks every key and shape.
+ * A state holding a NaN or an infinity is not written (CSPRESNET_ERR_NOT_FINITE). */
 cspresnet_status cspresnet_trainer_save(cspresnet_trainer *tr, const char *path);
 cspresnet_status cspresnet_trainer_load(cspresnet_trainer *tr, const char *path);
 

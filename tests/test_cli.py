@@ -205,7 +205,7 @@ def test_unwritable_output_folder_leaves_nothing(tmp_path, tiny_bytes, x32):
 
 def test_random_tryout_writes_outputs(tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(["infer", "--arch", "s", "--input-size", "2,3,64,48", "--out", out,
+    proc = run_cli(["infer", "--arch", "s", "--random-input", "--input-size", "2,3,64,48", "--out", out,
                     "--return-idx", "0,3", "--threads", "2"])
     assert proc.returncode == 0, describe_proc(proc)
     a0, a3 = np.load(out / "stage0.npy"), np.load(out / "stage3.npy")

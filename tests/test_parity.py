@@ -287,7 +287,7 @@ def test_refuse_return_idx_out_of_range(tmp_path, tiny_state, tiny_input):
     w = tmp_path / "w.pdparams"
     pdw.write_pdparams(w, tiny_state)
     proc = infer(w, tiny_input, tmp_path / "out", return_idx=[5])
-    expect_refusal(proc, re.compile(r"return[_-]idx", re.I))
+    expect_refusal(proc, re.compile(r"return[_-]idx", re.I), codes=(2,))  # a usage error
     assert not (tmp_path / "out" / "stage5.npy").exists()
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import describe_proc, get_build_dir, get_cli_path, run_cli
 
-BIG = ["--arch", "s", "--input-size", "1,3,256,256", "--return-idx", "0,1,2,3"]  # stage0: 1x64x64x64 = 1 MiB
+BIG = ["--arch", "s", "--random-input", "--input-size", "1,3,256,256", "--return-idx", "0,1,2,3"]  # stage0: 1x64x64x64 = 1 MiB
 
 
 def test_threads_on_a_shared_model_give_identical_results():
@@ -35,7 +35,7 @@ def test_output_symlinked_to_dev_full_is_a_reported_write_error(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stage3.npy").symlink_to("/dev/full")
-    proc = run_cli(["infer", "--arch", "s", "--input-size", "1,3,64,64", "--out", out, "-q"])
+    proc = run_cli(["infer", "--arch", "s", "--random-input", "--input-size", "1,3,64,64", "--out", out, "-q"])
     assert proc.returncode == 1, describe_proc(proc)
     assert "No space left on device" in proc.stderr and "stage3.npy" in proc.stderr, describe_proc(proc)
     assert len(proc.stderr.strip().splitlines()) == 1, describe_proc(proc)

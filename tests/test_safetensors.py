@@ -195,7 +195,7 @@ def good(tmp_path_factory):
 
 
 def refused(path, *needles):
-    p = run_cli(["infer", "--weights", path, "--input-size", "1,3,32,32", "--out", Path(path).parent / "o", "-q"])
+    p = run_cli(["infer", "--weights", path, "--random-input", "--input-size", "1,3,32,32", "--out", Path(path).parent / "o", "-q"])
     assert p.returncode == 1, describe_proc(p)
     for s in needles:
         assert s in p.stderr, f"'{s}' not in the message\n{describe_proc(p)}"
@@ -207,7 +207,7 @@ def test_valid_crafted_file_loads(tmp_path, good):
     """Guards the refusal tests: the crafting itself gives a loadable file."""
     meta, tensors, _ = good
     f = write_st(tmp_path / "ok.safetensors", tensors, meta)
-    p = run_cli(["infer", "--weights", f, "--input-size", "1,3,32,32", "--out", tmp_path / "o", "-q"])
+    p = run_cli(["infer", "--weights", f, "--random-input", "--input-size", "1,3,32,32", "--out", tmp_path / "o", "-q"])
     assert p.returncode == 0, describe_proc(p)
 
 

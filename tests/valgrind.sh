@@ -19,7 +19,7 @@ np.save('$W/g.npy', np.ones((1,), '<f4'))"
 echo "== valgrind: forward pass (infer --weights good.pdparams --input 1x3x64x64)"
 $VG "$CLI" infer --weights "$W/good.pdparams" --input "$W/x64.npy" --out "$W/out" --threads 2 -q
 echo "== valgrind: forward pass of CSPResNet-s, random weights, 1x3x64x64, deploy mode"
-$VG "$CLI" infer --arch s --input-size 1,3,64,64 --deploy --out "$W/out_s" --threads 2 -q
+$VG "$CLI" infer --arch s --random-input --input-size 1,3,64,64 --deploy --out "$W/out_s" --threads 2 -q
 if "$CLI" grad --help >/dev/null 2>&1; then
     echo "== valgrind: training step (grad: forward + backward, gradients written)"
     mkdir -p "$W/gdir"

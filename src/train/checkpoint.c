@@ -6,7 +6,9 @@
  * tensor by its upstream key (running statistics included), "head.weight",
  * "head.bias", and the optimizer state "optim.m.<key>" / "optim.v.<key>" (v for AdamW
  * only; "optim.m.head.weight" ...). Loading matches every key and element count
- * before touching the trainer, and names the first mismatch.
+ * before touching the trainer, and names the first mismatch. A state holding a NaN or
+ * an infinity (a diverged run) is never written, so a checkpoint on disk stays the last
+ * finite one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +25,11 @@ typedef struct ckpt_entry {
     long numel;
 } ckpt_entry;
 
-/* Lists the entries of tr; returns the count (entries may be NULL to count). */
-static int list_entries(cspresnet_trainer *tr, ckpt_entry *e)
+/* Calls visit(ctx, prefix, key, data, numel) for every entry of tr, in file order, until
+ * it returns non-zero; returns the number of entries visited. */
+typedef int (*entry_visitor)(void *ctx, const char *prefix, const char *key, float *data, long numel);
+
+static int for_each_entry(cspresnet_trainer *tr, entry_visitor visit, void *ctx)
 {
     const cspresnet_model *m = cspresnet_trainer_model(tr);
     float *om, *ov, *head;
@@ -39,12 +44,9 @@ static int list_entries(cspresnet_trainer *tr, ckpt_entry *e)
         for (size_t i = 0; i < m->n_params; i++) {
             if (pass > 0 && !m->params[i].trainable)
                 continue;
-            if (e) {
-                snprintf(e[n].key, sizeof e[n].key, "%s%s", prefix, m->params[i].key);
-                e[n].data = base + m->params[i].offset;
-                e[n].numel = m->params[i].numel;
-            }
             n++;
+            if (visit(ctx, prefix, m->params[i].key, base + m->params[i].offset, m->params[i].numel))
+                return n;
         }
         if (hf > 0) {
             int classes, channels;
@@ -52,18 +54,65 @@ static int list_entries(cspresnet_trainer *tr, ckpt_entry *e)
             cspresnet_trainer_head(tr, &classes, &channels, &bias);
             long wf = (long)classes * channels;
             float *hb = pass == 0 ? head : head + (pass + 1) * hf;
-            if (e) {
-                snprintf(e[n].key, sizeof e[n].key, "%shead.weight", prefix);
-                e[n].data = hb;
-                e[n].numel = wf;
-                snprintf(e[n + 1].key, sizeof e[n + 1].key, "%shead.bias", prefix);
-                e[n + 1].data = hb + wf;
-                e[n + 1].numel = classes;
-            }
-            n += 2;
+            n++;
+            if (visit(ctx, prefix, "head.weight", hb, wf))
+                return n;
+            n++;
+            if (visit(ctx, prefix, "head.bias", hb + wf, classes))
+                return n;
         }
     }
     return n;
+}
+
+static int count_entry(void *ctx, const char *prefix, const char *key, float *data, long numel)
+{
+    (void)ctx, (void)prefix, (void)key, (void)data, (void)numel;
+    return 0;
+}
+
+static int store_entry(void *ctx, const char *prefix, const char *key, float *data, long numel)
+{
+    ckpt_entry **next = ctx;
+    snprintf((*next)->key, sizeof (*next)->key, "%s%s", prefix, key);
+    (*next)->data = data;
+    (*next)->numel = numel;
+    ++*next;
+    return 0;
+}
+
+/* Lists the entries of tr; returns the count (entries may be NULL to count). */
+static int list_entries(cspresnet_trainer *tr, ckpt_entry *e)
+{
+    return e ? for_each_entry(tr, store_entry, &e) : for_each_entry(tr, count_entry, NULL);
+}
+
+typedef struct nonfinite_search {
+    char *key;
+    size_t key_size;
+    int found;
+} nonfinite_search;
+
+static int check_entry(void *ctx, const char *prefix, const char *key, float *data, long numel)
+{
+    /* v * 0 is 0 for every finite v and NaN for NaN or an infinity; the sum stays 0
+     * exactly when all are finite, and the loop has no branch to stop vectorising it */
+    float acc = 0.0f;
+    for (long i = 0; i < numel; i++)
+        acc += data[i] * 0.0f;
+    if (acc == 0.0f)
+        return 0;
+    nonfinite_search *s = ctx;
+    snprintf(s->key, s->key_size, "%s%s", prefix, key);
+    s->found = 1;
+    return 1;
+}
+
+int trainer_find_nonfinite(cspresnet_trainer *tr, char *key, size_t key_size)
+{
+    nonfinite_search s = {key, key_size, 0};
+    for_each_entry(tr, check_entry, &s);
+    return s.found;
 }
 
 cspresnet_status cspresnet_trainer_save(cspresnet_trainer *tr, const char *path)
@@ -73,6 +122,10 @@ cspresnet_status cspresnet_trainer_save(cspresnet_trainer *tr, const char *path)
     error_buf *err = trainer_error(tr);
     if (!path)
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "checkpoint path must not be NULL");
+    char bad[MODEL_KEY_MAX + 16];
+    if (trainer_find_nonfinite(tr, bad, sizeof bad)) /* a diverged run: keep the file already there */
+        return error_set(err, CSPRESNET_ERR_NOT_FINITE, "%s not written: %s holds a NaN or an infinity", path,
+                         bad);
     int count = list_entries(tr, NULL);
     ckpt_entry *e = calloc((size_t)count, sizeof *e);
     if (!e)

@@ -34,9 +34,9 @@ void head_forward(const tensor4 *x, const float *w, const float *b, int classes,
     }
 }
 
-double head_loss_backward(const tensor4 *x, const float *w, int classes, const float *feat,
-                          const float *logits, const int *labels, float *dw, float *db,
-                          const tensor4 *dx, int *correct)
+int head_loss_backward(const tensor4 *x, const float *w, int classes, const float *feat,
+                       const float *logits, const int *labels, float *dw, float *db,
+                       const tensor4 *dx, int *correct, double *loss_out)
 {
     const int N = x->n, C = x->c;
     const long plane = (long)x->h * x->w;
@@ -44,7 +44,7 @@ double head_loss_backward(const tensor4 *x, const float *w, int classes, const f
     int hits = 0;
     double *dl = malloc((size_t)N * (size_t)classes * sizeof *dl);
     if (!dl)
-        return NAN;
+        return -1;
     for (int n = 0; n < N; n++) {
         const float *z = logits + (long)n * classes;
         int arg = 0;
@@ -87,5 +87,6 @@ double head_loss_backward(const tensor4 *x, const float *w, int classes, const f
     free(dl);
     if (correct)
         *correct = hits;
-    return loss / N;
+    *loss_out = loss / N;
+    return 0;
 }

@@ -61,17 +61,22 @@ void train_optim_update(const cspresnet_train_options *opt, long step, float lr,
 int train_param_decays(param_role role);
 
 /* head.c: global average pool of x (N,C,H,W) -> logits = feat W^T + b (N x K);
- * softmax cross-entropy (mean); backward fills dW, db and dx (overwrites dx). */
+ * softmax cross-entropy (mean) in *loss; backward fills dW, db and dx (overwrites dx).
+ * head_loss_backward returns 0, or -1 when its scratch cannot be allocated. */
 void head_forward(const tensor4 *x, const float *w, const float *b, int classes, float *feat,
                   float *logits);
-double head_loss_backward(const tensor4 *x, const float *w, int classes, const float *feat,
-                          const float *logits, const int *labels, float *dw, float *db,
-                          const tensor4 *dx, int *correct);
+int head_loss_backward(const tensor4 *x, const float *w, int classes, const float *feat,
+                       const float *logits, const int *labels, float *dw, float *db,
+                       const tensor4 *dx, int *correct, double *loss);
 
 /* trainer.c, for checkpoint.c: the optimizer state (v NULL for SGD), the head block
  * (weight, bias, then gradient, m, v, head_floats each) and the step counter. */
 void trainer_state_arrays(cspresnet_trainer *tr, float **m, float **v, float **head,
                           long *head_floats, long **step);
 error_buf *trainer_error(cspresnet_trainer *tr);
+/* checkpoint.c: the first checkpoint tensor (weights, running statistics, head,
+ * optimizer state) holding a NaN or an infinity: its key is written to key and 1
+ * returned; 0 when every value is finite. */
+int trainer_find_nonfinite(cspresnet_trainer *tr, char *key, size_t key_size);
 
 #endif

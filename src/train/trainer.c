@@ -708,13 +708,15 @@ cspresnet_status cspresnet_trainer_classify(cspresnet_trainer *tr, const float *
     float *feat = tr->block + tr->head_off, *logits = feat + (long)n * tr->head_c;
     long kc = (long)tr->classes * tr->head_c;
     head_forward(&x, tr->head, tr->head + kc, tr->classes, feat, logits);
-    double l = head_loss_backward(&x, tr->head, tr->classes, feat, logits, labels, tr->head_grad,
-                                  tr->head_grad + kc, &dx, correct);
-    if (l != l)
+    double l = 0.0;
+    if (head_loss_backward(&x, tr->head, tr->classes, feat, logits, labels, tr->head_grad, tr->head_grad + kc,
+                           &dx, correct, &l) != 0)
         return error_set(&tr->err, CSPRESNET_ERR_MEMORY, "out of memory in the loss");
-    run_backward(tr, NULL);
     if (loss)
         *loss = (float)l;
+    if (!isfinite(l) || !isfinite((float)l)) /* no backward: the gradients would be NaN too */
+        return error_set(&tr->err, CSPRESNET_ERR_NOT_FINITE, "the loss is not finite (%g)", l);
+    run_backward(tr, NULL);
     tr->err.text[0] = '\0';
     return CSPRESNET_OK;
 }
@@ -779,6 +781,10 @@ cspresnet_status cspresnet_trainer_step(cspresnet_trainer *tr)
     optim_job job = {tr, (float)train_schedule_lr(&tr->opt, tr->step)};
     threadpool_run(tr->pool, optim_worker, &job);
     tr->step++;
+    char key[MODEL_KEY_MAX + 16];
+    if (trainer_find_nonfinite(tr, key, sizeof key))
+        return error_set(&tr->err, CSPRESNET_ERR_NOT_FINITE, "%s holds a NaN or an infinity after the update",
+                         key);
     return CSPRESNET_OK;
 }
 
