@@ -44,6 +44,8 @@ int parse_size(const char *s, int hw[2], int max)
     if (n == 1)
         hw[1] = hw[0];
     return (n == 1 || n == 2) && hw[0] >= 1 && hw[1] >= 1 && hw[0] <= max && hw[1] <= max ? 0 : -1;
+}
+
 int return_idx_check(const int *idx, int count)
 {
     if (count < 1)
