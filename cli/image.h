@@ -25,8 +25,8 @@ typedef struct image_rgb {
 
 /* Decodes a JPEG or PNG file (told apart by content) into RGB the way upstream's
  * cv2.imread(path, IMREAD_COLOR) + BGR->RGB does: gray is replicated, alpha and tRNS
- * transparency dropped (not composited), palettes expanded, 16-bit samples keep their high byte. A JPEG that
- * libjpeg decodes only with corrupt-data warnings is refused. The EXIF orientation (JPEG
+ * transparency dropped (not composited), palettes expanded, 16-bit samples keep their
+ * high byte. A JPEG that libjpeg decodes only with corrupt-data warnings is refused. The EXIF orientation (JPEG
  * APP1 "Exif", PNG eXIf) is applied as cv2 applies it: the result is upright, h and w
  * swapped for orientations 5-8. Returns 0, or -1 with a message in err. */
 int image_read(const char *path, image_rgb *out, char *err, size_t err_size);
