@@ -323,20 +323,26 @@ int cmd_demo(int argc, char **argv)
         printf("\n== 1/4 summary of %s%s at 1x3x%dx%d ==\n", o.weights ? "the loaded model" : "preset ",
                o.weights ? "" : o.arch, o.size, o.size);
     }
-    failed |= demo_summary(&o, &cfg, 0) != 0;
+    int summary_ok = demo_summary(&o, &cfg, 0) == 0;
+    failed |= !summary_ok;
 
     if (!o.cf.quiet)
         printf("\n== 2/4 fine-tune on Fashion-MNIST ==\n");
-    failed |= demo_finetune(&o) != 0;
+    int finetune_ok = demo_finetune(&o) == 0;
+    failed |= !finetune_ok;
 
     if (!o.cf.quiet)
         printf("\n== 3/4 feature maps and pictures ==\n");
     input_list photos = {0};
+    unsigned char *written = NULL; /* per photo: 1 when all its files were written */
     const char *source = "";
     if (cspresnet_context_create(model, o.cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet demo: %s\n", err);
         failed = 1;
     } else if (find_photos(&o, &photos, &source) != 0) {
+        failed = 1;
+    } else if (!(written = calloc(photos.count + 1, 1))) {
+        fprintf(stderr, "cspresnet demo: out of memory\n");
         failed = 1;
     } else {
         char feat[4096];
@@ -345,7 +351,7 @@ int cmd_demo(int argc, char **argv)
             printf("images: %zu from %s\n", photos.count, source);
         image_job job = {.out_dir = feat, .visualize = "heatmap.png", .visualize_in_folders = 1, .height = o.size, .width = o.size,
                          .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1, .quiet = o.cf.quiet,
-                         .verbose = 1, .cmd = "demo"};
+                         .verbose = 1, .cmd = "demo", .written = written};
         image_job_result res;
         int r = infer_images(ctx, &photos, &job, &res);
         failed |= r != 0;
@@ -361,21 +367,22 @@ int cmd_demo(int argc, char **argv)
 
     if (!o.cf.quiet) {
         printf("\n== files ==\n");
-        printf("%s/summary.txt                  the full layer table\n", o.out);
-        if (cmd_train && !o.no_finetune)
+        /* only what this run wrote: a photo that could not be read has no folder */
+        if (summary_ok)
+            printf("%s/summary.txt                  the full layer table\n", o.out);
+        if (cmd_train && !o.no_finetune && finetune_ok)
             printf("%s/finetune/                    the fine-tune's outputs (see its lines above)\n", o.out);
-        for (size_t k = 0; k < photos.count; k++) {
+        for (size_t k = 0; written && k < photos.count; k++) {
             char name[512];
-            const char *base = strrchr(photos.paths[k], '/');
-            snprintf(name, sizeof name, "%s", base ? base + 1 : photos.paths[k]);
-            char *dot = strrchr(name, '.');
-            if (dot)
-                *dot = '\0';
+            if (!written[k])
+                continue;
+            infer_images_folder_name(&photos, k, name, sizeof name);
             printf("%s/features/%s/stage{%d..%d}.npy, heatmap.png   from %s\n", o.out, name, cfg.return_idx[0],
                    cfg.return_idx[cfg.num_return - 1], photos.paths[k]);
         }
         printf("done in %.1f s%s\n", now_seconds() - start, failed ? " (with failures, see above)" : "");
     }
+    free(written);
     input_list_free(&photos);
     cspresnet_context_free(ctx);
     cspresnet_model_free(model);

@@ -24,9 +24,9 @@ typedef struct image_rgb {
 } image_rgb;
 
 /* Decodes a JPEG or PNG file (told apart by content) into RGB the way upstream's
- * cv2.imread(path, IMREAD_COLOR) + BGR->RGB does: gray is replicated, alpha dropped (not
- * composited), palettes expanded, 16-bit samples keep their high byte. A JPEG that
- * libjpeg decodes only with corrupt-data warnings is refused. The EXIF orientation (JPEG
+ * cv2.imread(path, IMREAD_COLOR) + BGR->RGB does: gray is replicated, alpha and tRNS
+ * transparency dropped (not composited), palettes expanded, 16-bit samples keep their
+ * high byte. A JPEG that libjpeg decodes only with corrupt-data warnings is refused. The EXIF orientation (JPEG
  * APP1 "Exif", PNG eXIf) is applied as cv2 applies it: the result is upright, h and w
  * swapped for orientations 5-8. Returns 0, or -1 with a message in err. */
 int image_read(const char *path, image_rgb *out, char *err, size_t err_size);
@@ -82,6 +82,7 @@ typedef struct image_job {
     int batch;                 /* images per forward */
     int quiet, verbose;
     const char *cmd;           /* "infer", "demo": prefix of messages */
+    unsigned char *written;    /* NULL, or one flag per input: set to 1 once all its files are written */
 } image_job;
 typedef struct image_job_result {
     size_t done, failed;
@@ -90,5 +91,8 @@ typedef struct image_job_result {
 /* 0 when every image was done, 1 when some failed, -1 on a fatal error (message printed). */
 int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_job *job,
                  image_job_result *result);
+/* The folder name of input `index` under out_dir: its file name without the extension,
+ * "-2", "-3", ... added when an earlier input has the same one. */
+void infer_images_folder_name(const input_list *inputs, size_t index, char *out, size_t n);
 
 #endif

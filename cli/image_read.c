@@ -243,9 +243,12 @@ static void png_on_error(png_structp png, png_const_charp msg)
     png_longjmp(png, 1);
 }
 
+/* libpng's warnings (an iCCP profile it ignores, such as the "known incorrect sRGB
+ * profile" of scikit-image's photos; an unknown ancillary chunk) do not change the
+ * pixels cv2 gives, so they are not printed; errors still fail the decode above. */
 static void png_on_warning(png_structp png, png_const_charp msg)
 {
-    (void)png, (void)msg; /* benign (for example an unknown ancillary chunk) */
+    (void)png, (void)msg;
 }
 
 static void png_read_mem(png_structp png, png_bytep dst, png_size_t len)
@@ -287,15 +290,16 @@ static int decode_png(const char *path, const uint8_t *data, size_t size, image_
         png_destroy_read_struct(&png, &info, NULL);
         return -1;
     }
-    /* cv2's IMREAD_COLOR: 8 bits per channel RGB, alpha and tRNS ignored */
+    /* cv2's IMREAD_COLOR: 8 bits per channel RGB, alpha and tRNS ignored (never
+     * composited). Alpha is stripped for every colour type, as OpenCV does: a palette
+     * with a tRNS chunk expands to RGBA, and gray or RGB tRNS is not expanded at all. */
     if (type == PNG_COLOR_TYPE_PALETTE)
         png_set_palette_to_rgb(png);
     if (type == PNG_COLOR_TYPE_GRAY && depth < 8)
         png_set_expand_gray_1_2_4_to_8(png);
     if (depth == 16)
         png_set_strip_16(png);
-    if (type & PNG_COLOR_MASK_ALPHA)
-        png_set_strip_alpha(png);
+    png_set_strip_alpha(png);
     if (type == PNG_COLOR_TYPE_GRAY || type == PNG_COLOR_TYPE_GRAY_ALPHA)
         png_set_gray_to_rgb(png);
     png_set_interlace_handling(png);

@@ -18,7 +18,7 @@
 
 /* Output folder name of an image: its file name without the extension, made unique
  * among the earlier images of the run by "-2", "-3", ... */
-static void folder_name(const input_list *inputs, size_t index, char *out, size_t n)
+void infer_images_folder_name(const input_list *inputs, size_t index, char *out, size_t n)
 {
     char stems[2][512];
     const char *paths[2];
@@ -122,7 +122,7 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         for (int b = 0; b < n && !fatal; b++) {
             size_t idx = which[b];
             char name[512], dir[4096], path[4200], vis[4400];
-            folder_name(inputs, idx, name, sizeof name);
+            infer_images_folder_name(inputs, idx, name, sizeof name);
             snprintf(dir, sizeof dir, "%s/%s", job->out_dir, name);
             if (make_dir(dir) != 0) {
                 snprintf(err, sizeof err, "cannot create output folder %s: %s", dir, strerror(errno));
@@ -165,6 +165,8 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
             if (fatal)
                 break;
             result->done++;
+            if (job->written)
+                job->written[idx] = 1;
             if (!job->quiet && (!bar.enabled || job->verbose)) {
                 if (bar.enabled)
                     fputs("\r\033[K", stderr);
