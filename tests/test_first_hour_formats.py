@@ -199,8 +199,9 @@ def bf16_to_f32(bits):
     return (bits.astype("<u4") << 16).view("<f4")
 
 
-def write_st(path, tensors, meta=None, dtypes=None):
-    """A safetensors file by hand: {name: array} stored as dtypes[name] (F32 default)."""
+def write_st(path, tensors, meta=None, dtypes=None, hlen_low_byte=None):
+    """A safetensors file by hand: {name: array} stored as dtypes[name] (F32 default);
+    hlen_low_byte pads the header so that its length's first byte is that value."""
     header = {} if meta is None else {"__metadata__": meta}
     blobs, at = [], 0
     for k, v in tensors.items():
@@ -217,7 +218,10 @@ def write_st(path, tensors, meta=None, dtypes=None):
         blobs.append(b)
         at += len(b)
     text = json.dumps(header).encode()
-    text += b" " * ((-(8 + len(text))) % 8)
+    if hlen_low_byte is None:
+        text += b" " * ((-(8 + len(text))) % 8)
+    else:
+        text += b" " * ((hlen_low_byte - len(text)) % 256)
     Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
     return path
 
@@ -336,6 +340,23 @@ def test_safetensors_f16_with_metadata_and_bad_sizes(tmp_path, x_in):
     p = run_cli(["infer", "--weights", bad, "--input", x_in, "--out", tmp_path / "o"])
     assert p.returncode == 1, describe_proc(p)
     assert str(bad) in p.stderr and "stem.conv1.conv.weight" in p.stderr and "BF16" in p.stderr, p.stderr
+
+
+def test_safetensors_header_length_starting_like_a_pickle(tmp_path, x_in):
+    """A header length whose low byte is 0x80 (PROTO's opcode) is still safetensors."""
+    state = state_for("s", True)
+    pd = tmp_path / "w.pdparams"
+    pdw.write_pdparams(pd, state)
+    conv = tmp_path / "c.safetensors"
+    assert run_cli(["convert", "--weights", pd, "-o", conv]).returncode == 0
+    meta, tensors = read_st(conv)
+    _, a = infer_all(pd, x_in, tmp_path / "a")
+    for m in (meta, None):
+        st = write_st(tmp_path / f"p{m is None}.safetensors", tensors, m, hlen_low_byte=0x80)
+        assert st.read_bytes()[0] == 0x80 and st.read_bytes()[8:9] == b"{"
+        _, b = infer_all(st, x_in, tmp_path / f"b{m is None}")
+        for i, (u, v) in enumerate(zip(a, b)):
+            same_bits(u, v, f"stage{i}")
 
 
 def test_safetensors_without_metadata_not_a_backbone(tmp_path, x_in):
