@@ -307,7 +307,8 @@ static cspresnet_status read_metadata(const char *path, json_t *md, const cspres
                          cfg->use_large_stem ? "large" : "small", opt->expect_large_stem ? "large" : "small");
     if (opt->expect_alpha == 0 && cfg->use_alpha) /* deployed too: its alpha is folded in, not gone */
         return error_set(err, CSPRESNET_ERR_CONFIG,
-                         "%s: the file has RepVGG alpha parameters (a PP-YOLOE+ model) but no alpha was asked for", path);
+                         "%s: the file has RepVGG alpha parameters%s (a PP-YOLOE+ model) but no alpha was asked for",
+                         path, *deployed ? " (folded into the deployed convs; __metadata__ alpha is 1)" : "");
     if (opt->expect) {
         const cspresnet_config *e = opt->expect;
         for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++)
