@@ -1,8 +1,52 @@
-/* cmd_summary.c - `cspresnet summary`: paddle.summary's table, params, MACs, FLOPs. */
+/* cmd_summary.c - `cspresnet summary`: paddle.summary's table, params, MACs, FLOPs.
+ * With --weights, the architecture comes from the file, and so does the deployed form:
+ * a deployed file is summarised as the network it holds. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+
+static void print_list(const int *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? "," : "", v[i]);
+}
+
+/* The multiplier as upstream's configs write it: 0.50, 0.375, 1.25. */
+static void print_mult(const char *label, double m)
+{
+    double cents = m * 100.0;
+    printf("%s %.*f, ", label, fabs(cents - rint(cents)) < 1e-9 ? 2 : 3, m);
+}
+
+/* One line: what the file says, with the width and depth multipliers when its channels
+ * and layers are upstream's scaling of [64,128,256,512,1024] and [3,6,6,3] (the depth
+ * tried among the presets' 0.33, 0.67, 1.0 and 1.33, since rounding hides the exact one). */
+static void print_file_arch(const char *path, const cspresnet_config *c, int deployed)
+{
+    printf("architecture from %s: ", path);
+    cspresnet_config t;
+    double width = c->channels[0] / 64.0;
+    if (cspresnet_config_scaled(&t, width, 1.0) == CSPRESNET_OK &&
+        memcmp(t.channels, c->channels, sizeof t.channels) == 0)
+        print_mult("width", width);
+    static const double depths[] = {0.33, 0.67, 1.0, 1.33};
+    for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++)
+        if (cspresnet_config_scaled(&t, 1.0, depths[i]) == CSPRESNET_OK &&
+            memcmp(t.layers, c->layers, sizeof t.layers) == 0) {
+            print_mult("depth", depths[i]);
+            break;
+        }
+    printf("channels ");
+    print_list(c->channels, CSPRESNET_NUM_STAGES + 1);
+    printf(", layers ");
+    print_list(c->layers, CSPRESNET_NUM_STAGES);
+    printf(", %s stem, act %s%s, return_idx ", c->use_large_stem ? "large" : "small", cspresnet_act_name(c->act),
+           c->use_alpha ? ", alpha" : "");
+    print_list(c->return_idx, c->num_return);
+    printf("%s\n", deployed ? ", deployed" : "");
+}
 
 static void help(void)
 {
@@ -24,7 +68,8 @@ static void help(void)
            "  --large-stem / --small-stem   three or two stem convs (default large, as every shipped config)\n"
            "  --alpha           learnable RepVGG alpha (PP-YOLOE+)\n"
            "  --input-size      default 1,3,640,640\n"
-           "  --weights FILE    take the architecture from a .pdparams file instead\n"
+           "  --weights FILE    take the architecture from a .pdparams or safetensors file instead (and\n"
+           "                    print it); a deployed file shows the deployed network\n"
            "  --deploy          the fused network: BN folded into convs, one 3x3 conv per RepVGG block\n"
            "  -q, --quiet       print nothing: only check the configuration (the exit status says)\n"
            "  -v, --verbose     the default output (the table is all there is)\n"
@@ -83,6 +128,9 @@ int cmd_summary(int argc, char **argv)
             return 1;
         }
         cfg = *cspresnet_model_config(m);
+        if (cspresnet_model_is_deployed(m))
+            deploy = 1;
+        print_file_arch(weights, &cfg, cspresnet_model_is_deployed(m));
         cspresnet_model_free(m);
     } else if (arch_flags_config(&f, &cfg, "summary") != 0) {
         return EXIT_USAGE;

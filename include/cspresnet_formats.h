@@ -43,12 +43,16 @@ cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *model, 
 
 /* Loads a safetensors file written by cspresnet_model_save_safetensors: the
  * architecture (and whether it is deployed) comes from __metadata__ and is checked
- * against every tensor's shape. opt (may be NULL): act and return_idx given as
+ * against every tensor's shape. A file without this library's __metadata__ (written
+ * by another tool) has its architecture read off the shapes exactly as
+ * cspresnet_model_load does (prefix, stem, widths, blocks, alpha; deployed when the
+ * convs carry biases and there is no BN), non-backbone tensors skipped. Tensors may be
+ * F32, F16 (converted as .pdparams float16 is) or BF16 (widened exactly). opt (may be NULL): act and return_idx given as
  * non-default values override the file's; expect, expect_large_stem, expect_alpha
  * are checks as for cspresnet_model_load; log receives one line (tensors loaded,
  * zero-copy or copied).
  *
- * The file is mapped read-only. When every tensor is float-aligned in it (always for
+ * The file is mapped read-only. When every tensor is F32 and float-aligned in it (always for
  * files this library writes) and the host is little-endian, the model's weights point
  * into the mapping (zero-copy) and the mapping lives until cspresnet_model_free;
  * otherwise the weights are copied and the file is unmapped before returning. As with
@@ -57,7 +61,7 @@ cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *model, 
  *
  * Refused with a message naming the file, byte offset or tensor: a header length past
  * the end of the file, malformed JSON, a tensor whose offsets are out of range,
- * overlap another's or leave bytes unindexed, a dtype other than F32, a tensor the
+ * overlap another's or leave bytes unindexed, a dtype other than F32/F16/BF16, a tensor the
  * architecture needs that is missing (or one it does not know), metadata that
  * contradicts the shapes. Every size is checked against the file before allocating. */
 cspresnet_status cspresnet_model_load_safetensors(const char *path,
@@ -66,8 +70,8 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path,
                                                   size_t err_size);
 
 /* 1 if the first bytes of a file (head, n of them, n >= 9 to decide) look like
- * safetensors: a header length >= 2 followed by '{'. Pickles (.pdparams) start with
- * 0x80 and never match. */
+ * safetensors: a header length >= 2 followed by '{' at byte 8. Pickles (.pdparams)
+ * start with 0x80 and never have '{' there (see safetensors_read.c). */
 int cspresnet_safetensors_sniff(const unsigned char *head, size_t n);
 
 #ifdef __cplusplus

@@ -105,13 +105,14 @@ def test_bad_input_npy_refused(tmp_path, tiny_bytes, content, needle):
     assert no_outputs(tmp_path / "out")
 
 
-def test_float64_input_npy_refused(tmp_path, tiny_bytes):
+def test_int64_input_npy_refused(tmp_path, tiny_bytes):
+    """float64 inputs are read (tests/test_first_hour_formats.py); integers are not."""
     w = tmp_path / "w.pdparams"
     w.write_bytes(tiny_bytes)
     x = tmp_path / "x64.npy"
-    np.save(x, make_input((1, 3, 16, 16)).astype(np.float64))
+    np.save(x, make_input((1, 3, 16, 16)).astype(np.int64))
     proc = infer(w, x, tmp_path / "out")
-    refused(proc, re.escape(str(x)), r"<f8|float64")
+    refused(proc, re.escape(str(x)), r"<i8")
 
 
 @pytest.mark.parametrize("flags,needle", [

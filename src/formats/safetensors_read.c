@@ -5,17 +5,21 @@
  *   1. the file holds 8 bytes and the header length N fits in what follows (and under
  *      the reference implementation's 100 MB);
  *   2. the header is JSON (jansson, duplicate keys refused), an object whose
- *      __metadata__ is an object of strings and whose other members are tensors with
- *      dtype, shape and data_offsets [begin, end];
- *   3. per tensor: dtype F32 (other safetensors dtypes are refused as unsupported),
- *      end - begin = 4 * prod(shape) without overflow, end within the data section;
- *      then, sorted by begin, no two tensors overlap and no byte is left unindexed
- *      (the format forbids gaps);
- *   4. the architecture from __metadata__ is validated and built, and every parameter
- *      must be a tensor of exactly its shape, with no tensor left over; a shape that
- *      differs means the metadata contradicts the tensors, and the message says so.
+ *      __metadata__ (optional) is an object of strings and whose other members are
+ *      tensors with dtype, shape and data_offsets [begin, end];
+ *   3. per tensor: dtype F32, F16 or BF16 (other safetensors dtypes are refused as
+ *      unsupported), end - begin = itemsize * prod(shape) without overflow, end within
+ *      the data section; then, sorted by begin, no two tensors overlap and no byte is
+ *      left unindexed (the format forbids gaps);
+ *   4. the architecture from __metadata__, or, for a file without it (one written by
+ *      another tool), read off the tensor shapes by the .pdparams loader's inference
+ *      (model_infer_config, deployed form included), is validated and built, and every
+ *      parameter must be a tensor of exactly its shape, with no tensor left over; a
+ *      shape that differs means the metadata contradicts the tensors, and the message
+ *      says so.
  * Then the weights are used in place (zero-copy, the model keeps the mapping) when
- * every tensor is float-aligned on a little-endian host, else copied.
+ * every tensor is F32 and float-aligned on a little-endian host, else converted into
+ * the model's arena by array_to_f32 (F16 as .pdparams float16 is, BF16 exactly).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,10 +33,13 @@
 
 #include "cspresnet_formats.h"
 #include "formats/safetensors_internal.h"
+#include "io/pdparams.h"
 #include "model/model.h"
 
 typedef struct st_tensor {
     const char *name;             /* owned by the JSON tree */
+    array_dtype dtype;            /* F32, F16 or BF16 */
+    const char *dtype_name;       /* as in the header, for messages */
     int ndim;
     int64_t shape[ST_MAX_NDIM];
     uint64_t begin, end;          /* relative to the data section */
@@ -53,9 +60,13 @@ static void mapping_release(void *owner)
     }
 }
 
+/* A header length whose low byte is 0x80 makes a safetensors file start like a
+ * pickle's PROTO opcode, so the '{' at byte 8 decides. A pickle cannot have it there
+ * within the .pdparams limits: with protocol 4/5 byte 8 is bits 40-47 of the first
+ * frame's length (> 100 TB), with 2/3 bits 8-15 of the first key's length (> 30 kB). */
 int cspresnet_safetensors_sniff(const unsigned char *head, size_t n)
 {
-    if (!head || n < 9 || head[0] == 0x80)
+    if (!head || n < 9)
         return 0;
     uint64_t len = 0;
     for (int b = 0; b < 8; b++)
@@ -95,14 +106,22 @@ static cspresnet_status parse_tensor(const char *path, const char *name, json_t 
                          "%s: tensor '%s' needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" (array)",
                          path, name);
     const char *dtype = json_string_value(dt);
-    if (strcmp(dtype, "F32") != 0) {
+    uint64_t itemsize;
+    if (strcmp(dtype, "F32") == 0) {
+        t->dtype = DTYPE_F32;
+        itemsize = 4;
+    } else if (strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0) {
+        t->dtype = dtype[0] == 'F' ? DTYPE_F16 : DTYPE_BF16;
+        itemsize = 2;
+    } else {
         if (dtype_known(dtype))
             return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
-                             "%s: tensor '%s' has dtype %s; only F32 is supported (write the file with cspresnet convert)",
-                             path, name, dtype);
+                             "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 are supported", path, name,
+                             dtype);
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: tensor '%s' has an unknown dtype '%.32s'", path, name,
                          dtype);
     }
+    t->dtype_name = dtype_known(dtype);
     size_t nd = json_array_size(shape);
     if (nd > ST_MAX_NDIM)
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: tensor '%s' has %zu dimensions (at most %d)", path, name,
@@ -118,7 +137,7 @@ static cspresnet_status parse_tensor(const char *path, const char *name, json_t 
                              name, d);
         uint64_t dim = (uint64_t)json_integer_value(x);
         t->shape[d] = (int64_t)dim;
-        if (dim && numel > UINT64_MAX / 4 / dim)
+        if (dim && numel > UINT64_MAX / 4 / dim) /* 4 >= itemsize */
             overflow = 1;
         else
             numel *= dim;
@@ -136,12 +155,12 @@ static cspresnet_status parse_tensor(const char *path, const char *name, json_t 
                          "%llu) holds %llu bytes",
                          path, name, (unsigned long long)t->begin, (unsigned long long)t->end,
                          (unsigned long long)data_start, (unsigned long long)data_size);
-    if (overflow || t->end - t->begin != numel * 4) {
+    if (overflow || t->end - t->begin != numel * itemsize) {
         char s[128];
         shape_str(s, sizeof s, t->ndim, t->shape);
         return error_set(err, CSPRESNET_ERR_FORMAT,
-                         "%s: tensor '%s': F32 %s needs %llu bytes%s but data_offsets [%llu, %llu] span %llu", path,
-                         name, s, (unsigned long long)(numel * 4), overflow ? " (overflows)" : "",
+                         "%s: tensor '%s': %s %s needs %llu bytes%s but data_offsets [%llu, %llu] span %llu", path,
+                         name, t->dtype_name, s, (unsigned long long)(numel * itemsize), overflow ? " (overflows)" : "",
                          (unsigned long long)t->begin, (unsigned long long)t->end,
                          (unsigned long long)(t->end - t->begin));
     }
@@ -239,10 +258,6 @@ static cspresnet_status meta_flag(const char *path, json_t *md, const char *key,
 static cspresnet_status read_metadata(const char *path, json_t *md, const cspresnet_load_options *opt,
                                       cspresnet_config *cfg, int *deployed, error_buf *err)
 {
-    if (!md)
-        return error_set(err, CSPRESNET_ERR_FORMAT,
-                         "%s: no __metadata__ in the header: the architecture is unknown (write the file with cspresnet convert)",
-                         path);
     if (!json_is_object(md))
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: __metadata__ is not an object", path);
     const char *k;
@@ -290,9 +305,10 @@ static cspresnet_status read_metadata(const char *path, json_t *md, const cspres
     if (opt->expect_large_stem >= 0 && opt->expect_large_stem != cfg->use_large_stem)
         return error_set(err, CSPRESNET_ERR_CONFIG, "%s: the file has a %s stem but a %s stem was asked for", path,
                          cfg->use_large_stem ? "large" : "small", opt->expect_large_stem ? "large" : "small");
-    if (opt->expect_alpha == 0 && cfg->use_alpha && !*deployed)
+    if (opt->expect_alpha == 0 && cfg->use_alpha) /* deployed too: its alpha is folded in, not gone */
         return error_set(err, CSPRESNET_ERR_CONFIG,
-                         "%s: the file has RepVGG alpha parameters (a PP-YOLOE+ model) but no alpha was asked for", path);
+                         "%s: the file has RepVGG alpha parameters%s (a PP-YOLOE+ model) but no alpha was asked for",
+                         path, *deployed ? " (folded into the deployed convs; __metadata__ alpha is 1)" : "");
     if (opt->expect) {
         const cspresnet_config *e = opt->expect;
         for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++)
@@ -313,8 +329,10 @@ static cspresnet_status read_metadata(const char *path, json_t *md, const cspres
 
 /* Step 4: every parameter of m against the file's tensors; up to 6 problems reported. */
 static cspresnet_status match_params(const char *path, cspresnet_model *m, st_tensor *t, size_t n,
-                                     const char *arch, int *alpha_defaulted, error_buf *err)
+                                     const char *prefix, int from_metadata, const char *arch, int *alpha_defaulted,
+                                     error_buf *err)
 {
+    size_t plen = strlen(prefix);
     char msg[900] = "";
     size_t used = 0;
     int problems = 0, contradicts = 0;
@@ -331,7 +349,7 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
         const param_info *p = &m->params[i];
         st_tensor *f = NULL;
         for (size_t j = 0; j < n && !f; j++)
-            if (!t[j].used && strcmp(t[j].name, p->key) == 0)
+            if (!t[j].used && strncmp(t[j].name, prefix, plen) == 0 && strcmp(t[j].name + plen, p->key) == 0)
                 f = &t[j];
         char want[96], got[96];
         shape_str(want, sizeof want, p->ndim, p->shape);
@@ -340,7 +358,7 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
                 (*alpha_defaulted)++;
                 continue;
             }
-            PROBLEM("tensor missing: '%s' %s", p->key, want);
+            PROBLEM("tensor missing: '%s%s' %s", prefix, p->key, want);
             continue;
         }
         f->used = 1;
@@ -349,8 +367,9 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
             same = f->shape[d] == p->shape[d];
         if (!same) {
             shape_str(got, sizeof got, f->ndim, f->shape);
-            PROBLEM("'%s' is %s in the file but the metadata's architecture needs %s", p->key, got, want);
-            contradicts = 1;
+            PROBLEM("'%s' is %s in the file but the %s architecture needs %s", f->name, got,
+                    from_metadata ? "metadata's" : "inferred", want);
+            contradicts = from_metadata;
         }
     }
     for (size_t j = 0; j < n; j++)
@@ -378,6 +397,7 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
     size_t map_len = 0;
     json_t *root = NULL;
     st_tensor *tensors = NULL;
+    array_entry *entries = NULL;
     cspresnet_model *m = NULL;
     if (!path || !out) {
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load_safetensors: path and out must not be NULL");
@@ -464,9 +484,54 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
     if (s != CSPRESNET_OK)
         goto done;
 
+    /* Every tensor as a state-dict entry: the shapes for the inference, the bytes for
+     * array_to_f32 (safetensors data is little-endian, C order). */
+    entries = calloc(n + 1, sizeof *entries);
+    if (!entries) {
+        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        array_entry *a = &entries[i];
+        a->key = (char *)tensors[i].name;
+        a->dtype = tensors[i].dtype;
+        snprintf(a->dtype_str, sizeof a->dtype_str, "%s", tensors[i].dtype_name);
+        a->ndim = tensors[i].ndim;
+        a->numel = 1;
+        for (int d = 0; d < a->ndim; d++) {
+            a->shape[d] = tensors[i].shape[d];
+            a->numel *= a->shape[d];
+        }
+        a->raw = bytes + data_start + tensors[i].begin;
+        a->raw_size = (size_t)(tensors[i].end - tensors[i].begin);
+        a->file_offset = (size_t)(data_start + tensors[i].begin);
+    }
+
     cspresnet_config cfg;
     int deployed = 0;
-    s = read_metadata(path, json_object_get(root, ST_METADATA_KEY), options, &cfg, &deployed, &e);
+    char prefix[MODEL_KEY_MAX] = "";
+    json_t *md = json_object_get(root, ST_METADATA_KEY);
+    int from_metadata = md && (!json_is_object(md) || json_object_get(md, ST_META_VERSION) ||
+                               json_object_get(md, ST_META_CHANNELS) || json_object_get(md, ST_META_LAYERS) ||
+                               json_object_get(md, ST_META_DEPLOYED));
+    size_t skipped = 0;
+    if (from_metadata) {
+        s = read_metadata(path, md, options, &cfg, &deployed, &e);
+    } else {
+        /* Another tool's file (no __metadata__, or one such as {"format": "pt"}): the
+         * architecture from the shapes, as for .pdparams; tensors outside the backbone
+         * (neck.*, yolo_head.*) are skipped the same way. */
+        state_dict view = {.entries = entries, .count = n};
+        s = model_infer_config(&view, path, options, &cfg, &deployed, prefix, sizeof prefix, &e);
+        size_t plen = strlen(prefix);
+        for (size_t i = 0; s == CSPRESNET_OK && i < n; i++) {
+            const char *k = tensors[i].name;
+            if (strncmp(k, prefix, plen) != 0 || (strncmp(k + plen, "stem.", 5) != 0 && strncmp(k + plen, "stages.", 7) != 0)) {
+                tensors[i].used = 1;
+                skipped++;
+            }
+        }
+    }
     if (s != CSPRESNET_OK)
         goto done;
     if (options->expect_alpha == 1 && !deployed)
@@ -474,29 +539,30 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
     s = model_build(&cfg, deployed, &m, &e);
     if (s != CSPRESNET_OK)
         goto done;
-    char arch[160];
-    snprintf(arch, sizeof arch, "%s architecture channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s",
+    char arch[200];
+    snprintf(arch, sizeof arch, "%s architecture channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s%s",
              deployed ? "deployed" : "un-deployed", cfg.channels[0], cfg.channels[1], cfg.channels[2], cfg.channels[3],
              cfg.channels[4], cfg.layers[0], cfg.layers[1], cfg.layers[2], cfg.layers[3],
-             cfg.use_alpha ? " alpha" : "");
+             cfg.use_alpha ? " alpha" : "", from_metadata ? "" : ", inferred from the tensor shapes");
     int alpha_defaulted = 0;
-    s = match_params(path, m, tensors, n, arch, &alpha_defaulted, &e);
+    s = match_params(path, m, tensors, n, prefix, from_metadata, arch, &alpha_defaulted, &e);
     if (s != CSPRESNET_OK)
         goto done;
 
     const unsigned char *data = bytes + data_start;
     int zero_copy = st_host_is_little_endian() && alpha_defaulted == 0 && data_start % sizeof(float) == 0;
     for (size_t i = 0; i < n && zero_copy; i++)
-        zero_copy = tensors[i].begin % sizeof(float) == 0;
+        zero_copy = tensors[i].dtype == DTYPE_F32 && tensors[i].begin % sizeof(float) == 0;
     if (zero_copy) {
         mapping *mp = malloc(sizeof *mp);
         if (!mp) {
             s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
             goto done;
         }
+        size_t plen = strlen(prefix);
         for (size_t i = 0; i < m->n_params; i++)
             for (size_t j = 0; j < n; j++)
-                if (strcmp(tensors[j].name, m->params[i].key) == 0) {
+                if (strncmp(tensors[j].name, prefix, plen) == 0 && strcmp(tensors[j].name + plen, m->params[i].key) == 0) {
                     m->params[i].offset = (long)(tensors[j].begin / sizeof(float));
                     break;
                 }
@@ -509,31 +575,39 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
         for (size_t i = 0; i < m->n_params; i++) {
             param_info *p = &m->params[i];
             float *dst = m->weights + p->offset;
-            const st_tensor *f = NULL;
+            const array_entry *f = NULL;
+            size_t plen = strlen(prefix);
             for (size_t j = 0; j < n && !f; j++)
-                if (strcmp(tensors[j].name, p->key) == 0)
-                    f = &tensors[j];
+                if (strncmp(tensors[j].name, prefix, plen) == 0 && strcmp(tensors[j].name + plen, p->key) == 0)
+                    f = &entries[j];
             if (!f) { /* an alpha the file lacks: upstream's init value */
                 dst[0] = 1.0f;
                 continue;
             }
-            const unsigned char *src = data + f->begin;
-            for (long k = 0; k < p->numel; k++) {
-                uint32_t u = (uint32_t)src[4 * k] | (uint32_t)src[4 * k + 1] << 8 | (uint32_t)src[4 * k + 2] << 16 |
-                             (uint32_t)src[4 * k + 3] << 24;
-                memcpy(&dst[k], &u, 4);
-            }
+            s = array_to_f32(f, dst, &e);
+            if (s != CSPRESNET_OK)
+                goto done;
         }
     }
-    if (options->log && options->log_size)
-        snprintf(options->log, options->log_size, "%s: %zu tensors loaded (safetensors, %s)%s", path, n,
+    if (options->log && options->log_size) {
+        char how[160] = "";
+        if (!from_metadata)
+            snprintf(how, sizeof how, "; no cspresnet __metadata__: %s architecture inferred from the tensor shapes%s%s%s",
+                     deployed ? "deployed" : "un-deployed", prefix[0] ? " under prefix '" : "", prefix,
+                     prefix[0] ? "'" : "");
+        char skip[80] = "";
+        if (skipped)
+            snprintf(skip, sizeof skip, "; skipped %zu non-backbone tensors", skipped);
+        snprintf(options->log, options->log_size, "%s: %zu tensors loaded (safetensors, %s)%s%s%s", path, n - skipped,
                  zero_copy ? "zero-copy from the mapped file" : "copied",
-                 alpha_defaulted ? "; alpha absent from the file, set to 1.0 as upstream does" : "");
+                 alpha_defaulted ? "; alpha absent from the file, set to 1.0 as upstream does" : "", how, skip);
+    }
     *out = m;
     m = NULL;
 done:
     cspresnet_model_free(m);
     free(tensors);
+    free(entries);
     json_decref(root);
     if (map != MAP_FAILED)
         munmap(map, map_len);

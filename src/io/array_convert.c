@@ -4,7 +4,7 @@
  * The raw bytes may sit at any alignment (they point into the file), so every item
  * is loaded with memcpy. f8 -> f32 rounds to nearest even, as numpy's astype does
  * (values beyond the float range become +-inf); f2 -> f32 is exact (subnormals, inf
- * and NaN included). Big-endian items are byte-swapped; Fortran-order data is
+ * and NaN included), and so is bf16 -> f32 (the upper half of a float32's bits). Big-endian items are byte-swapped; Fortran-order data is
  * transposed into C order.
  */
 #include <float.h>
@@ -55,7 +55,7 @@ static float double_to_float(double d)
 static float load_item(const uint8_t *p, array_dtype dtype, int swap)
 {
     uint8_t b[8];
-    size_t n = dtype == DTYPE_F64 ? 8 : dtype == DTYPE_F16 ? 2 : 4;
+    size_t n = dtype == DTYPE_F64 ? 8 : dtype == DTYPE_F16 || dtype == DTYPE_BF16 ? 2 : 4;
     for (size_t i = 0; i < n; i++)
         b[i] = swap ? p[n - 1 - i] : p[i];
     switch (dtype) {
@@ -69,6 +69,14 @@ static float load_item(const uint8_t *p, array_dtype dtype, int swap)
         memcpy(&h, b, 2);
         return half_to_float(h);
     }
+    case DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, b, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        return f;
+    }
     default: {
         float f;
         memcpy(&f, b, 4);
@@ -81,11 +89,12 @@ cspresnet_status array_to_f32(const array_entry *a, float *dst, error_buf *err)
 {
     if (!a || (!dst && a->numel > 0))
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "array_to_f32: NULL argument");
-    if (a->dtype != DTYPE_F32 && a->dtype != DTYPE_F64 && a->dtype != DTYPE_F16)
+    if (a->dtype != DTYPE_F32 && a->dtype != DTYPE_F64 && a->dtype != DTYPE_F16 &&
+        a->dtype != DTYPE_BF16)
         return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
                          "key '%s': dtype '%s' cannot be converted to float32 (only f4, f8 "
                          "and f2 can)", a->key ? a->key : "?", a->dtype_str);
-    size_t itemsize = a->dtype == DTYPE_F64 ? 8 : a->dtype == DTYPE_F16 ? 2 : 4;
+    size_t itemsize = a->dtype == DTYPE_F64 ? 8 : a->dtype == DTYPE_F16 || a->dtype == DTYPE_BF16 ? 2 : 4;
     if (a->numel < 0 || a->ndim < 0 || a->ndim > PDPARAMS_MAX_NDIM ||
         (uint64_t)a->numel > a->raw_size / itemsize)
         return error_set(err, CSPRESNET_ERR_ARGUMENT,

@@ -6,9 +6,13 @@
  * {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } padded with spaces and
  * ending in '\n', then the raw data.
  *
- * Reading accepts only '<f4' in C order, version X.0 with X in 1..3, a header of at
+ * Reading accepts float16, float32 and float64 ('<f2', '<f4', '<f8' and their '>'
+ * big-endian forms) in C or Fortran order, version X.0 with X in 1..3, a header of at
  * most NPY_MAX_HEADER bytes holding exactly the three keys, and shapes of at most
- * NPY_MAX_NDIM non-negative dimensions whose byte size fits. The data must be exactly
+ * NPY_MAX_NDIM non-negative dimensions whose byte size fits. Every array is returned
+ * as float32 in C order, converted by array_to_f32 (the .pdparams weights' rule): the
+ * values are numpy's astype(float32) of the C-order array, so numpy's default float64,
+ * a big-endian file or np.asfortranarray data give the same input as a '<f4' file. The data must be exactly
  * as long as the header says: a shorter file is refused naming the expected and the
  * actual byte counts, and so is a longer one (trailing bytes after the data mean the
  * file is not what its header claims, so it is refused rather than silently
@@ -21,6 +25,7 @@
  * renamed over path; on any error the temporary file is removed and path untouched.
  */
 #include "io/npy.h"
+#include "io/pdparams.h"
 #include "core/atomic_file.h"
 
 #include <errno.h>
@@ -71,7 +76,25 @@ typedef struct hdr {
     size_t n, i;
     const char *path;
     error_buf *err;
+    array_dtype dtype;   /* from 'descr' */
+    size_t itemsize;
+    int big_endian;
+    int fortran_order;
 } hdr;
+
+/* '<f4' and its kin: byte order '<' or '>', then f2, f4 or f8. */
+static int parse_descr(hdr *h, const char *d, size_t dlen)
+{
+    if (dlen != 3 || (d[0] != '<' && d[0] != '>') || d[1] != 'f')
+        return 0;
+    h->big_endian = d[0] == '>';
+    switch (d[2]) {
+    case '2': h->dtype = DTYPE_F16; h->itemsize = 2; return 1;
+    case '4': h->dtype = DTYPE_F32; h->itemsize = 4; return 1;
+    case '8': h->dtype = DTYPE_F64; h->itemsize = 8; return 1;
+    default: return 0;
+    }
+}
 
 static void skip_ws(hdr *h)
 {
@@ -191,21 +214,20 @@ static cspresnet_status parse_header(hdr *h, npy_array *out)
             skip_ws(h);
             if (h->i < h->n && h->s[h->i] == '[')
                 return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
-                                 "%s: npy dtype is a structured dtype; only '<f4' (little-endian "
-                                 "float32) is supported", h->path);
+                                 "%s: npy dtype is a structured dtype; only float16, float32 and "
+                                 "float64 ('<f2', '<f4', '<f8' or big-endian '>') are supported", h->path);
             if ((st = parse_string(h, &d, &dlen)) != CSPRESNET_OK)
                 return st;
-            if (dlen != 3 || memcmp(d, "<f4", 3) != 0)
+            if (!parse_descr(h, d, dlen))
                 return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
-                                 "%s: npy dtype '%.*s' is not supported; only '<f4' "
-                                 "(little-endian float32) is", h->path, (int)(dlen > 40 ? 40 : dlen), d);
+                                 "%s: npy dtype '%.*s' is not supported; only float16, float32 and "
+                                 "float64 ('<f2', '<f4', '<f8' or big-endian '>') are", h->path,
+                                 (int)(dlen > 40 ? 40 : dlen), d);
             have_descr = 1;
         } else if (klen == 13 && memcmp(key, "fortran_order", 13) == 0 && !have_fortran) {
             if (word(h, "True"))
-                return error_set(h->err, CSPRESNET_ERR_UNSUPPORTED,
-                                 "%s: npy fortran_order is True; only C order is supported",
-                                 h->path);
-            if (!word(h, "False"))
+                h->fortran_order = 1;
+            else if (!word(h, "False"))
                 return hdr_fail(h, "'fortran_order' is not True or False");
             have_fortran = 1;
         } else if (klen == 5 && memcmp(key, "shape", 5) == 0 && !have_shape) {
@@ -314,24 +336,26 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
         return error_set(err, st, "%s: npy header is truncated: %zu of %zu bytes", path, got,
                          hlen);
     }
-    hdr h = {text, hlen, 0, path, err};
+    hdr h = {.s = text, .n = hlen, .path = path, .err = err};
     st = parse_header(&h, out);
     free(text);
     if (st != CSPRESNET_OK)
         return st;
 
+    const size_t isz = h.itemsize;
+    const char *type_name = h.dtype == DTYPE_F64 ? "float64" : h.dtype == DTYPE_F16 ? "float16" : "float32";
     int64_t numel = 1;
     for (int i = 0; i < out->ndim; i++) {
-        if (out->shape[i] && numel > INT64_MAX / 4 / out->shape[i])
+        if (out->shape[i] && numel > INT64_MAX / 8 / out->shape[i])
             return error_set(err, CSPRESNET_ERR_FORMAT,
                              "%s: npy shape is too large (dimension %d is %lld)", path, i,
                              (long long)out->shape[i]);
         numel *= out->shape[i];
     }
-    if ((uint64_t)numel > SIZE_MAX / 4)
+    if ((uint64_t)numel > SIZE_MAX / 8)
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy shape is too large", path);
     out->numel = numel;
-    size_t nbytes = (size_t)numel * 4, data_start = hstart + hlen;
+    size_t nbytes = (size_t)numel * isz, data_start = hstart + hlen;
 
     struct stat sb;
     int fd = fileno(f), is_regular = fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -340,9 +364,9 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
         uint64_t have = fsize > data_start ? fsize - data_start : 0;
         if (have < nbytes)
             return error_set(err, CSPRESNET_ERR_FORMAT,
-                             "%s: npy data is truncated: the header says %lld float32 values "
+                             "%s: npy data is truncated: the header says %lld %s values "
                              "(%zu bytes) but only %llu bytes follow it", path, (long long)numel,
-                             nbytes, (unsigned long long)have);
+                             type_name, nbytes, (unsigned long long)have);
         if (have > nbytes)
             return error_set(err, CSPRESNET_ERR_FORMAT,
                              "%s: npy file has %llu bytes after the data (expected %zu data "
@@ -371,8 +395,34 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
     if (fread(&extra, 1, 1, f) == 1)
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy file has bytes after the data",
                          path);
-    if (host_big_endian())
-        swap4((uint8_t *)out->data, (size_t)numel);
+    if (h.dtype == DTYPE_F32 && h.big_endian == host_big_endian() &&
+        (!h.fortran_order || out->ndim < 2))
+        return CSPRESNET_OK;  /* already float32 in C order, in the host's byte order */
+
+    /* Anything else is converted as .pdparams weights are (array_to_f32). */
+    float *conv = malloc(numel ? (size_t)numel * sizeof(float) : 1);
+    if (!conv)
+        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu bytes", path,
+                         (size_t)numel * sizeof(float));
+    array_entry a = {0};
+    a.key = (char *)path;
+    a.dtype = h.dtype;
+    snprintf(a.dtype_str, sizeof a.dtype_str, "f%zu", isz);
+    a.big_endian = h.big_endian;
+    a.fortran_order = h.fortran_order;
+    a.ndim = out->ndim;
+    _Static_assert(NPY_MAX_NDIM <= PDPARAMS_MAX_NDIM, "npy shapes fit an array_entry");
+    memcpy(a.shape, out->shape, sizeof out->shape);
+    a.numel = numel;
+    a.raw = (const uint8_t *)out->data;
+    a.raw_size = nbytes;
+    st = array_to_f32(&a, conv, err);
+    if (st != CSPRESNET_OK) {
+        free(conv);
+        return st;
+    }
+    free(out->data);
+    out->data = conv;
     return CSPRESNET_OK;
 }
 

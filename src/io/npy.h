@@ -1,8 +1,9 @@
 /*
  * npy.h - NumPy .npy files for inputs and outputs (format versions 1.0, 2.0, 3.0).
  *
- * Reading accepts little-endian float32 ('<f4') in C order; anything else is refused
- * with a message naming the file and the offending header field. Writing produces a
+ * Reading accepts float16, float32 and float64 in either byte order and in C or Fortran
+ * order, and returns float32 in C order (numpy's astype(float32) of the C-order array);
+ * anything else is refused with a message naming the file and the offending header field. Writing produces a
  * version 1.0 file ('<f4', C order), written to a temporary file in the same folder
  * and renamed into place so that a failed write never leaves a valid-looking file.
  */

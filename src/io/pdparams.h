@@ -37,6 +37,7 @@ typedef enum array_dtype {
     DTYPE_F32 = 0,
     DTYPE_F64,
     DTYPE_F16,
+    DTYPE_BF16,  /* bfloat16: safetensors only (numpy has no such dtype) */
     DTYPE_OTHER  /* anything else numpy can describe; refused by array_to_f32 */
 } array_dtype;
 
@@ -80,8 +81,8 @@ void state_dict_release(const state_dict *sd, const array_entry *e);
 /* Finds a key; NULL when absent. */
 const array_entry *state_dict_find(const state_dict *sd, const char *key);
 
-/* Converts an entry to float32 C order into dst (numel floats): f32 copied, f64 and
- * f16 converted, big-endian swapped, Fortran order transposed. Other dtypes are
+/* Converts an entry to float32 C order into dst (numel floats): f32 copied, f64,
+ * f16 and bf16 converted, big-endian swapped, Fortran order transposed. Other dtypes are
  * refused with CSPRESNET_ERR_UNSUPPORTED naming the key and dtype. */
 cspresnet_status array_to_f32(const array_entry *a, float *dst, error_buf *err);
 

@@ -9,7 +9,9 @@
  *
  * Inferred: channels[0] from the last stem conv, large stem from stem.conv3, the four
  * stage widths from stages.i.conv3, blocks per stage from stages.i.blocks.j, alpha
- * from any *.alpha key. Then every parameter must be present with its exact shape,
+ * from any *.alpha key, and the deployed form (build.c) from a stem conv with a bias
+ * and no BN. model_infer_config gives the same inference to other readers of
+ * shapes-only files (safetensors without __metadata__). Then every parameter must be present with its exact shape,
  * and no backbone key may be left over; every problem is reported by key, with both
  * shapes, up to a handful per message.
  */
@@ -115,10 +117,14 @@ static int dim0(const backbone_keys *bk, const char *key)
 
 static cspresnet_status infer_config(const backbone_keys *bk, const char *path,
                                      const cspresnet_load_options *opt, cspresnet_config *cfg,
-                                     int *file_has_alpha, error_buf *err)
+                                     int *file_has_alpha, int *deployed, error_buf *err)
 {
     char key[MODEL_KEY_MAX];
     memset(cfg, 0, sizeof *cfg);
+    /* The deployed form (build.c) gives every conv a bias and has no BN; the conv
+     * weights that fix the widths and depths are named alike in both forms. */
+    *deployed = bk_find(bk, "stem.conv1.conv.bias", NULL) != NULL &&
+                bk_find(bk, "stem.conv1.bn.weight", NULL) == NULL;
     cfg->use_large_stem = bk_find(bk, "stem.conv3.conv.weight", NULL) != NULL;
     cfg->channels[0] = dim0(bk, cfg->use_large_stem ? "stem.conv3.conv.weight" : "stem.conv2.conv.weight");
     if (cfg->channels[0] < 0)
@@ -188,6 +194,49 @@ static cspresnet_status check_expectations(const cspresnet_config *cfg, int file
                                  cfg->layers[2], cfg->layers[3]);
     }
     return CSPRESNET_OK;
+}
+
+/* The architecture of bk: inferred, checked against opt, alpha forced by
+ * opt->expect_alpha = 1 (un-deployed only: a deployed file has its alpha folded in),
+ * and validated. */
+static cspresnet_status infer_arch(const backbone_keys *bk, const char *path,
+                                   const cspresnet_load_options *opt, cspresnet_config *cfg,
+                                   int *deployed, error_buf *err)
+{
+    int file_has_alpha = 0;
+    cspresnet_status s = infer_config(bk, path, opt, cfg, &file_has_alpha, deployed, err);
+    if (s != CSPRESNET_OK)
+        return s;
+    s = check_expectations(cfg, file_has_alpha, opt, path, err);
+    if (s != CSPRESNET_OK)
+        return s;
+    if (opt->expect_alpha == 1 && !*deployed)
+        cfg->use_alpha = 1;
+    char cerr[sizeof err->text];
+    s = cspresnet_config_validate(cfg, cerr, sizeof cerr);
+    if (s != CSPRESNET_OK)
+        return error_set(err, s, "%s: %s", path, cerr);
+    return CSPRESNET_OK;
+}
+
+cspresnet_status model_infer_config(const state_dict *sd, const char *path,
+                                    const cspresnet_load_options *opt, cspresnet_config *cfg,
+                                    int *deployed, char *prefix, size_t prefix_size, error_buf *err)
+{
+    backbone_keys bk = {0};
+    bk.sd = sd;
+    bk.is_backbone = calloc(sd->count + 1, 1);
+    bk.used = calloc(sd->count + 1, 1);
+    cspresnet_status s;
+    if (!bk.is_backbone || !bk.used)
+        s = error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+    else if ((s = find_prefix(sd, path, &bk, err)) == CSPRESNET_OK)
+        s = infer_arch(&bk, path, opt, cfg, deployed, err);
+    if (s == CSPRESNET_OK && prefix && prefix_size)
+        snprintf(prefix, prefix_size, "%s", bk.prefix);
+    free(bk.is_backbone);
+    free(bk.used);
+    return s;
 }
 
 /* Copies every parameter in; collects up to 8 problems into one message. */
@@ -280,21 +329,12 @@ cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_opt
         goto done;
 
     cspresnet_config cfg;
-    int file_has_alpha = 0;
-    s = infer_config(&bk, path, options, &cfg, &file_has_alpha, &e);
+    int deployed = 0;
+    s = infer_arch(&bk, path, options, &cfg, &deployed, &e);
     if (s != CSPRESNET_OK)
         goto done;
-    s = check_expectations(&cfg, file_has_alpha, options, path, &e);
-    if (s != CSPRESNET_OK)
-        goto done;
-    if (options->expect_alpha == 1)
-        cfg.use_alpha = 1;
-    char cerr[sizeof e.text];
-    s = cspresnet_config_validate(&cfg, cerr, sizeof cerr);
-    if (s != CSPRESNET_OK) {
-        error_set(&e, s, "%s: %s", path, cerr);
-        goto done;
-    }
+    /* .pdparams holds upstream's layout only: a deployed-looking file is checked
+     * against the un-deployed model, whose message lists what is missing. */
     s = model_build(&cfg, 0, &m, &e);
     if (s != CSPRESNET_OK)
         goto done;

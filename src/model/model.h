@@ -15,6 +15,7 @@
 #ifndef CSPRESNET_MODEL_H
 #define CSPRESNET_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -97,6 +98,16 @@ int model_stem_mid(const cspresnet_config *cfg);               /* channels[0] / 
  * deployed form has conv weight+bias per ConvBNLayer and one 3x3 conv per RepVGG block. */
 cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresnet_model **out,
                              error_buf *err);
+/* load.c: the architecture of a state dict read off its shapes, as
+ * cspresnet_model_load does (SPEC §3: channels, blocks, large stem, alpha, and
+ * *deployed when the convs carry the folded biases), checked against opt and
+ * validated; the key prefix found ("" or e.g. "backbone.") goes to prefix. sd may be a
+ * view built by another reader: only its entries' keys, ndim and shape are read. */
+struct state_dict;
+cspresnet_status model_infer_config(const struct state_dict *sd, const char *path,
+                                    const cspresnet_load_options *opt, cspresnet_config *cfg,
+                                    int *deployed, char *prefix, size_t prefix_size, error_buf *err);
+
 /* Index of a parameter by key, or -1. */
 long model_find_param(const cspresnet_model *m, const char *key);
 
