@@ -7,6 +7,7 @@
  * checks that the file must pass.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -15,8 +16,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/stream_read.h"
 #include "image.h"
 #include "io/npy.h"
+#include "io/pdparams.h"
 
 /* A seeded input in [0, 1), like an image scaled by 1/255. */
 static int random_input(npy_array *x, const int size[4])
@@ -90,9 +93,43 @@ static int is_npy(const char *path)
     return n >= 4 && strcmp(path + n - 4, ".npy") == 0;
 }
 
+/* A pipe, FIFO or device (/dev/stdin): it can be read only once, so what it holds (an
+ * .npy batch or an image) is told from its bytes after reading it, not from its name. */
+static int is_stream(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode);
+}
+
+static int has_npy_magic(const uint8_t *head, size_t n)
+{
+    return n >= 6 && memcmp(head, "\x93NUMPY", 6) == 0;
+}
+
+/* Neither an .npy nor a JPEG or PNG: read no further, the image decoder names it. */
+static int no_known_input(const uint8_t *head, size_t n)
+{
+    return !has_npy_magic(head, n) && !(n >= 3 && head[0] == 0xff && head[1] == 0xd8) &&
+           !(n >= 4 && memcmp(head, "\x89PNG", 4) == 0);
+}
+
+/* Warns (stderr) when the batch holds NaN or Inf: every output would be NaN then. */
+static void warn_non_finite(const char *name, const npy_array *x)
+{
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < x->numel; i++)
+        if (!isfinite(x->data[i]) && bad++ == 0)
+            first = i;
+    if (bad)
+        fprintf(stderr,
+                "cspresnet infer: warning: %s holds %lld non-finite value%s (NaN or Inf; the first at flat "
+                "index %lld): the outputs they reach will be NaN\n",
+                name, (long long)bad, bad > 1 ? "s" : "", (long long)first);
+}
+
 static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
                      const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
-                     int n_inputs, image_job *job);
+                     int n_inputs, int stream_input, image_job *job);
 
 int cmd_infer(int argc, char **argv)
 {
@@ -196,8 +233,9 @@ int cmd_infer(int argc, char **argv)
         fprintf(stderr, "cspresnet infer: --visualize needs image inputs\n");
         goto usage;
     }
+    int stream_input = n_inputs == 1 && !input_path && is_stream(inputs[0]);
     rc = infer_run(&f, &cf, weights, deploy, input_path, input_size, out_dir, n_inputs && !input_path ? inputs : NULL,
-                   n_inputs, &job);
+                   n_inputs, stream_input, &job);
 usage:
     free(inputs);
     return rc;
@@ -206,7 +244,7 @@ usage:
 /* Loads the model, then runs the .npy batch or the images. */
 static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
                      const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
-                     int n_inputs, image_job *job)
+                     int n_inputs, int stream_input, image_job *job)
 {
     arch_flags f = *fp;
     int threads = cf->threads, quiet = cf->quiet;
@@ -223,6 +261,8 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
     cspresnet_context *ctx = NULL;
     npy_array x = {0};
     error_buf e;
+    uint8_t *stream = NULL; /* a stream input's bytes */
+    size_t stream_size = 0;
     if (weights) {
         if (cli_load_weights(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
@@ -242,6 +282,28 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
         fprintf(stderr, "cspresnet infer: %s\n", err);
         goto done;
     }
+    if (stream_input) {
+        FILE *sf = fopen(image_args[0], "rb");
+        if (!sf) {
+            fprintf(stderr, "cspresnet infer: %s: cannot open: %s\n", image_args[0], strerror(errno));
+            goto done;
+        }
+        cspresnet_status st = stream_read_all(sf, image_args[0], PDPARAMS_MAX_FILE_BYTES, no_known_input, &stream,
+                                              &stream_size, &e);
+        fclose(sf);
+        if (st != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", e.text);
+            goto done;
+        }
+        if (has_npy_magic(stream, stream_size)) {
+            if (npy_read_memory(stream, stream_size, image_args[0], &x, &e) != CSPRESNET_OK) {
+                fprintf(stderr, "cspresnet infer: %s\n", e.text);
+                goto done;
+            }
+            input_path = image_args[0];
+            image_args = NULL;
+        }
+    }
     if (image_args) {
         input_list images = {0};
         for (int k = 0; k < n_inputs; k++)
@@ -250,6 +312,10 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
                 input_list_free(&images);
                 goto done;
             }
+        if (stream) {
+            images.first_data = stream;
+            images.first_size = stream_size;
+        }
         if (cspresnet_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
             input_list_free(&images);
@@ -271,10 +337,11 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
         goto done;
     }
     if (input_path) {
-        if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {
+        if (!x.data && npy_read(input_path, &x, &e) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", e.text);
             goto done;
         }
+        warn_non_finite(input_path, &x);
     } else if (random_input(&x, input_size) != 0) {
         fprintf(stderr, "cspresnet infer: out of memory for a %dx3x%dx%d input\n", input_size[0],
                 input_size[2], input_size[3]);
@@ -324,6 +391,7 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
                    outs[r].h, outs[r].w, outs[r].stride, paths[r]);
     rc = 0;
 done:
+    free(stream);
     npy_array_free(&x);
     cspresnet_context_free(ctx);
     cspresnet_model_free(model);

@@ -84,7 +84,10 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         for (; next < inputs->count && n < B; next++) {
             image_rgb img;
             const char *path = inputs->paths[next];
-            if (image_read(path, &img, err, sizeof err) != 0) {
+            int bad = next == 0 && inputs->first_data
+                          ? image_decode(path, inputs->first_data, inputs->first_size, &img, err, sizeof err)
+                          : image_read(path, &img, err, sizeof err);
+            if (bad != 0) {
                 char msg[1200];
                 snprintf(msg, sizeof msg, "%s (skipped)", err);
                 report(&bar, job->cmd, msg);

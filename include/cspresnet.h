@@ -143,9 +143,16 @@ void cspresnet_load_options_init(cspresnet_load_options *opt);
 /* Reads a .pdparams file (a pickle of key -> numpy array, protocols 2-5) without
  * executing anything from it, infers the architecture, and copies the weights in.
  * Backbone-only files and full detector checkpoints ("backbone." prefix) both work.
+ * A pipe or FIFO (/dev/stdin) is read once, whole, into memory (at most 16 GiB).
  * *out is owned by the caller. On failure nothing is allocated and err says why. */
 cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *opt,
                                       cspresnet_model **out, char *err, size_t err_size);
+
+/* The same from the bytes of a .pdparams file in memory (read in place, not kept: the
+ * caller may free data once this returns). name stands for the file in messages. */
+cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, const char *name,
+                                             const cspresnet_load_options *opt,
+                                             cspresnet_model **out, char *err, size_t err_size);
 
 /* Deploy mode, as upstream's convert_to_deploy and then some: every BN is folded into
  * its conv (t = weight / sqrt(_variance + eps); kernel * t; bias - _mean * weight /
