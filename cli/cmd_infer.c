@@ -365,7 +365,8 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
     }
     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
     int n_out = 0;
-    if (cspresnet_forward(ctx, x.data, (int)x.shape[0], (int)x.shape[2], (int)x.shape[3], outs, &n_out) !=
+    if (cspresnet_forward(ctx, x.data, (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)x.shape[3], outs,
+                          &n_out) !=
         CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", cspresnet_context_last_error(ctx));
         goto done;

@@ -116,7 +116,7 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
         int n_out = 0;
         double t0 = now_seconds();
-        if (cspresnet_forward(ctx, tensor, n, H, W, outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, tensor, n, 3, H, W, outs, &n_out) != CSPRESNET_OK) {
             report(&bar, job->cmd, cspresnet_context_last_error(ctx));
             fatal = 1;
             break;
