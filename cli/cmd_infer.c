@@ -106,6 +106,20 @@ static int has_npy_magic(const uint8_t *head, size_t n)
     return n >= 6 && memcmp(head, "\x93NUMPY", 6) == 0;
 }
 
+/* A regular file that starts with the .npy magic whatever its name (/dev/stdin
+ * redirected from an .npy file): peeking is safe, it is opened again to be read. */
+static int regular_npy(const char *path)
+{
+    struct stat sb;
+    uint8_t head[6];
+    FILE *f = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
+    if (!f)
+        return 0;
+    size_t got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return has_npy_magic(head, got);
+}
+
 /* Neither an .npy nor a JPEG or PNG: read no further, the image decoder names it. */
 static int no_known_input(const uint8_t *head, size_t n)
 {
@@ -221,7 +235,7 @@ int cmd_infer(int argc, char **argv)
         goto usage;
     }
     for (int k = 0; k < n_inputs; k++)
-        if (is_npy(inputs[k])) {
+        if (is_npy(inputs[k]) || (n_inputs == 1 && regular_npy(inputs[k]))) {
             if (n_inputs != 1 || job.visualize) {
                 fprintf(stderr, "cspresnet infer: an .npy input is a whole batch: give it alone, without "
                                 "--visualize (which needs images)\n");

@@ -167,6 +167,15 @@ def test_npy_input_from_a_pipe(tmp_path, files, expected):
     assert_same_bits(stages(out), expected)
 
 
+def test_npy_input_on_stdin_redirected_from_a_file(tmp_path, files, expected):
+    """/dev/stdin is then a regular file without the .npy suffix: told by its magic."""
+    out = tmp_path / "out"
+    with open(files["x"], "rb") as f:
+        p = infer(files["pdparams"], "/dev/stdin", out, stdin=f)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    assert_same_bits(stages(out), expected)
+
+
 def test_npy_input_and_weights_from_fifos(tmp_path, files, expected):
     wf, xf = tmp_path / "weights", tmp_path / "batch"
     ww = FifoWriter(wf, files["safetensors"].read_bytes())
