@@ -79,7 +79,7 @@ int main(int argc, char **argv)
         int s = (int)((it * 7 + it / NSHAPES) % NSHAPES);
         cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
         int n_out = 0;
-        if (cspresnet_forward(ctx, input, shapes[s][0], shapes[s][1], shapes[s][2], outs, &n_out) !=
+        if (cspresnet_forward(ctx, input, shapes[s][0], 3, shapes[s][1], shapes[s][2], outs, &n_out) !=
             CSPRESNET_OK) {
             fprintf(stderr, "soak: forward %ld failed: %s\n", it, cspresnet_context_last_error(ctx));
             return 1;

@@ -205,7 +205,7 @@ int cmd_bench(int argc, char **argv)
         if (r == warmup && profile)
             cspresnet_context_set_profile(ctx, 1);
         double t0 = now();
-        if (cspresnet_forward(ctx, x.data, batch, size[0], size[1], outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, x.data, batch, 3, size[0], size[1], outs, &n_out) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet bench: %s\n", cspresnet_context_last_error(ctx));
             goto done;
         }

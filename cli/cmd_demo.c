@@ -219,7 +219,7 @@ static int demo_speed(const demo_opts *o, cspresnet_context *ctx, const cspresne
     int n_out;
     for (int r = -1; r < reps; r++) {
         double t0 = now_seconds();
-        if (cspresnet_forward(ctx, x, 1, o->size, o->size, outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, x, 1, 3, o->size, o->size, outs, &n_out) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet demo: %s\n", cspresnet_context_last_error(ctx));
             free(x);
             return -1;

@@ -7,6 +7,7 @@
  * checks that the file must pass.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -15,8 +16,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/stream_read.h"
 #include "image.h"
 #include "io/npy.h"
+#include "io/pdparams.h"
 
 /* A seeded input in [0, 1), like an image scaled by 1/255. */
 static int random_input(npy_array *x, const int size[4])
@@ -93,9 +96,57 @@ static int is_npy(const char *path)
     return n >= 4 && strcmp(path + n - 4, ".npy") == 0;
 }
 
+/* A pipe, FIFO or device (/dev/stdin): it can be read only once, so what it holds (an
+ * .npy batch or an image) is told from its bytes after reading it, not from its name. */
+static int is_stream(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode);
+}
+
+static int has_npy_magic(const uint8_t *head, size_t n)
+{
+    return n >= 6 && memcmp(head, "\x93NUMPY", 6) == 0;
+}
+
+/* A regular file that starts with the .npy magic whatever its name (/dev/stdin
+ * redirected from an .npy file): peeking is safe, it is opened again to be read. */
+static int regular_npy(const char *path)
+{
+    struct stat sb;
+    uint8_t head[6];
+    FILE *f = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
+    if (!f)
+        return 0;
+    size_t got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return has_npy_magic(head, got);
+}
+
+/* Neither an .npy nor a JPEG or PNG: read no further, the image decoder names it. */
+static int no_known_input(const uint8_t *head, size_t n)
+{
+    return !has_npy_magic(head, n) && !(n >= 3 && head[0] == 0xff && head[1] == 0xd8) &&
+           !(n >= 4 && memcmp(head, "\x89PNG", 4) == 0);
+}
+
+/* Warns (stderr) when the batch holds NaN or Inf: every output would be NaN then. */
+static void warn_non_finite(const char *name, const npy_array *x)
+{
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < x->numel; i++)
+        if (!isfinite(x->data[i]) && bad++ == 0)
+            first = i;
+    if (bad)
+        fprintf(stderr,
+                "cspresnet infer: warning: %s holds %lld non-finite value%s (NaN or Inf; the first at flat "
+                "index %lld): the outputs they reach will be NaN\n",
+                name, (long long)bad, bad > 1 ? "s" : "", (long long)first);
+}
+
 static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
                      const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
-                     int n_inputs, image_job *job);
+                     int n_inputs, int stream_input, image_job *job);
 
 int cmd_infer(int argc, char **argv)
 {
@@ -204,7 +255,7 @@ int cmd_infer(int argc, char **argv)
         goto usage;
     }
     for (int k = 0; k < n_inputs; k++)
-        if (is_npy(inputs[k])) {
+        if (is_npy(inputs[k]) || (n_inputs == 1 && regular_npy(inputs[k]))) {
             if (n_inputs != 1 || job.visualize) {
                 fprintf(stderr, "cspresnet infer: an .npy input is a whole batch: give it alone, without "
                                 "--visualize (which needs images)\n");
@@ -216,8 +267,9 @@ int cmd_infer(int argc, char **argv)
         fprintf(stderr, "cspresnet infer: --visualize needs image inputs\n");
         goto usage;
     }
+    int stream_input = n_inputs == 1 && !input_path && is_stream(inputs[0]);
     rc = infer_run(&f, &cf, weights, deploy, input_path, input_size, out_dir, n_inputs && !input_path ? inputs : NULL,
-                   n_inputs, &job);
+                   n_inputs, stream_input, &job);
 usage:
     free(inputs);
     return rc;
@@ -226,7 +278,7 @@ usage:
 /* Loads the model, then runs the .npy batch or the images. */
 static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
                      const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
-                     int n_inputs, image_job *job)
+                     int n_inputs, int stream_input, image_job *job)
 {
     arch_flags f = *fp;
     int threads = cf->threads, quiet = cf->quiet;
@@ -243,6 +295,8 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
     cspresnet_context *ctx = NULL;
     npy_array x = {0};
     error_buf e;
+    uint8_t *stream = NULL; /* a stream input's bytes */
+    size_t stream_size = 0;
     if (weights) {
         if (cli_load_weights(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
@@ -262,6 +316,28 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
         fprintf(stderr, "cspresnet infer: %s\n", err);
         goto done;
     }
+    if (stream_input) {
+        FILE *sf = fopen(image_args[0], "rb");
+        if (!sf) {
+            fprintf(stderr, "cspresnet infer: %s: cannot open: %s\n", image_args[0], strerror(errno));
+            goto done;
+        }
+        cspresnet_status st = stream_read_all(sf, image_args[0], PDPARAMS_MAX_FILE_BYTES, no_known_input, &stream,
+                                              &stream_size, &e);
+        fclose(sf);
+        if (st != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", e.text);
+            goto done;
+        }
+        if (has_npy_magic(stream, stream_size)) {
+            if (npy_read_memory(stream, stream_size, image_args[0], &x, &e) != CSPRESNET_OK) {
+                fprintf(stderr, "cspresnet infer: %s\n", e.text);
+                goto done;
+            }
+            input_path = image_args[0];
+            image_args = NULL;
+        }
+    }
     if (image_args) {
         input_list images = {0};
         for (int k = 0; k < n_inputs; k++)
@@ -270,6 +346,10 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
                 input_list_free(&images);
                 goto done;
             }
+        if (stream) {
+            images.first_data = stream;
+            images.first_size = stream_size;
+        }
         if (cspresnet_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
             input_list_free(&images);
@@ -291,10 +371,11 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
         goto done;
     }
     if (input_path) {
-        if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {
+        if (!x.data && npy_read(input_path, &x, &e) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", e.text);
             goto done;
         }
+        warn_non_finite(input_path, &x);
     } else if (random_input(&x, input_size) != 0) {
         fprintf(stderr, "cspresnet infer: out of memory for a %dx3x%dx%d input\n", input_size[0],
                 input_size[2], input_size[3]);
@@ -318,7 +399,8 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
     }
     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
     int n_out = 0;
-    if (cspresnet_forward(ctx, x.data, (int)x.shape[0], (int)x.shape[2], (int)x.shape[3], outs, &n_out) !=
+    if (cspresnet_forward(ctx, x.data, (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)x.shape[3], outs,
+                          &n_out) !=
         CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", cspresnet_context_last_error(ctx));
         goto done;
@@ -344,6 +426,7 @@ static int infer_run(const arch_flags *fp, const common_flags *cf, const char *w
                    outs[r].h, outs[r].w, outs[r].stride, paths[r]);
     rc = 0;
 done:
+    free(stream);
     npy_array_free(&x);
     cspresnet_context_free(ctx);
     cspresnet_model_free(model);

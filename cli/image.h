@@ -30,6 +30,8 @@ typedef struct image_rgb {
  * APP1 "Exif", PNG eXIf) is applied as cv2 applies it: the result is upright, h and w
  * swapped for orientations 5-8. Returns 0, or -1 with a message in err. */
 int image_read(const char *path, image_rgb *out, char *err, size_t err_size);
+/* The same from a file's bytes already in memory (a stream read once); path names it. */
+int image_decode(const char *path, const uint8_t *data, size_t size, image_rgb *out, char *err, size_t err_size);
 void image_free(image_rgb *img);
 
 /* 1 if name ends with .jpg, .jpeg or .png (any case). */
@@ -61,6 +63,8 @@ int font_text_width(const char *text, int scale);
 typedef struct input_list {
     char **paths;
     size_t count, cap;
+    const uint8_t *first_data; /* paths[0]'s bytes when already read (a stream), else NULL */
+    size_t first_size;
 } input_list;
 /* Adds one argument; 0, or -1 with a message (an unreadable or empty folder or list file). */
 int input_list_add(input_list *l, const char *arg, char *err, size_t err_size);

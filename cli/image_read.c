@@ -331,6 +331,14 @@ int image_read(const char *path, image_rgb *out, char *err, size_t err_size)
     memset(out, 0, sizeof *out);
     if (read_file(path, &data, &size, err, err_size) != 0)
         return -1;
+    int rc = image_decode(path, data, size, out, err, err_size);
+    free(data);
+    return rc;
+}
+
+int image_decode(const char *path, const uint8_t *data, size_t size, image_rgb *out, char *err, size_t err_size)
+{
+    memset(out, 0, sizeof *out);
     int rc;
     static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
@@ -340,7 +348,6 @@ int image_read(const char *path, image_rgb *out, char *err, size_t err_size)
     else
         rc = fail(err, err_size, "%s: %s", path,
                   size == 0 ? "empty file, not a JPEG or PNG image" : "not a JPEG or PNG image");
-    free(data);
     if (rc == 0 && apply_orientation(out, out->orientation) != 0) {
         image_free(out);
         return fail(err, err_size, "%s: %s", path, "out of memory turning the picture upright");

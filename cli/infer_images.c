@@ -84,7 +84,10 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         for (; next < inputs->count && n < B; next++) {
             image_rgb img;
             const char *path = inputs->paths[next];
-            if (image_read(path, &img, err, sizeof err) != 0) {
+            int bad = next == 0 && inputs->first_data
+                          ? image_decode(path, inputs->first_data, inputs->first_size, &img, err, sizeof err)
+                          : image_read(path, &img, err, sizeof err);
+            if (bad != 0) {
                 char msg[1200];
                 snprintf(msg, sizeof msg, "%s (skipped)", err);
                 report(&bar, job->cmd, msg);
@@ -113,7 +116,7 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
         int n_out = 0;
         double t0 = now_seconds();
-        if (cspresnet_forward(ctx, tensor, n, H, W, outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, tensor, n, 3, H, W, outs, &n_out) != CSPRESNET_OK) {
             report(&bar, job->cmd, cspresnet_context_last_error(ctx));
             fatal = 1;
             break;

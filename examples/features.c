@@ -60,7 +60,7 @@ int main(int argc, char **argv)
     }
     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
     int n_out = 0, rc = 0;
-    if (cspresnet_forward(ctx, input, 1, NET, NET, outs, &n_out) != CSPRESNET_OK) {
+    if (cspresnet_forward(ctx, input, 1, 3, NET, NET, outs, &n_out) != CSPRESNET_OK) {
         fprintf(stderr, "%s\n", cspresnet_context_last_error(ctx));
         rc = 1;
     }

@@ -19,7 +19,7 @@
  *     cspresnet_context_create(model, 2, &ctx, err, sizeof err);
  *     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
  *     int n_out;
- *     if (cspresnet_forward(ctx, image, 1, 640, 640, outs, &n_out) != CSPRESNET_OK)
+ *     if (cspresnet_forward(ctx, image, 1, 3, 640, 640, outs, &n_out) != CSPRESNET_OK)
  *         fprintf(stderr, "%s\n", cspresnet_context_last_error(ctx));
  *     // outs[i].data holds stage outs[i].stage: n x channels x h x w, stride outs[i].stride
  *     cspresnet_context_free(ctx);
@@ -59,7 +59,8 @@ typedef enum cspresnet_status {
     CSPRESNET_ERR_WEIGHTS = 6,       /* missing, unexpected or mis-shaped tensors */
     CSPRESNET_ERR_UNSUPPORTED = 7,   /* a valid file feature we do not handle (dtype, order) */
     CSPRESNET_ERR_MEMORY = 8,        /* an allocation failed */
-    CSPRESNET_ERR_NOT_FINITE = 9     /* a loss or trained tensor became NaN or infinite (diverged) */
+    CSPRESNET_ERR_NOT_FINITE = 9,    /* a loss or trained tensor became NaN or infinite (diverged) */
+    CSPRESNET_ERR_SHAPE = 10         /* an input whose shape the model cannot take (channels) */
 } cspresnet_status;
 
 /* Short name of a status ("format error", ...). Never NULL; static storage. */
@@ -144,9 +145,16 @@ void cspresnet_load_options_init(cspresnet_load_options *opt);
 /* Reads a .pdparams file (a pickle of key -> numpy array, protocols 2-5) without
  * executing anything from it, infers the architecture, and copies the weights in.
  * Backbone-only files and full detector checkpoints ("backbone." prefix) both work.
+ * A pipe or FIFO (/dev/stdin) is read once, whole, into memory (at most 16 GiB).
  * *out is owned by the caller. On failure nothing is allocated and err says why. */
 cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *opt,
                                       cspresnet_model **out, char *err, size_t err_size);
+
+/* The same from the bytes of a .pdparams file in memory (read in place, not kept: the
+ * caller may free data once this returns). name stands for the file in messages. */
+cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, const char *name,
+                                             const cspresnet_load_options *opt,
+                                             cspresnet_model **out, char *err, size_t err_size);
 
 /* Deploy mode, as upstream's convert_to_deploy and then some: every BN is folded into
  * its conv (t = weight / sqrt(_variance + eps); kernel * t; bias - _mean * weight /
@@ -211,11 +219,13 @@ typedef struct cspresnet_output {
     const float *data;  /* n*c*h*w floats, C order */
 } cspresnet_output;
 
-/* Eval-mode forward of n images of 3 x h x w floats (NCHW, C order; caller keeps
- * ownership of input). Fills outs[0 .. *n_out-1] in return_idx order. The first call
- * with a new shape plans and allocates the arena; later calls with the same shape
- * allocate nothing. */
-cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n,
+/* Eval-mode forward of n images of c x h x w floats (NCHW, C order; caller keeps
+ * ownership of input). c is the caller's channel count, stated so that gray (1) or
+ * RGBA (4) data is refused with CSPRESNET_ERR_SHAPE ("input has 4 channels, the model
+ * takes 3") instead of being read as 3-channel images; every CSPResNet takes c = 3.
+ * Fills outs[0 .. *n_out-1] in return_idx order. The first call with a new shape plans
+ * and allocates the arena; later calls with the same shape allocate nothing. */
+cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n, int c,
                                    int h, int w, cspresnet_output outs[CSPRESNET_MAX_OUTPUTS],
                                    int *n_out);
 

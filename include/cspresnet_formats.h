@@ -69,6 +69,16 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path,
                                                   cspresnet_model **out, char *err,
                                                   size_t err_size);
 
+/* The same from the bytes of a safetensors file in memory: the weights are copied (the
+ * caller may free data once this returns). name stands for the file in messages. A
+ * pipe or FIFO given to cspresnet_model_load_safetensors is read once, whole, into
+ * memory (at most 16 GiB) and loaded this way. */
+cspresnet_status cspresnet_model_load_safetensors_memory(const void *data, size_t size,
+                                                         const char *name,
+                                                         const cspresnet_load_options *opt,
+                                                         cspresnet_model **out, char *err,
+                                                         size_t err_size);
+
 /* 1 if the first bytes of a file (head, n of them, n >= 9 to decide) look like
  * safetensors: a header length >= 2 followed by '{' at byte 8. Pickles (.pdparams)
  * start with 0x80 and never have '{' there (see safetensors_read.c). */

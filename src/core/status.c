@@ -55,6 +55,7 @@ const char *cspresnet_status_name(cspresnet_status status)
     case CSPRESNET_ERR_UNSUPPORTED: return "unsupported";
     case CSPRESNET_ERR_MEMORY: return "out of memory";
     case CSPRESNET_ERR_NOT_FINITE: return "not finite";
+    case CSPRESNET_ERR_SHAPE: return "wrong input shape";
     }
     return "unknown status";
 }

@@ -21,6 +21,8 @@
 #define ST_DATA_ALIGN 64                 /* bytes: where the writer starts the data */
 #define ST_MAX_HEADER (100u * 1000 * 1000) /* the reference implementation's limit */
 #define ST_MAX_NDIM 8
+/* A stream (pipe, FIFO) is read into memory up to the .pdparams reader's file limit. */
+#define ST_MAX_STREAM_BYTES ((uint64_t)16 << 30)
 
 static inline int st_host_is_little_endian(void)
 {

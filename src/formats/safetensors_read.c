@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "cspresnet_formats.h"
+#include "core/stream_read.h"
 #include "formats/safetensors_internal.h"
 #include "io/pdparams.h"
 #include "model/model.h"
@@ -386,86 +387,53 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
     return CSPRESNET_OK;
 }
 
-cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspresnet_load_options *options,
-                                                  cspresnet_model **out, char *err, size_t err_size)
+/* A model from the file's bytes (size of them, at least 8). map: the read-only mapping
+ * holding them, which the model adopts when the weights can be used in place (zero-copy;
+ * *map is then set to MAP_FAILED), or NULL for bytes the caller keeps (always copied). */
+static cspresnet_status load_bytes(const char *path, const unsigned char *bytes, uint64_t size, mapping *map,
+                                   const cspresnet_load_options *options, cspresnet_model **out, error_buf *e)
 {
-    error_buf e = {{0}};
     cspresnet_status s = CSPRESNET_OK;
-    cspresnet_load_options defaults;
-    int fd = -1;
-    void *map = MAP_FAILED;
-    size_t map_len = 0;
     json_t *root = NULL;
     st_tensor *tensors = NULL;
     array_entry *entries = NULL;
     cspresnet_model *m = NULL;
-    if (!path || !out) {
-        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load_safetensors: path and out must not be NULL");
-        goto done;
-    }
-    *out = NULL;
-    if (!options) {
-        cspresnet_load_options_init(&defaults);
-        options = &defaults;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        s = error_set(&e, CSPRESNET_ERR_IO, "%s: not a regular file", path);
-        goto done;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
     if (size < 8) {
-        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: %llu bytes: too short for the 8-byte header length", path,
+        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: %llu bytes: too short for the 8-byte header length", path,
                       (unsigned long long)size);
         goto done;
     }
-    if (size > SIZE_MAX) {
-        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "%s: too large to map", path);
-        goto done;
-    }
-    map_len = (size_t)size;
-    map = mmap(NULL, map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-        s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot map the file: %s", path, strerror(errno));
-        goto done;
-    }
-    const unsigned char *bytes = map;
     uint64_t hlen = 0;
     for (int b = 0; b < 8; b++)
         hlen |= (uint64_t)bytes[b] << (8 * b);
     if (hlen > size - 8) {
-        s = error_set(&e, CSPRESNET_ERR_FORMAT,
+        s = error_set(e, CSPRESNET_ERR_FORMAT,
                       "%s: header length %llu (bytes 0-7) runs past the end of the file: only %llu bytes follow", path,
                       (unsigned long long)hlen, (unsigned long long)(size - 8));
         goto done;
     }
     if (hlen > ST_MAX_HEADER) {
-        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %u bytes", path,
+        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %u bytes", path,
                       (unsigned long long)hlen, ST_MAX_HEADER);
         goto done;
     }
     json_error_t jerr;
     root = json_loadb((const char *)bytes + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: malformed JSON header at file offset %lld (line %d, column %d): %s",
+        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: malformed JSON header at file offset %lld (line %d, column %d): %s",
                       path, (long long)(8 + (jerr.position > 0 ? jerr.position : 0)), jerr.line, jerr.column,
                       jerr.text);
         goto done;
     }
     if (!json_is_object(root)) {
-        s = error_set(&e, CSPRESNET_ERR_FORMAT, "%s: the JSON header is not an object", path);
+        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: the JSON header is not an object", path);
         goto done;
     }
     uint64_t data_start = 8 + hlen, data_size = size - data_start;
     size_t n_members = json_object_size(root);
     tensors = calloc(n_members + 1, sizeof *tensors);
     if (!tensors) {
-        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+        s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
         goto done;
     }
     size_t n = 0;
@@ -475,12 +443,12 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
     {
         if (strcmp(key, ST_METADATA_KEY) == 0)
             continue;
-        s = parse_tensor(path, key, val, data_size, data_start, &tensors[n], &e);
+        s = parse_tensor(path, key, val, data_size, data_start, &tensors[n], e);
         if (s != CSPRESNET_OK)
             goto done;
         n++;
     }
-    s = check_layout(path, tensors, n, data_size, data_start, &e);
+    s = check_layout(path, tensors, n, data_size, data_start, e);
     if (s != CSPRESNET_OK)
         goto done;
 
@@ -488,7 +456,7 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
      * array_to_f32 (safetensors data is little-endian, C order). */
     entries = calloc(n + 1, sizeof *entries);
     if (!entries) {
-        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+        s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
@@ -516,13 +484,13 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
                                json_object_get(md, ST_META_DEPLOYED));
     size_t skipped = 0;
     if (from_metadata) {
-        s = read_metadata(path, md, options, &cfg, &deployed, &e);
+        s = read_metadata(path, md, options, &cfg, &deployed, e);
     } else {
         /* Another tool's file (no __metadata__, or one such as {"format": "pt"}): the
          * architecture from the shapes, as for .pdparams; tensors outside the backbone
          * (neck.*, yolo_head.*) are skipped the same way. */
         state_dict view = {.entries = entries, .count = n};
-        s = model_infer_config(&view, path, options, &cfg, &deployed, prefix, sizeof prefix, &e);
+        s = model_infer_config(&view, path, options, &cfg, &deployed, prefix, sizeof prefix, e);
         size_t plen = strlen(prefix);
         for (size_t i = 0; s == CSPRESNET_OK && i < n; i++) {
             const char *k = tensors[i].name;
@@ -536,7 +504,7 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
         goto done;
     if (options->expect_alpha == 1 && !deployed)
         cfg.use_alpha = 1;
-    s = model_build(&cfg, deployed, &m, &e);
+    s = model_build(&cfg, deployed, &m, e);
     if (s != CSPRESNET_OK)
         goto done;
     char arch[200];
@@ -545,18 +513,18 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
              cfg.channels[4], cfg.layers[0], cfg.layers[1], cfg.layers[2], cfg.layers[3],
              cfg.use_alpha ? " alpha" : "", from_metadata ? "" : ", inferred from the tensor shapes");
     int alpha_defaulted = 0;
-    s = match_params(path, m, tensors, n, prefix, from_metadata, arch, &alpha_defaulted, &e);
+    s = match_params(path, m, tensors, n, prefix, from_metadata, arch, &alpha_defaulted, e);
     if (s != CSPRESNET_OK)
         goto done;
 
     const unsigned char *data = bytes + data_start;
-    int zero_copy = st_host_is_little_endian() && alpha_defaulted == 0 && data_start % sizeof(float) == 0;
+    int zero_copy = map && st_host_is_little_endian() && alpha_defaulted == 0 && data_start % sizeof(float) == 0;
     for (size_t i = 0; i < n && zero_copy; i++)
         zero_copy = tensors[i].dtype == DTYPE_F32 && tensors[i].begin % sizeof(float) == 0;
     if (zero_copy) {
         mapping *mp = malloc(sizeof *mp);
         if (!mp) {
-            s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+            s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
             goto done;
         }
         size_t plen = strlen(prefix);
@@ -566,11 +534,10 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
                     m->params[i].offset = (long)(tensors[j].begin / sizeof(float));
                     break;
                 }
-        mp->addr = map;
-        mp->len = map_len;
+        *mp = *map;
         model_adopt_weights(m, (const float *)(const void *)data, (long)(data_size / sizeof(float)),
                             mapping_release, mp);
-        map = MAP_FAILED; /* the model owns it now */
+        map->addr = MAP_FAILED; /* the model owns it now */
     } else {
         for (size_t i = 0; i < m->n_params; i++) {
             param_info *p = &m->params[i];
@@ -584,11 +551,14 @@ cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspres
                 dst[0] = 1.0f;
                 continue;
             }
-            s = array_to_f32(f, dst, &e);
+            s = array_to_f32(f, dst, e);
             if (s != CSPRESNET_OK)
                 goto done;
         }
     }
+    s = model_check_weights(m, path, prefix, e);
+    if (s != CSPRESNET_OK)
+        goto done;
     if (options->log && options->log_size) {
         char how[160] = "";
         if (!from_metadata)
@@ -609,13 +579,96 @@ done:
     free(tensors);
     free(entries);
     json_decref(root);
-    if (map != MAP_FAILED)
-        munmap(map, map_len);
-    if (fd >= 0)
-        close(fd);
+    return s;
+}
+
+static int not_safetensors(const uint8_t *head, size_t n)
+{
+    return !cspresnet_safetensors_sniff(head, n);
+}
+
+/* path (a file) or data/size (the caller's bytes) to a model. */
+static cspresnet_status load_any(const char *path, const void *bytes, size_t size,
+                                 const cspresnet_load_options *options, cspresnet_model **out, char *err,
+                                 size_t err_size, const char *fn)
+{
+    error_buf e = {{0}};
+    cspresnet_status s = CSPRESNET_OK;
+    cspresnet_load_options defaults;
+    FILE *f = NULL;
+    mapping map = {MAP_FAILED, 0};
+    uint8_t *stream = NULL;
+    if (!path || !out || (!bytes && size)) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "%s: %s and out must not be NULL", fn,
+                      bytes || size ? "data, name" : "path");
+        goto done;
+    }
+    *out = NULL;
+    if (!options) {
+        cspresnet_load_options_init(&defaults);
+        options = &defaults;
+    }
+    if (bytes) {
+        s = load_bytes(path, bytes, size, NULL, options, out, &e);
+        goto done;
+    }
+    f = fopen(path, "rb");
+    struct stat sb;
+    if (!f || fstat(fileno(f), &sb) != 0) {
+        s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        s = error_set(&e, CSPRESNET_ERR_IO, "%s: is a directory", path);
+        goto done;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        /* a pipe, FIFO or device: read once, whole, then parsed from memory */
+        size_t got = 0;
+        s = stream_read_all(f, path, ST_MAX_STREAM_BYTES, not_safetensors, &stream, &got, &e);
+        if (s == CSPRESNET_OK)
+            s = load_bytes(path, stream, got, NULL, options, out, &e);
+        goto done;
+    }
+    uint64_t fsize = (uint64_t)sb.st_size;
+    if (fsize < 8) {
+        s = load_bytes(path, (const unsigned char *)"", fsize, NULL, options, out, &e);
+        goto done;
+    }
+    if (fsize > SIZE_MAX) {
+        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "%s: too large to map", path);
+        goto done;
+    }
+    map.len = (size_t)fsize;
+    map.addr = mmap(NULL, map.len, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+    if (map.addr == MAP_FAILED) {
+        s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot map the file: %s", path, strerror(errno));
+        goto done;
+    }
+    s = load_bytes(path, map.addr, fsize, &map, options, out, &e);
+done:
+    if (map.addr != MAP_FAILED)
+        munmap(map.addr, map.len);
+    free(stream);
+    if (f)
+        fclose(f);
     if (s != CSPRESNET_OK)
         error_copy_out(&e, err, err_size);
     else if (err && err_size)
         err[0] = '\0';
     return s;
+}
+
+cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspresnet_load_options *options,
+                                                  cspresnet_model **out, char *err, size_t err_size)
+{
+    return load_any(path, NULL, 0, options, out, err, err_size, "cspresnet_model_load_safetensors");
+}
+
+cspresnet_status cspresnet_model_load_safetensors_memory(const void *data, size_t size, const char *name,
+                                                         const cspresnet_load_options *options,
+                                                         cspresnet_model **out, char *err, size_t err_size)
+{
+    return load_any(name, data ? data : (size ? NULL : ""), size, options, out, err, err_size,
+                    "cspresnet_model_load_safetensors_memory");
 }

@@ -38,12 +38,14 @@
 #include <unistd.h>
 
 #include "core/pages.h"
+#include "core/stream_read.h"
 #include "io/pickle.h"
 
 typedef struct sd_storage {
     uint8_t *file;                 /* the whole file */
     size_t file_size;
     int mapped;                    /* file is a read-only private mapping (munmap, not free) */
+    int borrowed;                  /* file belongs to the caller (neither freed nor unmapped) */
     pk_blob *blobs;                /* decoded protocol-2 byte strings */
     char *keys;                    /* all keys, NUL-terminated, back to back */
     const array_entry **sorted;    /* entries by key, for state_dict_find */
@@ -98,7 +100,7 @@ static void storage_free(sd_storage *s)
         return;
     if (s->mapped)
         munmap(s->file, s->file_size);
-    else
+    else if (!s->borrowed)
         free(s->file);
     pk_blobs_free(s->blobs);
     free(s->keys);
@@ -112,6 +114,7 @@ void state_dict_free(state_dict *sd)
         return;
     storage_free(sd->storage);
     free(sd->entries);
+    free(sd->others);
     memset(sd, 0, sizeof *sd);
 }
 
@@ -253,9 +256,10 @@ static cspresnet_status build_entries(const char *name, const pk_obj *root, stat
         if (winner[i] != SIZE_MAX && items[2 * winner[i] + 1]->kind == PK_NDARRAY)
             arrays++;
     out->entries = calloc(arrays ? arrays : 1, sizeof *out->entries);
+    out->others = calloc(unique - arrays + 1, sizeof *out->others);
     s->keys = malloc(key_bytes ? key_bytes : 1);
     s->sorted = malloc((arrays ? arrays : 1) * sizeof *s->sorted);
-    if (!out->entries || !s->keys || !s->sorted) {
+    if (!out->entries || !out->others || !s->keys || !s->sorted) {
         st = error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu entries", name,
                        arrays);
         goto done;
@@ -264,13 +268,19 @@ static cspresnet_status build_entries(const char *name, const pk_obj *root, stat
     char *kp = s->keys;
     out->count = 0;
     out->skipped_non_array = unique - arrays;
+    size_t n_others = 0;
     for (size_t i = 0; i < n; i++) {
         if (winner[i] == SIZE_MAX)
             continue;
         const pk_obj *value = items[2 * winner[i] + 1];
-        if (value->kind != PK_NDARRAY)
-            continue;
         const pk_bytes *k = &items[2 * i]->u.b;
+        if (value->kind != PK_NDARRAY) {
+            memcpy(kp, k->ptr, k->len);
+            kp[k->len] = '\0';
+            out->others[n_others++] = (other_entry){kp, pk_kind_name(value->kind)};
+            kp += k->len + 1;
+            continue;
+        }
         array_entry *e = &out->entries[out->count];
         memcpy(kp, k->ptr, k->len);
         kp[k->len] = '\0';
@@ -301,27 +311,46 @@ done:
     return st;
 }
 
-/* Parses buf (taking it over: it is kept by *out or freed/unmapped). */
-static cspresnet_status parse_owned(uint8_t *buf, size_t size, int mapped, const char *name,
-                                    state_dict *out, error_buf *err)
+/* safetensors (an 8-byte little-endian header length >= 2, then the JSON header's '{'),
+ * the other weight format: told apart so that the message can say where to load it. */
+static int looks_like_safetensors(const uint8_t *b, size_t n)
+{
+    if (n < 9 || b[0] == 0x80 || b[8] != '{')
+        return 0;
+    uint64_t len = 0;
+    for (int i = 0; i < 8; i++)
+        len |= (uint64_t)b[i] << (8 * i);
+    return len >= 2;
+}
+
+/* Parses buf (taking it over unless borrowed: it is kept by *out or freed/unmapped). */
+static cspresnet_status parse_buffer(uint8_t *buf, size_t size, int mapped, int borrowed,
+                                     const char *name, state_dict *out, error_buf *err)
 {
     memset(out, 0, sizeof *out);
     sd_storage *s = calloc(1, sizeof *s);
     if (!s) {
         if (mapped)
             munmap(buf, size);
-        else
+        else if (!borrowed)
             free(buf);
         return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", name);
     }
     s->file = buf;
     s->file_size = size;
     s->mapped = mapped;
+    s->borrowed = borrowed;
 
     pk_unpickler u;
     pk_obj *root = NULL;
     pk_init(&u, buf, size, name);
-    cspresnet_status st = pk_load(&u, &root, err);
+    cspresnet_status st =
+        looks_like_safetensors(buf, size)
+            ? error_set(err, CSPRESNET_ERR_FORMAT,
+                        "%s is a safetensors file, not a .pdparams pickle: load it with cspresnet_formats.h "
+                        "(cspresnet_model_load_safetensors, or cspresnet_model_load_safetensors_memory for "
+                        "bytes in memory; link -lcspresnet_formats -ljansson)", name)
+            : pk_load(&u, &root, err);
     if (st == CSPRESNET_OK)
         st = build_entries(name, root, out, s, err);
     s->blobs = pk_take_blobs(&u);
@@ -329,6 +358,7 @@ static cspresnet_status parse_owned(uint8_t *buf, size_t size, int mapped, const
     if (st != CSPRESNET_OK) {
         storage_free(s);
         free(out->entries);
+        free(out->others);
         memset(out, 0, sizeof *out);
         return st;
     }
@@ -352,7 +382,22 @@ cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const ch
                          size);
     if (size)
         memcpy(copy, data, size);
-    return parse_owned(copy, size, 0, name, out, err);
+    return parse_buffer(copy, size, 0, 0, name, out, err);
+}
+
+cspresnet_status pdparams_read_borrowed(const uint8_t *data, size_t size, const char *name,
+                                        state_dict *out, error_buf *err)
+{
+    if (!name)
+        name = "(memory)";
+    if (!out)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no state_dict to fill", name);
+    memset(out, 0, sizeof *out);
+    if (!data && size)
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: NULL data", name);
+    static const uint8_t empty[1];
+    /* the parser only reads the bytes; the cast keeps one storage type for all three cases */
+    return parse_buffer((uint8_t *)(uintptr_t)(data ? data : empty), size, 0, 1, name, out, err);
 }
 
 /* A non-empty regular file within the size limit, mapped read-only: its pages cost
@@ -378,7 +423,14 @@ static int map_regular_file(const char *path, uint8_t **buf, size_t *size)
     return 1;
 }
 
-/* Reads the whole file (regular or not) into a malloc'd buffer. */
+static int not_a_pickle(const uint8_t *head, size_t n)
+{
+    return n == 0 || head[0] != 0x80;
+}
+
+/* Reads the whole file (regular or not) into a malloc'd buffer, once: a pipe or FIFO
+ * cannot be read twice. A stream (pipe, /dev/zero) that is no pickle is not read to
+ * its end: the parser reports its first bytes. */
 static cspresnet_status read_whole_file(const char *path, uint8_t **buf, size_t *size,
                                         error_buf *err)
 {
@@ -402,53 +454,9 @@ static cspresnet_status read_whole_file(const char *path, uint8_t **buf, size_t 
                          path, (unsigned long long)sb.st_size,
                          (unsigned long long)PDPARAMS_MAX_FILE_BYTES);
     }
-    size_t cap = S_ISREG(sb.st_mode) && sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
-    size_t n = 0;
-    uint8_t *b = malloc(cap);
-    if (!b) {
-        fclose(f);
-        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory reading %zu bytes",
-                         path, cap);
-    }
-    for (;;) {
-        if (n == cap) {
-            size_t ncap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
-            uint8_t *nb = ncap > cap ? realloc(b, ncap) : NULL;
-            if (!nb) {
-                free(b);
-                fclose(f);
-                return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory reading", path);
-            }
-            b = nb;
-            cap = ncap;
-        }
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        /* A stream (pipe, /dev/zero) that is no pickle, or that exceeds the limit, is
-         * not read to its end: the parser reports the first bytes, or the limit. */
-        if (n && (b[0] != 0x80 || n > PDPARAMS_MAX_FILE_BYTES))
-            break;
-        if (got == 0) {
-            if (ferror(f)) {
-                int e = errno;
-                free(b);
-                fclose(f);
-                return error_set(err, CSPRESNET_ERR_IO, "%s: read error after %zu bytes: %s",
-                                 path, n, strerror(e));
-            }
-            break;
-        }
-    }
+    cspresnet_status st = stream_read_all(f, path, PDPARAMS_MAX_FILE_BYTES, not_a_pickle, buf, size, err);
     fclose(f);
-    if (n > PDPARAMS_MAX_FILE_BYTES) {
-        free(b);
-        return error_set(err, CSPRESNET_ERR_FORMAT,
-                         "%s: more than the limit of %llu bytes for a weight file", path,
-                         (unsigned long long)PDPARAMS_MAX_FILE_BYTES);
-    }
-    *buf = b;
-    *size = n;
-    return CSPRESNET_OK;
+    return st;
 }
 
 cspresnet_status pdparams_read_file(const char *path, state_dict *out, error_buf *err)
@@ -461,11 +469,11 @@ cspresnet_status pdparams_read_file(const char *path, state_dict *out, error_buf
     uint8_t *buf = NULL;
     size_t size = 0;
     if (map_regular_file(path, &buf, &size))
-        return parse_owned(buf, size, 1, path, out, err);
+        return parse_buffer(buf, size, 1, 0, path, out, err);
     cspresnet_status st = read_whole_file(path, &buf, &size, err);
     if (st != CSPRESNET_OK)
         return st;
-    return parse_owned(buf, size, 0, path, out, err);
+    return parse_buffer(buf, size, 0, 0, path, out, err);
 }
 
 void state_dict_release(const state_dict *sd, const array_entry *e)

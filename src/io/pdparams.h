@@ -56,10 +56,18 @@ typedef struct array_entry {
     size_t file_offset;                /* byte offset of the data in the file, for messages */
 } array_entry;
 
+/* A top-level entry whose value is not an ndarray, kept so that a loader can say what
+ * it found under a key it needed. */
+typedef struct other_entry {
+    const char *key;                   /* NUL-terminated UTF-8 key, owned by the dict */
+    const char *type;                  /* Python type name: "list", "None", "str", "int", ... */
+} other_entry;
+
 typedef struct state_dict {
     array_entry *entries;              /* in file (insertion) order */
     size_t count;
     size_t skipped_non_array;          /* entries such as StructuredToParameterName@@ */
+    other_entry *others;               /* those entries (skipped_non_array of them), in file order */
     void *storage;                     /* private: file bytes and decoded copies */
 } state_dict;
 
@@ -70,6 +78,11 @@ cspresnet_status pdparams_read_file(const char *path, state_dict *out, error_buf
 /* Same, from memory (the bytes are copied). name is used in messages. */
 cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const char *name,
                                       state_dict *out, error_buf *err);
+
+/* Same, over the caller's bytes without a copy: they must stay valid and unchanged until
+ * state_dict_free. */
+cspresnet_status pdparams_read_borrowed(const uint8_t *data, size_t size, const char *name,
+                                        state_dict *out, error_buf *err);
 
 void state_dict_free(state_dict *sd);
 

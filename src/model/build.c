@@ -288,9 +288,9 @@ cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresne
     m->deployed = deployed;
     builder b = {.m = m};
 
-    int x = add_tensor(&b, 3, 0, -1, 0); /* tensor 0: the caller's input */
+    int x = add_tensor(&b, MODEL_INPUT_CHANNELS, 0, -1, 0); /* tensor 0: the caller's input */
     int c0 = cfg->channels[0], ch = model_stem_mid(cfg);
-    x = conv_bn(&b, "stem.conv1", x, 3, ch, 3, 2, cfg->act, -1);
+    x = conv_bn(&b, "stem.conv1", x, MODEL_INPUT_CHANNELS, ch, 3, 2, cfg->act, -1);
     if (cfg->use_large_stem) {
         x = conv_bn(&b, "stem.conv2", x, ch, ch, 3, 1, cfg->act, -1);
         x = conv_bn(&b, "stem.conv3", x, ch, c0, 3, 1, cfg->act, -1);

@@ -278,8 +278,8 @@ static void run_node(cspresnet_context *ctx, op_exec *ex, const graph_node *nd, 
     }
 }
 
-cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n, int h,
-                                   int w, cspresnet_output outs[CSPRESNET_MAX_OUTPUTS],
+cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n, int c,
+                                   int h, int w, cspresnet_output outs[CSPRESNET_MAX_OUTPUTS],
                                    int *n_out)
 {
     if (!ctx)
@@ -287,6 +287,9 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
     if (!input || !outs || !n_out)
         return error_set(&ctx->err, CSPRESNET_ERR_ARGUMENT,
                          "cspresnet_forward: input, outs and n_out must not be NULL");
+    if (c != MODEL_INPUT_CHANNELS)
+        return error_set(&ctx->err, CSPRESNET_ERR_SHAPE, "input has %d channel%s, the model takes %d", c,
+                         c == 1 ? "" : "s", MODEL_INPUT_CHANNELS);
     if (n < 1 || h < 1 || w < 1 || n > 65536 || h > 65536 || w > 65536)
         return error_set(&ctx->err, CSPRESNET_ERR_ARGUMENT,
                          "input shape %dx3x%dx%d: batch, height and width must be in 1..65536", n, h, w);

@@ -67,6 +67,49 @@ static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
         snprintf(out + used, n - used, "]");
 }
 
+/* "a list", "an int", "None": what a message says was found instead of an array. */
+static const char *with_article(const char *type, char *buf, size_t n)
+{
+    if (strcmp(type, "None") == 0)
+        return type;
+    snprintf(buf, n, "%s %s", strchr("aeiou", type[0]) ? "an" : "a", type);
+    return buf;
+}
+
+static int under_backbone(const char *key, const char *prefix, size_t prefix_len)
+{
+    return strncmp(key, prefix, prefix_len) == 0 &&
+           (strncmp(key + prefix_len, "stem.", 5) == 0 || strncmp(key + prefix_len, "stages.", 7) == 0);
+}
+
+/* A value that is not an ndarray (a list, None, a str, an int) under a key the backbone
+ * would read: named with its type, instead of the key being reported as missing.
+ * prefix NULL: the backbone's prefix is unknown (no array key ends in the stem anchor),
+ * so any key ending in it at a dot boundary counts. */
+static cspresnet_status check_non_arrays(const state_dict *sd, const char *path, const char *prefix,
+                                         error_buf *err)
+{
+    static const char anchor[] = "stem.conv1.conv.weight";
+    const size_t alen = sizeof anchor - 1;
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < sd->skipped_non_array; i++) {
+        const char *k = sd->others[i].key;
+        size_t klen = strlen(k);
+        int hit = prefix ? under_backbone(k, prefix, strlen(prefix))
+                         : klen >= alen && strcmp(k + klen - alen, anchor) == 0 &&
+                               (klen == alen || k[klen - alen - 1] == '.');
+        if (hit && bad++ == 0)
+            first = i;
+    }
+    if (!bad)
+        return CSPRESNET_OK;
+    char art[64], more[64] = "";
+    if (bad > 1)
+        snprintf(more, sizeof more, " (%zu backbone keys hold no array)", bad);
+    return error_set(err, CSPRESNET_ERR_WEIGHTS, "%s: %s: expected an array, found %s%s", path,
+                     sd->others[first].key, with_article(sd->others[first].type, art, sizeof art), more);
+}
+
 static cspresnet_status find_prefix(const state_dict *sd, const char *path, backbone_keys *bk,
                                     error_buf *err)
 {
@@ -86,6 +129,8 @@ static cspresnet_status find_prefix(const state_dict *sd, const char *path, back
                              path, sd->entries[found].key, k);
         found = (long)i;
     }
+    if (found < 0 && check_non_arrays(sd, path, NULL, err) != CSPRESNET_OK)
+        return CSPRESNET_ERR_WEIGHTS;
     if (found < 0)
         return error_set(err, CSPRESNET_ERR_WEIGHTS,
                          "%s: no CSPResNet backbone found: no key ends in '%s' (%zu arrays in the file)",
@@ -296,50 +341,43 @@ static cspresnet_status fill_weights(cspresnet_model *m, backbone_keys *bk, cons
     return CSPRESNET_OK;
 }
 
-cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *options,
-                                      cspresnet_model **out, char *err, size_t err_size)
+/* The model of a state dict already read; name is the file's name, for messages. */
+static cspresnet_status load_state_dict(const state_dict *sd, const char *path,
+                                        const cspresnet_load_options *options,
+                                        cspresnet_model **out, error_buf *e)
 {
-    error_buf e = {{0}};
-    cspresnet_load_options defaults;
     cspresnet_status s;
-    state_dict sd = {0};
     backbone_keys bk = {0};
     cspresnet_model *m = NULL;
-    if (!path || !out) {
-        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load: path and out must not be NULL");
+    bk.sd = sd;
+    bk.is_backbone = calloc(sd->count + 1, 1);
+    bk.used = calloc(sd->count + 1, 1);
+    if (!bk.is_backbone || !bk.used) {
+        s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
         goto done;
     }
-    *out = NULL;
-    if (!options) {
-        cspresnet_load_options_init(&defaults);
-        options = &defaults;
-    }
-    s = pdparams_read_file(path, &sd, &e);
+    s = find_prefix(sd, path, &bk, e);
     if (s != CSPRESNET_OK)
         goto done;
-    bk.sd = &sd;
-    bk.is_backbone = calloc(sd.count + 1, 1);
-    bk.used = calloc(sd.count + 1, 1);
-    if (!bk.is_backbone || !bk.used) {
-        s = error_set(&e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
-        goto done;
-    }
-    s = find_prefix(&sd, path, &bk, &e);
+    s = check_non_arrays(sd, path, bk.prefix, e);
     if (s != CSPRESNET_OK)
         goto done;
 
     cspresnet_config cfg;
     int deployed = 0;
-    s = infer_arch(&bk, path, options, &cfg, &deployed, &e);
+    s = infer_arch(&bk, path, options, &cfg, &deployed, e);
     if (s != CSPRESNET_OK)
         goto done;
     /* .pdparams holds upstream's layout only: a deployed-looking file is checked
      * against the un-deployed model, whose message lists what is missing. */
-    s = model_build(&cfg, 0, &m, &e);
+    s = model_build(&cfg, 0, &m, e);
     if (s != CSPRESNET_OK)
         goto done;
     int alpha_defaulted = 0;
-    s = fill_weights(m, &bk, path, &alpha_defaulted, &e);
+    s = fill_weights(m, &bk, path, &alpha_defaulted, e);
+    if (s != CSPRESNET_OK)
+        goto done;
+    s = model_check_weights(m, path, bk.prefix, e);
     if (s != CSPRESNET_OK)
         goto done;
     if (options->log && options->log_size) {
@@ -362,10 +400,52 @@ done:
     cspresnet_model_free(m);
     free(bk.is_backbone);
     free(bk.used);
+    return s;
+}
+
+/* path (a file) or data/size (memory, read in place) to a model. */
+static cspresnet_status load_any(const char *path, const void *data, size_t size,
+                                 const cspresnet_load_options *options, cspresnet_model **out,
+                                 char *err, size_t err_size, const char *fn)
+{
+    error_buf e = {{0}};
+    cspresnet_load_options defaults;
+    cspresnet_status s;
+    state_dict sd = {0};
+    if (!path || !out || (!data && size)) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "%s: %s and out must not be NULL", fn,
+                      data || size ? "data, name" : "path");
+        goto done;
+    }
+    *out = NULL;
+    if (!options) {
+        cspresnet_load_options_init(&defaults);
+        options = &defaults;
+    }
+    s = data || size ? pdparams_read_borrowed(data, size, path, &sd, &e)
+                     : pdparams_read_file(path, &sd, &e);
+    if (s == CSPRESNET_OK)
+        s = load_state_dict(&sd, path, options, out, &e);
+done:
     state_dict_free(&sd);
     if (s != CSPRESNET_OK)
         error_copy_out(&e, err, err_size);
     else if (err && err_size)
         err[0] = '\0';
     return s;
+}
+
+cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *options,
+                                      cspresnet_model **out, char *err, size_t err_size)
+{
+    return load_any(path, NULL, 0, options, out, err, err_size, "cspresnet_model_load");
+}
+
+cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, const char *name,
+                                             const cspresnet_load_options *options,
+                                             cspresnet_model **out, char *err, size_t err_size)
+{
+    static const uint8_t empty[1];
+    return load_any(name, data ? data : (size ? NULL : empty), size, options, out, err, err_size,
+                    "cspresnet_model_load_memory");
 }

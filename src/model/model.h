@@ -22,6 +22,7 @@
 #include "cspresnet.h"
 
 #define MODEL_KEY_MAX 96
+#define MODEL_INPUT_CHANNELS 3  /* RGB: the stem's first conv takes 3 channels */
 
 typedef enum param_role {
     PARAM_CONV_WEIGHT,
@@ -119,5 +120,10 @@ void model_adopt_weights(cspresnet_model *m, const float *weights, long floats,
 
 /* init.c: deterministic random weights (seeded). */
 void model_init_random(cspresnet_model *m, uint64_t seed);
+
+/* CSPRESNET_ERR_WEIGHTS naming path, key_prefix + key and the first bad element's index
+ * when a parameter holds NaN or Inf, or a BN _variance is negative (weights_check.c). */
+cspresnet_status model_check_weights(const cspresnet_model *m, const char *path, const char *key_prefix,
+                                     error_buf *err);
 
 #endif

@@ -48,7 +48,7 @@ static void *run(void *arg)
         int n_out = 0;
         /* alternate shapes so that re-planning races too */
         int h = r % 2 ? H / 2 : H, w = r % 2 ? W / 2 : W;
-        if (cspresnet_forward(ctx, j->input, 1, h, w, outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, j->input, 1, 3, h, w, outs, &n_out) != CSPRESNET_OK) {
             snprintf(j->err, sizeof j->err, "%s", cspresnet_context_last_error(ctx));
             cspresnet_context_free(ctx);
             return NULL;
