@@ -366,16 +366,26 @@ static cspresnet_status parse_buffer(uint8_t *buf, size_t size, int mapped, int 
     return CSPRESNET_OK;
 }
 
-cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const char *name,
-                                      state_dict *out, error_buf *err)
+/* The arguments of the two in-memory readers: out cleared, NULL data only when empty. */
+static cspresnet_status memory_args(const uint8_t *data, size_t size, const char *name, state_dict *out,
+                                    error_buf *err)
 {
-    if (!name)
-        name = "(memory)";
     if (!out)
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no state_dict to fill", name);
     memset(out, 0, sizeof *out);
     if (!data && size)
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: NULL data", name);
+    return CSPRESNET_OK;
+}
+
+cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const char *name,
+                                      state_dict *out, error_buf *err)
+{
+    if (!name)
+        name = "(memory)";
+    cspresnet_status st = memory_args(data, size, name, out, err);
+    if (st != CSPRESNET_OK)
+        return st;
     uint8_t *copy = malloc(size ? size : 1);
     if (!copy)
         return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory copying %zu bytes", name,
@@ -390,11 +400,9 @@ cspresnet_status pdparams_read_borrowed(const uint8_t *data, size_t size, const 
 {
     if (!name)
         name = "(memory)";
-    if (!out)
-        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no state_dict to fill", name);
-    memset(out, 0, sizeof *out);
-    if (!data && size)
-        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: NULL data", name);
+    cspresnet_status st = memory_args(data, size, name, out, err);
+    if (st != CSPRESNET_OK)
+        return st;
     static const uint8_t empty[1];
     /* the parser only reads the bytes; the cast keeps one storage type for all three cases */
     return parse_buffer((uint8_t *)(uintptr_t)(data ? data : empty), size, 0, 1, name, out, err);
