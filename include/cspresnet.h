@@ -429,6 +429,38 @@ cspresnet_status cspresnet_trainer_load(cspresnet_trainer *tr, const char *path)
 size_t cspresnet_trainer_activation_bytes(const cspresnet_trainer *tr);
 size_t cspresnet_trainer_state_bytes(const cspresnet_trainer *tr);
 
+/* ---- Detection post-processing: multiclass NMS (src/postprocess/) ----
+ * Paddle's multiclass_nms3 as PP-YOLOE exports it: per image and class, the anchors
+ * whose score is > score_threshold (NaN never is), by score descending (ties in anchor
+ * order), at most nms_top_k, then greedy NMS keeping a box while its IoU with every box
+ * kept for that class is <= nms_threshold (normalized IoU, float32; NaN suppresses);
+ * if an image keeps more than keep_top_k, the best keep_top_k by score (ties by label,
+ * then selection order), regrouped by ascending label. -1 means no limit. */
+typedef struct cspresnet_nms_options {
+    float score_threshold;   /* 0.01 */
+    int nms_top_k;           /* 1000 */
+    int keep_top_k;          /* 300 */
+    float nms_threshold;     /* 0.7 */
+    int background_label;    /* -1: none */
+} cspresnet_nms_options;
+
+/* PP-YOLOE and PP-YOLOE+'s defaults (the values above). */
+void cspresnet_nms_options_init(cspresnet_nms_options *opt);
+
+/* Rows that cspresnet_multiclass_nms may write for n images of classes x anchors
+ * (0 for a non-positive size or NULL opt). */
+size_t cspresnet_nms_max_rows(const cspresnet_nms_options *opt, int n, int classes, int anchors);
+
+/* boxes: n x anchors x 4 floats (x1, y1, x2, y2); scores: n x classes x anchors. Writes
+ * rows (room for capacity >= cspresnet_nms_max_rows rows of 6 floats: label, score, x1,
+ * y1, x2, y2) for all images in order, bbox_num[0..n-1] rows per image (no -1 row for an
+ * empty image) and *n_rows in all. Time and memory are bounded by n, classes, anchors and
+ * nms_top_k for any values, NaN included. Thread-safe; allocates its own workspace. */
+cspresnet_status cspresnet_multiclass_nms(const float *boxes, const float *scores, int n, int classes,
+                                          int anchors, const cspresnet_nms_options *opt, float *rows,
+                                          size_t capacity, int *bbox_num, size_t *n_rows, char *err,
+                                          size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif
