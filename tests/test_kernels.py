@@ -30,3 +30,10 @@ def test_training_kernels_and_conv_backward_match_reference_for_every_isa():
     out = run_unit("test_train_kernels")
     assert "isas tested: 0" not in out, out
     assert "0 failed" in out, out
+
+
+def test_bf16_and_int8_kernels_match_reference_bit_for_bit():
+    """Reference bf16/int8 tiles against oracles from first principles, then the AVX-512
+    BF16/VNNI tiles (where the CPU has them) against the reference, bit for bit."""
+    out = run_unit("test_lowp_kernels")
+    assert "0 failed" in out, out

@@ -1,0 +1,82 @@
+/*
+ * lowp_kernels.h - bf16 and int8 GEMM tiles and their packing, for inference at lower
+ * precision: fp32 activations are converted while packing, weights once at prepare,
+ * and every product is accumulated in fp32 (bf16) or int32 (int8).
+ *
+ * Layouts follow the dot-product instructions they feed:
+ *   bf16: K taken in pairs. A (weights) is mr rows of kp pairs (2*kp bf16, row stride
+ *         lda pairs); B (activations) is kp rows of ldb pairs, pair j of row p holding
+ *         (x[2p][j], x[2p+1][j]). vdpbf16ps adds, per 32-bit lane, the odd product and
+ *         then the even one to the fp32 accumulator, each exact product rounded once
+ *         (round to nearest even, denormal inputs read as zero, denormal results
+ *         flushed to zero); the reference does the same, so fast and reference tiles
+ *         agree bit for bit.
+ *   int8: K taken in quads. A (weights) is mr rows of kq quads of s8; B (activations)
+ *         is kq rows of ldb quads of u8, u8 = s8 activation + 128 (vpdpbusd multiplies
+ *         u8 by s8). The tile sums in int32 (exact: |acc| < 2^31 for K <= 2^16), then
+ *         writes c = (acc - comp[i]) * scale[i] in fp32, comp[i] = 128 * sum_k a[i][k]
+ *         removing the +128 shift, scale[i] = weight scale of row i x activation scale.
+ *
+ * Kernels are pure tiles (no allocation, no threads, no globals); each fast one has
+ * the reference twin of the same signature in kernels/ref/lowp_ref.c, the oracle of
+ * tests/c/test_lowp_kernels.c.
+ */
+#ifndef CSPRESNET_LOWP_KERNELS_H
+#define CSPRESNET_LOWP_KERNELS_H
+
+#include <stdint.h>
+
+/* f32 -> bf16 rounded to nearest even (NaN stays a quiet NaN; denormals flush to
+ * signed zero, as vcvtne2ps2bf16 does), and back (exact). */
+uint16_t bf16_from_f32(float x);
+float f32_from_bf16(uint16_t h);
+
+/* c[i*ldc + j] (+)= sum_{p < kp} a[i][2p+1]*b[p][j][1] + a[i][2p]*b[p][j][0] for
+ * i < mr, j < nr (tile limits per kernel). accumulate = 0 overwrites c. */
+typedef void (*bf16_gemm_fn)(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
+                             int mr, int nr, int accumulate);
+/* Rows [0, kc) x columns [0, nc) of a row-major f32 block x (row stride ldx) into pairs:
+ * out[(p*ldo + j)*2 + t] = bf16(x[(2p+t)*ldx + j]), zero for the row past an odd kc.
+ * Columns nc..ldo-1 are untouched. */
+typedef void (*bf16_pack_fn)(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
+
+/* c[i*ldc + j] = (sum_{q < kq, t < 4} (int)b[(q*ldb + j)*4 + t] * (int)a[i*lda*4 + 4q + t]
+ *                 - comp[i]) * scale[i], for i < mr, j < nr. */
+typedef void (*u8s8_gemm_fn)(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
+                             const float *scale, float *c, long ldc, int mr, int nr);
+/* Rows [0, kc) x columns [0, nc) of x into quads of u8: out[(q*ldo + j)*4 + t] =
+ * clamp(rne(x[(4q+t)*ldx + j] * inv_scale), -128, 127) + 128 (NaN -> 128, i.e. 0),
+ * 128 for the rows past kc. */
+typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
+
+/* Reference kernels (any CPU), tile limit 8 x 32 so they stand in for any fast tile. */
+void bf16_gemm_8x32__ref(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
+                         int mr, int nr, int accumulate);
+void bf16_pack_pairs__ref(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
+void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
+                         const float *scale, float *c, long ldc, int mr, int nr);
+void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
+
+/* AVX-512 BF16 (kernels/x86/bf16_avx512.c) and AVX-512 VNNI (kernels/x86/i8_avx512.c). */
+void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c,
+                                long ldc, int mr, int nr, int accumulate);
+void bf16_pack_pairs__avx512bf16(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
+void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
+                                const float *scale, float *c, long ldc, int mr, int nr);
+void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
+
+/* The kernels one CPU runs, chosen once from cpuid (lowp_select.c); the reference
+ * ones where the instructions are missing. */
+typedef struct lowp_kernels {
+    const char *bf16_isa;              /* "avx512bf16" or "ref" */
+    bf16_gemm_fn bf16_gemm;
+    bf16_pack_fn bf16_pack;
+    const char *int8_isa;              /* "avx512vnni" or "ref" */
+    u8s8_gemm_fn u8s8_gemm;
+    u8_pack_fn u8_pack;
+} lowp_kernels;
+
+/* The best table this CPU runs; use_ref = 1 gives the reference table. */
+const lowp_kernels *lowp_kernels_select(int use_ref);
+
+#endif

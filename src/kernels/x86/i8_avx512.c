@@ -1,0 +1,91 @@
+/*
+ * i8_avx512.c - AVX-512 int8 tiles (see kernels/lowp_kernels.h): the 8x32 u8 x s8 GEMM
+ * on vpdpbusd with int32 accumulators in registers and the dequantizing epilogue, and
+ * the f32 -> u8 quad packing. Compiled for that target by the pragmas below;
+ * lowp_select.c calls them only when __builtin_cpu_supports reports avx512vnni (the
+ * packing needs only AVX-512F/BW).
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <string.h>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vnni"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,avx512bw,avx512vnni")
+#endif
+
+#include "kernels/lowp_kernels.h"
+
+static __mmask16 lanes(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+static int32_t load_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Rows past mr repeat row mr-1, as in the bf16 tile. */
+void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
+                                const float *scale, float *c, long ldc, int mr, int nr)
+{
+    __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    const int8_t *ar[8];
+    for (int i = 0; i < 8; i++)
+        ar[i] = a + (long)(i < mr ? i : mr - 1) * lda * 4;
+    __m512i acc[8][2];
+    for (int i = 0; i < 8; i++)
+        acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    for (int q = 0; q < kq; q++) {
+        const uint8_t *bq = b + (long)q * ldb * 4;
+        __m512i b0 = _mm512_maskz_loadu_epi32(m0, bq);
+        __m512i b1 = _mm512_maskz_loadu_epi32(m1, bq + 64);
+        for (int i = 0; i < 8; i++) {
+            __m512i av = _mm512_set1_epi32(load_i32(ar[i] + 4 * q));
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, av);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, av);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        __m512i z = _mm512_set1_epi32(comp[i]);
+        __m512 s = _mm512_set1_ps(scale[i]);
+        _mm512_mask_storeu_ps(c + (long)i * ldc, m0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][0], z)), s));
+        _mm512_mask_storeu_ps(c + (long)i * ldc + 16, m1,
+                              _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][1], z)), s));
+    }
+}
+
+/* 16 columns of one row: clamp(rne(x * inv), -128, 127) + 128 as int32 lanes (NaN -> 128). */
+static __m512i quant16(const float *r, __mmask16 m, __m512 inv)
+{
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, r), inv);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(128));
+}
+
+void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo)
+{
+    __m512 inv = _mm512_set1_ps(inv_scale);
+    for (int q = 0; q < (kc + 3) / 4; q++) {
+        uint8_t *o = out + (long)q * ldo * 4;
+        for (int j = 0; j < nc; j += 16) {
+            __mmask16 m = lanes(nc - j);
+            __m512i word = _mm512_setzero_si512();
+            for (int t = 0; t < 4; t++) {
+                int k = 4 * q + t;
+                __m512i v = k < kc ? quant16(x + (long)k * ldx + j, m, inv) : _mm512_set1_epi32(128);
+                word = _mm512_or_si512(word, _mm512_slli_epi32(v, 8 * t));
+            }
+            _mm512_mask_storeu_epi32(o + 4 * j, m, word);
+        }
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif

@@ -1,0 +1,256 @@
+/*
+ * test_lowp_kernels.c - the bf16 and int8 kernels (kernels/lowp_kernels.h): the
+ * reference kernels against oracles written here (rounding from double arithmetic,
+ * integer sums), then every fast kernel this CPU has against its reference twin, bit for
+ * bit, on random odd shapes. Prints "N passed, M failed" and the ISAs tested.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/lowp_kernels.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                  \
+    do {                                                  \
+        if (cond) {                                       \
+            passed++;                                     \
+        } else {                                          \
+            failed++;                                     \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
+            printf(__VA_ARGS__);                          \
+            printf("\n");                                 \
+        }                                                 \
+    } while (0)
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static int rint_in(int lo, int hi) { return lo + (int)(rnd() % (uint64_t)(hi - lo + 1)); }
+static float runi(float lo, float hi) { return lo + (hi - lo) * (float)((rnd() >> 40) / 16777216.0); }
+
+static uint32_t bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+}
+
+/* bf16 rounding from first principles: the nearest of the two bf16 neighbours in
+ * double arithmetic, ties to the even one. */
+static uint16_t bf16_oracle(float x)
+{
+    if (isnan(x))
+        return (uint16_t)((bits(x) >> 16) | 0x40);
+    if (isinf(x))
+        return (uint16_t)(bits(x) >> 16);
+    if (fpclassify(x) == FP_SUBNORMAL || x == 0.0f)
+        return (uint16_t)((bits(x) >> 16) & 0x8000);
+    uint16_t lo = (uint16_t)(bits(x) >> 16), hi = (uint16_t)(lo + 1);
+    double dl = fabs((double)x - (double)f32_from_bf16(lo)), dh = fabs((double)f32_from_bf16(hi) - (double)x);
+    if (isinf(f32_from_bf16(hi)))   /* past the largest finite bf16: compare with 2^128 */
+        dh = fabs(ldexp(1.0, 128) * (x < 0 ? -1 : 1) - (double)x);
+    if (dl < dh || (dl == dh && (lo & 1) == 0))
+        return lo;
+    return hi;
+}
+
+static void test_bf16_rounding(void)
+{
+    float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 1.00390625f /* 1 + 2^-8: a tie, to even */, 1.01171875f,
+                       3.4028235e38f, -3.4028235e38f, 1e-40f, -1e-40f, 1.17549435e-38f, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        CHECK(bf16_from_f32(special[i]) == bf16_oracle(special[i]), "bf16(%a) = %04x, want %04x", special[i],
+              bf16_from_f32(special[i]), bf16_oracle(special[i]));
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        uint32_t u = (uint32_t)rnd();
+        float x;
+        memcpy(&x, &u, 4);
+        if (isnan(x))
+            continue;
+        bad += bf16_from_f32(x) != bf16_oracle(x);
+    }
+    CHECK(bad == 0, "%d of 200000 random floats round differently from the oracle", bad);
+    CHECK(isnan(f32_from_bf16(bf16_from_f32(NAN))), "NaN must stay NaN");
+}
+
+static void fill(float *x, long n, float lo, float hi)
+{
+    for (long i = 0; i < n; i++)
+        x[i] = runi(lo, hi);
+}
+
+/* The reference bf16 tile against double sums of the same bf16 operands. */
+static void test_bf16_gemm_ref(void)
+{
+    for (int t = 0; t < 40; t++) {
+        int mr = rint_in(1, 8), nr = rint_in(1, 32), kp = rint_in(1, 200);
+        long lda = kp + rint_in(0, 3), ldb = nr + rint_in(0, 5), ldc = nr + rint_in(0, 3);
+        uint16_t *a = calloc((size_t)(mr * lda * 2), 2), *b = calloc((size_t)(kp * ldb * 2), 2);
+        float *c = calloc((size_t)(mr * ldc), 4);
+        for (long i = 0; i < mr * lda * 2; i++)
+            a[i] = bf16_from_f32(runi(-0.3f, 0.3f));
+        for (long i = 0; i < kp * ldb * 2; i++)
+            b[i] = bf16_from_f32(runi(-2.0f, 2.0f));
+        bf16_gemm_8x32__ref(kp, a, lda, b, ldb, c, ldc, mr, nr, 0);
+        double worst = 0;
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nr; j++) {
+                double s = 0, mag = 0;
+                for (int p = 0; p < 2 * kp; p++) {
+                    double v = (double)f32_from_bf16(a[i * lda * 2 + p]) * f32_from_bf16(b[((p / 2) * ldb + j) * 2 + p % 2]);
+                    s += v;
+                    mag += fabs(v);
+                }
+                double err = fabs(c[i * ldc + j] - s) / (mag * 2 * kp * 6e-8 + 1e-30);
+                worst = err > worst ? err : worst;
+            }
+        CHECK(worst <= 1.0, "bf16 ref %dx%d kp %d: error %.3g of the fp32 accumulation bound", mr, nr, kp, worst);
+        free(a), free(b), free(c);
+    }
+}
+
+static void test_int8_ref(void)
+{
+    for (int t = 0; t < 40; t++) {
+        int mr = rint_in(1, 8), nr = rint_in(1, 32), kq = rint_in(1, 300);
+        long lda = kq + rint_in(0, 2), ldb = nr + rint_in(0, 4), ldc = nr + rint_in(0, 3);
+        int8_t *a = malloc((size_t)(mr * lda * 4));
+        uint8_t *b = malloc((size_t)(kq * ldb * 4));
+        int32_t comp[8];
+        float scale[8], *c = calloc((size_t)(mr * ldc), 4);
+        for (long i = 0; i < mr * lda * 4; i++)
+            a[i] = (int8_t)rint_in(-128, 127);
+        for (long i = 0; i < kq * ldb * 4; i++)
+            b[i] = (uint8_t)rint_in(0, 255);
+        for (int i = 0; i < mr; i++) {
+            comp[i] = 0;
+            for (int k = 0; k < 4 * kq; k++)
+                comp[i] += 128 * a[i * lda * 4 + k];
+            scale[i] = runi(1e-4f, 1e-2f);
+        }
+        u8s8_gemm_8x32__ref(kq, a, lda, b, ldb, comp, scale, c, ldc, mr, nr);
+        int bad = 0;
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nr; j++) {
+                int64_t s = 0;   /* s8 activations times s8 weights, in 64 bits */
+                for (int k = 0; k < 4 * kq; k++)
+                    s += (int64_t)((int)b[((k / 4) * ldb + j) * 4 + k % 4] - 128) * a[i * lda * 4 + k];
+                bad += bits(c[i * ldc + j]) != bits((float)(int32_t)s * scale[i]);
+            }
+        CHECK(bad == 0, "int8 ref %dx%d kq %d: %d entries differ from the integer sum", mr, nr, kq, bad);
+        free(a), free(b), free(c);
+    }
+}
+
+static void test_packs_ref(void)
+{
+    float x[6 * 5];
+    fill(x, 30, -3, 3);
+    x[7] = NAN;
+    x[8] = 1e30f;
+    x[9] = -1e30f;
+    x[10] = 2.5f;   /* * inv 1: a tie, to even (2) */
+    x[11] = -3.5f;  /* to -4 */
+    uint8_t q[2 * 5 * 4];
+    u8_pack_quads__ref(x, 5, 6, 5, 1.0f, q, 5);
+    /* x[7..9] are row 1 (quad 0, t = 1), columns 2..4 */
+    CHECK(q[(0 * 5 + 2) * 4 + 1] == 128, "NaN quantizes to the zero point, got %u", q[(0 * 5 + 2) * 4 + 1]);
+    CHECK(q[(0 * 5 + 3) * 4 + 1] == 255 && q[(0 * 5 + 4) * 4 + 1] == 0, "saturation");
+    CHECK(q[(0 * 5 + 0) * 4 + 2] == 130 && q[(0 * 5 + 1) * 4 + 2] == 124, "ties to even: %u %u", q[2], q[6]);
+    CHECK(q[(1 * 5 + 0) * 4 + 2] == 128 && q[(1 * 5 + 0) * 4 + 3] == 128, "rows past kc are the zero point");
+    uint16_t h[3 * 5 * 2];
+    bf16_pack_pairs__ref(x, 5, 5, 5, h, 5);
+    CHECK(h[(2 * 5 + 3) * 2 + 0] == bf16_from_f32(x[4 * 5 + 3]) && h[(2 * 5 + 3) * 2 + 1] == 0,
+          "the pair past an odd kc is zero");
+    CHECK(h[(0 * 5 + 1) * 2 + 1] == bf16_from_f32(x[1 * 5 + 1]), "pair layout");
+}
+
+static void test_fast(const lowp_kernels *fast)
+{
+    const lowp_kernels *ref = lowp_kernels_select(1);
+    for (int t = 0; t < 60; t++) {
+        int kc = rint_in(1, 70), nc = rint_in(1, 70);
+        long ldx = nc + rint_in(0, 5), ldo = nc + rint_in(0, 5);
+        float *x = malloc((size_t)(kc * ldx) * 4);
+        fill(x, kc * ldx, -20, 20);
+        if (t % 3 == 0)
+            x[rint_in(0, kc * (int)ldx - 1)] = NAN;
+        int np = (kc + 1) / 2, nq = (kc + 3) / 4;
+        uint16_t *h0 = calloc((size_t)(np * ldo * 2), 2), *h1 = calloc((size_t)(np * ldo * 2), 2);
+        uint8_t *q0 = calloc((size_t)(nq * ldo * 4), 1), *q1 = calloc((size_t)(nq * ldo * 4), 1);
+        if (fast->bf16_gemm != ref->bf16_gemm) {
+            ref->bf16_pack(x, ldx, kc, nc, h0, ldo);
+            fast->bf16_pack(x, ldx, kc, nc, h1, ldo);
+            CHECK(memcmp(h0, h1, (size_t)(np * ldo * 2) * 2) == 0, "bf16 pack %s kc %d nc %d", fast->bf16_isa, kc, nc);
+        }
+        if (fast->u8s8_gemm != ref->u8s8_gemm) {
+            float inv = runi(0.5f, 12.0f);
+            ref->u8_pack(x, ldx, kc, nc, inv, q0, ldo);
+            fast->u8_pack(x, ldx, kc, nc, inv, q1, ldo);
+            CHECK(memcmp(q0, q1, (size_t)(nq * ldo * 4)) == 0, "u8 pack %s kc %d nc %d", fast->int8_isa, kc, nc);
+        }
+        free(x), free(h0), free(h1), free(q0), free(q1);
+    }
+    for (int t = 0; t < 80; t++) {
+        int mr = rint_in(1, 8), nr = rint_in(1, 32), kp = rint_in(1, 300), acc = t % 2;
+        long lda = kp + rint_in(0, 3), ldb = nr + rint_in(0, 5), ldc = nr + rint_in(0, 3);
+        if (fast->bf16_gemm != ref->bf16_gemm) {
+            uint16_t *a = malloc((size_t)(mr * lda * 2) * 2), *b = malloc((size_t)(kp * ldb * 2) * 2);
+            float *c0 = malloc((size_t)(mr * ldc) * 4), *c1 = malloc((size_t)(mr * ldc) * 4);
+            for (long i = 0; i < mr * lda * 2; i++)
+                a[i] = bf16_from_f32(runi(-0.5f, 0.5f));
+            for (long i = 0; i < kp * ldb * 2; i++)
+                b[i] = bf16_from_f32(runi(-4.0f, 4.0f));
+            fill(c0, mr * ldc, -1, 1);
+            memcpy(c1, c0, (size_t)(mr * ldc) * 4);
+            ref->bf16_gemm(kp, a, lda, b, ldb, c0, ldc, mr, nr, acc);
+            fast->bf16_gemm(kp, a, lda, b, ldb, c1, ldc, mr, nr, acc);
+            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "bf16 gemm %s %dx%d kp %d acc %d", fast->bf16_isa, mr,
+                  nr, kp, acc);
+            free(a), free(b), free(c0), free(c1);
+        }
+        if (fast->u8s8_gemm != ref->u8s8_gemm) {
+            int kq = kp;
+            int8_t *a = malloc((size_t)(mr * lda * 4));
+            uint8_t *b = malloc((size_t)(kq * ldb * 4));
+            float *c0 = malloc((size_t)(mr * ldc) * 4), *c1 = malloc((size_t)(mr * ldc) * 4), scale[8];
+            int32_t comp[8];
+            for (long i = 0; i < mr * lda * 4; i++)
+                a[i] = (int8_t)rint_in(-128, 127);
+            for (long i = 0; i < kq * ldb * 4; i++)
+                b[i] = (uint8_t)rint_in(0, 255);
+            for (int i = 0; i < mr; i++)
+                comp[i] = rint_in(-1000000, 1000000), scale[i] = runi(1e-5f, 1e-2f);
+            fill(c0, mr * ldc, -1, 1);
+            memcpy(c1, c0, (size_t)(mr * ldc) * 4);
+            ref->u8s8_gemm(kq, a, lda, b, ldb, comp, scale, c0, ldc, mr, nr);
+            fast->u8s8_gemm(kq, a, lda, b, ldb, comp, scale, c1, ldc, mr, nr);
+            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "u8s8 gemm %s %dx%d kq %d", fast->int8_isa, mr, nr, kq);
+            free(a), free(b), free(c0), free(c1);
+        }
+    }
+}
+
+int main(void)
+{
+    test_bf16_rounding();
+    test_bf16_gemm_ref();
+    test_int8_ref();
+    test_packs_ref();
+    const lowp_kernels *fast = lowp_kernels_select(0);
+    int isas = (fast->bf16_gemm != bf16_gemm_8x32__ref) + (fast->u8s8_gemm != u8s8_gemm_8x32__ref);
+    test_fast(fast);
+    printf("isas tested: %d (bf16 %s, int8 %s)\n", isas, fast->bf16_isa, fast->int8_isa);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
