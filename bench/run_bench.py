@@ -8,7 +8,7 @@ ONNX with BatchNormalization nodes (as paddle2onnx writes them; ORT fuses them i
 and run in PyTorch eager, frozen (torch.jit.trace + freeze) and optimized
 (+ torch.jit.optimize_for_inference); the PyTorch column is the fastest of those, named in the
 table. Before timing, the exported graph is checked (one BatchNormalization per BN, no
-Sub/Div/Sqrt) and ORT's and every PyTorch mode's outputs on the benchmark's batch-1 input are
+Sub/Div/Sqrt; none left in the graph ORT optimizes it into) and ORT's and every PyTorch mode's outputs on the benchmark's batch-1 input are
 compared with the port's (float64) within 1e-4 relative.
 
 ONNX Runtime runs through the npm package onnxruntime-node, installed into bench/node_env with
@@ -105,8 +105,9 @@ def prepare(arch):
     if OLD_ANCHOR and not os.path.exists(onnx["port"]):
         anchors.export_onnx(model, onnx["port"], names, keep_bn=False)
     ops = anchors.check_onnx_graph(onnx["bn"], anchors.bn_count(model))
+    check_ort_fuses_bn(onnx["bn"])
     print(f"{arch}: {onnx['bn']}: {ops['BatchNormalization']} BatchNormalization, {ops['Conv']} Conv, "
-          f"no {'/'.join(anchors.PORT_BN_OPS)}", flush=True)
+          f"no {'/'.join(anchors.PORT_BN_OPS)}; none left in ORT's optimized graph", flush=True)
     return w, onnx, state
 
 
@@ -146,6 +147,20 @@ def run_torch(arch, w, npy, threads, mode, runs=None, warmup=None, dump=None):
               str(RUNS if runs is None else runs), str(WARMUP if warmup is None else warmup), mode,
               *([dump] if dump else [])])
     return json.loads(out.strip().splitlines()[-1])
+
+
+def check_ort_fuses_bn(onnx):
+    """The graph ONNX Runtime runs (its optimized model, as saved by optimizedModelFilePath) holds
+    no BatchNormalization: ORT folded every one into its Conv."""
+    mod = os.path.join(NODE_ENV, "node_modules", "onnxruntime-node")
+    opt = onnx[:-len(".onnx")] + "_ort_optimized.onnx"
+    sh(["node", "-e", f"require({json.dumps(mod)}).InferenceSession.create({json.dumps(onnx)}, "
+        f"{{graphOptimizationLevel: 'all', intraOpNumThreads: 1, optimizedModelFilePath: {json.dumps(opt)}}})"
+        ".catch((e) => { console.error(String(e)); process.exit(1); })"])
+    ops = anchors.graph_ops(opt, check=False)
+    if ops["BatchNormalization"] or ops["Conv"] == 0:
+        raise SystemExit(f"{onnx}: ONNX Runtime's optimized graph still has {ops['BatchNormalization']} "
+                         f"BatchNormalization nodes: {dict(ops)}")
 
 
 def check_outputs(arch, w, onnx, state, npy, raw):
