@@ -65,11 +65,12 @@ class PaddleMomentumBN(nn.BatchNorm2d):
         return y
 
 
-def standard(port, train=False):
-    """A copy of ``port`` (a tests/ref CSPResNet) with every ref.BatchNorm2D replaced by
+def standard(port, train=False, inplace=False):
+    """A copy of ``port`` (a tests/ref CSPResNet; ``inplace``: port itself, so that a process that
+    reports its peak RSS holds the weights once) with every ref.BatchNorm2D replaced by
     nn.BatchNorm2d (``train``: PaddleMomentumBN) carrying its weight, bias, _mean, _variance and
     eps. Same dtype; mode: eval unless ``train``."""
-    net = copy.deepcopy(port)
+    net = port if inplace else copy.deepcopy(port)
     count = 0
     for mod in list(net.modules()):
         for name, child in list(mod.named_children()):
