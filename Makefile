@@ -110,7 +110,9 @@ install: all
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet_formats.pc
 	install -m 644 man/cspresnet.1 $(DESTDIR)$(PREFIX)/share/man/man1/cspresnet.1
 
-# Speed against ONNX Runtime (npm onnxruntime-node) and PyTorch; writes bench/results.md.
+# Speed against ONNX Runtime (npm onnxruntime-node) and PyTorch, each on the network as its users
+# export and run it (bench/anchors.py); writes bench/results.md. Deps: scripts/install-deps.sh bench.
+# BENCH_MODELS=s, BENCH_ROUNDS=1, BENCH_RUNS=2 shorten it; BENCH_OLD_ANCHOR=1 also times the port's graph.
 bench: all
 	CSPRESNET_BUILD=$(BUILD) /usr/bin/python3 bench/run_bench.py
 

@@ -5,8 +5,10 @@ CSPResNet-s, random init, linear head on the global average pool of stage 3; 28x
 to 32x32, gray to 3 channels, (x/255 - 0.2860) / 0.3530; batch 64 (last partial batch
 dropped), SGD momentum 0.9, weight decay 5e-4, one-cycle to lr 0.05 (torch OneCycleLR).
 PyTorch applies weight decay to every parameter (plain torch.optim.SGD); ours follows
-upstream (no decay on BN weight/bias). Runs ours first, then PyTorch, sequentially, each on
---threads threads, and prints test accuracy and seconds per epoch.
+upstream (no decay on BN weight/bias). PyTorch trains the network as its users do
+(bench/anchors.py: nn.BatchNorm2d / F.batch_norm, Paddle's momentum and running variance);
+--old-anchor trains the port's arithmetic BN instead. Runs ours first, then PyTorch,
+sequentially, each on --threads threads, and prints test accuracy and seconds per epoch.
 
     /usr/bin/python3 bench/fmnist_compare.py --epochs 3 --threads 2
 """
@@ -61,24 +63,28 @@ def torch_run(a):
     xtr, ytr = prep(idx(f"{DATA}/train-images-idx3-ubyte.gz")), idx(f"{DATA}/train-labels-idx1-ubyte.gz")
     xte, yte = prep(idx(f"{DATA}/t10k-images-idx3-ubyte.gz")), idx(f"{DATA}/t10k-labels-idx1-ubyte.gz")
     backbone = ref.preset("s").build()
-
-    def bn_forward(self, x):  # Paddle's BatchNorm2D: batch statistics in train mode
-        shape = (1, -1, 1, 1)
-        if not self.training:
-            return ((x - self._mean.view(shape)) / torch.sqrt(self._variance.view(shape) + self.eps)
+    if not a.old_anchor:
+        sys.path.insert(0, HERE)
+        import anchors
+        backbone = anchors.standard(backbone, train=True)
+    else:
+        def bn_forward(self, x):  # Paddle's BatchNorm2D: batch statistics in train mode
+            shape = (1, -1, 1, 1)
+            if not self.training:
+                return ((x - self._mean.view(shape)) / torch.sqrt(self._variance.view(shape) + self.eps)
+                        * self.weight.view(shape) + self.bias.view(shape))
+            mean = x.mean(dim=(0, 2, 3))
+            var = ((x - mean.view(shape)) ** 2).mean(dim=(0, 2, 3))
+            with torch.no_grad():
+                self._mean.mul_(0.9).add_(0.1 * mean)
+                self._variance.mul_(0.9).add_(0.1 * var)
+            return ((x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
                     * self.weight.view(shape) + self.bias.view(shape))
-        mean = x.mean(dim=(0, 2, 3))
-        var = ((x - mean.view(shape)) ** 2).mean(dim=(0, 2, 3))
-        with torch.no_grad():
-            self._mean.mul_(0.9).add_(0.1 * mean)
-            self._variance.mul_(0.9).add_(0.1 * var)
-        return ((x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-                * self.weight.view(shape) + self.bias.view(shape))
 
-    import types
-    for m in backbone.modules():
-        if isinstance(m, ref.BatchNorm2D):
-            m.forward = types.MethodType(bn_forward, m)
+        import types
+        for m in backbone.modules():
+            if isinstance(m, ref.BatchNorm2D):
+                m.forward = types.MethodType(bn_forward, m)
     head = torch.nn.Linear(512, 10)
     params = list(backbone.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -113,6 +119,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--torch-only", action="store_true")
+    ap.add_argument("--old-anchor", action="store_true", help="PyTorch on the port's arithmetic BN")
     a = ap.parse_args()
     if a.torch_only:
         ta, tw = torch_run(a)

@@ -1,13 +1,15 @@
 // ort_runner.js - times ONNX Runtime (npm onnxruntime-node) on one model and input for
-// bench/run_bench.py. Usage: node ort_runner.js MODEL.onnx INPUT.f32 N,C,H,W THREADS RUNS WARMUP
-// Prints one JSON line: {"median_ms", "min_ms", "max_ms", "rss_mb", "version"}.
+// bench/run_bench.py. Usage: node ort_runner.js MODEL.onnx INPUT.f32 N,C,H,W THREADS RUNS WARMUP [OUT.f32]
+// Prints one JSON line: {"median_ms", "min_ms", "max_ms", "rss_mb", "version"}. With OUT.f32, also
+// writes the outputs of the last run there, float32, one after another in session.outputNames order
+// (run_bench.py compares them with the port's).
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const ort = require(path.join(__dirname, 'node_env', 'node_modules', 'onnxruntime-node'));
 
 async function main() {
-  const [model, input, shapeText, threads, runs, warmup] = process.argv.slice(2);
+  const [model, input, shapeText, threads, runs, warmup, outPath] = process.argv.slice(2);
   const shape = shapeText.split(',').map(Number);
   const buf = fs.readFileSync(input);
   const data = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
@@ -18,10 +20,17 @@ async function main() {
   const feeds = {[session.inputNames[0]]: new ort.Tensor('float32', data, shape)};
   for (let i = 0; i < Number(warmup); i++) await session.run(feeds);
   const times = [];
+  let results = null;
   for (let i = 0; i < Number(runs); i++) {
     const t0 = process.hrtime.bigint();
-    await session.run(feeds);
+    results = await session.run(feeds);
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  if (outPath) {
+    fs.writeFileSync(outPath, Buffer.concat(session.outputNames.map((n) => {
+      const d = results[n].data;
+      return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+    })));
   }
   times.sort((a, b) => a - b);
   const mid = times.length >> 1;

@@ -3,6 +3,7 @@
 #   scripts/install-deps.sh build   compiler and make (+ jansson for the CLI's safetensors support)
 #   scripts/install-deps.sh demo    + the Fashion-MNIST data set the demo's fine-tune trains on
 #   scripts/install-deps.sh test    + PyTorch, NumPy and pytest for the reference tests
+#   scripts/install-deps.sh bench   + PyTorch, NumPy, ONNX (Python) and Node.js/npm for make bench
 #   scripts/install-deps.sh reliability   clang + libFuzzer/TSan runtimes, valgrind (make fuzz/tsan/valgrind)
 set -eu
 want="${1:-build}"
@@ -25,6 +26,15 @@ if [ "$want" = test ]; then
     need python3-pytest
     need python3-pil      # tests/test_images.py writes every PNG/JPEG colour type
     need python3-opencv   # upstream's decoder and resize (cv2.imread, INTER_CUBIC) as reference
+fi
+if [ "$want" = bench ]; then   # make bench, bench/train_bench.py (not needed by CI)
+    need python3-torch python3-numpy
+    need python3-pytest  # bench/train_bench.py takes the port's train-mode BN from tests/test_train.py
+    need python3-onnx    # bench/anchors.py checks the nodes of the exported ONNX graph
+    # ONNX Runtime itself comes from the npm package onnxruntime-node (bench/run_bench.py installs it);
+    # a Node.js that ships its own npm counts
+    command -v node >/dev/null 2>&1 || need nodejs
+    command -v npm >/dev/null 2>&1 || need npm
 fi
 if [ "$want" = reliability ]; then   # make fuzz / tsan / valgrind (not needed by CI)
     need clang
