@@ -6,7 +6,8 @@
 - the CLI includes only public headers (include/) and its own; cspresnet_io.h is
   installed and its .npy reader and writer, atomic writer and stream reader work from a
   program linked against the installed library, against numpy;
-- one mkdir helper in cli/; no cli/ file over 800 lines, no function over 120.
+- one mkdir helper in cli/; no cli/ file over 800 lines, no function over 120;
+- the C tests share tests/c/harness.h instead of their own RNG and counters.
 """
 from __future__ import annotations
 
@@ -148,6 +149,18 @@ def test_cli_files_and_functions_are_small():
         assert text.count("\n") <= 800, f"{src.name} has {text.count(chr(10))} lines"
         for name, n in functions(text):
             assert n <= 120, f"{src.name}: {name} is {n} lines"
+
+
+def test_c_tests_share_the_harness():
+    harness = REPO_ROOT / "tests" / "c" / "harness.h"
+    assert harness.is_file()
+    own = re.compile(r"^\s*(#define CHECK\b|static int (passed|failed|failures)\b|static unsigned[\w ]* rng\b"
+                     r"|static (float|double) [fu]rand\()", re.M)
+    for src in sorted((REPO_ROOT / "tests" / "c").glob("*.c")):
+        text = src.read_text()
+        assert not own.search(text), f"{src.name} defines its own RNG or counters"
+        if re.search(r"\bCHECK\(|\brng_", text):
+            assert '#include "harness.h"' in text, src.name
 
 
 # ---- the public I/O header, from an installed copy
