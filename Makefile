@@ -10,7 +10,8 @@ CFLAGS   ?=
 # -Wno-format-truncation (gcc only): snprintf into fixed key/message buffers truncates by design.
 WNO_TRUNC := $(shell $(CC) -Werror -Wno-format-truncation -E -x c /dev/null >/dev/null 2>&1 && echo -Wno-format-truncation)
 CSTD      = -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wvla $(WNO_TRUNC)
-ALLFLAGS  = $(CSTD) $(OPT) -g -fPIC -Iinclude -Isrc $(CFLAGS)
+INCLUDES  = -Iinclude -Isrc
+ALLFLAGS  = $(CSTD) $(OPT) -g -fPIC $(INCLUDES) $(CFLAGS)
 LDLIBS    = -lm -lpthread
 VERSION   = 0.1.0
 SOVERSION = 0
@@ -32,6 +33,9 @@ TEST_BIN := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test asan clean bench
 all: $(BUILD)/libcspresnet.a $(BUILD)/libcspresnet.so $(BUILD)/libcspresnet_formats.a $(BUILD)/cspresnet $(TEST_BIN)
+
+# The CLI sees only the public headers (include/) and its own.
+$(CLI_OBJ): INCLUDES = -Iinclude
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*/*.h src/kernels/*.h cli/*.h)
 	@mkdir -p $(dir $@)
@@ -86,7 +90,7 @@ clean:
 	rm -rf build build-asan
 
 # `make install PREFIX=/opt/x` (and DESTDIR for staging): static and versioned shared
-# library with soname links, the public header, the CLI, the pkg-config files (cspresnet
+# library with soname links, the public headers, the CLI, the pkg-config files (cspresnet
 # links the shared library, cspresnet-static the archive), man page.
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -99,6 +103,7 @@ install: all
 	ln -sf libcspresnet.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libcspresnet.so.$(SOVERSION)
 	ln -sf libcspresnet.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libcspresnet.so
 	install -m 644 include/cspresnet.h $(DESTDIR)$(PREFIX)/include/cspresnet.h
+	install -m 644 include/cspresnet_io.h $(DESTDIR)$(PREFIX)/include/cspresnet_io.h
 	install -m 755 $(BUILD)/cspresnet $(DESTDIR)$(PREFIX)/bin/cspresnet
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' cspresnet.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cspresnet.pc

@@ -1,4 +1,5 @@
-/* args.c - flag parsing shared by the subcommands. */
+/* args.c - the flag rows and value checks the subcommands share (flags.h), and the
+ * architecture they describe. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -66,15 +67,6 @@ int cli_threads(int requested, const char *cmd)
     return (int)online;
 }
 
-const char *flag_value(int argc, char **argv, int *i, const char *cmd)
-{
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "cspresnet %s: %s needs a value (see cspresnet %s --help)\n", cmd, argv[*i], cmd);
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 static int parse_double(const char *s, double *out)
 {
     char *end;
@@ -83,69 +75,82 @@ static int parse_double(const char *s, double *out)
     return end != s && *end == '\0' && errno == 0;
 }
 
-int arch_flags_parse(arch_flags *f, int argc, char **argv, int *i, const char *cmd)
+/* --width-mult / --depth-mult: a double in (0, hi]. */
+static int arch_mult(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
-    const char *a = argv[*i], *v;
-#define VALUE() do { if (!(v = flag_value(argc, argv, i, cmd))) return -1; } while (0)
-    if (strcmp(a, "--arch") == 0) {
-        VALUE();
-        f->arch = v;
-    } else if (strcmp(a, "--width-mult") == 0 || strcmp(a, "--depth-mult") == 0) {
-        VALUE();
-        double d;
-        if (!parse_double(v, &d) || !(d > 0.0) || d > 64.0) {
-            fprintf(stderr, "cspresnet %s: %s '%s' must be a number in (0, 64]\n", cmd, a, v);
-            return -1;
-        }
-        if (a[2] == 'w')
-            f->width = d;
-        else
-            f->depth = d;
-    } else if (strcmp(a, "--layers") == 0) {
-        VALUE();
-        if (parse_int_list(v, f->layers, 4) != 4) {
-            fprintf(stderr, "cspresnet %s: --layers '%s' must be 4 comma-separated integers\n", cmd, v);
-            return -1;
-        }
-        f->have_layers = 1;
-    } else if (strcmp(a, "--channels") == 0) {
-        VALUE();
-        if (parse_int_list(v, f->channels, 5) != 5) {
-            fprintf(stderr, "cspresnet %s: --channels '%s' must be 5 comma-separated integers\n", cmd, v);
-            return -1;
-        }
-        f->have_channels = 1;
-    } else if (strcmp(a, "--act") == 0) {
-        VALUE();
-        if (cspresnet_act_parse(v, &f->act) != CSPRESNET_OK) {
-            fprintf(stderr,
-                    "cspresnet %s: unknown activation '%s' (swish/silu, relu, leaky_relu, mish, hardswish, "
-                    "gelu, relu6, sigmoid, none)\n", cmd, v);
-            return -1;
-        }
-        f->act_given = 1;
-    } else if (strcmp(a, "--large-stem") == 0) {
-        f->large_stem = 1;
-    } else if (strcmp(a, "--small-stem") == 0) {
-        f->large_stem = 0;
-    } else if (strcmp(a, "--alpha") == 0) {
-        f->alpha = 1;
-    } else if (strcmp(a, "--no-alpha") == 0) {
-        f->alpha = 0;
-    } else if (strcmp(a, "--return-idx") == 0) {
-        VALUE();
-        f->num_return = parse_int_list(v, f->return_idx, 4);
-        if (return_idx_check(f->return_idx, f->num_return) != 0) {
-            fprintf(stderr, "cspresnet %s: --return-idx '%s' must be 1 to 4 comma-separated stage indices (0..3)\n",
-                    cmd, v);
-            return -1;
-        }
-    } else {
-        return 0;
+    double d;
+    if (!parse_double(v, &d) || !(d > 0.0) || d > f->hi) {
+        fprintf(stderr, "cspresnet %s: %s '%s' must be a number in (0, %g]\n", cmd->name, f->name, v, f->hi);
+        return -1;
     }
-#undef VALUE
-    return 1;
+    *(double *)dest = d;
+    return 0;
 }
+
+/* The rows below take the whole arch_flags (off 0), for the fields that go together. */
+static int arch_layers(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    arch_flags *a = dest;
+    int is_layers = strcmp(f->name, "--layers") == 0, want = is_layers ? 4 : 5;
+    if (parse_int_list(v, is_layers ? a->layers : a->channels, want) != want) {
+        fprintf(stderr, "cspresnet %s: %s '%s' must be %d comma-separated integers\n", cmd->name, f->name, v, want);
+        return -1;
+    }
+    if (is_layers)
+        a->have_layers = 1;
+    else
+        a->have_channels = 1;
+    return 0;
+}
+
+int arch_act_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    arch_flags *a = dest;
+    if (cspresnet_act_parse(v, &a->act) != CSPRESNET_OK)
+        return cli_refuse(f, v, cmd);
+    a->act_given = 1;
+    return 0;
+}
+
+int arch_return_idx_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    arch_flags *a = dest;
+    a->num_return = parse_int_list(v, a->return_idx, CSPRESNET_MAX_OUTPUTS);
+    if (return_idx_check(a->return_idx, a->num_return) != 0) {
+        fprintf(stderr, "cspresnet %s: %s '%s' must be 1 to 4 comma-separated stage indices (0..3)\n", cmd->name,
+                f->name, v);
+        return -1;
+    }
+    return 0;
+}
+
+static const char ACT_REFUSED[] =
+    "unknown activation '%s' (swish/silu, relu, leaky_relu, mish, hardswish, gelu, relu6, sigmoid, none)";
+
+const cli_flag ARCH_FLAGS[] = {
+    {CLI_FLAG("--arch", NULL, "P", "preset: t (0.375/0.33, alpha), s, m, l, x (large stem, swish)"),
+     .parse = cli_str, .off = offsetof(arch_flags, arch)},
+    {CLI_FLAG("--width-mult", NULL, "W", "channel multiplier on [64,128,256,512,1024] (default 1.0)"),
+     .parse = arch_mult, .off = offsetof(arch_flags, width), .hi = 64},
+    {CLI_FLAG("--depth-mult", NULL, "D", "block multiplier on [3,6,6,3] (default 1.0)"),
+     .parse = arch_mult, .off = offsetof(arch_flags, depth), .hi = 64},
+    {CLI_FLAG("--layers", NULL, "L0,L1,L2,L3", "upstream's base block counts, before the multipliers"),
+     .parse = arch_layers},
+    {CLI_FLAG("--channels", NULL, "C0,C1,C2,C3,C4", "upstream's base widths, before the multipliers"),
+     .parse = arch_layers},
+    {CLI_FLAG("--act", NULL, "A", "swish (default), relu, leaky_relu, mish, hardswish, gelu, relu6, sigmoid, none"),
+     .parse = arch_act_flag, .bad = ACT_REFUSED},
+    {CLI_FLAG("--large-stem", NULL, NULL, "three stem convs (default, as every shipped config)"),
+     .parse = cli_set, .off = offsetof(arch_flags, large_stem), .lo = 1},
+    {CLI_FLAG("--small-stem", NULL, NULL, "two stem convs"),
+     .parse = cli_set, .off = offsetof(arch_flags, large_stem)},
+    {CLI_FLAG("--alpha", NULL, NULL, "learnable RepVGG alpha (PP-YOLOE+)"),
+     .parse = cli_set, .off = offsetof(arch_flags, alpha), .lo = 1},
+    {CLI_FLAG("--no-alpha", NULL, NULL, "no alpha"), .parse = cli_set, .off = offsetof(arch_flags, alpha)},
+    {CLI_FLAG("--return-idx", NULL, "1,2,3", "stages returned, ascending in 0..3 (default 1,2,3; 0,1,2,3 for P2)"),
+     .parse = arch_return_idx_flag},
+    CLI_END,
+};
 
 int arch_flags_fix_architecture(const arch_flags *f)
 {
@@ -203,39 +208,48 @@ void common_flags_init(common_flags *c)
     memset(c, 0, sizeof *c);
 }
 
-int quiet_flags_parse(common_flags *c, const char *a)
+/* -q (lo 1) and -v (lo 0) on a common_flags: the later one wins. */
+int cli_quiet(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
-    if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-        c->quiet = 1;
-        c->verbose = 0;
-    } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-        c->verbose = 1;
-        c->quiet = 0;
-    } else {
-        return 0;
-    }
-    return 1;
+    common_flags *c = dest;
+    (void)v, (void)cmd;
+    c->quiet = f->lo != 0;
+    c->verbose = f->lo == 0;
+    return 0;
 }
 
-int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd)
+int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
-    const char *a = argv[*i];
-    if (quiet_flags_parse(c, a)) {
-        return 1;
-    } else if (strcmp(a, "--threads") == 0) {
-        const char *v = flag_value(argc, argv, i, cmd);
-        if (!v || parse_int_list(v, &c->threads, 1) != 1 || c->threads < 1 || c->threads > 1024) {
-            if (v)
-                fprintf(stderr, "cspresnet %s: --threads needs a count in 1..1024 (default: all CPUs)\n", cmd);
-            return -1;
-        }
-        c->threads = cli_threads(c->threads, cmd);
-    } else {
-        return 0;
+    common_flags *c = dest;
+    (void)f;
+    if (parse_int_list(v, &c->threads, 1) != 1 || c->threads < 1 || c->threads > 1024) {
+        fprintf(stderr, "cspresnet %s: --threads needs a count in 1..1024 (default: all CPUs)\n", cmd->name);
+        return -1;
     }
-    return 1;
+    c->threads = cli_threads(c->threads, cmd->name);
+    return 0;
 }
 
+static int help_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    (void)f, (void)v, (void)dest;
+    cli_help(cmd, stdout);
+    return CLI_STOP;
+}
+
+/* main.c answers --version anywhere after the command first; this row lists it. */
+static int version_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    (void)f, (void)v, (void)dest, (void)cmd;
+    printf("cspresnet %s\n", CSPRESNET_VERSION);
+    return CLI_STOP;
+}
+
+const cli_flag STANDARD_FLAGS[] = {
+    {CLI_FLAG("--help", "-h", NULL, "this help"), .parse = help_flag},
+    {CLI_FLAG("--version", NULL, NULL, "the version"), .parse = version_flag},
+    CLI_END,
+};
 int arch_flags_load_options(const arch_flags *f, cspresnet_load_options *opt,
                             cspresnet_config *expect, const char *cmd)
 {

@@ -6,10 +6,12 @@
 #define CSPRESNET_CLI_H
 
 #include "cspresnet.h"
+#include "cspresnet_io.h"
+#include "flags.h"
 
 #define EXIT_USAGE 2
 
-/* Architecture flags shared by summary and infer. */
+/* What the architecture flags (the ARCH_FLAGS rows) say. */
 typedef struct arch_flags {
     const char *arch;          /* --arch */
     double width, depth;       /* --width-mult / --depth-mult; 0 = not given */
@@ -23,9 +25,10 @@ typedef struct arch_flags {
 } arch_flags;
 
 void arch_flags_init(arch_flags *f);
-/* If argv[*i] is an architecture flag, consumes it (and its value) and returns 1;
- * returns -1 after printing a usage error, 0 if not an architecture flag. */
-int arch_flags_parse(arch_flags *f, int argc, char **argv, int *i, const char *cmd);
+/* The parsers of ARCH_FLAGS' --act and --return-idx (dest: the arch_flags), for a command
+ * that takes only those two (grad). --act prints the row's bad message. */
+int arch_act_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
+int arch_return_idx_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 /* Builds the config the flags describe (preset, multipliers or explicit lists). */
 int arch_flags_config(const arch_flags *f, cspresnet_config *cfg, const char *cmd);
 /* The load options the flags describe: act and return_idx, and any architecture flags
@@ -43,8 +46,6 @@ int parse_int_list(const char *s, int *out, int max);
 /* Parses a --size value: "H,W", or "N" for N,N (as train and demo take it), each side in
  * 1..max. Returns 0, or -1 if the text is neither. */
 int parse_size(const char *s, int hw[2], int max);
-/* Value of a flag that takes one: argv[++*i], or NULL after printing a usage error. */
-const char *flag_value(int argc, char **argv, int *i, const char *cmd);
 /* 0 if count is 1..4 and every stage index is in 0..3 (a --return-idx value), else -1. */
 int return_idx_check(const int *idx, int count);
 /* The thread count to use for --threads requested: at most the online CPUs (more only
@@ -55,20 +56,21 @@ int cli_threads(int requested, const char *cmd);
 cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,
                                   cspresnet_model **out, char *err, size_t err_size);
 
-/* Flags of the subcommands (args.c): --threads N (default 0: one per online CPU) where a
- * network runs, -q/--quiet (nothing on stdout on success) and -v/--verbose everywhere.
- * --version works after any subcommand (main.c). common_flags_parse returns 1 if it consumed argv[*i], 0 if
- * argv[*i] is not one of these, -1 after printing a usage error. */
+/* What every subcommand that runs a network takes: --threads N (default 0: one per
+ * online CPU), -q/--quiet (nothing on stdout on success) and -v/--verbose; summary and
+ * convert take only -q and -v. Rows: cli_threads_flag, cli_quiet (flags.h). */
 typedef struct common_flags {
     int threads;
     int quiet;
     int verbose;
 } common_flags;
 void common_flags_init(common_flags *c);
-int common_flags_parse(common_flags *c, int argc, char **argv, int *i, const char *cmd);
-/* Only -q/--quiet and -v/--verbose (the later one wins), for the commands that run no
- * network and so take no --threads (summary, convert). Returns 1 if it consumed arg. */
-int quiet_flags_parse(common_flags *c, const char *arg);
+
+/* mkdir(path) unless it exists: 0, or -1 with errno set (the caller names path). */
+int cli_make_dir(const char *path);
+/* A seeded batch of shape[0..3] in [0, 1), like an image scaled by 1/255 (the same
+ * values in infer --random-input, bench and demo). 0, or -1 out of memory. */
+int cli_random_input(cspresnet_array *x, const int shape[4]);
 
 /* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */
 double cli_peak_rss_mib(void);

@@ -17,29 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "io/npy.h"
-
-static void help(void)
-{
-    printf("usage: cspresnet bench [--weights F | --arch P] [--size H,W] [--batch N] [--threads N]\n"
-           "                       [--deploy] [--runs K] [--warmup K] [--input X.npy] [--profile]\n"
-           "                       [--peak GFLOPS_PER_CORE] [-q|-v]\n"
-           "\n"
-           "Times the backbone's forward pass. Without --weights, --arch (default s) builds seeded\n"
-           "random weights. The input is --input (float32 N x 3 x H x W) or seeded random values.\n"
-           "\n"
-           "  --size H,W | N input size (default 640,640); N is N,N\n"
-           "  --batch N      images per forward (default 1)\n"
-           "  --threads N    worker threads (default: all online CPUs)\n"
-           "  --deploy       run the fused network (BN folded, RepVGG merged), as deployed\n"
-           "  --runs K       timed forwards (default 7); --warmup K untimed ones first (default 2)\n"
-           "  --profile      also print time and GFLOP/s per layer (summed over the timed runs)\n"
-           "  --peak G       peak GFLOP/s per core for the share column (default 272.6, SPEC 5)\n"
-           "  -q, --quiet    print only the RESULT line;  -v, --verbose  the whole report (default)\n"
-           "\n"
-           "The last line is machine-readable: RESULT key=value ...\n"
-           "The kernels follow the CPU (CSPRESNET_ISA=ref|generic|avx2|avx512 overrides).\n");
-}
+#include "cspresnet_io.h"
 
 static double now(void)
 {
@@ -54,138 +32,200 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int parse_count(int argc, char **argv, int *i, int lo, int hi, int *out)
+typedef struct bench_opts {
+    arch_flags af;
+    common_flags cf;
+    const char *weights, *input;
+    int deploy, runs, warmup, batch, profile;
+    int size[2];
+    double peak_core;
+} bench_opts;
+
+/* --peak: a positive number (strtod's). */
+static int peak_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
-    const char *v = flag_value(argc, argv, i, "bench");
-    if (!v || parse_int_list(v, out, 1) != 1 || *out < lo || *out > hi) {
-        fprintf(stderr, "cspresnet bench: %s needs a count in %d..%d\n", argv[*i - (v != NULL)], lo, hi);
+    char *end = NULL;
+    double d = strtod(v, &end);
+    if (*end || !(d > 0))
+        return cli_refuse(f, v, cmd);
+    *(double *)dest = d;
+    return 0;
+}
+
+static const char SYNOPSIS[] =
+    "usage: cspresnet bench [--weights F | --arch P] [--size H,W] [--batch N] [--threads N]\n"
+    "                       [--deploy] [--runs K] [--warmup K] [--input X.npy] [--profile]\n"
+    "                       [--peak GFLOPS_PER_CORE] [-q|-v]\n"
+    "\n"
+    "Times the backbone's forward pass. Without --weights, --arch (default s) builds seeded\n"
+    "random weights. The input is --input (float32 N x 3 x H x W) or seeded random values.\n"
+    "\n";
+
+static const char NOTES[] =
+    "\n"
+    "The last line is machine-readable: RESULT key=value ...\n"
+    "The kernels follow the CPU (CSPRESNET_ISA=ref|generic|avx2|avx512 overrides).\n";
+
+static const cli_flag FLAGS[] = {
+    {CLI_FLAG("--weights", NULL, "F", "time this .pdparams or safetensors file (not with --arch ...)"),
+     .parse = cli_str, .off = offsetof(bench_opts, weights)},
+    {CLI_FLAG("--input", NULL, "X.npy", "the input batch (float32 N x 3 x H x W; sets --batch and --size)"),
+     .parse = cli_str, .off = offsetof(bench_opts, input)},
+    {CLI_FLAG("--size", NULL, "H,W|N", "input size (default 640,640); N is N,N"), .parse = cli_size,
+     .off = offsetof(bench_opts, size), .hi = 16384,
+     .bad = "--size must be H,W or N (for N,N) with H, W, N in 1..16384"},
+    {CLI_FLAG("--batch", NULL, "N", "images per forward (default 1)"), .parse = cli_count,
+     .off = offsetof(bench_opts, batch), .lo = 1, .hi = 4096},
+    {CLI_FLAG("--threads", NULL, "N", "worker threads (default: all online CPUs)"), .parse = cli_threads_flag,
+     .off = offsetof(bench_opts, cf)},
+    {CLI_FLAG("--deploy", NULL, NULL, "run the fused network (BN folded, RepVGG merged), as deployed"),
+     .parse = cli_set, .off = offsetof(bench_opts, deploy), .lo = 1},
+    {CLI_FLAG("--runs", NULL, "K", "timed forwards (default 7)"), .parse = cli_count, .off = offsetof(bench_opts, runs),
+     .lo = 1, .hi = 100000},
+    {CLI_FLAG("--warmup", NULL, "K", "untimed forwards first (default 2)"), .parse = cli_count,
+     .off = offsetof(bench_opts, warmup), .lo = 0, .hi = 100000},
+    {CLI_FLAG("--profile", NULL, NULL, "also print time and GFLOP/s per layer (summed over the timed runs)"),
+     .parse = cli_set, .off = offsetof(bench_opts, profile), .lo = 1},
+    {CLI_FLAG("--peak", NULL, "G", "peak GFLOP/s per core for the share column (default 272.6, SPEC 5)"),
+     .parse = peak_flag, .off = offsetof(bench_opts, peak_core), .bad = "--peak needs a positive GFLOP/s per core"},
+    {CLI_FLAG("--quiet", "-q", NULL, "print only the RESULT line"), .parse = cli_quiet, .off = offsetof(bench_opts, cf),
+     .lo = 1},
+    {CLI_FLAG("--verbose", "-v", NULL, "the whole report (default)"), .parse = cli_quiet,
+     .off = offsetof(bench_opts, cf)},
+    CLI_HEADING("Architecture of the random weights (default --arch s; with --weights only --act counts):"),
+    CLI_GROUP(ARCH_FLAGS, offsetof(bench_opts, af)),
+    CLI_END,
+};
+
+static const cli_command BENCH = {.name = "bench", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS};
+
+/* The model to time: the file, or seeded random weights of the architecture flags. */
+static int bench_model(bench_opts *o, cspresnet_model **model)
+{
+    char err[1024];
+    if (o->weights && arch_flags_fix_architecture(&o->af)) {
+        fprintf(stderr, "cspresnet bench: give --weights or an architecture (--arch ...), not both\n");
+        return EXIT_USAGE;
+    }
+    cspresnet_config cfg;
+    if (!o->weights) {
+        if (!arch_flags_fix_architecture(&o->af))
+            o->af.arch = "s";
+        if (arch_flags_config(&o->af, &cfg, "bench") != 0)
+            return EXIT_USAGE;
+    }
+    if (o->weights) {
+        cspresnet_load_options opt;
+        cspresnet_load_options_init(&opt);
+        opt.act = o->af.act;
+        if (cli_load_weights(o->weights, &opt, model, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet bench: %s\n", err);
+            return 1;
+        }
+    } else if (cspresnet_model_create(&cfg, 1, model, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet bench: %s\n", err);
+        return 1;
+    }
+    if (o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet bench: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+/* --input, or a seeded batch in [0, 1) of --batch x 3 x --size. */
+static int bench_input(bench_opts *o, cspresnet_array *x)
+{
+    char err[1024];
+    if (o->input) {
+        if (cspresnet_npy_read(o->input, x, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet bench: %s\n", err);
+            return -1;
+        }
+        if (x->ndim != 4 || x->shape[1] != 3 || x->shape[0] < 1 || x->shape[2] < 1 || x->shape[3] < 1 ||
+            x->shape[0] > 4096 || x->shape[2] > 16384 || x->shape[3] > 16384) {
+            fprintf(stderr, "cspresnet bench: %s must be float32 N x 3 x H x W\n", o->input);
+            return -1;
+        }
+        o->batch = (int)x->shape[0];
+        o->size[0] = (int)x->shape[2];
+        o->size[1] = (int)x->shape[3];
+        return 0;
+    }
+    int shape[4] = {o->batch, 3, o->size[0], o->size[1]};
+    if (cli_random_input(x, shape) != 0) {
+        fprintf(stderr, "cspresnet bench: out of memory for a %dx3x%dx%d input\n", o->batch, o->size[0], o->size[1]);
         return -1;
     }
     return 0;
 }
 
+/* The report of the timed runs (times sorted here), then the RESULT line. */
+static void bench_report(const bench_opts *o, const cspresnet_model *model, const cspresnet_context *ctx,
+                         double *times, int threads)
+{
+    double flops = 0;
+    int nodes = cspresnet_context_profile(ctx, -1, NULL, NULL, NULL);
+    for (int i = 0; i < nodes; i++) {
+        double fl;
+        cspresnet_context_profile(ctx, i, NULL, NULL, &fl);
+        flops += fl;
+    }
+    qsort(times, (size_t)o->runs, sizeof *times, cmp_double);
+    double med = o->runs % 2 ? times[o->runs / 2] : 0.5 * (times[o->runs / 2 - 1] + times[o->runs / 2]);
+    double rss_mb = cli_peak_rss_mib();
+    if (!o->cf.quiet) { /* -q: only the RESULT line */
+        const cspresnet_config *mc = cspresnet_model_config(model);
+        double peak = o->peak_core * threads;
+        printf("model      channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s, input %dx3x%dx%d\n", mc->channels[0],
+               mc->channels[1], mc->channels[2], mc->channels[3], mc->channels[4], mc->layers[0], mc->layers[1],
+               mc->layers[2], mc->layers[3], cspresnet_model_is_deployed(model) ? ", deployed" : "", o->batch,
+               o->size[0], o->size[1]);
+        printf("kernels    %s, %d threads\n", cspresnet_context_isa(ctx), threads);
+        printf("latency    median %.2f ms, min %.2f ms, max %.2f ms (%d runs after %d warm-up)\n", med * 1e3,
+               times[0] * 1e3, times[o->runs - 1] * 1e3, o->runs, o->warmup);
+        printf("throughput %.2f images/s\n", o->batch / med);
+        printf("compute    %.2f GFLOP per forward (conv, 2 x MACs), %.1f GFLOP/s = %.0f%% of %.1f GFLOP/s peak "
+               "(SPEC 5: %.1f per core x %d)\n",
+               flops * 1e-9, flops * 1e-9 / med, 100.0 * flops * 1e-9 / med / peak, peak, o->peak_core,
+               threads);
+        printf("memory     peak RSS %.1f MB, activation arena %.1f MB\n", rss_mb,
+               (double)cspresnet_context_arena_bytes(ctx) / 1e6);
+        if (o->profile) {
+            printf("\n%-44s %10s %10s %9s\n", "layer", "ms/run", "GFLOP", "GFLOP/s");
+            for (int i = 0; i < nodes; i++) {
+                const char *name;
+                double s, fl;
+                cspresnet_context_profile(ctx, i, &name, &s, &fl);
+                s /= o->runs;
+                printf("%-44s %10.3f %10.3f %9.1f\n", name, s * 1e3, fl * 1e-9, s > 0 ? fl * 1e-9 / s : 0.0);
+            }
+        }
+    }
+    printf("RESULT median_ms=%.3f min_ms=%.3f max_ms=%.3f images_per_s=%.3f gflops=%.2f rss_mb=%.1f isa=%s\n",
+           med * 1e3, times[0] * 1e3, times[o->runs - 1] * 1e3, o->batch / med, flops * 1e-9 / med, rss_mb,
+           cspresnet_context_isa(ctx));
+}
+
 int cmd_bench(int argc, char **argv)
 {
-    arch_flags f;
-    arch_flags_init(&f);
-    const char *weights = NULL, *input_path = NULL;
-    common_flags cf;
-    common_flags_init(&cf);
-    int deploy = 0, runs = 7, warmup = 2, batch = 1, profile = 0;
-    int size[2] = {640, 640};
-    double peak_core = 272.6;
-    for (int i = 1; i < argc; i++) {
-        int r = arch_flags_parse(&f, argc, argv, &i, "bench");
-        if (r == 0)
-            r = common_flags_parse(&cf, argc, argv, &i, "bench");
-        if (r < 0)
-            return EXIT_USAGE;
-        if (r > 0)
-            continue;
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            help();
-            return 0;
-        } else if (strcmp(a, "--weights") == 0) {
-            if (!(weights = flag_value(argc, argv, &i, "bench")))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--input") == 0) {
-            if (!(input_path = flag_value(argc, argv, &i, "bench")))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--size") == 0) {
-            const char *v = flag_value(argc, argv, &i, "bench");
-            if (!v || parse_size(v, size, 16384) != 0) {
-                fprintf(stderr, "cspresnet bench: --size must be H,W or N (for N,N) with H, W, N in 1..16384\n");
-                return EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--batch") == 0) {
-            if (parse_count(argc, argv, &i, 1, 4096, &batch))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--runs") == 0) {
-            if (parse_count(argc, argv, &i, 1, 100000, &runs))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--warmup") == 0) {
-            if (parse_count(argc, argv, &i, 0, 100000, &warmup))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--peak") == 0) {
-            const char *v = flag_value(argc, argv, &i, "bench");
-            char *end = NULL;
-            peak_core = v ? strtod(v, &end) : 0;
-            if (!v || *end || !(peak_core > 0)) {
-                fprintf(stderr, "cspresnet bench: --peak needs a positive GFLOP/s per core\n");
-                return EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--deploy") == 0) {
-            deploy = 1;
-        } else if (strcmp(a, "--profile") == 0) {
-            profile = 1;
-        } else {
-            fprintf(stderr, "cspresnet bench: unknown option '%s' (see cspresnet bench --help)\n", a);
-            return EXIT_USAGE;
-        }
-    }
-    if (weights && arch_flags_fix_architecture(&f)) {
-        fprintf(stderr, "cspresnet bench: give --weights or an architecture (--arch ...), not both\n");
-        return EXIT_USAGE;
-    }
-    cspresnet_config cfg;
-    if (!weights) {
-        if (!arch_flags_fix_architecture(&f))
-            f.arch = "s";
-        if (arch_flags_config(&f, &cfg, "bench") != 0)
-            return EXIT_USAGE;
-    }
-
-    int rc = 1;
-    char err[1024];
+    bench_opts o = {.runs = 7, .warmup = 2, .batch = 1, .size = {640, 640}, .peak_core = 272.6};
+    arch_flags_init(&o.af);
+    common_flags_init(&o.cf);
+    int rc = cli_parse(&BENCH, &o, argc, argv);
+    if (rc != CLI_PARSED)
+        return rc;
     cspresnet_model *model = NULL;
     cspresnet_context *ctx = NULL;
-    npy_array x = {0};
+    cspresnet_array x = {0};
     double *times = NULL;
-    error_buf e;
-    if (weights) {
-        cspresnet_load_options opt;
-        cspresnet_load_options_init(&opt);
-        opt.act = f.act;
-        if (cli_load_weights(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet bench: %s\n", err);
-            goto done;
-        }
-    } else if (cspresnet_model_create(&cfg, 1, &model, err, sizeof err) != CSPRESNET_OK) {
-        fprintf(stderr, "cspresnet bench: %s\n", err);
+    char err[1024];
+    if ((rc = bench_model(&o, &model)) != 0)
         goto done;
-    }
-    if (deploy && cli_deploy(&model, err, sizeof err) != CSPRESNET_OK) {
-        fprintf(stderr, "cspresnet bench: %s\n", err);
+    rc = 1;
+    if (bench_input(&o, &x) != 0)
         goto done;
-    }
-    if (input_path) {
-        if (npy_read(input_path, &x, &e) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet bench: %s\n", e.text);
-            goto done;
-        }
-        if (x.ndim != 4 || x.shape[1] != 3 || x.shape[0] < 1 || x.shape[2] < 1 || x.shape[3] < 1 ||
-            x.shape[0] > 4096 || x.shape[2] > 16384 || x.shape[3] > 16384) {
-            fprintf(stderr, "cspresnet bench: %s must be float32 N x 3 x H x W\n", input_path);
-            goto done;
-        }
-        batch = (int)x.shape[0];
-        size[0] = (int)x.shape[2];
-        size[1] = (int)x.shape[3];
-    } else {
-        x.numel = (int64_t)batch * 3 * size[0] * size[1];
-        x.data = malloc((size_t)x.numel * sizeof(float));
-        if (!x.data) {
-            fprintf(stderr, "cspresnet bench: out of memory for a %dx3x%dx%d input\n", batch, size[0], size[1]);
-            goto done;
-        }
-        uint32_t state = 12345u;
-        for (int64_t i = 0; i < x.numel; i++) {
-            state = state * 1664525u + 1013904223u;
-            x.data[i] = (float)(state >> 8) / 16777216.0f;
-        }
-    }
-    int threads = cf.threads;
+    int threads = o.cf.threads;
     if (threads == 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 && online < 1024 ? (int)online : 1;
@@ -194,69 +234,29 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "cspresnet bench: %s\n", err);
         goto done;
     }
-    times = calloc((size_t)runs, sizeof *times);
+    times = calloc((size_t)o.runs, sizeof *times);
     if (!times) {
         fprintf(stderr, "cspresnet bench: out of memory\n");
         goto done;
     }
     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
     int n_out;
-    for (int r = 0; r < warmup + runs; r++) {
-        if (r == warmup && profile)
+    for (int r = 0; r < o.warmup + o.runs; r++) {
+        if (r == o.warmup && o.profile)
             cspresnet_context_set_profile(ctx, 1);
         double t0 = now();
-        if (cspresnet_forward(ctx, x.data, batch, 3, size[0], size[1], outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, x.data, o.batch, 3, o.size[0], o.size[1], outs, &n_out) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet bench: %s\n", cspresnet_context_last_error(ctx));
             goto done;
         }
-        if (r >= warmup)
-            times[r - warmup] = now() - t0;
+        if (r >= o.warmup)
+            times[r - o.warmup] = now() - t0;
     }
-    double flops = 0;
-    int nodes = cspresnet_context_profile(ctx, -1, NULL, NULL, NULL);
-    for (int i = 0; i < nodes; i++) {
-        double fl;
-        cspresnet_context_profile(ctx, i, NULL, NULL, &fl);
-        flops += fl;
-    }
-    qsort(times, (size_t)runs, sizeof *times, cmp_double);
-    double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
-    double rss_mb = cli_peak_rss_mib();
-    if (!cf.quiet) { /* -q: only the RESULT line */
-        const cspresnet_config *mc = cspresnet_model_config(model);
-        double peak = peak_core * threads;
-        printf("model      channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s, input %dx3x%dx%d\n", mc->channels[0],
-               mc->channels[1], mc->channels[2], mc->channels[3], mc->channels[4], mc->layers[0], mc->layers[1],
-               mc->layers[2], mc->layers[3], cspresnet_model_is_deployed(model) ? ", deployed" : "", batch, size[0],
-               size[1]);
-        printf("kernels    %s, %d threads\n", cspresnet_context_isa(ctx), threads);
-        printf("latency    median %.2f ms, min %.2f ms, max %.2f ms (%d runs after %d warm-up)\n", med * 1e3,
-               times[0] * 1e3, times[runs - 1] * 1e3, runs, warmup);
-        printf("throughput %.2f images/s\n", batch / med);
-        printf("compute    %.2f GFLOP per forward (conv, 2 x MACs), %.1f GFLOP/s = %.0f%% of %.1f GFLOP/s peak "
-               "(SPEC 5: %.1f per core x %d)\n",
-               flops * 1e-9, flops * 1e-9 / med, 100.0 * flops * 1e-9 / med / peak, peak, peak_core,
-               threads);
-        printf("memory     peak RSS %.1f MB, activation arena %.1f MB\n", rss_mb,
-               (double)cspresnet_context_arena_bytes(ctx) / 1e6);
-        if (profile) {
-            printf("\n%-44s %10s %10s %9s\n", "layer", "ms/run", "GFLOP", "GFLOP/s");
-            for (int i = 0; i < nodes; i++) {
-                const char *name;
-                double s, fl;
-                cspresnet_context_profile(ctx, i, &name, &s, &fl);
-                s /= runs;
-                printf("%-44s %10.3f %10.3f %9.1f\n", name, s * 1e3, fl * 1e-9, s > 0 ? fl * 1e-9 / s : 0.0);
-            }
-        }
-    }
-    printf("RESULT median_ms=%.3f min_ms=%.3f max_ms=%.3f images_per_s=%.3f gflops=%.2f rss_mb=%.1f isa=%s\n",
-           med * 1e3, times[0] * 1e3, times[runs - 1] * 1e3, batch / med, flops * 1e-9 / med, rss_mb,
-           cspresnet_context_isa(ctx));
+    bench_report(&o, model, ctx, times, threads);
     rc = 0;
 done:
     free(times);
-    npy_array_free(&x);
+    cspresnet_array_free(&x);
     cspresnet_context_free(ctx);
     cspresnet_model_free(model);
     return rc;

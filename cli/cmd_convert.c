@@ -6,43 +6,64 @@
  * or ".pdparams" (a pickle that PaddleDetection's paddle.load reads; never deployed,
  * since upstream has no layout for fused weights).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cspresnet_formats.h"
 
-static void help(void)
-{
-    printf("usage: cspresnet convert --weights IN -o OUT.safetensors [--deploy] [--act A] [--return-idx 1,2,3]\n"
-           "       cspresnet convert --weights IN -o OUT.pdparams [--act A]\n"
-           "                         [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha] [-q|-v]\n"
-           "\n"
-           "Reads IN (.pdparams, backbone-only or a full detector checkpoint, or safetensors; the\n"
-           "format is told by content) and writes OUT in the format its extension names:\n"
-           "\n"
-           "  .safetensors  the safetensors layout (8-byte header length, JSON header, tensors\n"
-           "                float32 back to back, data 64-byte aligned so loads can map the file);\n"
-           "                tensor names are the upstream keys; __metadata__ records channels,\n"
-           "                layers, act, large stem, alpha, return_idx, deployed and IN's name.\n"
-           "  .pdparams     a pickle (protocol 4, as paddle.save writes) of the backbone's state\n"
-           "                dict: upstream keys in Paddle's order, float32 numpy arrays and the\n"
-           "                StructuredToParameterName@@ table; paddle.load / pickle.load read it.\n"
-           "\n"
-           "  --deploy      write the fused network (BN folded into convs, each RepVGG block one 3x3\n"
-           "                conv with bias, alpha included, as upstream's convert_to_deploy);\n"
-           "                safetensors only: upstream has no .pdparams layout for it\n"
-           "  --act A       activation recorded in the safetensors metadata (a .pdparams file\n"
-           "                cannot say; default swish, relu for the t-relu variants)\n"
-           "  --return-idx  stages recorded in the metadata (default 1,2,3)\n"
-           "  --arch, --large-stem, --small-stem, --alpha, --no-alpha\n"
-           "                optional checks on IN, as for infer (--alpha on a file without alpha\n"
-           "                writes alpha = 1.0, upstream's rule)\n"
-           "  -q, --quiet   print nothing on success\n"
-           "  -v, --verbose the default output (one line per file written)\n"
-           "\n"
-           "Exit status: 0 written, 1 failure (bad input, refused conversion, I/O), 2 usage error.\n");
-}
+typedef struct convert_opts {
+    arch_flags af;
+    common_flags cf;
+    const char *in, *out;
+    int deploy;
+} convert_opts;
+
+static const char SYNOPSIS[] =
+    "usage: cspresnet convert --weights IN -o OUT.safetensors [--deploy] [--act A] [--return-idx 1,2,3]\n"
+    "       cspresnet convert --weights IN -o OUT.pdparams [--act A]\n"
+    "                         [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha] [-q|-v]\n"
+    "\n"
+    "Reads IN (.pdparams, backbone-only or a full detector checkpoint, or safetensors; the\n"
+    "format is told by content) and writes OUT in the format its extension names:\n"
+    "\n"
+    "  .safetensors  the safetensors layout (8-byte header length, JSON header, tensors\n"
+    "                float32 back to back, data 64-byte aligned so loads can map the file);\n"
+    "                tensor names are the upstream keys; __metadata__ records channels,\n"
+    "                layers, act, large stem, alpha, return_idx, deployed and IN's name.\n"
+    "  .pdparams     a pickle (protocol 4, as paddle.save writes) of the backbone's state\n"
+    "                dict: upstream keys in Paddle's order, float32 numpy arrays and the\n"
+    "                StructuredToParameterName@@ table; paddle.load / pickle.load read it.\n"
+    "\n";
+
+static const char NOTES[] =
+    "\n"
+    "Exit status: 0 written, 1 failure (bad input, refused conversion, I/O), 2 usage error.\n";
+
+static const cli_flag FLAGS[] = {
+    {CLI_FLAG("--weights", NULL, "IN", "the weights to convert (.pdparams or safetensors, told by content)"),
+     .parse = cli_str, .off = offsetof(convert_opts, in)},
+    {CLI_FLAG("--out", "-o", "OUT", "what to write, in the format its extension names (above)"),
+     .parse = cli_str, .off = offsetof(convert_opts, out)},
+    {CLI_FLAG("--deploy", NULL, NULL, "write the fused network (BN folded into convs, each RepVGG block one 3x3\n"
+                                      "conv with bias, alpha included, as upstream's convert_to_deploy);\n"
+                                      "safetensors only: upstream has no .pdparams layout for it"),
+     .parse = cli_set, .off = offsetof(convert_opts, deploy), .lo = 1},
+    CLI_HEADING("Architecture: --act (default swish, relu for the t-relu variants) and --return-idx (default\n"
+                "1,2,3) are recorded in the safetensors metadata (a .pdparams file cannot say them); the\n"
+                "others are optional checks on IN, as for infer (--alpha on a file without alpha writes\n"
+                "alpha = 1.0, upstream's rule):"),
+    CLI_GROUP(ARCH_FLAGS, offsetof(convert_opts, af)),
+    CLI_HEADING("Output:"),
+    {CLI_FLAG("--quiet", "-q", NULL, "print nothing on success"), .parse = cli_quiet, .off = offsetof(convert_opts, cf),
+     .lo = 1},
+    {CLI_FLAG("--verbose", "-v", NULL, "the default output (one line per file written)"), .parse = cli_quiet,
+     .off = offsetof(convert_opts, cf)},
+    CLI_END,
+};
+
+static const cli_command CONVERT = {.name = "convert", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS};
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -52,35 +73,16 @@ static int ends_with(const char *s, const char *suffix)
 
 int cmd_convert(int argc, char **argv)
 {
-    arch_flags f;
-    arch_flags_init(&f);
-    const char *in = NULL, *out = NULL;
-    int deploy = 0;
-    common_flags cf;
-    common_flags_init(&cf);
-    for (int i = 1; i < argc; i++) {
-        int r = arch_flags_parse(&f, argc, argv, &i, "convert");
-        if (r < 0)
-            return EXIT_USAGE;
-        if (r > 0 || quiet_flags_parse(&cf, argv[i]))
-            continue;
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            help();
-            return 0;
-        } else if (strcmp(a, "--weights") == 0) {
-            if (!(in = flag_value(argc, argv, &i, "convert")))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) {
-            if (!(out = flag_value(argc, argv, &i, "convert")))
-                return EXIT_USAGE;
-        } else if (strcmp(a, "--deploy") == 0) {
-            deploy = 1;
-        } else {
-            fprintf(stderr, "cspresnet convert: unknown option '%s' (see cspresnet convert --help)\n", a);
-            return EXIT_USAGE;
-        }
-    }
+    convert_opts o = {0};
+    arch_flags_init(&o.af);
+    common_flags_init(&o.cf);
+    int r = cli_parse(&CONVERT, &o, argc, argv);
+    if (r != CLI_PARSED)
+        return r;
+    const char *in = o.in, *out = o.out;
+    int deploy = o.deploy;
+    arch_flags f = o.af;
+    common_flags cf = o.cf;
     if (!in || !out) {
         fprintf(stderr, "cspresnet convert: --weights IN and -o OUT are required (see cspresnet convert --help)\n");
         return EXIT_USAGE;

@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "core/atomic_file.h"
 #include "image.h"
 #include "progress.h"
 
@@ -36,48 +35,45 @@ typedef struct demo_opts {
     common_flags cf;
 } demo_opts;
 
-static void help(void)
-{
-    printf("usage: cspresnet demo [--weights FILE] [--arch t|s|m|l|x] [--out DIR] [--images DIR]\n"
-           "                      [--size N] [--quick] [--no-finetune] [--threads N] [-q|-v]\n"
-           "\n"
-           "Shows the whole product in one go: the summary of a preset, a short fine-tune on\n"
-           "Fashion-MNIST (when this build has the train subcommand), feature maps and heat-map\n"
-           "pictures of a few real photos, and the measured speed; then lists every file written.\n"
-           "\n"
-           "  --weights FILE  official weights (.pdparams or safetensors); default $CSPRESNET_WEIGHTS,\n"
-           "                  else seeded random weights of --arch (the pictures then show an\n"
-           "                  untrained network)\n"
-           "  --arch P        preset for the summary and random weights (default s)\n"
-           "  --out DIR       where everything goes (default out/demo)\n"
-           "  --images DIR    photos to use (default: scikit-image's sample photos from Debian's\n"
-           "                  python3-skimage, installed or extracted by scripts/fetch-photos.sh;\n"
-           "                  generated pictures when none are found)\n"
-           "  --size N        network input N x N (default 640, PP-YOLOE's eval size)\n"
-           "  --quick         a short run for tests: 160 x 160, one photo, tiny fine-tune, 1 timing\n"
-           "  --no-finetune   skip the fine-tune step\n"
-           "  --threads N, -q, -v, --version, --help\n"
-           "\n"
-           "Exit status: 0 success, 1 a step failed, 2 usage error.\n");
-}
+static const char SYNOPSIS[] =
+    "usage: cspresnet demo [--weights FILE] [--arch t|s|m|l|x] [--out DIR] [--images DIR]\n"
+    "                      [--size N] [--quick] [--no-finetune] [--threads N] [-q|-v]\n"
+    "\n"
+    "Shows the whole product in one go: the summary of a preset, a short fine-tune on\n"
+    "Fashion-MNIST (when this build has the train subcommand), feature maps and heat-map\n"
+    "pictures of a few real photos, and the measured speed; then lists every file written.\n"
+    "\n";
 
-static int make_dir(const char *path)
-{
-    return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
-}
+static const char NOTES[] = "\nExit status: 0 success, 1 a step failed, 2 usage error.\n";
 
-static int write_text(const char *path, const char *text, size_t len)
-{
-    atomic_file f;
-    error_buf e;
-    if (atomic_file_open(&f, path, &e) != CSPRESNET_OK || atomic_file_write(&f, text, len, &e) != CSPRESNET_OK ||
-        atomic_file_commit(&f, &e) != CSPRESNET_OK) {
-        atomic_file_abort(&f);
-        fprintf(stderr, "cspresnet demo: %s\n", e.text);
-        return -1;
-    }
-    return 0;
-}
+static const cli_flag FLAGS[] = {
+    {CLI_FLAG("--weights", NULL, "FILE", "official weights (.pdparams or safetensors); default $CSPRESNET_WEIGHTS,\n"
+                                         "else seeded random weights of --arch (the pictures then show an\n"
+                                         "untrained network)"),
+     .parse = cli_str, .off = offsetof(demo_opts, weights)},
+    {CLI_FLAG("--arch", NULL, "P", "preset for the summary and random weights (default s)"), .parse = cli_str,
+     .off = offsetof(demo_opts, arch)},
+    {CLI_FLAG("--out", NULL, "DIR", "where everything goes (default out/demo)"), .parse = cli_str,
+     .off = offsetof(demo_opts, out)},
+    {CLI_FLAG("--images", NULL, "DIR", "photos to use (default: scikit-image's sample photos from Debian's\n"
+                                       "python3-skimage, installed or extracted by scripts/fetch-photos.sh;\n"
+                                       "generated pictures when none are found)"),
+     .parse = cli_str, .off = offsetof(demo_opts, images)},
+    {CLI_FLAG("--size", NULL, "N", "network input N x N (default 640, PP-YOLOE's eval size)"), .parse = cli_count,
+     .off = offsetof(demo_opts, size), .lo = 32, .hi = 4096, .bad = "--size needs a number in 32..4096"},
+    {CLI_FLAG("--quick", NULL, NULL, "a short run for tests: 160 x 160, one photo, tiny fine-tune, 1 timing"),
+     .parse = cli_set, .off = offsetof(demo_opts, quick), .lo = 1},
+    {CLI_FLAG("--no-finetune", NULL, NULL, "skip the fine-tune step"), .parse = cli_set,
+     .off = offsetof(demo_opts, no_finetune), .lo = 1},
+    {CLI_FLAG("--threads", NULL, "N", "worker threads (default and most: the online CPUs)"),
+     .parse = cli_threads_flag, .off = offsetof(demo_opts, cf)},
+    {CLI_FLAG("--quiet", "-q", NULL, "print nothing on success"), .parse = cli_quiet, .off = offsetof(demo_opts, cf),
+     .lo = 1},
+    {CLI_FLAG("--verbose", "-v", NULL, "the default output"), .parse = cli_quiet, .off = offsetof(demo_opts, cf)},
+    CLI_END,
+};
+
+static const cli_command DEMO = {.name = "demo", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS};
 
 /* Step 1: summary totals on screen, the full table in <out>/summary.txt. */
 static int demo_summary(const demo_opts *o, const cspresnet_config *cfg, int deployed)
@@ -95,7 +91,11 @@ static int demo_summary(const demo_opts *o, const cspresnet_config *cfg, int dep
     fclose(mem);
     char path[4096];
     snprintf(path, sizeof path, "%s/summary.txt", o->out);
-    int rc = write_text(path, buf, len);
+    int rc = 0;
+    if (cspresnet_write_file_atomic(path, buf, len, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet demo: %s\n", err);
+        rc = -1;
+    }
     /* the totals: everything from the first "Total params" line on */
     const char *totals = strstr(buf, "Total params");
     if (!o->cf.quiet) {
@@ -141,7 +141,7 @@ static int generate_images(const char *dir, input_list *list)
     const int H = 480, W = 640;
     uint8_t *rgb = malloc((size_t)H * W * 3);
     char err[1024], path[4096];
-    if (!rgb || make_dir(dir) != 0) {
+    if (!rgb || cli_make_dir(dir) != 0) {
         free(rgb);
         fprintf(stderr, "cspresnet demo: cannot create %s\n", dir);
         return -1;
@@ -203,31 +203,26 @@ static int cmp_double(const void *a, const void *b)
 static int demo_speed(const demo_opts *o, cspresnet_context *ctx, const cspresnet_config *cfg)
 {
     int reps = o->quick ? 1 : 5;
-    size_t n = (size_t)3 * o->size * o->size;
-    float *x = malloc(n * sizeof(float));
+    const int shape[4] = {1, 3, o->size, o->size};
+    cspresnet_array x;
     double t[8];
-    if (!x) {
+    if (cli_random_input(&x, shape) != 0) {
         fprintf(stderr, "cspresnet demo: out of memory\n");
         return -1;
-    }
-    uint32_t s = 12345u;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1664525u + 1013904223u;
-        x[i] = (float)(s >> 8) / 16777216.0f;
     }
     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
     int n_out;
     for (int r = -1; r < reps; r++) {
         double t0 = now_seconds();
-        if (cspresnet_forward(ctx, x, 1, 3, o->size, o->size, outs, &n_out) != CSPRESNET_OK) {
+        if (cspresnet_forward(ctx, x.data, 1, 3, o->size, o->size, outs, &n_out) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet demo: %s\n", cspresnet_context_last_error(ctx));
-            free(x);
+            cspresnet_array_free(&x);
             return -1;
         }
         if (r >= 0)
             t[r] = now_seconds() - t0;
     }
-    free(x);
+    cspresnet_array_free(&x);
     qsort(t, (size_t)reps, sizeof t[0], cmp_double);
     double med = t[reps / 2];
     if (!o->cf.quiet) {
@@ -239,46 +234,58 @@ static int demo_speed(const demo_opts *o, cspresnet_context *ctx, const cspresne
     return 0;
 }
 
+/* Step 3: the photos' feature maps and heat maps in <out>/features/<photo>/. */
+static int demo_features(const demo_opts *o, cspresnet_context *ctx, input_list *photos, unsigned char **written)
+{
+    const char *source = "";
+    if (find_photos(o, photos, &source) != 0)
+        return -1;
+    if (!(*written = calloc(photos->count + 1, 1))) {
+        fprintf(stderr, "cspresnet demo: out of memory\n");
+        return -1;
+    }
+    char feat[4096];
+    snprintf(feat, sizeof feat, "%s/features", o->out);
+    if (!o->cf.quiet)
+        printf("images: %zu from %s\n", photos->count, source);
+    image_job job = {.out_dir = feat, .visualize = "heatmap.png", .visualize_in_folders = 1, .height = o->size,
+                     .width = o->size, .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1, .quiet = o->cf.quiet,
+                     .verbose = 1, .cmd = "demo", .written = *written};
+    image_job_result res;
+    int r = infer_images(ctx, photos, &job, &res);
+    if (!o->cf.quiet && r >= 0)
+        printf("%zu image%s: bicubic resize to %dx%d, preprocess ppyoloe+ (RGB/255); %.2f s in forward\n",
+               res.done, res.done == 1 ? "" : "s", o->size, o->size, res.forward_seconds);
+    return r != 0 ? -1 : 0;
+}
+
+/* Where every file went: only what this run wrote (a photo that could not be read has
+ * no folder). */
+static void demo_files(const demo_opts *o, const cspresnet_config *cfg, int summary_ok, int finetune_ok,
+                       const input_list *photos, const unsigned char *written)
+{
+    printf("\n== files ==\n");
+    if (summary_ok)
+        printf("%s/summary.txt                  the full layer table\n", o->out);
+    if (cmd_train && !o->no_finetune && finetune_ok)
+        printf("%s/finetune/                    the fine-tune's outputs (see its lines above)\n", o->out);
+    for (size_t k = 0; written && k < photos->count; k++) {
+        char name[512];
+        if (!written[k])
+            continue;
+        infer_images_folder_name(photos, k, name, sizeof name);
+        printf("%s/features/%s/stage{%d..%d}.npy, heatmap.png   from %s\n", o->out, name, cfg->return_idx[0],
+               cfg->return_idx[cfg->num_return - 1], photos->paths[k]);
+    }
+}
+
 int cmd_demo(int argc, char **argv)
 {
     demo_opts o = {.arch = "s", .out = "out/demo", .size = 640};
     common_flags_init(&o.cf);
-    for (int i = 1; i < argc; i++) {
-        int r = common_flags_parse(&o.cf, argc, argv, &i, "demo");
-        if (r < 0)
-            return EXIT_USAGE;
-        if (r > 0)
-            continue;
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            help();
-            return 0;
-        } else if (strcmp(a, "--weights") == 0 || strcmp(a, "--arch") == 0 || strcmp(a, "--out") == 0 ||
-                   strcmp(a, "--images") == 0 || strcmp(a, "--size") == 0) {
-            const char *v = flag_value(argc, argv, &i, "demo");
-            if (!v)
-                return EXIT_USAGE;
-            if (a[2] == 'w')
-                o.weights = v;
-            else if (a[2] == 'a')
-                o.arch = v;
-            else if (a[2] == 'o')
-                o.out = v;
-            else if (a[2] == 'i')
-                o.images = v;
-            else if (parse_int_list(v, &o.size, 1) != 1 || o.size < 32 || o.size > 4096) {
-                fprintf(stderr, "cspresnet demo: --size needs a number in 32..4096\n");
-                return EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--quick") == 0) {
-            o.quick = 1;
-        } else if (strcmp(a, "--no-finetune") == 0) {
-            o.no_finetune = 1;
-        } else {
-            fprintf(stderr, "cspresnet demo: unknown option '%s' (see cspresnet demo --help)\n", a);
-            return EXIT_USAGE;
-        }
-    }
+    int r = cli_parse(&DEMO, &o, argc, argv);
+    if (r != CLI_PARSED)
+        return r;
     if (o.quick && o.size == 640)
         o.size = 160;
     if (!o.weights && getenv("CSPRESNET_WEIGHTS") && *getenv("CSPRESNET_WEIGHTS"))
@@ -288,7 +295,7 @@ int cmd_demo(int argc, char **argv)
         fprintf(stderr, "cspresnet demo: unknown --arch '%s' (t, s, m, l, x)\n", o.arch);
         return EXIT_USAGE;
     }
-    if (make_dir(o.out) != 0) {
+    if (cli_make_dir(o.out) != 0) {
         fprintf(stderr, "cspresnet demo: cannot create %s: %s\n", o.out, strerror(errno));
         return 1;
     }
@@ -335,29 +342,11 @@ int cmd_demo(int argc, char **argv)
         printf("\n== 3/4 feature maps and pictures ==\n");
     input_list photos = {0};
     unsigned char *written = NULL; /* per photo: 1 when all its files were written */
-    const char *source = "";
     if (cspresnet_context_create(model, o.cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet demo: %s\n", err);
         failed = 1;
-    } else if (find_photos(&o, &photos, &source) != 0) {
-        failed = 1;
-    } else if (!(written = calloc(photos.count + 1, 1))) {
-        fprintf(stderr, "cspresnet demo: out of memory\n");
-        failed = 1;
     } else {
-        char feat[4096];
-        snprintf(feat, sizeof feat, "%s/features", o.out);
-        if (!o.cf.quiet)
-            printf("images: %zu from %s\n", photos.count, source);
-        image_job job = {.out_dir = feat, .visualize = "heatmap.png", .visualize_in_folders = 1, .height = o.size, .width = o.size,
-                         .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1, .quiet = o.cf.quiet,
-                         .verbose = 1, .cmd = "demo", .written = written};
-        image_job_result res;
-        int r = infer_images(ctx, &photos, &job, &res);
-        failed |= r != 0;
-        if (!o.cf.quiet && r >= 0)
-            printf("%zu image%s: bicubic resize to %dx%d, preprocess ppyoloe+ (RGB/255); %.2f s in forward\n",
-                   res.done, res.done == 1 ? "" : "s", o.size, o.size, res.forward_seconds);
+        failed |= demo_features(&o, ctx, &photos, &written) != 0;
     }
 
     if (!o.cf.quiet)
@@ -366,20 +355,7 @@ int cmd_demo(int argc, char **argv)
         failed |= demo_speed(&o, ctx, &cfg) != 0;
 
     if (!o.cf.quiet) {
-        printf("\n== files ==\n");
-        /* only what this run wrote: a photo that could not be read has no folder */
-        if (summary_ok)
-            printf("%s/summary.txt                  the full layer table\n", o.out);
-        if (cmd_train && !o.no_finetune && finetune_ok)
-            printf("%s/finetune/                    the fine-tune's outputs (see its lines above)\n", o.out);
-        for (size_t k = 0; written && k < photos.count; k++) {
-            char name[512];
-            if (!written[k])
-                continue;
-            infer_images_folder_name(&photos, k, name, sizeof name);
-            printf("%s/features/%s/stage{%d..%d}.npy, heatmap.png   from %s\n", o.out, name, cfg.return_idx[0],
-                   cfg.return_idx[cfg.num_return - 1], photos.paths[k]);
-        }
+        demo_files(&o, &cfg, summary_ok, finetune_ok, &photos, written);
         printf("done in %.1f s%s\n", now_seconds() - start, failed ? " (with failures, see above)" : "");
     }
     free(written);

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -16,79 +17,129 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "core/stream_read.h"
 #include "image.h"
-#include "io/npy.h"
-#include "io/pdparams.h"
 
-/* A seeded input in [0, 1), like an image scaled by 1/255. */
-static int random_input(npy_array *x, const int size[4])
+typedef struct infer_opts {
+    arch_flags af;
+    common_flags cf;
+    const char *weights, *out_dir;
+    int deploy, random;
+    int input_size[4];      /* input_size[0] 0: not given */
+    image_job job;
+    const char **inputs;    /* images, folders, list files or one .npy, in order */
+    int n_inputs;
+} infer_opts;
+
+static int add_input(infer_opts *o, const char *arg)
 {
-    x->ndim = 4;
-    x->numel = 1;
-    for (int d = 0; d < 4; d++) {
-        x->shape[d] = size[d];
-        x->numel *= size[d];
-    }
-    x->data = malloc((size_t)x->numel * sizeof(float));
-    if (!x->data)
-        return -1;
-    uint32_t state = 12345u;
-    for (int64_t i = 0; i < x->numel; i++) {
-        state = state * 1664525u + 1013904223u;
-        x->data[i] = (float)(state >> 8) / 16777216.0f;
-    }
+    o->inputs[o->n_inputs++] = arg;
     return 0;
 }
 
-static void help(void)
+static int input_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
-    printf("usage: cspresnet infer --weights FILE --out DIR INPUT... [options]\n"
-           "       cspresnet infer --arch P --out DIR (INPUT... | --random-input)   (random weights, a try-out)\n"
-           "\n"
-           "INPUT is a JPEG or PNG image, a folder (its .jpg/.jpeg/.png files, sorted), a list file\n"
-           "(.txt/.lst/.list, one path per line; relative paths are taken from the list file's\n"
-           "folder) or one .npy batch (float32 N x 3 x H x W, used as\n"
-           "is). Inputs may also be given with --input. Each image is decoded (gray, RGB, RGBA,\n"
-           "palette, 16-bit; as cv2.imread with IMREAD_COLOR sees it), resized to --size with\n"
-           "bicubic interpolation (bit-exact with cv2.INTER_CUBIC, upstream's eval transform) and\n"
-           "pre-processed, then DIR/<image name>/stage{i}.npy (1 x C x H/stride x W/stride) is\n"
-           "written for each i in --return-idx. An .npy input gives DIR/stage{i}.npy instead.\n"
-           "An image that cannot be read is reported and skipped; the exit status is then 1.\n"
-           "\n"
-           "  --random-input     no INPUT: a seeded random batch in [0, 1) of --input-size N,3,H,W\n"
-           "                     (default 1,3,640,640), written as DIR/stage{i}.npy\n"
-           "  --size H,W | N     network input size for images (default 640,640); N is N,N\n"
-           "  --letterbox        keep the aspect ratio, centre on grey (PaddleDetection's\n"
-           "                     LetterBoxResize geometry) instead of stretching\n"
-           "  --preprocess P     ppyoloe+ (RGB/255; default, PP-YOLOE+), ppyoloe or imagenet\n"
-           "                     (RGB/255 then ImageNet mean/std: PP-YOLOE legacy, CSPResNetb_*),\n"
-           "                     none (0..255)\n"
-           "  --batch N          images per forward pass (default 1)\n"
-           "  --save-input       also write DIR/<image name>/input.npy: the 1 x 3 x H x W tensor the\n"
-           "                     network got (after resize and pre-processing)\n"
-           "  --visualize OUT.png  a picture per image: the input and, per returned stage, a heat\n"
-           "                     map of the channel-wise L2 norm, labelled stage/stride/channels.\n"
-           "                     One image: written to OUT.png; several: DIR/<image name>/OUT.png\n"
-           "  --act A            activation the model was trained with (default swish; relu for the\n"
-           "                     t-relu variants); the file cannot tell\n"
-           "  --return-idx       stages to write (default 1,2,3 as the detectors use; 0,1,2,3 for P2)\n"
-           "  --deploy           run the fused network (BN folded, RepVGG branches merged, as upstream's\n"
-           "                     convert_to_deploy); same outputs within float rounding, fewer FLOPs\n"
-           "  --arch, --large-stem, --small-stem, --alpha, --no-alpha\n"
-           "                     optional checks: an error if the file's architecture differs.\n"
-           "                     --alpha on a file without alpha uses alpha = 1.0, as upstream does\n"
-           "                     when PP-YOLOE+ starts from an ImageNet backbone.\n"
-           "  --threads N        worker threads (default and most: the online CPUs)\n"
-           "  -q, --quiet        print nothing on success;  -v, --verbose  a line per image even\n"
-           "                     with the progress bar (shown on a terminal; NO_COLOR respected)\n"
-           "  --version, --help\n"
-           "\n"
-           "Without --weights, an architecture flag (--arch, --width-mult, ...) builds a model with\n"
-           "seeded random weights; with --random-input as well, the tool can be tried before one has\n"
-           "weight files or images. An input (or --random-input) is always required.\n"
-           "Exit status: 0 success, 1 failure (or some images failed), 2 usage error.\n");
+    (void)f, (void)cmd;
+    return add_input(dest, v);
 }
+
+/* A word that is no flag: an input, unless it looks like an option. */
+static int positional(void *opts, const char *arg, const cli_command *cmd)
+{
+    if (arg[0] == '-' && arg[1] != '\0')
+        return cli_unknown(cmd, arg);
+    return add_input(opts, arg);
+}
+
+/* --input-size N,3,H,W: N in 1..4096, H and W in 1..16384. */
+static int input_size(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    int *in = dest;
+    if (parse_int_list(v, in, 4) != 4 || in[0] < 1 || in[1] != 3 || in[2] < 1 || in[3] < 1 || in[0] > 4096 ||
+        in[2] > 16384 || in[3] > 16384)
+        return cli_refuse(f, v, cmd);
+    return 0;
+}
+
+static int preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    return cspresnet_preprocess_parse(v, dest) == CSPRESNET_OK ? 0 : cli_refuse(f, v, cmd);
+}
+
+static const char SYNOPSIS[] =
+    "usage: cspresnet infer --weights FILE --out DIR INPUT... [options]\n"
+    "       cspresnet infer --arch P --out DIR (INPUT... | --random-input)   (random weights, a try-out)\n"
+    "\n"
+    "INPUT is a JPEG or PNG image, a folder (its .jpg/.jpeg/.png files, sorted), a list file\n"
+    "(.txt/.lst/.list, one path per line; relative paths are taken from the list file's\n"
+    "folder) or one .npy batch (float32 N x 3 x H x W, used as\n"
+    "is). Inputs may also be given with --input. Each image is decoded (gray, RGB, RGBA,\n"
+    "palette, 16-bit; as cv2.imread with IMREAD_COLOR sees it), resized to --size with\n"
+    "bicubic interpolation (bit-exact with cv2.INTER_CUBIC, upstream's eval transform) and\n"
+    "pre-processed, then DIR/<image name>/stage{i}.npy (1 x C x H/stride x W/stride) is\n"
+    "written for each i in --return-idx. An .npy input gives DIR/stage{i}.npy instead.\n"
+    "An image that cannot be read is reported and skipped; the exit status is then 1.\n"
+    "\n";
+
+static const char NOTES[] =
+    "\n"
+    "Without --weights, an architecture flag (--arch, --width-mult, ...) builds a model with\n"
+    "seeded random weights; with --random-input as well, the tool can be tried before one has\n"
+    "weight files or images. An input (or --random-input) is always required.\n"
+    "Exit status: 0 success, 1 failure (or some images failed), 2 usage error.\n";
+
+#define JOB(field) (offsetof(infer_opts, job) + offsetof(image_job, field))
+
+static const cli_flag FLAGS[] = {
+    {CLI_FLAG("--weights", NULL, "FILE", "the model (.pdparams or safetensors; the file decides the architecture)"),
+     .parse = cli_str, .off = offsetof(infer_opts, weights)},
+    {CLI_FLAG("--out", NULL, "DIR", "where the outputs go"), .parse = cli_str, .off = offsetof(infer_opts, out_dir)},
+    {CLI_FLAG("--input", NULL, "INPUT", "one more input (as the INPUT words)"), .parse = input_flag},
+    {CLI_FLAG("--random-input", NULL, NULL, "no INPUT: a seeded random batch in [0, 1) of --input-size, written as\n"
+                                            "DIR/stage{i}.npy"),
+     .parse = cli_set, .off = offsetof(infer_opts, random), .lo = 1},
+    {CLI_FLAG("--input-size", NULL, "N,3,H,W", "the --random-input shape (default 1,3,640,640)"), .parse = input_size,
+     .off = offsetof(infer_opts, input_size),
+     .bad = "--input-size must be N,3,H,W with N in 1..4096, H and W in 1..16384"},
+    {CLI_FLAG("--size", NULL, "H,W|N", "network input size for images (default 640,640); N is N,N"),
+     .parse = cli_size, .off = JOB(height), .hi = 16384,
+     .bad = "--size must be H,W or N (for N,N) with H, W, N in 1..16384 (for example 640,640 or 640)"},
+    {CLI_FLAG("--letterbox", NULL, NULL, "keep the aspect ratio, centre on grey (PaddleDetection's\n"
+                                         "LetterBoxResize geometry) instead of stretching"),
+     .parse = cli_set, .off = JOB(letterbox), .lo = 1},
+    {CLI_FLAG("--preprocess", NULL, "P", "ppyoloe+ (RGB/255; default, PP-YOLOE+), ppyoloe or imagenet\n"
+                                         "(RGB/255 then ImageNet mean/std: PP-YOLOE legacy, CSPResNetb_*),\n"
+                                         "none (0..255)"),
+     .parse = preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
+    {CLI_FLAG("--batch", NULL, "N", "images per forward pass (default 1)"), .parse = cli_count, .off = JOB(batch),
+     .lo = 1, .hi = 4096},
+    {CLI_FLAG("--save-input", NULL, NULL, "also write DIR/<image name>/input.npy: the 1 x 3 x H x W tensor the\n"
+                                          "network got (after resize and pre-processing)"),
+     .parse = cli_set, .off = JOB(save_input), .lo = 1},
+    {CLI_FLAG("--visualize", NULL, "OUT.png", "a picture per image: the input and, per returned stage, a heat\n"
+                                              "map of the channel-wise L2 norm, labelled stage/stride/channels.\n"
+                                              "One image: written to OUT.png; several: DIR/<image name>/OUT.png"),
+     .parse = cli_str, .off = JOB(visualize)},
+    {CLI_FLAG("--deploy", NULL, NULL, "run the fused network (BN folded, RepVGG branches merged, as upstream's\n"
+                                      "convert_to_deploy); same outputs within float rounding, fewer FLOPs"),
+     .parse = cli_set, .off = offsetof(infer_opts, deploy), .lo = 1},
+    {CLI_FLAG("--threads", NULL, "N", "worker threads (default and most: the online CPUs)"),
+     .parse = cli_threads_flag, .off = offsetof(infer_opts, cf)},
+    {CLI_FLAG("--quiet", "-q", NULL, "print nothing on success"), .parse = cli_quiet, .off = offsetof(infer_opts, cf),
+     .lo = 1},
+    {CLI_FLAG("--verbose", "-v", NULL, "a line per image even with the progress bar (shown on a terminal;\n"
+                                       "NO_COLOR respected)"),
+     .parse = cli_quiet, .off = offsetof(infer_opts, cf)},
+    CLI_HEADING("Architecture: optional checks, an error if the file's architecture differs (without\n"
+                "--weights: the random model's). --act is the activation the model was trained with\n"
+                "(default swish; relu for the t-relu variants): the file cannot tell. --return-idx are the\n"
+                "stages to write (1,2,3 as the detectors use). --alpha on a file without alpha uses\n"
+                "alpha = 1.0, as upstream does when PP-YOLOE+ starts from an ImageNet backbone."),
+    CLI_GROUP(ARCH_FLAGS, offsetof(infer_opts, af)),
+    CLI_END,
+};
+
+static const cli_command INFER = {
+    .name = "infer", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS, .positional = positional};
 
 static int is_npy(const char *path)
 {
@@ -131,7 +182,7 @@ static int no_known_input(const uint8_t *head, size_t n)
 }
 
 /* Warns (stderr) when the batch holds NaN or Inf: every output would be NaN then. */
-static void warn_non_finite(const char *name, const npy_array *x)
+static void warn_non_finite(const char *name, const cspresnet_array *x)
 {
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < x->numel; i++)
@@ -144,291 +195,253 @@ static void warn_non_finite(const char *name, const npy_array *x)
                 name, (long long)bad, bad > 1 ? "s" : "", (long long)first);
 }
 
-static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
-                     const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
-                     int n_inputs, int stream_input, image_job *job);
-
-int cmd_infer(int argc, char **argv)
+/* The checks that take all the flags together; 0 or EXIT_USAGE after a message.
+ * *npy_input is set to the .npy batch among the inputs, if any. */
+static int check_inputs(const infer_opts *o, const char **npy_input)
 {
-    arch_flags f;
-    arch_flags_init(&f);
-    common_flags cf;
-    common_flags_init(&cf);
-    const char *weights = NULL, *input_path = NULL, *out_dir = NULL;
-    int deploy = 0, random = 0, input_size_given = 0;
-    int input_size[4] = {1, 3, 640, 640};
-    image_job job = {.height = 640, .width = 640, .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1, .cmd = "infer"};
-    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
-    int n_inputs = 0, rc = EXIT_USAGE;
-    if (!inputs) {
-        fprintf(stderr, "cspresnet infer: out of memory\n");
-        return 1;
-    }
-    for (int i = 1; i < argc; i++) {
-        int r = arch_flags_parse(&f, argc, argv, &i, "infer");
-        if (r == 0)
-            r = common_flags_parse(&cf, argc, argv, &i, "infer");
-        if (r < 0)
-            goto usage;
-        if (r > 0)
-            continue;
-        const char *a = argv[i], *v;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            help();
-            free(inputs);
-            return 0;
-        } else if (strcmp(a, "--weights") == 0) {
-            if (!(weights = flag_value(argc, argv, &i, "infer")))
-                goto usage;
-        } else if (strcmp(a, "--input") == 0) {
-            if (!(v = flag_value(argc, argv, &i, "infer")))
-                goto usage;
-            inputs[n_inputs++] = v;
-        } else if (strcmp(a, "--out") == 0) {
-            if (!(out_dir = flag_value(argc, argv, &i, "infer")))
-                goto usage;
-        } else if (strcmp(a, "--input-size") == 0) {
-            v = flag_value(argc, argv, &i, "infer");
-            if (!v || parse_int_list(v, input_size, 4) != 4 || input_size[0] < 1 || input_size[1] != 3 ||
-                input_size[2] < 1 || input_size[3] < 1 || input_size[0] > 4096 || input_size[2] > 16384 ||
-                input_size[3] > 16384) {
-                fprintf(stderr, "cspresnet infer: --input-size must be N,3,H,W with N in 1..4096, H and W in 1..16384\n");
-                goto usage;
-            }
-            input_size_given = 1;
-        } else if (strcmp(a, "--random-input") == 0) {
-            random = 1;
-        } else if (strcmp(a, "--size") == 0) {
-            int hw[2];
-            v = flag_value(argc, argv, &i, "infer");
-            if (!v || parse_size(v, hw, 16384) != 0) {
-                fprintf(stderr, "cspresnet infer: --size must be H,W or N (for N,N) with H, W, N in 1..16384 "
-                                "(for example 640,640 or 640)\n");
-                goto usage;
-            }
-            job.height = hw[0];
-            job.width = hw[1];
-        } else if (strcmp(a, "--save-input") == 0) {
-            job.save_input = 1;
-        } else if (strcmp(a, "--letterbox") == 0) {
-            job.letterbox = 1;
-        } else if (strcmp(a, "--preprocess") == 0) {
-            v = flag_value(argc, argv, &i, "infer");
-            if (!v || cspresnet_preprocess_parse(v, &job.pre) != CSPRESNET_OK) {
-                fprintf(stderr, "cspresnet infer: --preprocess must be ppyoloe+, ppyoloe, imagenet or none\n");
-                goto usage;
-            }
-        } else if (strcmp(a, "--batch") == 0) {
-            v = flag_value(argc, argv, &i, "infer");
-            if (!v || parse_int_list(v, &job.batch, 1) != 1 || job.batch < 1 || job.batch > 4096) {
-                fprintf(stderr, "cspresnet infer: --batch needs a count in 1..4096\n");
-                goto usage;
-            }
-        } else if (strcmp(a, "--visualize") == 0) {
-            if (!(job.visualize = flag_value(argc, argv, &i, "infer")))
-                goto usage;
-        } else if (strcmp(a, "--deploy") == 0) {
-            deploy = 1;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "cspresnet infer: unknown option '%s' (see cspresnet infer --help)\n", a);
-            goto usage;
-        } else {
-            inputs[n_inputs++] = a;
-        }
-    }
-    if (!out_dir || (!weights && !arch_flags_fix_architecture(&f))) {
+    if (!o->out_dir || (!o->weights && !arch_flags_fix_architecture(&o->af))) {
         fprintf(stderr, "cspresnet infer: --weights, --out and inputs are required, or --arch, --out and inputs "
                         "(or --random-input) for a try-out with random weights (see cspresnet infer --help)\n");
-        goto usage;
+        return EXIT_USAGE;
     }
-    if (n_inputs == 0 && !random) {
+    if (o->n_inputs == 0 && !o->random) {
         fprintf(stderr, "cspresnet infer: no input: give images, folders, list files or an .npy batch, or "
                         "--random-input for a seeded random batch of --input-size\n");
-        goto usage;
+        return EXIT_USAGE;
     }
-    if (n_inputs > 0 && random) {
+    if (o->n_inputs > 0 && o->random) {
         fprintf(stderr, "cspresnet infer: give inputs or --random-input, not both\n");
-        goto usage;
+        return EXIT_USAGE;
     }
-    if (input_size_given && !random) {
+    if (o->input_size[0] && !o->random) {
         fprintf(stderr, "cspresnet infer: --input-size is the shape of --random-input; inputs have their own\n");
-        goto usage;
+        return EXIT_USAGE;
     }
-    for (int k = 0; k < n_inputs; k++)
-        if (is_npy(inputs[k]) || (n_inputs == 1 && regular_npy(inputs[k]))) {
-            if (n_inputs != 1 || job.visualize) {
+    for (int k = 0; k < o->n_inputs; k++)
+        if (is_npy(o->inputs[k]) || (o->n_inputs == 1 && regular_npy(o->inputs[k]))) {
+            if (o->n_inputs != 1 || o->job.visualize) {
                 fprintf(stderr, "cspresnet infer: an .npy input is a whole batch: give it alone, without "
                                 "--visualize (which needs images)\n");
-                goto usage;
+                return EXIT_USAGE;
             }
-            input_path = inputs[k];
+            *npy_input = o->inputs[k];
         }
-    if (job.visualize && n_inputs == 0) {
+    if (o->job.visualize && o->n_inputs == 0) {
         fprintf(stderr, "cspresnet infer: --visualize needs image inputs\n");
-        goto usage;
+        return EXIT_USAGE;
     }
-    int stream_input = n_inputs == 1 && !input_path && is_stream(inputs[0]);
-    rc = infer_run(&f, &cf, weights, deploy, input_path, input_size, out_dir, n_inputs && !input_path ? inputs : NULL,
-                   n_inputs, stream_input, &job);
-usage:
-    free(inputs);
-    return rc;
+    return 0;
 }
 
-/* Loads the model, then runs the .npy batch or the images. */
-static int infer_run(const arch_flags *fp, const common_flags *cf, const char *weights, int deploy,
-                     const char *input_path, const int input_size[4], const char *out_dir, const char **image_args,
-                     int n_inputs, int stream_input, image_job *job)
+/* The file's model (its log line on stderr unless -q), or seeded random weights of the
+ * architecture flags; deployed with --deploy. 0, EXIT_USAGE or 1 (message printed). */
+static int infer_model(const infer_opts *o, cspresnet_model **model)
 {
-    arch_flags f = *fp;
-    int threads = cf->threads, quiet = cf->quiet;
     cspresnet_load_options opt;
     cspresnet_config expect;
-    if (arch_flags_load_options(&f, &opt, &expect, "infer") != 0)
+    if (arch_flags_load_options(&o->af, &opt, &expect, "infer") != 0)
         return EXIT_USAGE;
     char log[512] = "", err[1024];
     opt.log = log;
     opt.log_size = sizeof log;
-
-    int rc = 1;
-    cspresnet_model *model = NULL;
-    cspresnet_context *ctx = NULL;
-    npy_array x = {0};
-    error_buf e;
-    uint8_t *stream = NULL; /* a stream input's bytes */
-    size_t stream_size = 0;
-    if (weights) {
-        if (cli_load_weights(weights, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
+    if (o->weights) {
+        if (cli_load_weights(o->weights, &opt, model, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
-            goto done;
+            return 1;
         }
-        if (!quiet && log[0])
+        if (!o->cf.quiet && log[0])
             fprintf(stderr, "%s\n", log);
     } else {
-        if (cspresnet_model_create(&expect, 1, &model, err, sizeof err) != CSPRESNET_OK) {
+        if (cspresnet_model_create(&expect, 1, model, err, sizeof err) != CSPRESNET_OK) {
             fprintf(stderr, "cspresnet infer: %s\n", err);
-            goto done;
+            return 1;
         }
-        if (!quiet)
+        if (!o->cf.quiet)
             fprintf(stderr, "note: no --weights given: using seeded random weights (outputs are not meaningful)\n");
     }
-    if (deploy && cli_deploy(&model, err, sizeof err) != CSPRESNET_OK) {
+    if (o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet infer: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+/* A pipe, FIFO or device given as the one input, read once: an .npy batch goes to *x,
+ * anything else is left in *data for the image decoder. */
+static int read_stream_input(const char *path, cspresnet_array *x, uint8_t **data, size_t *size)
+{
+    char err[1024];
+    FILE *sf = fopen(path, "rb");
+    if (!sf) {
+        fprintf(stderr, "cspresnet infer: %s: cannot open: %s\n", path, strerror(errno));
+        return -1;
+    }
+    cspresnet_status st =
+        cspresnet_stream_read_all(sf, path, CSPRESNET_STREAM_MAX_BYTES, no_known_input, data, size, err, sizeof err);
+    fclose(sf);
+    if (st != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet infer: %s\n", err);
+        return -1;
+    }
+    if (has_npy_magic(*data, *size) &&
+        cspresnet_npy_read_memory(*data, *size, path, x, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet infer: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The images (stream: the first one's bytes, already read), through infer_images. */
+static int infer_image_inputs(infer_opts *o, const cspresnet_model *model, uint8_t *stream, size_t stream_size)
+{
+    char err[1024];
+    input_list images = {0};
+    cspresnet_context *ctx = NULL;
+    int rc = 1;
+    for (int k = 0; k < o->n_inputs; k++)
+        if (input_list_add(&images, o->inputs[k], err, sizeof err) != 0) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
+            goto done;
+        }
+    if (stream) {
+        images.first_data = stream;
+        images.first_size = stream_size;
+    }
+    if (cspresnet_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
         goto done;
     }
-    if (stream_input) {
-        FILE *sf = fopen(image_args[0], "rb");
-        if (!sf) {
-            fprintf(stderr, "cspresnet infer: %s: cannot open: %s\n", image_args[0], strerror(errno));
-            goto done;
-        }
-        cspresnet_status st = stream_read_all(sf, image_args[0], PDPARAMS_MAX_FILE_BYTES, no_known_input, &stream,
-                                              &stream_size, &e);
-        fclose(sf);
-        if (st != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet infer: %s\n", e.text);
-            goto done;
-        }
-        if (has_npy_magic(stream, stream_size)) {
-            if (npy_read_memory(stream, stream_size, image_args[0], &x, &e) != CSPRESNET_OK) {
-                fprintf(stderr, "cspresnet infer: %s\n", e.text);
-                goto done;
-            }
-            input_path = image_args[0];
-            image_args = NULL;
-        }
-    }
-    if (image_args) {
-        input_list images = {0};
-        for (int k = 0; k < n_inputs; k++)
-            if (input_list_add(&images, image_args[k], err, sizeof err) != 0) {
-                fprintf(stderr, "cspresnet infer: %s\n", err);
-                input_list_free(&images);
-                goto done;
-            }
-        if (stream) {
-            images.first_data = stream;
-            images.first_size = stream_size;
-        }
-        if (cspresnet_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet infer: %s\n", err);
-            input_list_free(&images);
-            goto done;
-        }
-        job->out_dir = out_dir;
-        job->quiet = quiet;
-        job->verbose = cf->verbose;
-        image_job_result res;
-        int r = infer_images(ctx, &images, job, &res);
-        if (r >= 0 && !quiet)
-            printf("%zu of %zu images done (%s, %dx%d, preprocess %s), %zu failed; outputs in %s/\n", res.done,
-                   images.count, job->letterbox ? "letterbox" : "bicubic resize", job->height, job->width,
-                   cspresnet_preprocess_name(job->pre), res.failed, out_dir);
-        if (r > 0 && images.count > 1) /* one image: its own line already says it all */
-            fprintf(stderr, "cspresnet infer: %zu of %zu images failed (see above)\n", res.failed, images.count);
-        input_list_free(&images);
-        rc = r == 0 ? 0 : 1;
-        goto done;
-    }
-    if (input_path) {
-        if (!x.data && npy_read(input_path, &x, &e) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet infer: %s\n", e.text);
-            goto done;
-        }
-        warn_non_finite(input_path, &x);
-    } else if (random_input(&x, input_size) != 0) {
-        fprintf(stderr, "cspresnet infer: out of memory for a %dx3x%dx%d input\n", input_size[0],
-                input_size[2], input_size[3]);
-        goto done;
-    }
-    if (x.ndim != 4 || x.shape[1] != 3 || x.shape[0] < 1 || x.shape[2] < 1 || x.shape[3] < 1 ||
-        x.shape[0] > 65536 || x.shape[2] > 65536 || x.shape[3] > 65536) {
+    image_job *job = &o->job;
+    job->out_dir = o->out_dir;
+    job->quiet = o->cf.quiet;
+    job->verbose = o->cf.verbose;
+    image_job_result res;
+    int r = infer_images(ctx, &images, job, &res);
+    if (r >= 0 && !o->cf.quiet)
+        printf("%zu of %zu images done (%s, %dx%d, preprocess %s), %zu failed; outputs in %s/\n", res.done,
+               images.count, job->letterbox ? "letterbox" : "bicubic resize", job->height, job->width,
+               cspresnet_preprocess_name(job->pre), res.failed, o->out_dir);
+    if (r > 0 && images.count > 1) /* one image: its own line already says it all */
+        fprintf(stderr, "cspresnet infer: %zu of %zu images failed (see above)\n", res.failed, images.count);
+    rc = r == 0 ? 0 : 1;
+done:
+    cspresnet_context_free(ctx);
+    input_list_free(&images);
+    return rc;
+}
+
+/* One batch x (from name: an .npy file, or the random input): DIR/stage{i}.npy. */
+static int infer_batch(const infer_opts *o, const cspresnet_model *model, const cspresnet_array *x,
+                       const char *name)
+{
+    char err[1024];
+    if (x->ndim != 4 || x->shape[1] != 3 || x->shape[0] < 1 || x->shape[2] < 1 || x->shape[3] < 1 ||
+        x->shape[0] > 65536 || x->shape[2] > 65536 || x->shape[3] > 65536) {
         char shape[128] = "";
         size_t used = 0;
-        for (int d = 0; d < x.ndim && used < sizeof shape; d++)
+        for (int d = 0; d < x->ndim && used < sizeof shape; d++)
             used += (size_t)snprintf(shape + used, sizeof shape - used, "%s%lld", d ? ", " : "",
-                                     (long long)x.shape[d]);
+                                     (long long)x->shape[d]);
         fprintf(stderr,
                 "cspresnet infer: %s has shape [%s]; expected N x 3 x H x W (3 RGB channels, N, H, W >= 1)\n",
-                input_path, shape);
-        goto done;
+                name, shape);
+        return 1;
     }
-    if (cspresnet_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    cspresnet_context *ctx = NULL;
+    if (cspresnet_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
-        goto done;
+        return 1;
     }
+    int rc = 1;
     cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
     int n_out = 0;
-    if (cspresnet_forward(ctx, x.data, (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)x.shape[3], outs,
-                          &n_out) !=
-        CSPRESNET_OK) {
+    char paths[CSPRESNET_MAX_OUTPUTS][4096];
+    if (cspresnet_forward(ctx, x->data, (int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+                          outs, &n_out) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", cspresnet_context_last_error(ctx));
         goto done;
     }
-    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "cspresnet infer: cannot create output folder %s: %s\n", out_dir, strerror(errno));
+    if (cli_make_dir(o->out_dir) != 0) {
+        fprintf(stderr, "cspresnet infer: cannot create output folder %s: %s\n", o->out_dir, strerror(errno));
         goto done;
     }
-    char paths[CSPRESNET_MAX_OUTPUTS][4096];
     for (int r = 0; r < n_out; r++) {
-        snprintf(paths[r], sizeof paths[r], "%s/stage%d.npy", out_dir, outs[r].stage);
+        snprintf(paths[r], sizeof paths[r], "%s/stage%d.npy", o->out_dir, outs[r].stage);
         int64_t shape[4] = {outs[r].n, outs[r].c, outs[r].h, outs[r].w};
-        if (npy_write(paths[r], outs[r].data, 4, shape, &e) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet infer: %s\n", e.text);
+        if (cspresnet_npy_write(paths[r], outs[r].data, 4, shape, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
             for (int k = 0; k < r; k++) /* leave no partial set of outputs behind */
                 unlink(paths[k]);
             goto done;
         }
     }
-    if (!quiet)
+    if (!o->cf.quiet)
         for (int r = 0; r < n_out; r++)
             printf("stage%d: [%d, %d, %d, %d] stride %d -> %s\n", outs[r].stage, outs[r].n, outs[r].c,
                    outs[r].h, outs[r].w, outs[r].stride, paths[r]);
     rc = 0;
 done:
-    free(stream);
-    npy_array_free(&x);
     cspresnet_context_free(ctx);
+    return rc;
+}
+
+/* Loads the model, then runs the .npy batch, the random input or the images. */
+static int infer_run(infer_opts *o, const char *npy_input)
+{
+    cspresnet_model *model = NULL;
+    cspresnet_array x = {0};
+    uint8_t *stream = NULL; /* a stream input's bytes */
+    size_t stream_size = 0;
+    int rc = infer_model(o, &model);
+    if (rc != 0)
+        goto done;
+    rc = 1;
+    if (o->n_inputs == 1 && !npy_input && is_stream(o->inputs[0])) {
+        if (read_stream_input(o->inputs[0], &x, &stream, &stream_size) != 0)
+            goto done;
+        if (x.data)
+            npy_input = o->inputs[0];
+    }
+    if (o->n_inputs && !npy_input) {
+        rc = infer_image_inputs(o, model, stream, stream_size);
+        goto done;
+    }
+    if (npy_input) {
+        char err[1024];
+        if (!x.data && cspresnet_npy_read(npy_input, &x, err, sizeof err) != CSPRESNET_OK) {
+            fprintf(stderr, "cspresnet infer: %s\n", err);
+            goto done;
+        }
+        warn_non_finite(npy_input, &x);
+    } else {
+        const int *size = o->input_size[0] ? o->input_size : (const int[4]){1, 3, 640, 640};
+        if (cli_random_input(&x, size) != 0) {
+            fprintf(stderr, "cspresnet infer: out of memory for a %dx3x%dx%d input\n", size[0], size[2], size[3]);
+            goto done;
+        }
+    }
+    rc = infer_batch(o, model, &x, npy_input);
+done:
+    free(stream);
+    cspresnet_array_free(&x);
     cspresnet_model_free(model);
+    return rc;
+}
+
+int cmd_infer(int argc, char **argv)
+{
+    infer_opts o = {.job = {.height = 640, .width = 640, .pre = CSPRESNET_PRE_PPYOLOE_PLUS, .batch = 1,
+                            .cmd = "infer"}};
+    arch_flags_init(&o.af);
+    common_flags_init(&o.cf);
+    if (!(o.inputs = calloc((size_t)argc + 1, sizeof *o.inputs))) {
+        fprintf(stderr, "cspresnet infer: out of memory\n");
+        return 1;
+    }
+    const char *npy_input = NULL;
+    int rc = cli_parse(&INFER, &o, argc, argv);
+    if (rc == CLI_PARSED && (rc = check_inputs(&o, &npy_input)) == 0)
+        rc = infer_run(&o, npy_input);
+    free(o.inputs);
     return rc;
 }

@@ -2,6 +2,7 @@
  * With --weights, the architecture comes from the file, and so does the deployed form:
  * a deployed file is summarised as the network it holds. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,73 +49,73 @@ static void print_file_arch(const char *path, const cspresnet_config *c, int dep
     printf("%s\n", deployed ? ", deployed" : "");
 }
 
-static void help(void)
+typedef struct summary_opts {
+    arch_flags af;
+    common_flags cf;
+    int input[4];
+    const char *weights;
+    int deploy;
+} summary_opts;
+
+/* --input-size N,3,H,W with N, H, W >= 1. */
+static int input_size(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
-    printf("usage: cspresnet summary [--arch t|s|m|l|x | --width-mult W --depth-mult D]\n"
-           "                         [--layers L0,L1,L2,L3] [--channels C0,C1,C2,C3,C4]\n"
-           "                         [--act A] [--large-stem | --small-stem] [--alpha | --no-alpha]\n"
-           "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE] [--deploy]\n"
-           "                         [-q|-v]\n"
-           "\n"
-           "Prints every layer with its input and output shapes and parameters, as paddle.summary\n"
-           "does, the total / trainable / non-trainable parameter counts (BN statistics are\n"
-           "non-trainable parameters, as in Paddle), sizes in MB, and MACs and FLOPs per stage.\n"
-           "\n"
-           "  --arch P          preset: t (0.375/0.33, alpha), s, m, l, x (large stem, swish)\n"
-           "  --width-mult W    channel multiplier on [64,128,256,512,1024] (default 1.0)\n"
-           "  --depth-mult D    block multiplier on [3,6,6,3] (default 1.0)\n"
-           "  --layers, --channels  upstream's base lists before the multipliers\n"
-           "  --act A           swish (default), relu, leaky_relu, mish, hardswish, gelu, relu6, sigmoid, none\n"
-           "  --large-stem / --small-stem   three or two stem convs (default large, as every shipped config)\n"
-           "  --alpha           learnable RepVGG alpha (PP-YOLOE+)\n"
-           "  --input-size      default 1,3,640,640\n"
-           "  --weights FILE    take the architecture from a .pdparams or safetensors file instead (and\n"
-           "                    print it); a deployed file shows the deployed network\n"
-           "  --deploy          the fused network: BN folded into convs, one 3x3 conv per RepVGG block\n"
-           "  -q, --quiet       print nothing: only check the configuration (the exit status says)\n"
-           "  -v, --verbose     the default output (the table is all there is)\n"
-           "\n"
-           "Exit status: 0 success, 1 a configuration upstream cannot run or a bad weight file,\n"
-           "2 usage error.\n");
+    int *in = dest;
+    if (parse_int_list(v, in, 4) != 4 || in[0] < 1 || in[1] != 3 || in[2] < 1 || in[3] < 1)
+        return cli_refuse(f, v, cmd);
+    return 0;
 }
+
+static const char SYNOPSIS[] =
+    "usage: cspresnet summary [--arch t|s|m|l|x | --width-mult W --depth-mult D]\n"
+    "                         [--layers L0,L1,L2,L3] [--channels C0,C1,C2,C3,C4]\n"
+    "                         [--act A] [--large-stem | --small-stem] [--alpha | --no-alpha]\n"
+    "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE] [--deploy]\n"
+    "                         [-q|-v]\n"
+    "\n"
+    "Prints every layer with its input and output shapes and parameters, as paddle.summary\n"
+    "does, the total / trainable / non-trainable parameter counts (BN statistics are\n"
+    "non-trainable parameters, as in Paddle), sizes in MB, and MACs and FLOPs per stage.\n"
+    "\n";
+
+static const char NOTES[] =
+    "\n"
+    "Exit status: 0 success, 1 a configuration upstream cannot run or a bad weight file,\n"
+    "2 usage error.\n";
+
+static const cli_flag FLAGS[] = {
+    CLI_HEADING("Architecture:"),
+    CLI_GROUP(ARCH_FLAGS, offsetof(summary_opts, af)),
+    CLI_HEADING("Input and output:"),
+    {CLI_FLAG("--input-size", NULL, "N,3,H,W", "default 1,3,640,640"),
+     .parse = input_size, .off = offsetof(summary_opts, input),
+     .bad = "--input-size '%s' must be N,3,H,W with N, H, W >= 1"},
+    {CLI_FLAG("--weights", NULL, "FILE", "take the architecture from a .pdparams or safetensors file instead (and\n"
+                                         "print it); a deployed file shows the deployed network"),
+     .parse = cli_str, .off = offsetof(summary_opts, weights)},
+    {CLI_FLAG("--deploy", NULL, NULL, "the fused network: BN folded into convs, one 3x3 conv per RepVGG block"),
+     .parse = cli_set, .off = offsetof(summary_opts, deploy), .lo = 1},
+    {CLI_FLAG("--quiet", "-q", NULL, "print nothing: only check the configuration (the exit status says)"),
+     .parse = cli_quiet, .off = offsetof(summary_opts, cf), .lo = 1},
+    {CLI_FLAG("--verbose", "-v", NULL, "the default output (the table is all there is)"),
+     .parse = cli_quiet, .off = offsetof(summary_opts, cf)},
+    CLI_END,
+};
+
+static const cli_command SUMMARY = {.name = "summary", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS};
 
 int cmd_summary(int argc, char **argv)
 {
-    arch_flags f;
-    arch_flags_init(&f);
-    int input[4] = {1, 3, 640, 640};
-    const char *weights = NULL;
-    int deploy = 0;
-    common_flags cf;
-    common_flags_init(&cf);
-    for (int i = 1; i < argc; i++) {
-        int r = arch_flags_parse(&f, argc, argv, &i, "summary");
-        if (r < 0)
-            return EXIT_USAGE;
-        if (r > 0 || quiet_flags_parse(&cf, argv[i]))
-            continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return 0;
-        } else if (strcmp(argv[i], "--input-size") == 0) {
-            const char *v = flag_value(argc, argv, &i, "summary");
-            if (!v)
-                return EXIT_USAGE;
-            if (parse_int_list(v, input, 4) != 4 || input[0] < 1 || input[1] != 3 || input[2] < 1 ||
-                input[3] < 1) {
-                fprintf(stderr, "cspresnet summary: --input-size '%s' must be N,3,H,W with N, H, W >= 1\n", v);
-                return EXIT_USAGE;
-            }
-        } else if (strcmp(argv[i], "--deploy") == 0) {
-            deploy = 1;
-        } else if (strcmp(argv[i], "--weights") == 0) {
-            if (!(weights = flag_value(argc, argv, &i, "summary")))
-                return EXIT_USAGE;
-        } else {
-            fprintf(stderr, "cspresnet summary: unknown option '%s' (see cspresnet summary --help)\n", argv[i]);
-            return EXIT_USAGE;
-        }
-    }
+    summary_opts o = {.input = {1, 3, 640, 640}};
+    arch_flags_init(&o.af);
+    common_flags_init(&o.cf);
+    int r = cli_parse(&SUMMARY, &o, argc, argv);
+    if (r != CLI_PARSED)
+        return r;
+    const char *weights = o.weights;
+    int deploy = o.deploy, *input = o.input;
+    arch_flags f = o.af;
+    common_flags cf = o.cf;
     cspresnet_config cfg;
     char err[1024];
     if (weights) {

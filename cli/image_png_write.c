@@ -10,12 +10,12 @@
 
 #include <png.h>
 
-#include "core/atomic_file.h"
+#include "cspresnet_io.h"
 #include "image.h"
 
 struct png_sink {
-    atomic_file file;
-    error_buf e;
+    cspresnet_atomic_file *file;
+    char e[1024];
     int failed;
     char message[256];
 };
@@ -23,9 +23,9 @@ struct png_sink {
 static void sink_write(png_structp png, png_bytep data, png_size_t len)
 {
     struct png_sink *s = png_get_io_ptr(png);
-    if (!s->failed && atomic_file_write(&s->file, data, len, &s->e) != CSPRESNET_OK) {
+    if (!s->failed && cspresnet_atomic_file_write(s->file, data, len, s->e, sizeof s->e) != CSPRESNET_OK) {
         s->failed = 1;
-        png_error(png, s->e.text);
+        png_error(png, s->e);
     }
 }
 
@@ -49,21 +49,21 @@ int png_write_rgb(const char *path, const uint8_t *rgb, int h, int w, char *err,
         snprintf(err, err_size, "%s: cannot write an empty %dx%d picture", path, w, h);
         return -1;
     }
-    if (atomic_file_open(&sink.file, path, &sink.e) != CSPRESNET_OK) {
-        snprintf(err, err_size, "%s", sink.e.text);
+    if (cspresnet_atomic_file_open(path, &sink.file, sink.e, sizeof sink.e) != CSPRESNET_OK) {
+        snprintf(err, err_size, "%s", sink.e);
         return -1;
     }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, sink_error, NULL);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(png ? &png : NULL, NULL);
-        atomic_file_abort(&sink.file);
+        cspresnet_atomic_file_abort(sink.file);
         snprintf(err, err_size, "%s: out of memory", path);
         return -1;
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        atomic_file_abort(&sink.file);
+        cspresnet_atomic_file_abort(sink.file);
         snprintf(err, err_size, "%s: cannot write PNG: %s", path, sink.message);
         return -1;
     }
@@ -75,8 +75,8 @@ int png_write_rgb(const char *path, const uint8_t *rgb, int h, int w, char *err,
         png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
-    if (atomic_file_commit(&sink.file, &sink.e) != CSPRESNET_OK) {
-        snprintf(err, err_size, "%s", sink.e.text);
+    if (cspresnet_atomic_file_commit(sink.file, sink.e, sizeof sink.e) != CSPRESNET_OK) {
+        snprintf(err, err_size, "%s", sink.e);
         return -1;
     }
     return 0;

@@ -12,8 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "image.h"
-#include "io/npy.h"
+#include "cspresnet_io.h"
 #include "progress.h"
 
 /* Output folder name of an image: its file name without the extension, made unique
@@ -43,16 +44,76 @@ void infer_images_folder_name(const input_list *inputs, size_t index, char *out,
         snprintf(out, n, "%s", stems[1]);
 }
 
-static int make_dir(const char *path)
-{
-    return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
-}
-
 static void report(progress *bar, const char *cmd, const char *msg)
 {
     if (bar->enabled)
         fputs("\r\033[K", stderr);
     fprintf(stderr, "cspresnet %s: %s\n", cmd, msg);
+}
+
+/* One image of a forward's batch: its input index, slot, tensor and resized pixels. */
+typedef struct batch_slot {
+    size_t input;
+    int b;
+    const float *tensor;
+    const uint8_t *rgb;
+} batch_slot;
+
+/* DIR/<image name>/: stage{i}.npy, input.npy with --save-input, the --visualize picture,
+ * then its line on stdout. 0, or -1 after reporting a write that failed. */
+static int write_outputs(const image_job *job, const input_list *inputs, const batch_slot *slot,
+                         const cspresnet_output *outs, int n_out, progress *bar)
+{
+    const int H = job->height, W = job->width, b = slot->b;
+    char name[512], dir[4096], path[4200], vis[4400], err[1024];
+    infer_images_folder_name(inputs, slot->input, name, sizeof name);
+    snprintf(dir, sizeof dir, "%s/%s", job->out_dir, name);
+    if (cli_make_dir(dir) != 0) {
+        snprintf(err, sizeof err, "cannot create output folder %s: %s", dir, strerror(errno));
+        report(bar, job->cmd, err);
+        return -1;
+    }
+    for (int r = 0; r < n_out; r++) {
+        const cspresnet_output *o = &outs[r];
+        int64_t shape[4] = {1, o->c, o->h, o->w};
+        snprintf(path, sizeof path, "%s/stage%d.npy", dir, o->stage);
+        if (cspresnet_npy_write(path, o->data + (size_t)b * o->c * o->h * o->w, 4, shape, err, sizeof err) !=
+            CSPRESNET_OK) {
+            report(bar, job->cmd, err);
+            return -1;
+        }
+    }
+    if (job->save_input) {
+        int64_t shape[4] = {1, 3, H, W};
+        snprintf(path, sizeof path, "%s/input.npy", dir);
+        if (cspresnet_npy_write(path, slot->tensor, 4, shape, err, sizeof err) != CSPRESNET_OK) {
+            report(bar, job->cmd, err);
+            return -1;
+        }
+    }
+    vis[0] = '\0';
+    if (job->visualize) {
+        if (inputs->count == 1 && !job->visualize_in_folders) {
+            snprintf(vis, sizeof vis, "%s", job->visualize);
+        } else {
+            const char *base = strrchr(job->visualize, '/');
+            snprintf(vis, sizeof vis, "%s/%s", dir, base ? base + 1 : job->visualize);
+        }
+        if (visualize_write(vis, slot->rgb, H, W, outs, n_out, b, err, sizeof err) != 0) {
+            report(bar, job->cmd, err);
+            return -1;
+        }
+    }
+    if (!job->quiet && (!bar->enabled || job->verbose)) {
+        if (bar->enabled)
+            fputs("\r\033[K", stderr);
+        printf("%s -> %s/ (", inputs->paths[slot->input], dir);
+        for (int r = 0; r < n_out; r++)
+            printf("%sstage%d.npy [1, %d, %d, %d]", r ? ", " : "", outs[r].stage, outs[r].c, outs[r].h, outs[r].w);
+        printf(")%s%s\n", vis[0] ? ", picture " : "", vis);
+        fflush(stdout);
+    }
+    return 0;
 }
 
 int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_job *job,
@@ -71,7 +132,7 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         free(tensor), free(resized), free(which);
         return -1;
     }
-    if (make_dir(job->out_dir) != 0) {
+    if (cli_make_dir(job->out_dir) != 0) {
         fprintf(stderr, "cspresnet %s: cannot create output folder %s: %s\n", job->cmd, job->out_dir,
                 strerror(errno));
         free(tensor), free(resized), free(which);
@@ -123,63 +184,13 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         }
         result->forward_seconds += now_seconds() - t0;
         for (int b = 0; b < n && !fatal; b++) {
-            size_t idx = which[b];
-            char name[512], dir[4096], path[4200], vis[4400];
-            infer_images_folder_name(inputs, idx, name, sizeof name);
-            snprintf(dir, sizeof dir, "%s/%s", job->out_dir, name);
-            if (make_dir(dir) != 0) {
-                snprintf(err, sizeof err, "cannot create output folder %s: %s", dir, strerror(errno));
-                report(&bar, job->cmd, err);
-                fatal = 1;
-                break;
-            }
-            for (int r = 0; r < n_out && !fatal; r++) {
-                const cspresnet_output *o = &outs[r];
-                int64_t shape[4] = {1, o->c, o->h, o->w};
-                error_buf e;
-                snprintf(path, sizeof path, "%s/stage%d.npy", dir, o->stage);
-                if (npy_write(path, o->data + (size_t)b * o->c * o->h * o->w, 4, shape, &e) != CSPRESNET_OK) {
-                    report(&bar, job->cmd, e.text);
-                    fatal = 1;
-                }
-            }
-            if (!fatal && job->save_input) {
-                int64_t shape[4] = {1, 3, H, W};
-                error_buf e;
-                snprintf(path, sizeof path, "%s/input.npy", dir);
-                if (npy_write(path, tensor + 3 * plane * b, 4, shape, &e) != CSPRESNET_OK) {
-                    report(&bar, job->cmd, e.text);
-                    fatal = 1;
-                }
-            }
-            vis[0] = '\0';
-            if (!fatal && job->visualize) {
-                if (inputs->count == 1 && !job->visualize_in_folders) {
-                    snprintf(vis, sizeof vis, "%s", job->visualize);
-                } else {
-                    const char *base = strrchr(job->visualize, '/');
-                    snprintf(vis, sizeof vis, "%s/%s", dir, base ? base + 1 : job->visualize);
-                }
-                if (visualize_write(vis, resized + 3 * plane * b, H, W, outs, n_out, b, err, sizeof err) != 0) {
-                    report(&bar, job->cmd, err);
-                    fatal = 1;
-                }
-            }
+            const batch_slot slot = {which[b], b, tensor + 3 * plane * b, resized + 3 * plane * b};
+            fatal = write_outputs(job, inputs, &slot, outs, n_out, &bar) != 0;
             if (fatal)
                 break;
             result->done++;
             if (job->written)
-                job->written[idx] = 1;
-            if (!job->quiet && (!bar.enabled || job->verbose)) {
-                if (bar.enabled)
-                    fputs("\r\033[K", stderr);
-                printf("%s -> %s/ (", inputs->paths[idx], dir);
-                for (int r = 0; r < n_out; r++)
-                    printf("%sstage%d.npy [1, %d, %d, %d]", r ? ", " : "", outs[r].stage, outs[r].c, outs[r].h,
-                           outs[r].w);
-                printf(")%s%s\n", vis[0] ? ", picture " : "", vis);
-                fflush(stdout);
-            }
+                job->written[slot.input] = 1;
         }
         progress_update(&bar, result->done + result->failed);
     }

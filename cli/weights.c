@@ -16,9 +16,8 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "core/stream_read.h"
 #include "cspresnet_formats.h"
-#include "io/pdparams.h"
+#include "cspresnet_io.h"
 
 /* A stream that is neither format is not read to its end: the .pdparams reader then
  * names its first bytes. */
@@ -30,21 +29,18 @@ static int neither_format(const uint8_t *head, size_t n)
 cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,
                                   cspresnet_model **out, char *err, size_t err_size)
 {
-    unsigned char head[STREAM_HEAD_BYTES];
+    unsigned char head[CSPRESNET_STREAM_HEAD_BYTES];
     size_t got = 0;
     FILE *f = path ? fopen(path, "rb") : NULL;
     struct stat sb;
     if (f && fstat(fileno(f), &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
         uint8_t *data = NULL;
         size_t size = 0;
-        error_buf e;
-        cspresnet_status st =
-            stream_read_all(f, path, PDPARAMS_MAX_FILE_BYTES, neither_format, &data, &size, &e);
+        cspresnet_status st = cspresnet_stream_read_all(f, path, CSPRESNET_STREAM_MAX_BYTES, neither_format, &data,
+                                                        &size, err, err_size);
         fclose(f);
-        if (st != CSPRESNET_OK) {
-            snprintf(err, err_size, "%s", e.text);
+        if (st != CSPRESNET_OK)
             return st;
-        }
         if (cspresnet_safetensors_sniff(data, size))
             st = cspresnet_model_load_safetensors_memory(data, size, path, opt, out, err, err_size);
         else

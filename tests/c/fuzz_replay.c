@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
+
 #define FUZZ_ENTRY fuzz_pdparams_one
 #include "../../fuzz/fuzz_pdparams.c"
 #undef FUZZ_ENTRY
@@ -20,26 +22,12 @@
 
 static int replay(int (*one)(const uint8_t *, size_t), const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "fuzz_replay: cannot open %s\n", path);
+    size_t n;
+    uint8_t *buf = harness_read_file(path, &n);
+    if (!buf) {
+        fprintf(stderr, "fuzz_replay: cannot read %s\n", path);
         return 2;
     }
-    size_t cap = 1 << 16, n = 0, got;
-    uint8_t *buf = malloc(cap);
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            uint8_t *nb = realloc(buf, cap * 2);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (!buf)
-        return 2;
     one(buf, n);
     free(buf);
     printf("ok %s\n", path);

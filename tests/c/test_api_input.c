@@ -7,23 +7,16 @@
  *   test_api_input SAFETENSORS_FILE PDPARAMS_FILE
  *
  * Prints each message it got on its own line ("forward c=4: ..."), "FAIL: ..." for
- * every check that does not hold; exit 1 on any failure.
+ * every check that does not hold, then harness.h's closing line (ending in OK); exit 1 on
+ * any failure.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cspresnet.h"
+#include "harness.h"
 
-static int failures;
-#define CHECK(cond, ...)                  \
-    do {                                  \
-        if (!(cond)) {                    \
-            failures++;                   \
-            printf("FAIL: " __VA_ARGS__); \
-            printf("\n");                 \
-        }                                 \
-    } while (0)
 
 static void forward_channels(void)
 {
@@ -65,7 +58,7 @@ static void forward_channels(void)
 static void load_safetensors_with_pickle_loader(const char *path)
 {
     char err[1024] = "";
-    cspresnet_model *m = (cspresnet_model *)&failures; /* must become NULL */
+    cspresnet_model *m = (cspresnet_model *)&harness_failed; /* must become NULL */
     cspresnet_status st = cspresnet_model_load(path, NULL, &m, err, sizeof err);
     printf("model_load safetensors: %s: %s\n", cspresnet_status_name(st), err);
     CHECK(st == CSPRESNET_ERR_FORMAT, "status %d, not CSPRESNET_ERR_FORMAT", (int)st);
@@ -127,6 +120,5 @@ int main(int argc, char **argv)
     forward_channels();
     load_safetensors_with_pickle_loader(argv[1]);
     load_memory_matches_file(argv[2]);
-    printf("%s\n", failures ? "FAILED" : "OK");
-    return failures ? 1 : 0;
+    return harness_done();
 }

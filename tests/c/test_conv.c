@@ -3,24 +3,15 @@
  * convolution written here as the oracle, on random shapes (odd channels, odd and
  * tiny H/W, stride 1 and 2, 1x1 and 3x3, batch 1-3, outputs into channel slices),
  * with 1, 2 and 3 threads; also checks that thread counts give bit-identical results.
- * Prints the whole configuration of any failing case; exit status 1 on failure.
+ * Prints the whole configuration of any failing case; one check per case (harness.h).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "ops/ops.h"
-
-static unsigned rng = 2463534242u;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng & 0xffffff) / 8388608.0f - 1.0f;
-}
-static int irand(int lo, int hi) { return lo + (int)((rng = rng * 1103515245u + 12345u) >> 8) % (hi - lo + 1); }
 
 static void direct_conv(const conv_geom *g, int n, const float *in, const float *w, float *out,
                         long out_bstride)
@@ -45,20 +36,20 @@ static void direct_conv(const conv_geom *g, int n, const float *in, const float 
 
 static int run_case(int id, int threads_max)
 {
-    int n = irand(1, 3), k = irand(0, 1) ? 3 : 1, stride = irand(1, 2);
-    conv_geom g = {irand(1, 40), irand(1, 37), irand(1, 37), irand(1, 37), 0, 0, k, stride, k / 2};
+    int n = rng_int(1, 3), k = rng_int(0, 1) ? 3 : 1, stride = rng_int(1, 2);
+    conv_geom g = {rng_int(1, 40), rng_int(1, 37), rng_int(1, 37), rng_int(1, 37), 0, 0, k, stride, k / 2};
     if (id == 0) { /* one case large enough for several K and N blocks */
         g.in_c = 70; g.in_h = 23; g.in_w = 19; g.out_c = 13; k = g.k = 3; g.pad = 1; stride = g.stride = 1;
     }
     g.out_h = (g.in_h + 2 * g.pad - k) / stride + 1;
     g.out_w = (g.in_w + 2 * g.pad - k) / stride + 1;
-    int extra_c = irand(0, 5); /* write into a channel slice of a wider tensor */
+    int extra_c = rng_int(0, 5); /* write into a channel slice of a wider tensor */
     long in_sz = (long)n * g.in_c * g.in_h * g.in_w, w_sz = (long)g.out_c * g.in_c * k * k;
     long out_plane = (long)g.out_h * g.out_w, out_bstride = (g.out_c + extra_c) * out_plane;
     float *in = malloc(in_sz * sizeof *in), *w = malloc(w_sz * sizeof *w);
     float *ref = calloc(n * out_bstride, sizeof *ref), *got[4] = {0};
-    for (long i = 0; i < in_sz; i++) in[i] = frand();
-    for (long i = 0; i < w_sz; i++) w[i] = frand();
+    for (long i = 0; i < in_sz; i++) in[i] = rng_float();
+    for (long i = 0; i < w_sz; i++) w[i] = rng_float();
     direct_conv(&g, n, in, w, ref + extra_c * out_plane, out_bstride);
     int fail = 0;
     for (int t = 1; t <= threads_max; t++) {
@@ -96,9 +87,7 @@ static int run_case(int id, int threads_max)
 
 int main(void)
 {
-    int failed = 0, cases = 60;
-    for (int i = 0; i < cases; i++)
-        failed += run_case(i, 3);
-    printf("%d passed, %d failed\n", cases - failed, failed);
-    return failed ? 1 : 0;
+    for (int i = 0; i < 60; i++)
+        CHECK(run_case(i, 3) == 0, "case %d (above)", i);
+    return harness_done();
 }

@@ -8,16 +8,8 @@
 #include <string.h>
 
 #include "cspresnet.h"
+#include "harness.h"
 
-static int failures;
-#define CHECK(cond, ...)                     \
-    do {                                     \
-        if (!(cond)) {                       \
-            failures++;                      \
-            printf("FAIL: " __VA_ARGS__);    \
-            printf("\n");                    \
-        }                                    \
-    } while (0)
 
 int main(void)
 {
@@ -58,6 +50,6 @@ int main(void)
     CHECK(cspresnet_model_deploy_replace(NULL, err, sizeof err) == CSPRESNET_ERR_ARGUMENT, "NULL accepted");
     cspresnet_model_free(copy);
     cspresnet_model_free(m);
-    printf("%zu of %zu deployed parameters identical; %d failures\n", same, n, failures);
-    return failures ? 1 : 0;
+    printf("%zu of %zu deployed parameters identical; %d failures\n", same, n, harness_failed);
+    return harness_done();
 }

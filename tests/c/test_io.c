@@ -19,10 +19,12 @@
  * Exit status: 0 ok; 1 the library refused (its message on stderr, then a line
  * "status: <name>"); 2 bad usage.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "io/npy.h"
 #include "io/pdparams.h"
 
@@ -44,28 +46,10 @@ static cspresnet_status read_dict(const char *path, int from_memory, state_dict 
 {
     if (!from_memory)
         return pdparams_read_file(path, sd, err);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return error_set(err, CSPRESNET_ERR_IO, "%s: cannot open", path);
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            uint8_t *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
+    size_t n;
+    uint8_t *buf = harness_read_file(path, &n);
     if (!buf)
-        return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+        return error_set(err, CSPRESNET_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
     cspresnet_status st = pdparams_read_memory(buf, n, path, sd, err);
     free(buf);
     return st;

@@ -6,27 +6,18 @@
  * outputs and residuals in channel slices of wider tensors, bias + every activation
  * + residual epilogues, 1 and 2 threads. Checks max|diff| <= 1e-3 * max|ref| per case,
  * and that 1 and 2 threads give identical bits. Prints the configuration of any
- * failing case; exit status 1 on failure. Output: "N passed, M failed".
+ * failing case; exit status 1 on failure. Closes with harness.h's "N passed, M failed" line.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "kernels/pointwise.h"
 #include "ops/ops.h"
 
-static unsigned rng = 2463534242u;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng & 0xffffff) / 8388608.0f - 1.0f;
-}
-static int irand(int lo, int hi) { return lo + (int)((rng = rng * 1103515245u + 12345u) >> 8) % (hi - lo + 1); }
-
-static int passed, failed, winograd_cases, winograd_few_cases;
+static int winograd_cases, winograd_few_cases;
 
 /* Runs one conv through conv2d_forward with table kt (fast scratch sized by the op). */
 static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, const float *w,
@@ -49,11 +40,11 @@ static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, con
 
 static void conv_case(const kernel_table *kt, int id)
 {
-    int n = irand(1, 3), k, stride;
-    int kind = irand(0, 3); /* 0: 1x1, 1-2: 3x3 s1 (Winograd where available), 3: 3x3 s2 */
+    int n = rng_int(1, 3), k, stride;
+    int kind = rng_int(0, 3); /* 0: 1x1, 1-2: 3x3 s1 (Winograd where available), 3: 3x3 s2 */
     k = kind == 0 ? 1 : 3;
     stride = kind == 3 ? 2 : 1;
-    conv_geom g = {irand(1, 45), irand(1, 41), irand(1, 41), irand(1, 45), 0, 0, k, stride, k / 2};
+    conv_geom g = {rng_int(1, 45), rng_int(1, 41), rng_int(1, 41), rng_int(1, 45), 0, 0, k, stride, k / 2};
     if (id == 0) { /* big enough for several K blocks, tile blocks and channel parts */
         g.in_c = 300; g.in_h = 37; g.in_w = 70; g.out_c = 70; g.k = k = 3; g.stride = stride = 1; g.pad = 1;
     }
@@ -71,17 +62,17 @@ static void conv_case(const kernel_table *kt, int id)
         n = 3; /* 540 tiles: Winograd's many-tiles plan */
     if (conv2d_winograd_applies(kt, &g))
         winograd_cases++, winograd_few_cases += conv2d_winograd_few_applies(&g, n);
-    int extra = irand(0, 3);
-    cspresnet_act act = (cspresnet_act)irand(0, CSPRESNET_ACT_NONE);
-    int use_bias = irand(0, 3) > 0, use_res = irand(0, 1), use_ep = irand(0, 4) > 0;
+    int extra = rng_int(0, 3);
+    cspresnet_act act = (cspresnet_act)rng_int(0, CSPRESNET_ACT_NONE);
+    int use_bias = rng_int(0, 3) > 0, use_res = rng_int(0, 1), use_ep = rng_int(0, 4) > 0;
     long in_sz = (long)n * g.in_c * g.in_h * g.in_w, w_sz = (long)g.out_c * g.in_c * k * k;
     long plane = (long)g.out_h * g.out_w, bstride = (g.out_c + extra) * plane;
     float *x = malloc(in_sz * sizeof *x), *w = malloc(w_sz * sizeof *w), *bias = malloc(g.out_c * sizeof *bias);
     float *res = malloc(n * bstride * sizeof *res), *outs[3];
-    for (long i = 0; i < in_sz; i++) x[i] = 4.0f * frand();
-    for (long i = 0; i < w_sz; i++) w[i] = frand() / sqrtf((float)(g.in_c * k * k));
-    for (int i = 0; i < g.out_c; i++) bias[i] = frand();
-    for (long i = 0; i < n * bstride; i++) res[i] = frand();
+    for (long i = 0; i < in_sz; i++) x[i] = 4.0f * rng_float();
+    for (long i = 0; i < w_sz; i++) w[i] = rng_float() / sqrtf((float)(g.in_c * k * k));
+    for (int i = 0; i < g.out_c; i++) bias[i] = rng_float();
+    for (long i = 0; i < n * bstride; i++) res[i] = rng_float();
     tensor4 tin = {x, n, g.in_c, g.in_h, g.in_w, (long)g.in_c * g.in_h * g.in_w};
     tensor4 tres = {res + extra * plane, n, g.out_c, g.out_h, g.out_w, bstride};
     conv_epilogue ep = {use_bias ? bias : NULL, act, use_res ? &tres : NULL};
@@ -107,16 +98,11 @@ static void conv_case(const kernel_table *kt, int id)
                 maxdiff = fmax(maxdiff, fmax(d, d2));
                 if (isnan(d) || isnan(d2)) maxdiff = INFINITY;
             }
-    int ok = maxdiff <= 1e-3 * maxref && slice_ok && same_bits;
-    if (ok) {
-        passed++;
-    } else {
-        failed++;
-        printf("FAIL isa=%s case %d: n=%d in %dx%dx%d -> out %dx%dx%d k=%d s=%d extra=%d act=%d bias=%d res=%d "
-               "epilogue=%d: max|diff| %.3g, max|ref| %.3g, slice ok %d, 1 vs 2 threads identical %d\n",
-               kt->isa, id, n, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, k, stride, extra, (int)act,
-               use_bias, use_res, use_ep, maxdiff, maxref, slice_ok, same_bits);
-    }
+    CHECK(maxdiff <= 1e-3 * maxref && slice_ok && same_bits,
+          "isa=%s case %d: n=%d in %dx%dx%d -> out %dx%dx%d k=%d s=%d extra=%d act=%d bias=%d res=%d "
+          "epilogue=%d: max|diff| %.3g, max|ref| %.3g, slice ok %d, 1 vs 2 threads identical %d",
+          kt->isa, id, n, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, k, stride, extra, (int)act,
+          use_bias, use_res, use_ep, maxdiff, maxref, slice_ok, same_bits);
     for (int v = 0; v < 3; v++) free(outs[v]);
     free(x); free(w); free(bias); free(res);
 }
@@ -127,8 +113,8 @@ static void epilogue_case(const kernel_table *kt, cspresnet_act act)
     enum { COUNT = 1037 };
     float x[COUNT], ref[COUNT], res[COUNT];
     for (int i = 0; i < COUNT; i++) {
-        x[i] = i < 8 ? (float[]){-100.f, -88.5f, -30.f, 0.f, 30.f, 88.5f, 100.f, -1e-8f}[i] : 12.0f * frand();
-        res[i] = frand();
+        x[i] = i < 8 ? (float[]){-100.f, -88.5f, -30.f, 0.f, 30.f, 88.5f, 100.f, -1e-8f}[i] : 12.0f * rng_float();
+        res[i] = rng_float();
     }
     memcpy(ref, x, sizeof x);
     f32_add_scalar__ref(ref, COUNT, 0.25f);
@@ -140,13 +126,8 @@ static void epilogue_case(const kernel_table *kt, cspresnet_act act)
         maxdiff = fmax(maxdiff, fabs((double)x[i] - ref[i]));
         maxref = fmax(maxref, fabs((double)ref[i]));
     }
-    int ok = maxdiff <= 1e-6 * maxref + 1e-6 && !isnan(maxdiff);
-    if (ok) {
-        passed++;
-    } else {
-        failed++;
-        printf("FAIL isa=%s epilogue act=%d: max|diff| %.3g, max|ref| %.3g\n", kt->isa, (int)act, maxdiff, maxref);
-    }
+    CHECK(maxdiff <= 1e-6 * maxref + 1e-6 && !isnan(maxdiff), "isa=%s epilogue act=%d: max|diff| %.3g, max|ref| %.3g",
+          kt->isa, (int)act, maxdiff, maxref);
 }
 
 /* The table's plane mean against the reference (double sums both; order differs). */
@@ -155,15 +136,11 @@ static void mean_case(const kernel_table *kt)
     static const long counts[] = {1, 15, 16, 17, 31, 32, 33, 400, 1000, 25600};
     static float x[25600];
     for (long i = 0; i < 25600; i++)
-        x[i] = 3.0f * frand() + 0.5f;
+        x[i] = 3.0f * rng_float() + 0.5f;
     for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
         float got = kt->mean(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0)), want = f32_mean__ref(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0));
-        if (fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-7f) {
-            passed++;
-        } else {
-            failed++;
-            printf("FAIL isa=%s mean of %ld: %.9g, reference %.9g\n", kt->isa, counts[c], got, want);
-        }
+        CHECK(fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-7f, "isa=%s mean of %ld: %.9g, reference %.9g", kt->isa,
+              counts[c], got, want);
     }
 }
 
@@ -178,21 +155,18 @@ int main(void)
             continue;
         }
         tested++;
-        int before = passed;
+        int before = harness_passed;
         for (int a = 0; a < CSPRESNET_ACT_COUNT; a++)
             epilogue_case(kt, (cspresnet_act)a);
         mean_case(kt);
         for (int c = 0; c < 60; c++)
             conv_case(kt, c);
         printf("isa %s: %d cases passed, %d of them by Winograd F(4,3) (%d with few tiles)\n", kt->isa,
-               passed - before, winograd_cases, winograd_few_cases);
-        if (kt->wino_input && (winograd_cases - winograd_few_cases < 5 || winograd_few_cases < 5)) {
-            failed++;
-            printf("FAIL isa=%s: too few conv cases took each Winograd path\n", kt->isa);
-        }
+               harness_passed - before, winograd_cases, winograd_few_cases);
+        CHECK(!kt->wino_input || (winograd_cases - winograd_few_cases >= 5 && winograd_few_cases >= 5),
+              "isa=%s: too few conv cases took each Winograd path", kt->isa);
         winograd_cases = winograd_few_cases = 0;
     }
     printf("isas tested: %d\n", tested);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0 || tested == 0;
+    return harness_done() || tested == 0;
 }

@@ -6,7 +6,8 @@
  * -fsanitize=thread, where any data race on the shared model fails the run.
  *
  * Usage: test_threads_shared_model [THREADS]      (default 4)
- * Exit status: 0 identical results, 1 a mismatch or an error (message on stderr).
+ * Exit status: 0 identical results, 1 a mismatch or an error (a FAIL line, or a message on
+ * stderr when the model cannot be built).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "cspresnet.h"
+#include "harness.h"
 
 #define H 40
 #define W 24
@@ -109,21 +111,15 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    int bad = 0;
     for (int t = 0; t < nthreads; t++) {
         pthread_join(tid[t], NULL);
-        if (!jobs[t].ok) {
-            fprintf(stderr, "thread %d: %s\n", t, jobs[t].err);
-            bad = 1;
-        } else if (jobs[t].result_len != ref.result_len ||
-                   memcmp(jobs[t].result, ref.result, ref.result_len * sizeof(float)) != 0) {
-            fprintf(stderr, "thread %d (%d pool threads): outputs differ from the reference\n", t,
-                    jobs[t].pool_threads);
-            bad = 1;
-        }
+        CHECK(jobs[t].ok, "thread %d: %s", t, jobs[t].err);
+        CHECK(!jobs[t].ok || (jobs[t].result_len == ref.result_len &&
+                              memcmp(jobs[t].result, ref.result, ref.result_len * sizeof(float)) == 0),
+              "thread %d (%d pool threads): outputs differ from the reference", t, jobs[t].pool_threads);
         free(jobs[t].result);
     }
-    if (!bad)
+    if (!harness_failed)
         printf("%d threads x %d forwards on one shared model: %zu output values identical to the "
                "single-thread reference\n", nthreads, ROUNDS, ref.result_len);
     free(ref.result);
@@ -131,5 +127,5 @@ int main(int argc, char **argv)
     free(tid);
     free(input);
     cspresnet_model_free(model);
-    return bad;
+    return harness_done();
 }

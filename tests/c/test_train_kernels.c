@@ -7,43 +7,15 @@
  *     1e-5 * max|ref|, and 1 vs 2 threads bit-identical;
  *   - conv_cols_forward vs the reference conv2d_forward, same bounds;
  *   - the train point-wise kernels of each ISA vs the reference ones.
- * Prints "N passed, M failed" and every failing configuration.
+ * Prints every failing configuration and harness.h's closing "N passed, M failed" line.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "ops/train_ops.h"
-
-static int passed, failed;
-static unsigned long long rng = 88172645463325252ull;
-
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-
-static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
-
-static void fill(float *x, long n)
-{
-    for (long i = 0; i < n; i++)
-        x[i] = (float)(2.0 * urand() - 1.0);
-}
-
-static void check(int ok, const char *what)
-{
-    if (ok)
-        passed++;
-    else {
-        failed++;
-        printf("FAIL %s\n", what);
-    }
-}
 
 static double rel_err(const float *a, const float *b, long n)
 {
@@ -63,12 +35,12 @@ static void test_im2col(void)
 {
     for (int it = 0; it < 400; it++) {
         conv_geom g;
-        g.k = (int[]){1, 3, 5}[irand(0, 2)];
-        g.stride = irand(1, 2);
-        g.pad = irand(0, g.k / 2 + 1);
-        g.in_c = irand(1, 5);
-        g.in_h = irand(1, 13);
-        g.in_w = irand(1, 13);
+        g.k = (int[]){1, 3, 5}[rng_int(0, 2)];
+        g.stride = rng_int(1, 2);
+        g.pad = rng_int(0, g.k / 2 + 1);
+        g.in_c = rng_int(1, 5);
+        g.in_h = rng_int(1, 13);
+        g.in_w = rng_int(1, 13);
         g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
         g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
         if (g.out_h < 1 || g.out_w < 1 || g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
@@ -76,11 +48,11 @@ static void test_im2col(void)
         g.out_c = 1;
         long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w;
         float *img = malloc(sizeof(float) * g.in_c * g.in_h * g.in_w);
-        fill(img, (long)g.in_c * g.in_h * g.in_w);
-        int k0 = irand(0, (int)K - 1), kc = irand(1, (int)(K - k0));
-        long n0 = irand(0, (int)P - 1);
-        int nc = irand(1, (int)(P - n0));
-        long ldp = nc + irand(0, 3);
+        rng_fill(img, (long)g.in_c * g.in_h * g.in_w);
+        int k0 = rng_int(0, (int)K - 1), kc = rng_int(1, (int)(K - k0));
+        long n0 = rng_int(0, (int)P - 1);
+        int nc = rng_int(1, (int)(P - n0));
+        long ldp = nc + rng_int(0, 3);
         float *a = malloc(sizeof(float) * kc * ldp), *b = malloc(sizeof(float) * kc * ldp);
         memset(a, 0x55, sizeof(float) * kc * ldp);
         memset(b, 0x55, sizeof(float) * kc * ldp);
@@ -89,12 +61,12 @@ static void test_im2col(void)
         char what[200];
         snprintf(what, sizeof what, "im2col runs: C%d %dx%d k%d s%d p%d rows %d+%d cols %ld+%d", g.in_c,
                  g.in_h, g.in_w, g.k, g.stride, g.pad, k0, kc, n0, nc);
-        check(memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        CHECK(memcmp(a, b, sizeof(float) * kc * ldp) == 0, "%s", what);
         int idx[4096];
         memset(b, 0x55, sizeof(float) * kc * ldp);
         f32_im2col_rows_table__generic(&g, img, 0, 1, k0, kc, n0, nc, b, ldp, idx);
         strcat(what, " (table)");
-        check(memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        CHECK(memcmp(a, b, sizeof(float) * kc * ldp) == 0, "%s", what);
         free(a);
         free(b);
         free(img);
@@ -110,25 +82,25 @@ static void test_im2col_shift(void)
     const train_kernel_table *tk = train_kernel_table_for(kt);
     for (int it = 0; it < 300; it++) {
         conv_geom g;
-        g.k = (int[]){1, 3, 5}[irand(0, 2)];
+        g.k = (int[]){1, 3, 5}[rng_int(0, 2)];
         g.stride = 1;
         g.pad = g.k / 2;
-        g.in_c = irand(1, 4);
-        g.in_h = irand(1, 20);
-        g.in_w = irand(1, 20);
+        g.in_c = rng_int(1, 4);
+        g.in_h = rng_int(1, 20);
+        g.in_w = rng_int(1, 20);
         g.out_h = g.in_h;
         g.out_w = g.in_w;
         g.out_c = 1;
-        int nimg = irand(1, 3);
-        long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, istride = (long)g.in_c * P + irand(0, 5);
+        int nimg = rng_int(1, 3);
+        long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, istride = (long)g.in_c * P + rng_int(0, 5);
         float *img = malloc(sizeof(float) * istride * nimg);
-        fill(img, istride * nimg);
-        int k0 = irand(0, (int)K - 1), kc = irand(1, (int)(K - k0));
-        long n0 = nimg > 1 ? 0 : irand(0, (int)P - 1);
-        int nc = nimg > 1 ? (int)P : irand(1, (int)(P - n0));
+        rng_fill(img, istride * nimg);
+        int k0 = rng_int(0, (int)K - 1), kc = rng_int(1, (int)(K - k0));
+        long n0 = nimg > 1 ? 0 : rng_int(0, (int)P - 1);
+        int nc = nimg > 1 ? (int)P : rng_int(1, (int)(P - n0));
         if (nc > 256)
             nc = 256;
-        long ldp = (long)nc * nimg + irand(0, 3);
+        long ldp = (long)nc * nimg + rng_int(0, 3);
         float *a = malloc(sizeof(float) * kc * ldp), *b = malloc(sizeof(float) * kc * ldp);
         memset(a, 0x55, sizeof(float) * kc * ldp);
         memset(b, 0x55, sizeof(float) * kc * ldp);
@@ -138,7 +110,7 @@ static void test_im2col_shift(void)
         char what[200];
         snprintf(what, sizeof what, "im2col shift avx512: %d images C%d %dx%d k%d rows %d+%d cols %ld+%d", nimg,
                  g.in_c, g.in_h, g.in_w, g.k, k0, kc, n0, nc);
-        check(done && memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        CHECK(done && memcmp(a, b, sizeof(float) * kc * ldp) == 0, "%s", what);
         free(a);
         free(b);
         free(img);
@@ -154,43 +126,43 @@ static void test_transpose_gather(void)
     const train_kernel_table *tk = train_kernel_table_for(kt);
     const train_kernel_table *rt = train_kernel_table_for(kernel_table_select("ref"));
     for (int it = 0; it < 200; it++) {
-        int rows = irand(1, 40), cols = irand(1, 40);
-        long lds = cols + irand(0, 3), ldd = rows + irand(0, 3);
+        int rows = rng_int(1, 40), cols = rng_int(1, 40);
+        long lds = cols + rng_int(0, 3), ldd = rows + rng_int(0, 3);
         float *src = malloc(sizeof(float) * rows * lds), *a = malloc(sizeof(float) * cols * ldd),
               *b = malloc(sizeof(float) * cols * ldd);
-        fill(src, (long)rows * lds);
+        rng_fill(src, (long)rows * lds);
         memset(a, 0, sizeof(float) * cols * ldd);
         memset(b, 0, sizeof(float) * cols * ldd);
         rt->transpose(src, lds, rows, cols, a, ldd);
         tk->transpose(src, lds, rows, cols, b, ldd);
         char what[120];
         snprintf(what, sizeof what, "avx512 transpose %dx%d lds %ld ldd %ld", rows, cols, lds, ldd);
-        check(memcmp(a, b, sizeof(float) * cols * ldd) == 0, what);
+        CHECK(memcmp(a, b, sizeof(float) * cols * ldd) == 0, "%s", what);
         free(src);
         free(a);
         free(b);
     }
     for (int it = 0; it < 300; it++) {
         conv_geom g;
-        g.k = (int[]){1, 3, 5}[irand(0, 2)];
-        g.stride = irand(1, 3);
-        g.pad = irand(0, g.k / 2 + 1);
-        g.in_c = irand(1, 4);
-        g.in_h = irand(1, 12);
-        g.in_w = irand(1, 12);
+        g.k = (int[]){1, 3, 5}[rng_int(0, 2)];
+        g.stride = rng_int(1, 3);
+        g.pad = rng_int(0, g.k / 2 + 1);
+        g.in_c = rng_int(1, 4);
+        g.in_h = rng_int(1, 12);
+        g.in_w = rng_int(1, 12);
         if (g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
             continue;
         g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
         g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
         g.out_c = 1;
-        int nimg = irand(1, 3);
+        int nimg = rng_int(1, 3);
         long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, istride = (long)g.in_c * g.in_h * g.in_w + 2;
         float *img = malloc(sizeof(float) * istride * nimg);
-        fill(img, istride * nimg);
-        int k0 = irand(0, (int)K - 1), kc = irand(1, (int)(K - k0));
-        long n0 = nimg > 1 ? 0 : irand(0, (int)P - 1);
-        int nc = nimg > 1 ? (int)P : irand(1, (int)(P - n0));
-        long ldp = (long)nc * nimg + irand(0, 3);
+        rng_fill(img, istride * nimg);
+        int k0 = rng_int(0, (int)K - 1), kc = rng_int(1, (int)(K - k0));
+        long n0 = nimg > 1 ? 0 : rng_int(0, (int)P - 1);
+        int nc = nimg > 1 ? (int)P : rng_int(1, (int)(P - n0));
+        long ldp = (long)nc * nimg + rng_int(0, 3);
         float *a = malloc(sizeof(float) * kc * ldp), *b = malloc(sizeof(float) * kc * ldp);
         memset(a, 0x55, sizeof(float) * kc * ldp);
         memset(b, 0x55, sizeof(float) * kc * ldp);
@@ -200,7 +172,7 @@ static void test_transpose_gather(void)
         char what[200];
         snprintf(what, sizeof what, "im2col gather avx512: %d images C%d %dx%d k%d s%d p%d", nimg, g.in_c, g.in_h,
                  g.in_w, g.k, g.stride, g.pad);
-        check(memcmp(a, b, sizeof(float) * kc * ldp) == 0, what);
+        CHECK(memcmp(a, b, sizeof(float) * kc * ldp) == 0, "%s", what);
         free(a);
         free(b);
         free(img);
@@ -263,29 +235,29 @@ static void test_conv(const kernel_table *kt, const kernel_table *ref)
 {
     for (int it = 0; it < 40; it++) {
         conv_geom g;
-        int kind = irand(0, 3);
+        int kind = rng_int(0, 3);
         g.k = kind == 0 ? 1 : 3;
         g.stride = kind == 2 ? 2 : 1;
         g.pad = g.k / 2;
         if (kind == 3) {   /* neither 1x1 nor "same": the col2im path */
             g.pad = 0;
-            g.stride = irand(1, 2);
+            g.stride = rng_int(1, 2);
         }
-        g.in_c = irand(1, 40);
-        g.out_c = irand(1, 70);
-        int n = irand(1, 5);
-        int big = urand() < 0.3;
-        g.in_h = big ? irand(12, 30) : irand(1, 9);
-        g.in_w = big ? irand(12, 30) : irand(1, 9);
+        g.in_c = rng_int(1, 40);
+        g.out_c = rng_int(1, 70);
+        int n = rng_int(1, 5);
+        int big = rng_uniform() < 0.3;
+        g.in_h = big ? rng_int(12, 30) : rng_int(1, 9);
+        g.in_w = big ? rng_int(12, 30) : rng_int(1, 9);
         if (it < 6) {   /* large maps, few weight rows: dW^T packed per chunk (local mode) */
-            g.in_c = irand(1, 6);
-            g.in_h = irand(36, 48);
-            g.in_w = irand(36, 48);
-            n = irand(2, 3);
+            g.in_c = rng_int(1, 6);
+            g.in_h = rng_int(36, 48);
+            g.in_w = rng_int(36, 48);
+            n = rng_int(2, 3);
         } else if (it < 8) {   /* local mode with two row blocks (K = 180 > 128 with k = 3) */
             g.in_c = 20;
-            g.in_h = irand(78, 84);
-            g.in_w = irand(78, 84);
+            g.in_h = rng_int(78, 84);
+            g.in_w = rng_int(78, 84);
             n = 2;
         }
         if (g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
@@ -296,11 +268,11 @@ static void test_conv(const kernel_table *kt, const kernel_table *ref)
         long ws = (long)g.out_c * g.in_c * g.k * g.k;
         bufs b = {malloc(sizeof(float) * xs), malloc(sizeof(float) * ws), malloc(sizeof(float) * ys),
                   NULL, NULL, NULL};
-        fill(b.x, xs);
-        fill(b.w, ws);
-        fill(b.dy, ys);
+        rng_fill(b.x, xs);
+        rng_fill(b.w, ws);
+        rng_fill(b.dy, ys);
         float *dx0 = malloc(sizeof(float) * xs), *dx[3], *dw[3], *out[3];
-        fill(dx0, xs);   /* dX accumulates */
+        rng_fill(dx0, xs);   /* dX accumulates */
         for (int v = 0; v < 3; v++) {
             dx[v] = malloc(sizeof(float) * xs);
             memcpy(dx[v], dx0, sizeof(float) * xs);
@@ -319,15 +291,15 @@ static void test_conv(const kernel_table *kt, const kernel_table *ref)
         char msg[400];
         double e1 = rel_err(dw[1], dw[0], ws), e2 = rel_err(dx[1], dx[0], xs), e3 = rel_err(out[1], out[0], ys);
         snprintf(msg, sizeof msg, "%s: dW rel err %.3g", what, e1);
-        check(e1 <= 1e-5, msg);
+        CHECK(e1 <= 1e-5, "%s", msg);
         snprintf(msg, sizeof msg, "%s: dX rel err %.3g", what, e2);
-        check(e2 <= 1e-5, msg);
+        CHECK(e2 <= 1e-5, "%s", msg);
         snprintf(msg, sizeof msg, "%s: forward rel err %.3g", what, e3);
-        check(e3 <= 1e-5, msg);
+        CHECK(e3 <= 1e-5, "%s", msg);
         snprintf(msg, sizeof msg, "%s: 1 vs 2 threads differ", what);
-        check(memcmp(dw[1], dw[2], sizeof(float) * ws) == 0 && memcmp(dx[1], dx[2], sizeof(float) * xs) == 0 &&
+        CHECK(memcmp(dw[1], dw[2], sizeof(float) * ws) == 0 && memcmp(dx[1], dx[2], sizeof(float) * xs) == 0 &&
                   memcmp(out[1], out[2], sizeof(float) * ys) == 0,
-              msg);
+              "%s", msg);
         for (int v = 0; v < 3; v++) {
             free(dx[v]);
             free(dw[v]);
@@ -349,16 +321,16 @@ static void test_pointwise(void)
     if (strcmp(kt->isa, "avx512") != 0)
         return;
     const train_kernel_table *fast = train_kernel_table_for(kt);
-    check(strcmp(fast->isa, "avx512") == 0, "avx512 train table chosen for the avx512 kernel table");
+    CHECK(strcmp(fast->isa, "avx512") == 0, "avx512 train table chosen for the avx512 kernel table");
     for (int act = 0; act < CSPRESNET_ACT_COUNT; act++)
         for (int it = 0; it < 20; it++) {
-            long n = irand(1, 35);
-            int runs = irand(1, 3);
+            long n = rng_int(1, 35);
+            int runs = rng_int(1, 3);
             float x[128], da[128], y0[128], y1[128], dx0[128], dx1[128];
             for (long i = 0; i < 128; i++) {
-                x[i] = (float)(6.0 * urand() - 2.0);
-                da[i] = (float)(2.0 * urand() - 1.0);
-                dx0[i] = dx1[i] = (float)urand();
+                x[i] = (float)(6.0 * rng_uniform() - 2.0);
+                da[i] = (float)(2.0 * rng_uniform() - 1.0);
+                dx0[i] = dx1[i] = (float)rng_uniform();
                 y0[i] = y1[i] = 0.0f;
             }
             bn_act_params p = {.mean = 0.3f, .rstd = 1.7f, .weight = 1.2f, .bias = -0.4f,
@@ -385,7 +357,7 @@ static void test_pointwise(void)
             if (!ok)
                 printf("  stats %g %g / %g %g, reduce %g %g / %g %g, apply err %g, bwd err %g\n", a0, a1, b0,
                        b1, c0, c1, d0, d1, e, f);
-            check(ok, what);
+            CHECK(ok, "%s", what);
         }
 }
 
@@ -405,6 +377,6 @@ int main(void)
         tested++;
         test_conv(kt, ref);
     }
-    printf("isas tested: %d\n%d passed, %d failed\n", tested, passed, failed);
-    return failed ? 1 : 0;
+    printf("isas tested: %d\n", tested);
+    return harness_done();
 }
