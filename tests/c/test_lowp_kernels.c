@@ -2,7 +2,7 @@
  * test_lowp_kernels.c - the bf16 and int8 kernels (kernels/lowp_kernels.h): the
  * reference kernels against oracles written here (rounding from double arithmetic,
  * integer sums), then every fast kernel this CPU has against its reference twin, bit for
- * bit, on random odd shapes. Prints "N passed, M failed" and the ISAs tested.
+ * bit, on random odd shapes. Prints the ISAs tested and the harness's closing line.
  */
 #include <math.h>
 #include <stdint.h>
@@ -10,32 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "kernels/lowp_kernels.h"
 
-static int passed, failed;
-
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (cond) {                                       \
-            passed++;                                     \
-        } else {                                          \
-            failed++;                                     \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-            printf(__VA_ARGS__);                          \
-            printf("\n");                                 \
-        }                                                 \
-    } while (0)
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static int rint_in(int lo, int hi) { return lo + (int)(rnd() % (uint64_t)(hi - lo + 1)); }
-static float runi(float lo, float hi) { return lo + (hi - lo) * (float)((rnd() >> 40) / 16777216.0); }
+static int rint_in(int lo, int hi) { return rng_int(lo, hi); }
+static float runi(float lo, float hi) { return lo + (hi - lo) * (float)rng_uniform(); }
+static uint64_t rnd(void) { return rng_next(); }
 
 static uint32_t bits(float x)
 {
@@ -251,6 +231,5 @@ int main(void)
     int isas = (fast->bf16_gemm != bf16_gemm_8x32__ref) + (fast->u8s8_gemm != u8s8_gemm_8x32__ref);
     test_fast(fast);
     printf("isas tested: %d (bf16 %s, int8 %s)\n", isas, fast->bf16_isa, fast->int8_isa);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return harness_done();
 }
