@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "graph/graph.h"
 #include "kernels/pointwise.h"
 #include "ops/train_ops.h"
 
@@ -100,3 +101,43 @@ void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const
     act_train_job job = make_job(ex, act, x, NULL, dy, dx);
     threadpool_run(ex->pool, act_bwd_worker, &job);
 }
+
+/* ---------------------------------------------------------------- the op
+ * activation: out = a.act(in[0]); eval in place, train out of place. */
+
+static cspresnet_status act_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    (void)nd;
+    (void)err;
+    *out = in[0];
+    return CSPRESNET_OK;
+}
+
+static void act_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
+{
+    (void)env;
+    (void)nd;
+    (void)in;
+    (void)out;
+    (void)np;
+}
+
+static void act_forward(op_run *r) { activation_forward(&r->ex, r->nd->a.act, &r->out); }
+
+static void act_forward_train(op_run *r) { activation_forward_out(&r->ex, r->nd->a.act, &r->in[0], &r->out); }
+
+static void act_backward(op_run *r)
+{
+    if (r->din[0].data)
+        activation_backward(&r->ex, r->nd->a.act, &r->in[0], &r->dout, &r->din[0]);
+}
+
+const op_desc op_activation = {
+    .name = "activation",
+    .in_place = OP_IN_PLACE_ONLY,
+    .infer = act_infer,
+    .plan = act_plan,
+    .forward = act_forward,
+    .forward_train = act_forward_train,
+    .backward = act_backward,
+};

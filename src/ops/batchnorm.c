@@ -7,6 +7,7 @@
  */
 #include <math.h>
 
+#include "graph/graph.h"
 #include "kernels/pointwise.h"
 #include "ops/train_ops.h"
 
@@ -148,3 +149,54 @@ void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cs
                         .dweight = dweight, .dbias = dbias, .train = train, .act = act};
     threadpool_run(ex->pool, bn_bwd_worker, &job);
 }
+
+/* ---------------------------------------------------------------- the op
+ * batchnorm: out = BN(in[0]); params [weight, bias, _mean, _variance] (C each). Eval
+ * runs in place (the dispatcher copies first when the planner gave out its own
+ * storage). Train saves mean and rstd (2C floats); a BN whose activation the planner
+ * fused (np->fused_act) writes that activation's output and takes its gradient. */
+
+static cspresnet_status bn_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    (void)nd;
+    (void)err;
+    *out = in[0];
+    return CSPRESNET_OK;
+}
+
+static void bn_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
+{
+    (void)nd;
+    (void)in;
+    if (env->mode == GRAPH_TRAIN)
+        np->save_floats = 2L * out->c;
+}
+
+static void bn_forward(op_run *r)
+{
+    batchnorm_forward_eval(&r->ex, &r->out, r->p[0], r->p[1], r->p[2], r->p[3]);
+}
+
+static void bn_forward_train(op_run *r)
+{
+    batchnorm_forward_train(&r->ex, r->tk, r->bn_batch, r->np->fused_act ? r->next_act : CSPRESNET_ACT_NONE,
+                            &r->in[0], &r->out, r->p[0], r->p[1], r->p[2], r->p[3], r->update_running,
+                            r->save, r->save + r->out.c);
+}
+
+static void bn_backward(op_run *r)
+{
+    batchnorm_backward(&r->ex, r->tk, r->bn_batch, r->np->fused_act ? r->next_act : CSPRESNET_ACT_NONE,
+                       &r->in[0], &r->dout, r->din[0].data ? &r->din[0] : NULL, r->p[0], r->p[1], r->save,
+                       r->save + r->in[0].c, r->dp[0], r->dp[1]);
+}
+
+const op_desc op_batchnorm = {
+    .name = "batchnorm",
+    .in_place = OP_IN_PLACE_ONLY,
+    .infer = bn_infer,
+    .plan = bn_plan,
+    .forward = bn_forward,
+    .forward_train = bn_forward_train,
+    .backward = bn_backward,
+};

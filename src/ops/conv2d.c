@@ -9,8 +9,8 @@
  * the thread count. The epilogue (bias, activation, residual) is applied to a tile's
  * OC x nc block right after its last K block, while it is still in cache.
  */
+#include "graph/graph.h"
 #include "kernels/pointwise.h"
-#include "ops/ops.h"
 
 long conv2d_scratch_per_thread(void) { return (long)CONV_KC * CONV_NC; }
 
@@ -77,13 +77,108 @@ static void conv_worker(void *arg, int t, int nt)
     }
 }
 
-void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
-                    const tensor4 *out, const conv_epilogue *ep)
+int conv2d_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+                long *per_thread, long *shared)
 {
-    if (ex->fast_scratch && ex->kernels->gemm) {
-        conv2d_fast_forward(ex, g, weight, in, out, ep);
+    if (kt->gemm)
+        return conv2d_fast_plan(kt, g, n, threads, winograd, per_thread, shared);
+    *per_thread = conv2d_scratch_per_thread();
+    *shared = 0;
+    return CONV_PATH_REF;
+}
+
+void conv2d_run(op_exec *ex, int path, const conv_geom *g, const float *weight, const tensor4 *in,
+                const tensor4 *out, const conv_epilogue *ep)
+{
+    if (path != CONV_PATH_REF) {
+        conv2d_fast_forward(ex, path, g, weight, in, out, ep);
         return;
     }
     conv_job job = {ex, g, weight, in, out, ep};
     threadpool_run(ex->pool, conv_worker, &job);
 }
+
+/* ---------------------------------------------------------------- the op
+ * conv2d: in[0] (N,C,H,W) -> out (N, a.cout, OH, OW) with a square a.k kernel, a.stride
+ * and a.pad; params [weight (OC,C,k,k), bias (OC) or -1]; deployed convs also run
+ * a.act and add in[1] (the residual, out's shape) in their epilogue. */
+
+static cspresnet_status conv_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    const op_attrs *a = &nd->a;
+    int oh = (in[0].h + 2 * a->pad - a->k) / a->stride + 1;
+    int ow = (in[0].w + 2 * a->pad - a->k) / a->stride + 1;
+    if (in[0].h + 2 * a->pad < a->k || in[0].w + 2 * a->pad < a->k || oh < 1 || ow < 1)
+        return error_set(err, CSPRESNET_ERR_SHAPE, "%s: input %dx%d is too small for a %dx%d kernel", nd->name,
+                         in[0].h, in[0].w, a->k, a->k);
+    *out = (tshape){in[0].n, a->cout, oh, ow};
+    if (nd->n_in > 1 && (in[1].c != out->c || in[1].h != oh || in[1].w != ow))
+        return error_set(err, CSPRESNET_ERR_SHAPE, "%s: the residual is %dx%dx%d, the output %dx%dx%d", nd->name,
+                         in[1].c, in[1].h, in[1].w, out->c, oh, ow);
+    return CSPRESNET_OK;
+}
+
+static conv_geom conv_geom_of(const gnode *nd, const tshape *in, const tshape *out)
+{
+    return (conv_geom){in->c, in->h, in->w, out->c, out->h, out->w, nd->a.k, nd->a.stride, nd->a.pad};
+}
+
+static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                           node_plan *np)
+{
+    conv_geom g = conv_geom_of(nd, &in[0], out);
+    const kernel_table *kt = env->kernels;
+    if (env->mode == GRAPH_EVAL) {
+        np->path = conv2d_plan(kt, &g, in[0].n, env->threads, env->winograd, &np->ws_thread, &np->ws_shared);
+        return;
+    }
+    /* training: the column-chunk engine forward (GEMM tables) and the backward's needs */
+    if (kt->gemm) {
+        long pt, sh;
+        np->path = CONV_PATH_COLS;
+        conv2d_backward_scratch(kt, &g, in[0].n, &pt, &sh);
+        long cols = conv_cols_scratch(kt, &g);
+        np->ws_thread = pt > cols ? pt : cols;
+        np->ws_shared = sh;
+    } else {
+        np->path = CONV_PATH_REF;
+        long bwd = conv2d_backward_scratch_per_thread(g.out_c, g.k);
+        np->ws_thread = bwd > conv2d_scratch_per_thread() ? bwd : conv2d_scratch_per_thread();
+        np->ws_shared = conv2d_backward_shared_floats(g.out_c, g.in_c, g.k);
+    }
+}
+
+static void conv_forward_node(op_run *r)
+{
+    const gnode *nd = r->nd;
+    conv_geom g = conv_geom_of(nd, &(tshape){r->in[0].n, r->in[0].c, r->in[0].h, r->in[0].w},
+                               &(tshape){r->out.n, r->out.c, r->out.h, r->out.w});
+    conv_epilogue ep = {nd->param[1] >= 0 ? r->p[1] : NULL, nd->a.act, nd->n_in > 1 ? &r->in[1] : NULL};
+    int plain = !ep.bias && ep.act == CSPRESNET_ACT_NONE && !ep.residual;
+    if (r->np->path == CONV_PATH_COLS)
+        conv_cols_forward(&r->ex, &g, r->p[0], &r->in[0], &r->out);
+    else
+        conv2d_run(&r->ex, r->np->path, &g, r->p[0], &r->in[0], &r->out, plain ? NULL : &ep);
+}
+
+static void conv_backward_node(op_run *r)
+{
+    conv_geom g = conv_geom_of(r->nd, &(tshape){r->in[0].n, r->in[0].c, r->in[0].h, r->in[0].w},
+                               &(tshape){r->dout.n, r->dout.c, r->dout.h, r->dout.w});
+    conv2d_backward(&r->ex, &g, r->p[0], &r->in[0], &r->dout, r->din[0].data ? &r->din[0] : NULL, r->dp[0]);
+}
+
+static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
+{
+    return (double)out->n * out->c * out->h * out->w * in[0].c * nd->a.k * nd->a.k;
+}
+
+const op_desc op_conv2d = {
+    .name = "conv2d",
+    .infer = conv_infer,
+    .plan = conv_plan_node,
+    .forward = conv_forward_node,
+    .forward_train = conv_forward_node,
+    .backward = conv_backward_node,
+    .macs = conv_macs,
+};

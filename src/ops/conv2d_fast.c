@@ -40,19 +40,22 @@ static void plan_gemm(const kernel_table *kt, const conv_geom *g, int n, int thr
     p->parts = (g->out_c + p->part_oc - 1) / p->part_oc;
 }
 
-void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
-                         long *per_thread, long *shared)
+int conv2d_fast_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+                     long *per_thread, long *shared)
 {
     *per_thread = *shared = 0;
-    if (!kt->gemm)
-        return;
-    if (conv2d_winograd_applies(kt, g)) {
+    if (winograd && conv2d_winograd_applies(kt, g)) {
+        if (conv2d_winograd_few_applies(g, n)) {
+            conv2d_winograd_few_scratch(g, n, per_thread, shared);
+            return CONV_PATH_WINOGRAD_FEW;
+        }
         conv2d_winograd_scratch(kt, g, n, threads, per_thread, shared);
-        return;
+        return CONV_PATH_WINOGRAD;
     }
     fast_plan p;
     plan_gemm(kt, g, n, threads, &p);
     *per_thread = p.is_1x1 ? 0 : (long)CONV_KC * CONV_NC;
+    return CONV_PATH_GEMM;
 }
 
 typedef struct gemm_job {
@@ -125,10 +128,14 @@ static void gemm_worker(void *arg, int t, int nt)
     }
 }
 
-void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
-                         const tensor4 *out, const conv_epilogue *ep)
+void conv2d_fast_forward(op_exec *ex, int path, const conv_geom *g, const float *weight,
+                         const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
 {
-    if (conv2d_winograd_applies(ex->kernels, g)) {
+    if (path == CONV_PATH_WINOGRAD_FEW) {
+        conv2d_winograd_few_forward(ex, g, weight, in, out, ep);
+        return;
+    }
+    if (path == CONV_PATH_WINOGRAD) {
         conv2d_winograd_forward(ex, g, weight, in, out, ep);
         return;
     }

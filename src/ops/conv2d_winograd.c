@@ -69,10 +69,6 @@ static void plan_wino(const kernel_table *kt, const conv_geom *g, int n, int thr
 void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
                              long *per_thread, long *shared)
 {
-    if (conv2d_winograd_few_applies(g, n)) {
-        conv2d_winograd_few_scratch(g, n, per_thread, shared);
-        return;
-    }
     wino_plan p;
     plan_wino(kt, g, n, threads, &p);
     *per_thread = 36L * (WINO_TB * (g->in_c + p.part_oc) + 2 * WINO_SKEW);
@@ -201,10 +197,6 @@ static void tile_worker(void *arg, int t, int nt)
 void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
                              const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
 {
-    if (conv2d_winograd_few_applies(g, in->n)) {
-        conv2d_winograd_few_forward(ex, g, weight, in, out, ep);
-        return;
-    }
     wino_job job = {ex, g, weight, in, out, ep, {0}, NULL};
     const int threads = threadpool_size(ex->pool);
     plan_wino(ex->kernels, g, in->n, threads, &job.p);

@@ -3,6 +3,7 @@
  * a or b. Used for the RepVGG branch sum (alpha = the block's alpha, or 1) and the
  * BasicBlock shortcut (alpha = 1).
  */
+#include "graph/graph.h"
 #include "kernels/pointwise.h"
 #include "ops/ops.h"
 
@@ -86,3 +87,45 @@ void add_scaled_backward(op_exec *ex, const tensor4 *b, float alpha, const tenso
         *dalpha = (float)s;
     }
 }
+
+/* ---------------------------------------------------------------- the op
+ * add: out = in[0] + alpha * in[1]; params [alpha (1 float) or -1 for 1]. The output
+ * may take either input's storage. Train backward: N*C doubles of shared workspace. */
+
+static cspresnet_status add_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    if (in[0].n != in[1].n || in[0].c != in[1].c || in[0].h != in[1].h || in[0].w != in[1].w)
+        return error_set(err, CSPRESNET_ERR_SHAPE, "%s: adds %dx%dx%d to %dx%dx%d", nd->name, in[1].c, in[1].h,
+                         in[1].w, in[0].c, in[0].h, in[0].w);
+    *out = in[0];
+    return CSPRESNET_OK;
+}
+
+static void add_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
+{
+    (void)nd;
+    (void)in;
+    if (env->mode == GRAPH_TRAIN)
+        np->ws_shared = 2L * out->n * out->c;   /* doubles */
+}
+
+static float add_alpha(const op_run *r) { return r->nd->param[0] >= 0 ? r->p[0][0] : 1.0f; }
+
+static void add_forward(op_run *r) { add_scaled_forward(&r->ex, &r->in[0], &r->in[1], add_alpha(r), &r->out); }
+
+static void add_backward(op_run *r)
+{
+    add_scaled_backward(&r->ex, &r->in[1], add_alpha(r), &r->dout, r->din[0].data ? &r->din[0] : NULL,
+                        r->din[1].data ? &r->din[1] : NULL, r->nd->param[0] >= 0 ? r->dp[0] : NULL,
+                        (double *)r->ex.op_scratch);
+}
+
+const op_desc op_add = {
+    .name = "add",
+    .in_place = OP_IN_PLACE_ANY,
+    .infer = add_infer,
+    .plan = add_plan,
+    .forward = add_forward,
+    .forward_train = add_forward,
+    .backward = add_backward,
+};

@@ -7,6 +7,7 @@
  * Scratch: s and z, 2*N*C floats of ex->op_scratch. Three parallel passes; the eval
  * forward is the train-mode forward run in place.
  */
+#include "graph/graph.h"
 #include "kernels/pointwise.h"
 #include "ops/train_ops.h"
 
@@ -321,3 +322,71 @@ void ese_backward_gemm(op_exec *ex, const tensor4 *x, const tensor4 *dy, const t
     if (dx)
         threadpool_run(ex->pool, ese_bwd_dx_worker, &job.b);
 }
+
+/* ---------------------------------------------------------------- the op
+ * ese: out = in[0] * hardsigmoid(fc(mean_hw(in[0]))); params [fc weight (C,C,1,1), fc
+ * bias (C)]. Eval in place with s and z in the shared workspace; train saves s and z
+ * (2*N*C floats) and, on tables with a GEMM tile, runs the fc products on it. */
+
+static cspresnet_status ese_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    (void)nd;
+    (void)err;
+    *out = in[0];
+    return CSPRESNET_OK;
+}
+
+static void ese_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
+{
+    (void)nd;
+    (void)in;
+    long nc = (long)out->n * out->c;
+    np->path = env->kernels->gemm != NULL;
+    if (env->mode == GRAPH_EVAL) {
+        np->ws_shared = ese_scratch_floats(out->n, out->c);
+    } else {
+        np->save_floats = 2 * nc;
+        np->ws_shared = 3 * nc;
+    }
+}
+
+static void ese_forward_node(op_run *r) { ese_forward(&r->ex, &r->out, r->p[0], r->p[1]); }
+
+static void ese_forward_train_node(op_run *r)
+{
+    long nc = (long)r->out.n * r->out.c;
+    if (r->np->path)
+        ese_forward_train_gemm(&r->ex, &r->in[0], &r->out, r->p[0], r->p[1], r->save, r->save + nc,
+                               r->ex.op_scratch);
+    else
+        ese_forward_train(&r->ex, &r->in[0], &r->out, r->p[0], r->p[1], r->save, r->save + nc);
+}
+
+static void ese_backward_node(op_run *r)
+{
+    long nc = (long)r->in[0].n * r->in[0].c;
+    const tensor4 *dx = r->din[0].data ? &r->din[0] : NULL;
+    if (r->np->path)
+        ese_backward_gemm(&r->ex, &r->in[0], &r->dout, dx, r->p[0], r->save, r->save + nc, r->dp[0], r->dp[1],
+                          r->ex.op_scratch);
+    else
+        ese_backward(&r->ex, &r->in[0], &r->dout, dx, r->p[0], r->save, r->save + nc, r->dp[0], r->dp[1]);
+}
+
+static double ese_macs(const gnode *nd, const tshape *in, const tshape *out)
+{
+    (void)nd;
+    (void)in;
+    return (double)out->n * out->c * out->c;
+}
+
+const op_desc op_ese = {
+    .name = "ese",
+    .in_place = OP_IN_PLACE_ONLY,
+    .infer = ese_infer,
+    .plan = ese_plan,
+    .forward = ese_forward_node,
+    .forward_train = ese_forward_train_node,
+    .backward = ese_backward_node,
+    .macs = ese_macs,
+};

@@ -48,12 +48,23 @@ typedef struct conv_epilogue {
     const tensor4 *residual;  /* same shape as out, or NULL; added after act */
 } conv_epilogue;
 long conv2d_scratch_per_thread(void);
-/* conv2d_fast.c: scratch the fast path needs for this conv on n images with `threads`
- * threads (both 0 when kt has no fast kernels). conv2d_forward takes the fast path
- * when ex->fast_scratch is set and ex->kernels has fast kernels. */
-void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
-                         long *per_thread, long *shared);
-void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight,
+/* A conv's algorithm, chosen once by conv2d_plan: the reference im2col GEMM (tables
+ * without a GEMM tile), the fast GEMM (conv2d_fast.c), Winograd F(4,3) for 3x3
+ * stride-1 convs (conv2d_winograd.c; the few-tiles form conv2d_winograd_few.c), or in
+ * training the column-chunk engine (conv2d_cols.c). */
+enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WINOGRAD_FEW, CONV_PATH_COLS };
+/* The path for this conv on n images with `threads` threads (winograd 0: never
+ * Winograd) and its workspace: per thread and shared floats, laid out as
+ * ex->scratch (= ex->fast_scratch) + t * per_thread, shared at threads * per_thread
+ * (= ex->op_scratch). conv2d_run runs the conv on that path. */
+int conv2d_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+                long *per_thread, long *shared);
+void conv2d_run(op_exec *ex, int path, const conv_geom *g, const float *weight, const tensor4 *in,
+                const tensor4 *out, const conv_epilogue *ep);
+/* conv2d_fast.c: conv2d_plan and conv2d_run for tables with a GEMM tile. */
+int conv2d_fast_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+                     long *per_thread, long *shared);
+void conv2d_fast_forward(op_exec *ex, int path, const conv_geom *g, const float *weight,
                          const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
 int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g);
@@ -66,8 +77,6 @@ void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, 
                              long *per_thread, long *shared);
 void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
                              const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
-void conv2d_forward(op_exec *ex, const conv_geom *g, const float *weight,
-                    const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 
 /* batchnorm.c: eval mode, in place: x = (x - mean) / sqrt(var + eps) * w + b per channel. */
 #define BN_EPSILON 1e-5f

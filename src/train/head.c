@@ -6,10 +6,9 @@
  * loss = mean_n (logsumexp(logits_n) - logits_n[label_n]).
  * Backward: dlogits = (softmax - onehot) / N; dW = dlogits^T feat; db = sum_n dlogits;
  * dx[n,c,:,:] = (dlogits_n . W)[c] / (H*W). Small; runs on the calling thread in a
- * fixed order (double accumulators).
+ * fixed order (double accumulators); dl is the caller's N*K doubles of scratch.
  */
 #include <math.h>
-#include <stdlib.h>
 
 #include "train/train.h"
 
@@ -34,17 +33,14 @@ void head_forward(const tensor4 *x, const float *w, const float *b, int classes,
     }
 }
 
-int head_loss_backward(const tensor4 *x, const float *w, int classes, const float *feat,
-                       const float *logits, const int *labels, float *dw, float *db,
-                       const tensor4 *dx, int *correct, double *loss_out)
+void head_loss_backward(const tensor4 *x, const float *w, int classes, const float *feat,
+                        const float *logits, const int *labels, float *dw, float *db,
+                        const tensor4 *dx, int *correct, double *loss_out, double *dl)
 {
     const int N = x->n, C = x->c;
     const long plane = (long)x->h * x->w;
     double loss = 0.0;
     int hits = 0;
-    double *dl = malloc((size_t)N * (size_t)classes * sizeof *dl);
-    if (!dl)
-        return -1;
     for (int n = 0; n < N; n++) {
         const float *z = logits + (long)n * classes;
         int arg = 0;
@@ -84,9 +80,7 @@ int head_loss_backward(const tensor4 *x, const float *w, int classes, const floa
             for (long i = 0; i < plane; i++)
                 d[i] = v;
         }
-    free(dl);
     if (correct)
         *correct = hits;
     *loss_out = loss / N;
-    return 0;
 }

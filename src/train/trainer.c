@@ -3,15 +3,17 @@
  * gradients (one buffer with the weights' layout), the optimizer state, the training
  * graph's activations and a pool of threads.
  *
- * Forward runs the training graph (graph.c) segment by segment; BN takes batch
- * statistics unless BN is frozen (train_bn = 0 or a frozen segment). Backward zeroes
- * the gradients, seeds the returned stage outputs with the caller's gradients and
- * walks the segments from the last one down, each segment's nodes in reverse; with
- * recomputation a segment's forward is re-run first (running statistics untouched).
- * Frozen segments stop the walk. Activation memory is planned per input shape
- * (see train.h); nothing is allocated per step except in the head's loss.
+ * Forward runs the model's graph planned in train mode (graph/plan.c) segment by
+ * segment; BN takes batch statistics unless BN is frozen (train_bn = 0 or a frozen
+ * segment). Backward zeroes the gradients, seeds the returned stage outputs with the
+ * caller's gradients and walks the segments from the last one down, each segment's
+ * nodes in reverse; with recomputation a segment's forward is re-run first (running
+ * statistics untouched). Frozen segments stop the walk. Memory is planned per input
+ * shape; nothing is allocated per step.
  */
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,7 +23,6 @@
 struct cspresnet_trainer {
     cspresnet_train_options opt;
     cspresnet_model *model;     /* own copy of the weights (and running statistics) */
-    tgraph g;
     threadpool *pool;
     const kernel_table *kernels;
     const train_kernel_table *tk;   /* point-wise training kernels for that table */
@@ -31,27 +32,17 @@ struct cspresnet_trainer {
     long step;
     int first_trainable;        /* segments below it are frozen */
     int active_end;             /* backward walks segments active_end-1 .. first_trainable */
+    int *param_seg;             /* per parameter: the segment of the node reading it */
+    unsigned char *grad_wanted; /* per tensor, for the backward in progress */
+    int stage_out[CSPRESNET_NUM_STAGES];   /* the named stage outputs */
     /* plan */
     int pn, ph, pw;
+    graph_plan plan;
     float *block;
-    long block_floats, state_floats;
-    long inner_grad_off, saved_off, scratch_off, op_scratch_off, fast_off, head_off;
-    long scratch_per_thread, fast_per_thread;
-    long seg_act_off[TRAIN_SEGMENTS], seg_size[TRAIN_SEGMENTS];
+    long state_floats;
     int have_forward, forward_train;
-    int use_fast_conv;          /* fast scratch for conv2d_forward; in practice only the
-                                   reference table (no GEMM tile, so no fast path) reaches
-                                   conv2d_forward: the others run conv_cols_forward */
-    kernel_table kernels_train; /* the context's table without the Winograd entries */
     error_buf err;
 };
-
-static int spatial(int size, int level)
-{
-    for (int i = 0; i < level; i++)
-        size = (size + 1) / 2;
-    return size;
-}
 
 void cspresnet_train_options_init(cspresnet_train_options *opt)
 {
@@ -76,7 +67,9 @@ void cspresnet_trainer_free(cspresnet_trainer *tr)
     if (!tr)
         return;
     threadpool_free(tr->pool);
-    tgraph_free(&tr->g);
+    graph_plan_free(&tr->plan);
+    free(tr->param_seg);
+    free(tr->grad_wanted);
     cspresnet_model_free(tr->model);
     free(tr->grads);
     free(tr->opt_m);
@@ -99,24 +92,29 @@ static uint64_t splitmix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* A BN whose output only its activation reads runs that activation itself (forward:
- * one pass writing the activation; backward: the activation's input recomputed from
- * the BN input). The pre-activation tensor is then never written. */
-static void fuse_bn_act(tgraph *g)
+/* Which segment each parameter belongs to (the optimizer skips frozen ones), the
+ * named stage outputs and the per-tensor gradient flags. */
+static cspresnet_status trainer_graph_info(cspresnet_trainer *tr, error_buf *e)
 {
-    for (int i = 0; i + 1 < g->n_nodes; i++) {
-        tnode *bn = &g->nodes[i], *act = &g->nodes[i + 1];
-        if (bn->kind != TN_BN || act->kind != TN_ACT || act->in0 != bn->out || act->seg != bn->seg ||
-            g->tensors[bn->out].boundary)
-            continue;
-        int readers = 0;
-        for (int j = 0; j < g->n_nodes; j++)
-            readers += (g->nodes[j].in0 == bn->out) + (g->nodes[j].in1 == bn->out);
-        if (readers == 1) {
-            bn->fused = act->fused = 1;
-            g->tensors[bn->out].dead = 1;
-        }
+    const graph *g = &tr->model->g;
+    tr->param_seg = malloc(sizeof(int) * (tr->model->n_params ? tr->model->n_params : 1));
+    tr->grad_wanted = calloc((size_t)g->n_tensors, 1);
+    if (!tr->param_seg || !tr->grad_wanted)
+        return error_set(e, CSPRESNET_ERR_MEMORY, "out of memory creating a trainer");
+    for (size_t i = 0; i < tr->model->n_params; i++)
+        tr->param_seg[i] = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int j = 0; j < GN_MAX_PARAM; j++)
+            if (g->nodes[i].param[j] >= 0)
+                tr->param_seg[g->nodes[i].param[j]] = g->nodes[i].seg;
+    for (int s = 0; s < CSPRESNET_NUM_STAGES; s++) {
+        char name[24];
+        snprintf(name, sizeof name, "stage%d", s);
+        tr->stage_out[s] = graph_find_named(g, name);
+        if (tr->stage_out[s] < 0)
+            return error_set(e, CSPRESNET_ERR_CONFIG, "training: the graph has no output %s", name);
     }
+    return CSPRESNET_OK;
 }
 
 cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
@@ -155,14 +153,8 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 ? (int)(online < 256 ? online : 256) : 1;
     }
-    /* Training runs the fast GEMM convs but not Winograd: its rounding, amplified by
-     * train-mode BN's gradient through the batch statistics, breaks the 1e-4 agreement
-     * with autograd, while the GEMM path rounds like the reference im2col GEMM. */
-    tr->kernels_train = *kernel_table_select(getenv("CSPRESNET_ISA"));
-    tr->kernels_train.wino_input = NULL;
-    tr->kernels = &tr->kernels_train;
+    tr->kernels = kernel_table_select(getenv("CSPRESNET_ISA"));
     tr->tk = train_kernel_table_for(tr->kernels);
-    tr->use_fast_conv = 1;
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
     if (s == CSPRESNET_OK)
@@ -172,12 +164,10 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
             memcpy(tr->model->weights + tr->model->params[i].offset,
                    model->weights + model->params[i].offset,
                    (size_t)model->params[i].numel * sizeof(float));
-        s = tgraph_build(tr->model, &tr->g, &e);
+        s = trainer_graph_info(tr, &e);
     }
-    if (s == CSPRESNET_OK) {
-        fuse_bn_act(&tr->g);
+    if (s == CSPRESNET_OK)
         s = threadpool_create(threads, &tr->pool, &e);
-    }
     long W = s == CSPRESNET_OK ? tr->model->weight_floats : 0;
     if (s == CSPRESNET_OK) {
         tr->grads = calloc((size_t)W, sizeof(float));
@@ -219,143 +209,47 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
 
 /* ---------------------------------------------------------------- planning */
 
-static long tensor_floats(const cspresnet_trainer *tr, int t)
+/* The head's region: feat (N*C) and logits (N*K) floats, then N*K doubles of loss
+ * gradient. */
+static long head_floats(const cspresnet_trainer *tr, int n)
 {
-    const ttensor *tt = &tr->g.tensors[t];
-    double f = (double)tr->pn * tt->c * spatial(tr->ph, tt->level) * spatial(tr->pw, tt->level);
-    return ((long)f + 15) & ~15L;
+    return tr->classes > 0 ? (long)n * (tr->head_c + tr->classes) + 2L * n * tr->classes + 2 : 0;
 }
 
 static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
 {
-    tgraph *g = &tr->g;
-    tr->pn = n;
-    tr->ph = h;
-    tr->pw = w;
-    long off = 0;
-    /* boundaries: activation then gradient */
-    for (int t = 0; t < g->n_tensors; t++)
-        if (g->tensors[t].boundary) {
-            long f = tensor_floats(tr, t);
-            g->tensors[t].off = off;
-            g->tensors[t].goff = off + f;
-            off += 2 * f;
-        }
-    /* segment inner tensors */
-    long max_seg = 0;
-    for (int s = 0; s < TRAIN_SEGMENTS; s++)
-        tr->seg_size[s] = 0;
-    for (int t = 0; t < g->n_tensors; t++) {
-        ttensor *tt = &g->tensors[t];
-        if (tt->boundary)
-            continue;
-        tt->off = tr->seg_size[tt->seg];  /* relative for now */
-        if (!tt->dead)
-            tr->seg_size[tt->seg] += tensor_floats(tr, t);
-    }
-    for (int s = 0; s < TRAIN_SEGMENTS; s++) {
-        if (tr->seg_size[s] > max_seg)
-            max_seg = tr->seg_size[s];
-        tr->seg_act_off[s] = off;
-        if (!tr->opt.recompute)
-            off += tr->seg_size[s];
-    }
-    if (tr->opt.recompute)
-        off += max_seg;
-    tr->inner_grad_off = off;
-    off += max_seg;
-    for (int t = 0; t < g->n_tensors; t++) {
-        ttensor *tt = &g->tensors[t];
-        if (!tt->boundary) {
-            tt->goff = tr->inner_grad_off + tt->off;
-            tt->off += tr->seg_act_off[tt->seg];
-        }
-    }
-    /* saved statistics; scratch sizes */
-    tr->saved_off = off;
-    long max_oc = 1, max_wt = 1, max_nc = 1, fast_pt = 0, fast_sh = 0, bwd_pt = 0, bwd_sh = 0;
-    for (int i = 0; i < g->n_nodes; i++) {
-        tnode *nd = &g->nodes[i];
-        const ttensor *ot = &g->tensors[nd->out];
-        if (nd->kind == TN_BN) {
-            nd->save = off - tr->saved_off;
-            off += (2L * ot->c + 15) & ~15L;
-        } else if (nd->kind == TN_ESE) {
-            nd->save = off - tr->saved_off;
-            off += (2L * n * ot->c + 15) & ~15L;
-            if ((long)n * ot->c > max_nc)
-                max_nc = (long)n * ot->c;
-        } else if (nd->kind == TN_ADD) {
-            if ((long)n * ot->c > max_nc)
-                max_nc = (long)n * ot->c;
-        } else if (nd->kind == TN_CONV) {
-            const graph_node *s = nd->src;
-            if (s->cout > max_oc)
-                max_oc = s->cout;
-            long wt = (long)s->cout * s->cin * s->k * s->k;
-            if (wt > max_wt)
-                max_wt = wt;
-            const ttensor *it = &g->tensors[nd->in0];
-            conv_geom cg = {s->cin, spatial(h, it->level), spatial(w, it->level), s->cout,
-                            spatial(h, ot->level), spatial(w, ot->level), s->k, s->stride, s->pad};
-            long pt = 0, sh = 0;
-            conv2d_fast_scratch(tr->kernels, &cg, n, threadpool_size(tr->pool), &pt, &sh);
-            if (pt > fast_pt)
-                fast_pt = pt;
-            if (sh > fast_sh)
-                fast_sh = sh;
-            if (tr->kernels->gemm) {
-                conv2d_backward_scratch(tr->kernels, &cg, n, &pt, &sh);
-                if (pt > bwd_pt)
-                    bwd_pt = pt;
-                if (sh > bwd_sh)
-                    bwd_sh = sh;
-                pt = conv_cols_scratch(tr->kernels, &cg);
-                if (pt > bwd_pt)
-                    bwd_pt = pt;
-            }
-        }
-    }
-    tr->head_off = off;
-    if (tr->classes > 0)
-        off += (((long)n * (tr->head_c + tr->classes)) + 15) & ~15L;
-    long bwd = conv2d_backward_scratch_per_thread((int)max_oc, 3);
-    if (bwd_pt > bwd)
-        bwd = bwd_pt;
-    tr->scratch_per_thread = conv2d_scratch_per_thread() > bwd ? conv2d_scratch_per_thread() : bwd;
-    tr->scratch_per_thread = (tr->scratch_per_thread + 15) & ~15L;
-    tr->scratch_off = off;
-    off += tr->scratch_per_thread * threadpool_size(tr->pool);
-    tr->op_scratch_off = off;
-    long ops = max_wt > 3 * max_nc ? max_wt : 3 * max_nc;  /* W^T; ESE dz, ds, dz^T; add partials (doubles) */
-    if (bwd_sh > ops)
-        ops = bwd_sh;   /* the fast backward's weight transform and dW partials */
-    off += (ops + 15) & ~15L;
-    tr->fast_per_thread = (fast_pt + 15) & ~15L;
-    tr->fast_off = off;
-    off += tr->fast_per_thread * threadpool_size(tr->pool) + fast_sh;
-
     free(tr->block);
     tr->block = NULL;
-    double bytes = (double)off * sizeof(float);
-    if (bytes > (double)((size_t)1 << 46))
-        tr->block = NULL;
-    else
-        tr->block = aligned_alloc(64, ((size_t)off * sizeof(float) + 63) & ~(size_t)63);
+    graph_plan_free(&tr->plan);
+    tr->pn = tr->ph = tr->pw = 0;
+    /* Training runs the GEMM convs but never Winograd: its rounding, amplified by
+     * train-mode BN's gradient through the batch statistics, breaks the 1e-4 agreement
+     * with autograd, while the GEMM path rounds like the reference im2col GEMM. */
+    plan_env env = {GRAPH_TRAIN, tr->kernels, threadpool_size(tr->pool), 0};
+    tshape input = {n, MODEL_INPUT_CHANNELS, h, w};
+    cspresnet_status s = graph_plan_make(&tr->model->g, &env, &input, tr->opt.recompute, head_floats(tr, n),
+                                         &tr->plan, &tr->err);
+    if (s != CSPRESNET_OK)
+        return s;
+    double bytes = (double)tr->plan.block_floats * sizeof(float);
+    if (bytes <= (double)((size_t)1 << 46))
+        tr->block = aligned_alloc(64, ((size_t)tr->plan.block_floats * sizeof(float) + 63) & ~(size_t)63);
     if (!tr->block) {
-        tr->pn = tr->ph = tr->pw = 0;
+        graph_plan_free(&tr->plan);
         return error_set(&tr->err, CSPRESNET_ERR_MEMORY,
                          "out of memory: training on %dx3x%dx%d needs %.1f MiB of activations",
                          n, h, w, bytes / (1024.0 * 1024.0));
     }
-    tr->block_floats = off;
+    tr->pn = n;
+    tr->ph = h;
+    tr->pw = w;
     tr->have_forward = 0;
     return CSPRESNET_OK;
 }
 
 size_t cspresnet_trainer_activation_bytes(const cspresnet_trainer *tr)
 {
-    return tr ? (size_t)tr->block_floats * sizeof(float) : 0;
+    return tr ? (size_t)tr->plan.block_floats * sizeof(float) : 0;
 }
 
 size_t cspresnet_trainer_state_bytes(const cspresnet_trainer *tr)
@@ -368,32 +262,17 @@ size_t cspresnet_trainer_state_bytes(const cspresnet_trainer *tr)
 
 /* ---------------------------------------------------------------- running */
 
-static tensor4 tview(const cspresnet_trainer *tr, int t, int grad)
+static graph_runner runner(cspresnet_trainer *tr)
 {
-    const ttensor *tt = &tr->g.tensors[t];
-    tensor4 v;
-    v.n = tr->pn;
-    v.c = tt->c;
-    v.h = spatial(tr->ph, tt->level);
-    v.w = spatial(tr->pw, tt->level);
-    v.batch_stride = (long)v.c * v.h * v.w;
-    v.data = tr->block + (grad ? tt->goff : tt->off);
-    return v;
+    graph_runner r = {&tr->model->g, &tr->plan, tr->block, tr->model->params, tr->model->weights, tr->grads,
+                      NULL, {.pool = tr->pool, .kernels = tr->kernels}, tr->tk, NULL};
+    return r;
 }
 
-static op_exec make_exec(const cspresnet_trainer *tr)
+static tensor4 tview(cspresnet_trainer *tr, int t, int grad)
 {
-    op_exec ex = {
-        .pool = tr->pool,
-        .kernels = tr->kernels,
-        .scratch = tr->block + tr->scratch_off,
-        .scratch_per_thread = tr->scratch_per_thread,
-        .op_scratch = tr->block + tr->op_scratch_off,
-        /* fast GEMM convs; Winograd is off in kernels_train (see trainer_create) */
-        .fast_scratch = tr->use_fast_conv && tr->fast_per_thread > 0 ? tr->block + tr->fast_off : NULL,
-        .fast_per_thread = tr->fast_per_thread,
-    };
-    return ex;
+    graph_runner r = runner(tr);
+    return graph_view(&r, t, grad);
 }
 
 static int seg_frozen(const cspresnet_trainer *tr, int seg)
@@ -406,155 +285,11 @@ static int bn_uses_batch(const cspresnet_trainer *tr, int seg)
     return tr->forward_train && tr->opt.train_bn && !seg_frozen(tr, seg);
 }
 
-/* Copies a and b (channel halves) into out. */
-typedef struct concat_job {
-    tensor4 a, b, out;
-    int backward;
-} concat_job;
-
-static void concat_worker(void *arg, int t, int nt)
+static void forward_segment(cspresnet_trainer *tr, int seg, int update_running)
 {
-    const concat_job *job = arg;
-    const long plane = (long)job->out.h * job->out.w;
-    long begin, end;
-    split_range((long)job->out.n * job->out.c, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int n = (int)(p / job->out.c), c = (int)(p % job->out.c);
-        const tensor4 *src = c < job->a.c ? &job->a : &job->b;
-        int cc = c < job->a.c ? c : c - job->a.c;
-        float *part = src->data + n * src->batch_stride + cc * plane;
-        float *whole = job->out.data + n * job->out.batch_stride + c * plane;
-        if (job->backward)
-            for (long i = 0; i < plane; i++)
-                part[i] += whole[i];
-        else
-            memcpy(whole, part, (size_t)plane * sizeof(float));
-    }
-}
-
-static void forward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int update_running)
-{
-    float *W = tr->model->weights;
-    const param_info *P = tr->model->params;
+    graph_runner r = runner(tr);
     const int batch = bn_uses_batch(tr, seg);
-    for (int i = tr->g.seg_first[seg]; i < tr->g.seg_end[seg]; i++) {
-        const tnode *nd = &tr->g.nodes[i];
-        const graph_node *s = nd->src;
-        tensor4 in = tview(tr, nd->in0, 0), out = tview(tr, nd->out, 0);
-        switch (nd->kind) {
-        case TN_CONV: {
-            conv_geom g = {s->cin, in.h, in.w, s->cout, out.h, out.w, s->k, s->stride, s->pad};
-            if (tr->kernels->gemm)
-                conv_cols_forward(ex, &g, W + P[s->weight].offset, &in, &out);
-            else
-                conv2d_forward(ex, &g, W + P[s->weight].offset, &in, &out, NULL);
-            break;
-        }
-        case TN_BN: {
-            float *sv = tr->block + tr->saved_off + nd->save;
-            cspresnet_act act = CSPRESNET_ACT_NONE;
-            if (nd->fused) {   /* write the activation's output instead */
-                act = tr->g.nodes[i + 1].src->act;
-                out = tview(tr, tr->g.nodes[i + 1].out, 0);
-            }
-            batchnorm_forward_train(ex, tr->tk, batch, act, &in, &out, W + P[s->bn_weight].offset,
-                                    W + P[s->bn_bias].offset, W + P[s->bn_mean].offset,
-                                    W + P[s->bn_variance].offset, batch && update_running, sv,
-                                    sv + out.c);
-            break;
-        }
-        case TN_ACT:
-            if (!nd->fused)
-                activation_forward_out(ex, s->act, &in, &out);
-            break;
-        case TN_ADD: {
-            tensor4 in1 = tview(tr, nd->in1, 0);
-            add_scaled_forward(ex, &in, &in1, s->alpha >= 0 ? W[P[s->alpha].offset] : 1.0f, &out);
-            break;
-        }
-        case TN_ESE: {
-            float *sv = tr->block + tr->saved_off + nd->save;
-            if (tr->kernels->gemm)
-                ese_forward_train_gemm(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset,
-                                       sv, sv + (long)out.n * out.c, ex->op_scratch);
-            else
-                ese_forward_train(ex, &in, &out, W + P[s->weight].offset, W + P[s->bias].offset, sv,
-                              sv + (long)out.n * out.c);
-            break;
-        }
-        case TN_CONCAT: {
-            concat_job job = {in, tview(tr, nd->in1, 0), out, 0};
-            threadpool_run(tr->pool, concat_worker, &job);
-            break;
-        }
-        }
-    }
-}
-
-static int need_grad(const cspresnet_trainer *tr, int t, int want_input)
-{
-    return t == 0 ? want_input : !seg_frozen(tr, tr->g.tensors[t].seg);
-}
-
-static void backward_segment(cspresnet_trainer *tr, op_exec *ex, int seg, int want_input)
-{
-    float *W = tr->model->weights, *G = tr->grads;
-    const param_info *P = tr->model->params;
-    const int batch = bn_uses_batch(tr, seg);
-    for (int i = tr->g.seg_end[seg] - 1; i >= tr->g.seg_first[seg]; i--) {
-        const tnode *nd = &tr->g.nodes[i];
-        const graph_node *s = nd->src;
-        tensor4 in = tview(tr, nd->in0, 0), dy = tview(tr, nd->out, 1);
-        tensor4 din = tview(tr, nd->in0, 1);
-        const tensor4 *dinp = need_grad(tr, nd->in0, want_input) ? &din : NULL;
-        switch (nd->kind) {
-        case TN_CONV: {
-            tensor4 out = tview(tr, nd->out, 0);
-            conv_geom g = {s->cin, in.h, in.w, s->cout, out.h, out.w, s->k, s->stride, s->pad};
-            conv2d_backward(ex, &g, W + P[s->weight].offset, &in, &dy, dinp, G + P[s->weight].offset);
-            break;
-        }
-        case TN_BN: {
-            const float *sv = tr->block + tr->saved_off + nd->save;
-            cspresnet_act act = CSPRESNET_ACT_NONE;
-            if (nd->fused) {   /* dy: the gradient of the fused activation's output */
-                act = tr->g.nodes[i + 1].src->act;
-                dy = tview(tr, tr->g.nodes[i + 1].out, 1);
-            }
-            batchnorm_backward(ex, tr->tk, batch, act, &in, &dy, dinp, W + P[s->bn_weight].offset,
-                               W + P[s->bn_bias].offset, sv, sv + in.c, G + P[s->bn_weight].offset,
-                               G + P[s->bn_bias].offset);
-            break;
-        }
-        case TN_ACT:
-            if (dinp && !nd->fused)
-                activation_backward(ex, s->act, &in, &dy, dinp);
-            break;
-        case TN_ADD: {
-            tensor4 in1 = tview(tr, nd->in1, 0), din1 = tview(tr, nd->in1, 1);
-            float alpha = s->alpha >= 0 ? W[P[s->alpha].offset] : 1.0f;
-            add_scaled_backward(ex, &in1, alpha, &dy, dinp, &din1,
-                                s->alpha >= 0 ? G + P[s->alpha].offset : NULL,
-                                (double *)(tr->block + tr->op_scratch_off));
-            break;
-        }
-        case TN_ESE: {
-            const float *sv = tr->block + tr->saved_off + nd->save;
-            if (tr->kernels->gemm)
-                ese_backward_gemm(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
-                                  G + P[s->weight].offset, G + P[s->bias].offset, ex->op_scratch);
-            else
-                ese_backward(ex, &in, &dy, dinp, W + P[s->weight].offset, sv, sv + (long)in.n * in.c,
-                         G + P[s->weight].offset, G + P[s->bias].offset);
-            break;
-        }
-        case TN_CONCAT: {
-            concat_job job = {din, tview(tr, nd->in1, 1), dy, 1};
-            threadpool_run(tr->pool, concat_worker, &job);
-            break;
-        }
-        }
-    }
+    graph_forward(&r, tr->plan.seg_first[seg], tr->plan.seg_end[seg], batch, batch && update_running);
 }
 
 static cspresnet_status check_input(cspresnet_trainer *tr, const float *input, int n, int h, int w)
@@ -569,7 +304,7 @@ static cspresnet_status check_input(cspresnet_trainer *tr, const float *input, i
         if (s != CSPRESNET_OK)
             return s;
     }
-    memcpy(tr->block + tr->g.tensors[0].off, input, (size_t)n * 3 * h * w * sizeof(float));
+    memcpy(tr->block + tr->plan.t[0].off, input, (size_t)n * 3 * h * w * sizeof(float));
     return CSPRESNET_OK;
 }
 
@@ -580,11 +315,10 @@ static cspresnet_status run_forward(cspresnet_trainer *tr, const float *input, i
     if (s != CSPRESNET_OK)
         return s;
     tr->forward_train = train;
-    op_exec ex = make_exec(tr);
     /* every stage runs, as upstream's forward does (its BN statistics update even when
      * the stage is not returned); backward starts at the last stage that matters */
-    for (int seg = 0; seg < TRAIN_SEGMENTS; seg++)
-        forward_segment(tr, &ex, seg, train);
+    for (int seg = 0; seg < tr->model->g.n_segments; seg++)
+        forward_segment(tr, seg, train);
     tr->have_forward = train;
     return CSPRESNET_OK;
 }
@@ -601,13 +335,12 @@ cspresnet_status cspresnet_trainer_forward(cspresnet_trainer *tr, const float *i
     cspresnet_status s = run_forward(tr, input, n, h, w, 1);
     if (s != CSPRESNET_OK)
         return s;
-    const cspresnet_config *cfg = &tr->model->cfg;
-    for (int r = 0; r < cfg->num_return; r++) {
-        int stage = cfg->return_idx[r];
-        tensor4 v = tview(tr, tr->g.seg_out[stage + 1], 0);
-        outs[r] = (cspresnet_output){stage, 4 << stage, v.n, v.c, v.h, v.w, v.data};
+    const graph *g = &tr->model->g;
+    for (int r = 0; r < g->n_outputs; r++) {
+        tensor4 v = tview(tr, g->outputs[r], 0);
+        outs[r] = (cspresnet_output){g->output_tag[r], g->output_stride[r], v.n, v.c, v.h, v.w, v.data};
     }
-    *n_out = cfg->num_return;
+    *n_out = g->n_outputs;
     tr->err.text[0] = '\0';
     return CSPRESNET_OK;
 }
@@ -638,22 +371,26 @@ static void parallel_zero(cspresnet_trainer *tr, float *p, long n)
 static void zero_grads(cspresnet_trainer *tr)
 {
     parallel_zero(tr, tr->grads, tr->model->weight_floats);
-    for (int t = 0; t < tr->g.n_tensors; t++)
-        if (tr->g.tensors[t].boundary)
-            parallel_zero(tr, tr->block + tr->g.tensors[t].goff, tensor_floats(tr, t));
+    for (int t = 0; t < tr->model->g.n_tensors; t++)
+        if (tr->plan.t[t].boundary)
+            parallel_zero(tr, tr->block + tr->plan.t[t].goff, (tshape_numel(&tr->plan.t[t].s) + 15) & ~15L);
 }
 
 /* Backward with the stage-output gradients already in place (seeded by the caller). */
 static void run_backward(cspresnet_trainer *tr, float *d_input)
 {
-    op_exec ex = make_exec(tr);
+    const graph *g = &tr->model->g;
     int want_input = d_input != NULL && tr->first_trainable == 0;
+    for (int t = 0; t < g->n_tensors; t++)
+        tr->grad_wanted[t] = t == 0 ? want_input : !seg_frozen(tr, g->tensors[t].seg);
+    graph_runner r = runner(tr);
     const int last = tr->active_end - 1;
     for (int seg = last; seg >= tr->first_trainable; seg--) {
-        if (tr->opt.recompute && seg != TRAIN_SEGMENTS - 1)
-            forward_segment(tr, &ex, seg, 0);
-        parallel_zero(tr, tr->block + tr->inner_grad_off, tr->seg_size[seg]);
-        backward_segment(tr, &ex, seg, want_input);
+        if (tr->opt.recompute && seg != g->n_segments - 1)
+            forward_segment(tr, seg, 0);
+        parallel_zero(tr, tr->block + tr->plan.inner_grad_off, tr->plan.seg_size[seg]);
+        graph_backward(&r, tr->plan.seg_first[seg], tr->plan.seg_end[seg], bn_uses_batch(tr, seg),
+                       tr->grad_wanted);
     }
     if (d_input) {
         tensor4 v = tview(tr, 0, 1);
@@ -674,11 +411,11 @@ cspresnet_status cspresnet_trainer_backward(cspresnet_trainer *tr,
         return error_set(&tr->err, CSPRESNET_ERR_ARGUMENT,
                          "cspresnet_trainer_backward: no train-mode forward to differentiate");
     zero_grads(tr);
-    const cspresnet_config *cfg = &tr->model->cfg;
-    for (int r = 0; r < cfg->num_return && dout; r++) {
+    const graph *g = &tr->model->g;
+    for (int r = 0; r < g->n_outputs && dout; r++) {
         if (!dout[r])
             continue;
-        tensor4 v = tview(tr, tr->g.seg_out[cfg->return_idx[r] + 1], 1);
+        tensor4 v = tview(tr, g->outputs[r], 1);
         memcpy(v.data, dout[r], (size_t)v.n * v.c * v.h * v.w * sizeof(float));
     }
     run_backward(tr, d_input);
@@ -703,15 +440,15 @@ cspresnet_status cspresnet_trainer_classify(cspresnet_trainer *tr, const float *
     if (s != CSPRESNET_OK)
         return s;
     zero_grads(tr);
-    tensor4 x = tview(tr, tr->g.seg_out[CSPRESNET_NUM_STAGES], 0);
-    tensor4 dx = tview(tr, tr->g.seg_out[CSPRESNET_NUM_STAGES], 1);
-    float *feat = tr->block + tr->head_off, *logits = feat + (long)n * tr->head_c;
+    const int top = tr->stage_out[CSPRESNET_NUM_STAGES - 1];
+    tensor4 x = tview(tr, top, 0), dx = tview(tr, top, 1);
+    float *feat = tr->block + tr->plan.extra_off, *logits = feat + (long)n * tr->head_c;
+    double *dl = (double *)(((uintptr_t)(logits + (long)n * tr->classes) + 7) & ~(uintptr_t)7);
     long kc = (long)tr->classes * tr->head_c;
     head_forward(&x, tr->head, tr->head + kc, tr->classes, feat, logits);
     double l = 0.0;
-    if (head_loss_backward(&x, tr->head, tr->classes, feat, logits, labels, tr->head_grad, tr->head_grad + kc,
-                           &dx, correct, &l) != 0)
-        return error_set(&tr->err, CSPRESNET_ERR_MEMORY, "out of memory in the loss");
+    head_loss_backward(&x, tr->head, tr->classes, feat, logits, labels, tr->head_grad, tr->head_grad + kc, &dx,
+                       correct, &l, dl);
     if (loss)
         *loss = (float)l;
     if (!isfinite(l) || !isfinite((float)l)) /* no backward: the gradients would be NaN too */
@@ -732,9 +469,9 @@ cspresnet_status cspresnet_trainer_predict(cspresnet_trainer *tr, const float *i
     cspresnet_status s = run_forward(tr, input, n, h, w, 0);
     if (s != CSPRESNET_OK)
         return s;
-    tensor4 x = tview(tr, tr->g.seg_out[CSPRESNET_NUM_STAGES], 0);
+    tensor4 x = tview(tr, tr->stage_out[CSPRESNET_NUM_STAGES - 1], 0);
     long kc = (long)tr->classes * tr->head_c;
-    head_forward(&x, tr->head, tr->head + kc, tr->classes, tr->block + tr->head_off, logits);
+    head_forward(&x, tr->head, tr->head + kc, tr->classes, tr->block + tr->plan.extra_off, logits);
     return CSPRESNET_OK;
 }
 
@@ -756,7 +493,7 @@ static void optim_worker(void *arg, int t, int nt)
     long begin, end;
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
-        if (!p->trainable || seg_frozen(tr, strncmp(p->key, "stages.", 7) == 0 ? 1 + (p->key[7] - '0') : 0))
+        if (!p->trainable || seg_frozen(tr, tr->param_seg[i]))
             continue;
         split_range(p->numel, t, nt, &begin, &end);
         if (end > begin)

@@ -61,7 +61,7 @@ static int run_case(int id, int threads_max)
         got[t] = calloc(n * out_bstride, sizeof(float));
         tensor4 tin = {in, n, g.in_c, g.in_h, g.in_w, (long)g.in_c * g.in_h * g.in_w};
         tensor4 tout = {got[t] + extra_c * out_plane, n, g.out_c, g.out_h, g.out_w, out_bstride};
-        conv2d_forward(&ex, &g, w, &tin, &tout, NULL);
+        conv2d_run(&ex, CONV_PATH_REF, &g, w, &tin, &tout, NULL);
         double maxref = 0, maxdiff = 0;
         for (long i = 0; i < n * out_bstride; i++) {
             maxref = fmax(maxref, fabs(ref[i]));

@@ -19,7 +19,7 @@
 
 static int winograd_cases, winograd_few_cases;
 
-/* Runs one conv through conv2d_forward with table kt (fast scratch sized by the op). */
+/* Runs one conv with table kt on the path and workspace conv2d_plan chooses. */
 static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, const float *w,
                     const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
 {
@@ -28,11 +28,10 @@ static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, con
     if (threadpool_create(threads, &pool, &e) != CSPRESNET_OK)
         return -1;
     long pt = 0, sh = 0;
-    conv2d_fast_scratch(kt, g, in->n, threads, &pt, &sh);
-    long ref_pt = conv2d_scratch_per_thread();
-    float *scratch = malloc(sizeof(float) * (size_t)(ref_pt * threads + pt * threads + sh + 16));
-    op_exec ex = {pool, kt, scratch, ref_pt, NULL, kt->gemm ? scratch + ref_pt * threads : NULL, pt};
-    conv2d_forward(&ex, g, w, in, out, ep);
+    int path = conv2d_plan(kt, g, in->n, threads, 1, &pt, &sh);
+    float *scratch = malloc(sizeof(float) * (size_t)(pt * threads + sh + 16));
+    op_exec ex = {pool, kt, scratch, pt, scratch + pt * threads, scratch, pt};
+    conv2d_run(&ex, path, g, w, in, out, ep);
     free(scratch);
     threadpool_free(pool);
     return 0;

@@ -5,7 +5,7 @@
  *   - f32_im2col_rows_runs__generic == f32_im2col_rows__generic, bit for bit;
  *   - conv2d_backward (fast, per ISA) vs conv2d_backward_ref: dW and dX within
  *     1e-5 * max|ref|, and 1 vs 2 threads bit-identical;
- *   - conv_cols_forward vs the reference conv2d_forward, same bounds;
+ *   - conv_cols_forward vs the reference conv (CONV_PATH_REF), same bounds;
  *   - the train point-wise kernels of each ISA vs the reference ones.
  * Prints every failing configuration and harness.h's closing "N passed, M failed" line.
  */
@@ -224,7 +224,7 @@ static void run_forward(const kernel_table *kt, int threads, const conv_geom *g,
     tensor4 x = {in->x, n, g->in_c, g->in_h, g->in_w, (long)g->in_c * g->in_h * g->in_w};
     tensor4 o = {out, n, g->out_c, g->out_h, g->out_w, (long)g->out_c * g->out_h * g->out_w};
     if (use_ref)
-        conv2d_forward(&ex, g, in->w, &x, &o, NULL);
+        conv2d_run(&ex, CONV_PATH_REF, g, in->w, &x, &o, NULL);
     else
         conv_cols_forward(&ex, g, in->w, &x, &o);
     free(scratch);

@@ -1,0 +1,56 @@
+/*
+ * builder.h - building a network into a model: its parameters (Paddle's state_dict
+ * order, one weight arena) and its graph (graph/graph.h). One builder file per network
+ * part emits into the same graph: backbone.c now, the neck and head next.
+ *
+ * Layers as Paddle has them (each emits its nodes and its paddle.summary rows when its
+ * forward would end; `path` is the module path, e.g. "stages.0.conv_down"):
+ *   ConvBNLayer : conv -> bn -> act (act may be none); deployed: one conv with bias
+ *                 and the activation in its epilogue ("<path>.conv.weight/bias")
+ *   RepVggBlock : convbn3x3(x) + alpha * convbn1x1(x) -> act; deployed: one 3x3 conv
+ *                 ("<path>.conv.weight/bias", as upstream's convert_to_deploy names it)
+ * The current segment and FLOP section (b->seg, b->section) mark every node emitted.
+ */
+#ifndef CSPRESNET_MODEL_BUILDER_H
+#define CSPRESNET_MODEL_BUILDER_H
+
+#include "graph/graph.h"
+#include "model/model.h"
+
+typedef struct builder {
+    cspresnet_model *m;
+    size_t cap_params, cap_nodes, cap_tensors, cap_modules;
+    long floats;
+    int failed;
+    int seg, section;
+} builder;
+
+/* A parameter "<prefix><suffix>"; returns its index (-1 after a failed allocation). */
+int bld_param(builder *b, const char *prefix, const char *suffix, param_role role, int ndim,
+              int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+/* A tensor of c channels; returns its id (0 after a failed allocation). */
+int bld_tensor(builder *b, int c);
+/* A node of op over inputs in[0..n_in) writing a new tensor of out_c channels;
+ * params -1-terminated is not used: n_param entries. Returns the output tensor. */
+int bld_node(builder *b, const op_desc *op, const char *name, int n_in, const int *in, int out_c,
+             int n_param, const int *param, const op_attrs *a);
+/* A summary row of class cls (own params [p0, p1)). */
+void bld_module(builder *b, const char *cls, int in, int out, int p0, int p1, int pooled);
+/* A named tensor; returned >= 0 makes it forward's output of that index. */
+void bld_name(builder *b, int t, const char *name, int returned, int tag, int stride);
+
+int bld_conv_bn(builder *b, const char *path, int x, int cin, int cout, int k, int stride,
+                cspresnet_act act);
+/* RepVggBlock at path on y (c channels, 3x3 + 1x1, alpha when use_alpha) then act;
+ * residual >= 0 (deployed only) is added after the act by the conv's epilogue. */
+int bld_repvgg(builder *b, const char *path, int y, int c, cspresnet_act act, int use_alpha,
+               int residual);
+/* add: a + alpha * b (alpha param index or -1 for 1). */
+int bld_add(builder *b, const char *name, int a, int bb, int alpha);
+
+cspresnet_status bld_finish(builder *b, error_buf *err);
+
+/* backbone.c: the CSPResNet of m->cfg into b; returns the last stage's output. */
+int backbone_build(builder *b, const char *prefix);
+
+#endif
