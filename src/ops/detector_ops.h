@@ -38,7 +38,8 @@ void upsample_nearest2x_forward(threadpool *pool, const tensor4 *in, const tenso
  * max is exact) needs maxpool_workspace floats; spp_maxpool_forward writes SPP's three
  * pools 5, 9, 13 at once as pool5, pool5(pool5) and pool5(pool5(pool5)), which are the
  * same windows (a clipped 5-window of clipped 5-windows is the clipped 9-window). */
-long maxpool_workspace(int h, int w, int threads);   /* floats, separable and SPP */
+/* floats of scratch for the separable and SPP versions; threads = the pool's size (1 for NULL) */
+long maxpool_workspace(int h, int w, int threads);
 void maxpool_same_ref_part(const tensor4 *in, const tensor4 *out, int k, int t, int nt);
 void maxpool_same_part(const tensor4 *in, const tensor4 *out, int k, float *scratch, int t, int nt);
 void maxpool_same_ref_forward(threadpool *pool, const tensor4 *in, const tensor4 *out, int k);
@@ -78,7 +79,7 @@ void sigmoid_forward(threadpool *pool, const tensor4 *x, const tensor4 *out);
  *     floats, linspace(0, reg_max)); anchor (x + 0.5, y + 0.5);
  *     box = [ax - d_l, ay - d_t, ax + d_r, ay + d_b] * stride / [sx, sy, sx, sy]
  *     with scale_factor[n] = (sy, sx) (N*2 floats, or NULL for 1, 1), in that order.
- *     Scratch: dfl_decode_workspace(bins, threads) floats.
+ *     Scratch: dfl_decode_workspace(bins, threads) floats, threads = the pool's size.
  *   scores: scores[n][c][offset + i] = sigmoid(cls[n, c, i]), cls (N, C, H, W). */
 typedef struct det_level_out {
     float *data;   /* boxes [N, L, 4] or scores [N, C, L], the whole detector tensor */
