@@ -1,0 +1,168 @@
+/*
+ * maxpool.c - SPP's max-pools (k = 5, 9, 13): stride 1, padding k/2 filled with -inf,
+ * so out (N,C,H,W) has the input's size and each output is the max of the k x k window
+ * clipped to the plane (the window always holds its centre, so -inf never wins).
+ *
+ * A NaN anywhere in the window gives NaN, as PyTorch's max_pool2d does (`v > m || v != v`).
+ * Three versions, bit-identical on every input because max is exact and the NaN rule
+ * is associative:
+ *   - _ref: the direct max over the clipped window (k^2 per output), the oracle;
+ *   - separable: the row max over [x-r, x+r] into scratch, then the column max
+ *     over [y-r, y+r] (2k per output);
+ *   - spp: SPP's three pools from one plane at a time: pool5(x), then pool5 of that
+ *     (= pool9, the clipped 5-window of clipped 5-windows is the clipped 9-window),
+ *     then pool5 again (= pool13): 30 compares per output for all three.
+ * Work is split by (image, channel) planes; the fast versions use one plane of
+ * scratch per thread (maxpool_workspace).
+ */
+#include <math.h>
+
+#include "ops/detector_ops.h"
+
+static inline float max_nan(float m, float v)
+{
+    return (v > m || v != v) ? v : m;
+}
+
+long maxpool_workspace(int h, int w, int threads)
+{
+    return (long)threads * h * w;
+}
+
+void maxpool_same_ref_part(const tensor4 *in, const tensor4 *out, int k, int t, int nt)
+{
+    const long plane = (long)in->h * in->w;
+    const int r = k / 2, H = in->h, W = in->w;
+    long begin, end;
+    split_range((long)in->n * in->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / in->c), c = (int)(p % in->c);
+        const float *src = in->data + n * in->batch_stride + c * plane;
+        float *dst = out->data + n * out->batch_stride + c * plane;
+        for (int y = 0; y < H; y++) {
+            int y0 = y - r < 0 ? 0 : y - r, y1 = y + r >= H ? H - 1 : y + r;
+            for (int x = 0; x < W; x++) {
+                int x0 = x - r < 0 ? 0 : x - r, x1 = x + r >= W ? W - 1 : x + r;
+                float m = -INFINITY;
+                for (int yy = y0; yy <= y1; yy++)
+                    for (int xx = x0; xx <= x1; xx++)
+                        m = max_nan(m, src[(long)yy * W + xx]);
+                dst[(long)y * W + x] = m;
+            }
+        }
+    }
+}
+
+/* One plane (H, W), contiguous: dst = the clipped k-window max of src, through tmp
+ * (H*W floats). dst may not alias src or tmp. */
+static void pool_plane_separable(const float *src, float *dst, float *tmp, int H, int W, int r)
+{
+    for (int y = 0; y < H; y++) {
+        const float *s = src + (long)y * W;
+        float *d = tmp + (long)y * W;
+        for (int x = 0; x < W; x++) {
+            int x0 = x - r < 0 ? 0 : x - r, x1 = x + r >= W ? W - 1 : x + r;
+            float m = s[x0];
+            for (int xx = x0 + 1; xx <= x1; xx++)
+                m = max_nan(m, s[xx]);
+            d[x] = m;
+        }
+    }
+    /* columns: for each output row, the running max over whole rows of tmp, so the
+     * inner loop is contiguous in x */
+    for (int y = 0; y < H; y++) {
+        int y0 = y - r < 0 ? 0 : y - r, y1 = y + r >= H ? H - 1 : y + r;
+        float *d = dst + (long)y * W;
+        const float *s0 = tmp + (long)y0 * W;
+        for (int x = 0; x < W; x++)
+            d[x] = s0[x];
+        for (int yy = y0 + 1; yy <= y1; yy++) {
+            const float *s = tmp + (long)yy * W;
+            for (int x = 0; x < W; x++)
+                d[x] = max_nan(d[x], s[x]);
+        }
+    }
+}
+
+void maxpool_same_part(const tensor4 *in, const tensor4 *out, int k, float *scratch, int t, int nt)
+{
+    const long plane = (long)in->h * in->w;
+    float *tmp = scratch + (long)t * plane;
+    long begin, end;
+    split_range((long)in->n * in->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / in->c), c = (int)(p % in->c);
+        pool_plane_separable(in->data + n * in->batch_stride + c * plane,
+                             out->data + n * out->batch_stride + c * plane, tmp, in->h, in->w, k / 2);
+    }
+}
+
+void spp_maxpool_part(const tensor4 *in, const tensor4 *out5, const tensor4 *out9,
+                      const tensor4 *out13, float *scratch, int t, int nt)
+{
+    const long plane = (long)in->h * in->w;
+    float *tmp = scratch + (long)t * plane;
+    long begin, end;
+    split_range((long)in->n * in->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++) {
+        int n = (int)(p / in->c), c = (int)(p % in->c);
+        float *d5 = out5->data + n * out5->batch_stride + c * plane;
+        float *d9 = out9->data + n * out9->batch_stride + c * plane;
+        float *d13 = out13->data + n * out13->batch_stride + c * plane;
+        pool_plane_separable(in->data + n * in->batch_stride + c * plane, d5, tmp, in->h, in->w, 2);
+        pool_plane_separable(d5, d9, tmp, in->h, in->w, 2);
+        pool_plane_separable(d9, d13, tmp, in->h, in->w, 2);
+    }
+}
+
+typedef struct maxpool_job {
+    const tensor4 *in, *out, *out9, *out13;
+    int k;
+    float *scratch;
+} maxpool_job;
+
+static void maxpool_ref_worker(void *arg, int t, int nt)
+{
+    const maxpool_job *job = arg;
+    maxpool_same_ref_part(job->in, job->out, job->k, t, nt);
+}
+
+static void maxpool_worker(void *arg, int t, int nt)
+{
+    const maxpool_job *job = arg;
+    maxpool_same_part(job->in, job->out, job->k, job->scratch, t, nt);
+}
+
+static void spp_worker(void *arg, int t, int nt)
+{
+    const maxpool_job *job = arg;
+    spp_maxpool_part(job->in, job->out, job->out9, job->out13, job->scratch, t, nt);
+}
+
+static void maxpool_run(threadpool *pool, parallel_fn fn, maxpool_job *job)
+{
+    if (pool)
+        threadpool_run(pool, fn, job);
+    else
+        fn(job, 0, 1);
+}
+
+void maxpool_same_ref_forward(threadpool *pool, const tensor4 *in, const tensor4 *out, int k)
+{
+    maxpool_job job = {in, out, NULL, NULL, k, NULL};
+    maxpool_run(pool, maxpool_ref_worker, &job);
+}
+
+void maxpool_same_forward(threadpool *pool, const tensor4 *in, const tensor4 *out, int k,
+                          float *scratch)
+{
+    maxpool_job job = {in, out, NULL, NULL, k, scratch};
+    maxpool_run(pool, maxpool_worker, &job);
+}
+
+void spp_maxpool_forward(threadpool *pool, const tensor4 *in, const tensor4 *out5,
+                         const tensor4 *out9, const tensor4 *out13, float *scratch)
+{
+    maxpool_job job = {in, out5, out9, out13, 5, scratch};
+    maxpool_run(pool, spp_worker, &job);
+}
