@@ -8,6 +8,7 @@
 #include "core/threadpool.h"
 
 #include <pthread.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -159,4 +160,10 @@ void split_range(long total, int index, int count, long *begin, long *end)
     long base = total / count, extra = total % count;
     *begin = index * base + (index < extra ? index : extra);
     *end = *begin + base + (index < extra ? 1 : 0);
+}
+
+int threadpool_default_size(void)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)(online < 256 ? online : 256) : 1;
 }

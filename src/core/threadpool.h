@@ -19,6 +19,8 @@ typedef struct threadpool threadpool;
 /* threads >= 1 (the caller counts as one). */
 cspresnet_status threadpool_create(int threads, threadpool **out, error_buf *err);
 int threadpool_size(const threadpool *pool);
+/* The default size: the online CPUs (1 when unknown, at most 256). */
+int threadpool_default_size(void);
 void threadpool_run(threadpool *pool, parallel_fn fn, void *arg);
 void threadpool_free(threadpool *pool);
 

@@ -57,3 +57,11 @@ cspresnet_status graph_infer_shapes(const graph *g, const tshape *input, tensor_
     }
     return CSPRESNET_OK;
 }
+
+cspresnet_status op_infer_same(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    (void)nd;
+    (void)err;
+    *out = in[0];
+    return CSPRESNET_OK;
+}

@@ -240,7 +240,8 @@ typedef struct op_desc {
     int in_place;
     /* out's shape from the inputs' (and the node's attributes); errors name the node */
     cspresnet_status (*infer)(const gnode *nd, const tshape *in, tshape *out, error_buf *err);
-    /* chooses the path and reports workspace (and saved floats in train mode) */
+    /* chooses the path and reports workspace (and saved floats in train mode); NULL:
+     * one path, no workspace */
     void (*plan)(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
                  node_plan *np);
     void (*forward)(op_run *r);
@@ -249,6 +250,9 @@ typedef struct op_desc {
     /* multiply-adds (the summary's convention: convs only) */
     double (*macs)(const gnode *nd, const tshape *in, const tshape *out);
 } op_desc;
+
+/* graph.c: the infer of ops whose output has their input's shape. */
+cspresnet_status op_infer_same(const gnode *nd, const tshape *in, tshape *out, error_buf *err);
 
 /* registry.c */
 extern const op_desc op_conv2d, op_batchnorm, op_activation, op_add, op_ese, op_concat;

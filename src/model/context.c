@@ -6,8 +6,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "model/model.h"
 #include "ops/ops.h"
@@ -33,10 +31,8 @@ cspresnet_status cspresnet_context_create(const cspresnet_model *model, int thre
         return CSPRESNET_ERR_ARGUMENT;
     }
     *out = NULL;
-    if (threads == 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)(online < 256 ? online : 256) : 1;
-    }
+    if (threads == 0)
+        threads = threadpool_default_size();
     cspresnet_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory creating a context");

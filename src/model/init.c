@@ -8,15 +8,8 @@
  */
 #include <math.h>
 
+#include "core/rng.h"
 #include "model/model.h"
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* Uniform in [-1, 1). */
 static float uniform_pm1(uint64_t *state)

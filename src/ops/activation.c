@@ -20,11 +20,9 @@ static void act_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        f32_activation__ref(job->act, x->data + n * x->batch_stride + c * plane, plane);
-    }
+    plane_split(x, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++)
+        f32_activation__ref(job->act, tensor4_plane(x, p), plane);
 }
 
 void activation_forward(op_exec *ex, cspresnet_act act, const tensor4 *x)
@@ -55,11 +53,10 @@ static void act_fwd_out_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x, *y = job->y;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        job->tk->bn_act_apply(x->data + n * x->batch_stride + c * plane, 0,
-                              y->data + n * y->batch_stride + c * plane, 0, 1, plane, &job->p);
+        job->tk->bn_act_apply(tensor4_plane(x, p), 0,
+                              tensor4_plane(y, p), 0, 1, plane, &job->p);
     }
 }
 
@@ -85,12 +82,11 @@ static void act_bwd_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        job->tk->bn_act_bwd_apply(x->data + n * x->batch_stride + c * plane, 0,
-                                  job->dy->data + n * job->dy->batch_stride + c * plane, 0,
-                                  job->dx->data + n * job->dx->batch_stride + c * plane, 0, 1, plane,
+        job->tk->bn_act_bwd_apply(tensor4_plane(x, p), 0,
+                                  tensor4_plane(job->dy, p), 0,
+                                  tensor4_plane(job->dx, p), 0, 1, plane,
                                   &job->p);
     }
 }
@@ -105,23 +101,6 @@ void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const
 /* ---------------------------------------------------------------- the op
  * activation: out = a.act(in[0]); eval in place, train out of place. */
 
-static cspresnet_status act_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
-{
-    (void)nd;
-    (void)err;
-    *out = in[0];
-    return CSPRESNET_OK;
-}
-
-static void act_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
-{
-    (void)env;
-    (void)nd;
-    (void)in;
-    (void)out;
-    (void)np;
-}
-
 static void act_forward(op_run *r) { activation_forward(&r->ex, r->nd->a.act, &r->out); }
 
 static void act_forward_train(op_run *r) { activation_forward_out(&r->ex, r->nd->a.act, &r->in[0], &r->out); }
@@ -132,12 +111,5 @@ static void act_backward(op_run *r)
         activation_backward(&r->ex, r->nd->a.act, &r->in[0], &r->dout, &r->din[0]);
 }
 
-const op_desc op_activation = {
-    .name = "activation",
-    .in_place = OP_IN_PLACE_ONLY,
-    .infer = act_infer,
-    .plan = act_plan,
-    .forward = act_forward,
-    .forward_train = act_forward_train,
-    .backward = act_backward,
-};
+const op_desc op_activation = {"activation", OP_IN_PLACE_ONLY,
+    op_infer_same, NULL, act_forward, act_forward_train, act_backward, NULL};

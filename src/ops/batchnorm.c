@@ -22,10 +22,10 @@ static void bn_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        f32_batchnorm_channel__ref(x->data + n * x->batch_stride + c * plane, plane,
+        int c = (int)(p % x->c);
+        f32_batchnorm_channel__ref(tensor4_plane(x, p), plane,
                                    job->mean[c], job->variance[c], job->weight[c],
                                    job->bias[c], BN_EPSILON);
     }
@@ -156,14 +156,6 @@ void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cs
  * storage). Train saves mean and rstd (2C floats); a BN whose activation the planner
  * fused (np->fused_act) writes that activation's output and takes its gradient. */
 
-static cspresnet_status bn_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
-{
-    (void)nd;
-    (void)err;
-    *out = in[0];
-    return CSPRESNET_OK;
-}
-
 static void bn_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
 {
     (void)nd;
@@ -191,12 +183,5 @@ static void bn_backward(op_run *r)
                        r->save + r->in[0].c, r->dp[0], r->dp[1]);
 }
 
-const op_desc op_batchnorm = {
-    .name = "batchnorm",
-    .in_place = OP_IN_PLACE_ONLY,
-    .infer = bn_infer,
-    .plan = bn_plan,
-    .forward = bn_forward,
-    .forward_train = bn_forward_train,
-    .backward = bn_backward,
-};
+const op_desc op_batchnorm = {"batchnorm", OP_IN_PLACE_ONLY,
+    op_infer_same, bn_plan, bn_forward, bn_forward_train, bn_backward, NULL};

@@ -55,16 +55,6 @@ static cspresnet_status concat_infer(const gnode *nd, const tshape *in, tshape *
     return CSPRESNET_OK;
 }
 
-static void concat_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
-                        node_plan *np)
-{
-    (void)env;
-    (void)nd;
-    (void)in;
-    (void)out;
-    (void)np;
-}
-
 static void concat_forward(op_run *r)
 {
     concat_job job = {r, 0};
@@ -77,11 +67,5 @@ static void concat_backward(op_run *r)
     threadpool_run(r->ex.pool, concat_worker, &job);
 }
 
-const op_desc op_concat = {
-    .name = "concat",
-    .infer = concat_infer,
-    .plan = concat_plan,
-    .forward = concat_forward,
-    .forward_train = concat_forward,
-    .backward = concat_backward,
-};
+const op_desc op_concat = {"concat", OP_OUT_OF_PLACE,
+    concat_infer, NULL, concat_forward, concat_forward, concat_backward, NULL};

@@ -173,12 +173,5 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
     return (double)out->n * out->c * out->h * out->w * in[0].c * nd->a.k * nd->a.k;
 }
 
-const op_desc op_conv2d = {
-    .name = "conv2d",
-    .infer = conv_infer,
-    .plan = conv_plan_node,
-    .forward = conv_forward_node,
-    .forward_train = conv_forward_node,
-    .backward = conv_backward_node,
-    .macs = conv_macs,
-};
+const op_desc op_conv2d = {"conv2d", OP_OUT_OF_PLACE,
+    conv_infer, conv_plan_node, conv_forward_node, conv_forward_node, conv_backward_node, conv_macs};

@@ -72,10 +72,9 @@ void scores_sigmoid_part(const tensor4 *cls, const det_level_out *scores, int t,
 {
     const long plane = (long)cls->h * cls->w;
     long begin, end;
-    split_range((long)cls->n * cls->c, t, nt, &begin, &end);
+    plane_split(cls, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / cls->c), c = (int)(p % cls->c);
-        const float *src = cls->data + n * cls->batch_stride + c * plane;
+        const float *src = tensor4_plane(cls, p);
         float *dst = scores->data + p * scores->anchors + scores->offset;
         for (long i = 0; i < plane; i++)
             dst[i] = sigmoid_f32(src[i]);

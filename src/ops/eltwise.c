@@ -18,12 +18,11 @@ static void add_worker(void *arg, int t, int nt)
     const tensor4 *o = job->out;
     const long plane = (long)o->h * o->w;
     long begin, end;
-    split_range((long)o->n * o->c, t, nt, &begin, &end);
+    plane_split(o, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / o->c), c = (int)(p % o->c);
-        f32_add_scaled__ref(job->a->data + n * job->a->batch_stride + c * plane,
-                            job->b->data + n * job->b->batch_stride + c * plane, job->alpha,
-                            o->data + n * o->batch_stride + c * plane, plane);
+        f32_add_scaled__ref(tensor4_plane(job->a, p),
+                            tensor4_plane(job->b, p), job->alpha,
+                            tensor4_plane(o, p), plane);
     }
 }
 
@@ -51,22 +50,21 @@ static void add_bwd_worker(void *arg, int t, int nt)
     const tensor4 *dy = job->dy;
     const long plane = (long)dy->h * dy->w;
     long begin, end;
-    split_range((long)dy->n * dy->c, t, nt, &begin, &end);
+    plane_split(dy, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / dy->c), c = (int)(p % dy->c);
-        const float *g = dy->data + n * dy->batch_stride + c * plane;
+        const float *g = tensor4_plane(dy, p);
         if (job->da) {
-            float *d = job->da->data + n * job->da->batch_stride + c * plane;
+            float *d = tensor4_plane(job->da, p);
             for (long i = 0; i < plane; i++)
                 d[i] += g[i];
         }
         if (job->db) {
-            float *d = job->db->data + n * job->db->batch_stride + c * plane;
+            float *d = tensor4_plane(job->db, p);
             for (long i = 0; i < plane; i++)
                 d[i] += job->alpha * g[i];
         }
         if (job->partials) {
-            const float *bv = job->b->data + n * job->b->batch_stride + c * plane;
+            const float *bv = tensor4_plane(job->b, p);
             double s = 0.0;
             for (long i = 0; i < plane; i++)
                 s += (double)g[i] * bv[i];
@@ -120,12 +118,5 @@ static void add_backward(op_run *r)
                         (double *)r->ex.op_scratch);
 }
 
-const op_desc op_add = {
-    .name = "add",
-    .in_place = OP_IN_PLACE_ANY,
-    .infer = add_infer,
-    .plan = add_plan,
-    .forward = add_forward,
-    .forward_train = add_forward,
-    .backward = add_backward,
-};
+const op_desc op_add = {"add", OP_IN_PLACE_ANY,
+    add_infer, add_plan, add_forward, add_forward, add_backward, NULL};

@@ -41,11 +41,9 @@ static void ese_tr_mean_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        job->save_s[p] = job->mean(x->data + n * x->batch_stride + c * plane, plane);
-    }
+    plane_split(x, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++)
+        job->save_s[p] = job->mean(tensor4_plane(x, p), plane);
 }
 
 static void ese_tr_fc_worker(void *arg, int t, int nt)
@@ -71,11 +69,10 @@ static void ese_tr_scale_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x, *y = job->y;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        const float *src = x->data + n * x->batch_stride + c * plane;
-        float *dst = y->data + n * y->batch_stride + c * plane;
+        const float *src = tensor4_plane(x, p);
+        float *dst = tensor4_plane(y, p);
         float g = gate_of(job->save_z[p]);
         for (long i = 0; i < plane; i++)
             dst[i] = src[i] * g;
@@ -106,11 +103,10 @@ static void ese_bwd_dz_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x, *dy = job->dy;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        const float *xs = x->data + n * x->batch_stride + c * plane;
-        const float *g = dy->data + n * dy->batch_stride + c * plane;
+        const float *xs = tensor4_plane(x, p);
+        const float *g = tensor4_plane(dy, p);
         double s = 0.0;
         for (long i = 0; i < plane; i++)
             s += (double)g[i] * xs[i];
@@ -159,11 +155,10 @@ static void ese_bwd_dx_worker(void *arg, int t, int nt)
     const tensor4 *x = job->x, *dy = job->dy, *dx = job->dx;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        const float *g = dy->data + n * dy->batch_stride + c * plane;
-        float *d = dx->data + n * dx->batch_stride + c * plane;
+        const float *g = tensor4_plane(dy, p);
+        float *d = tensor4_plane(dx, p);
         float gate = gate_of(job->save_z[p]), add = job->ds[p] / (float)plane;
         for (long i = 0; i < plane; i++)
             d[i] += g[i] * gate + add;
@@ -204,10 +199,10 @@ static void ese_g_mean_worker(void *arg, int t, int nt)
     const tensor4 *x = job->b.x;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
         int n = (int)(p / x->c), c = (int)(p % x->c);
-        float s = f32_mean__ref(x->data + n * x->batch_stride + c * plane, plane);
+        float s = f32_mean__ref(tensor4_plane(x, p), plane);
         job->b.save_s[p] = s;
         job->st[(long)c * x->n + n] = s;
     }
@@ -250,13 +245,13 @@ static void ese_g_scale_worker(void *arg, int t, int nt)
     const tensor4 *x = job->b.x, *y = job->b.y;
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
         int n = (int)(p / x->c), c = (int)(p % x->c);
         float z = job->zt[(long)c * x->n + n] + job->b.fc_bias[c];
         job->b.save_z[p] = z;
-        const float *src = x->data + n * x->batch_stride + c * plane;
-        float *dst = y->data + n * y->batch_stride + c * plane;
+        const float *src = tensor4_plane(x, p);
+        float *dst = tensor4_plane(y, p);
         float g = gate_of(z);
         for (long i = 0; i < plane; i++)
             dst[i] = src[i] * g;
@@ -328,14 +323,6 @@ void ese_backward_gemm(op_exec *ex, const tensor4 *x, const tensor4 *dy, const t
  * bias (C)]. Eval in place with s and z in the shared workspace; train saves s and z
  * (2*N*C floats) and, on tables with a GEMM tile, runs the fc products on it. */
 
-static cspresnet_status ese_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
-{
-    (void)nd;
-    (void)err;
-    *out = in[0];
-    return CSPRESNET_OK;
-}
-
 static void ese_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
 {
     (void)nd;
@@ -380,13 +367,5 @@ static double ese_macs(const gnode *nd, const tshape *in, const tshape *out)
     return (double)out->n * out->c * out->c;
 }
 
-const op_desc op_ese = {
-    .name = "ese",
-    .in_place = OP_IN_PLACE_ONLY,
-    .infer = ese_infer,
-    .plan = ese_plan,
-    .forward = ese_forward_node,
-    .forward_train = ese_forward_train_node,
-    .backward = ese_backward_node,
-    .macs = ese_macs,
-};
+const op_desc op_ese = {"ese", OP_IN_PLACE_ONLY,
+    op_infer_same, ese_plan, ese_forward_node, ese_forward_train_node, ese_backward_node, ese_macs};

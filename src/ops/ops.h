@@ -23,6 +23,19 @@ typedef struct tensor4 {
     long batch_stride;
 } tensor4;
 
+/* Work over (image, channel) planes: part t of nt gets planes [*begin, *end) of x's
+ * N*C (in image-major order; the same split for every tensor of x's shape), and
+ * plane p starts at tensor4_plane(x, p). */
+static inline void plane_split(const tensor4 *x, int t, int nt, long *begin, long *end)
+{
+    split_range((long)x->n * x->c, t, nt, begin, end);
+}
+
+static inline float *tensor4_plane(const tensor4 *x, long p)
+{
+    return x->data + (p / x->c) * x->batch_stride + (p % x->c) * (long)x->h * x->w;
+}
+
 /* What an op needs to run: threads, kernels and scratch planned by the caller. */
 typedef struct op_exec {
     threadpool *pool;

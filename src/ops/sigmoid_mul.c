@@ -28,11 +28,9 @@ void mean_hw_part(const tensor4 *x, float *mean, int t, int nt)
 {
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        mean[p] = f32_mean__ref(x->data + n * x->batch_stride + c * plane, plane);
-    }
+    plane_split(x, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++)
+        mean[p] = f32_mean__ref(tensor4_plane(x, p), plane);
 }
 
 void channel_fc_part(const float *mean, int n, int cin, int cout, const float *weight,
@@ -54,11 +52,10 @@ void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int
 {
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        const float *src = x->data + n * x->batch_stride + c * plane;
-        float *dst = out->data + n * out->batch_stride + c * plane;
+        const float *src = tensor4_plane(x, p);
+        float *dst = tensor4_plane(out, p);
         float g = sigmoid_f32(z[p]);
         for (long i = 0; i < plane; i++)
             dst[i] = src[i] * g;
@@ -69,11 +66,10 @@ void sigmoid_part(const tensor4 *x, const tensor4 *out, int t, int nt)
 {
     const long plane = (long)x->h * x->w;
     long begin, end;
-    split_range((long)x->n * x->c, t, nt, &begin, &end);
+    plane_split(x, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        const float *src = x->data + n * x->batch_stride + c * plane;
-        float *dst = out->data + n * out->batch_stride + c * plane;
+        const float *src = tensor4_plane(x, p);
+        float *dst = tensor4_plane(out, p);
         for (long i = 0; i < plane; i++)
             dst[i] = sigmoid_f32(src[i]);
     }

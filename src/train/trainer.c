@@ -16,8 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "core/rng.h"
 #include "train/train.h"
 
 struct cspresnet_trainer {
@@ -84,14 +84,6 @@ const char *cspresnet_trainer_last_error(const cspresnet_trainer *tr)
     return tr ? tr->err.text : "";
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Which segment each parameter belongs to (the optimizer skips frozen ones), the
  * named stage outputs and the per-tensor gradient flags. */
 static cspresnet_status trainer_graph_info(cspresnet_trainer *tr, error_buf *e)
@@ -148,11 +140,7 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
         return CSPRESNET_ERR_MEMORY;
     }
     tr->opt = *opt;
-    int threads = opt->threads;
-    if (threads <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)(online < 256 ? online : 256) : 1;
-    }
+    int threads = opt->threads > 0 ? opt->threads : threadpool_default_size();
     tr->kernels = kernel_table_select(getenv("CSPRESNET_ISA"));
     tr->tk = train_kernel_table_for(tr->kernels);
     if (model->deployed)
@@ -190,7 +178,7 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
             uint64_t st = opt->head_seed;
             float bound = 1.0f / sqrtf((float)tr->head_c);
             for (long i = 0; i < (long)tr->classes * tr->head_c; i++)
-                tr->head[i] = bound * (2.0f * (float)((splitmix(&st) >> 40) / 16777216.0) - 1.0f);
+                tr->head[i] = bound * (2.0f * (float)((splitmix64(&st) >> 40) / 16777216.0) - 1.0f);
         }
     }
     if (s != CSPRESNET_OK) {
