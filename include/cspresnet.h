@@ -185,6 +185,18 @@ int cspresnet_model_is_deployed(const cspresnet_model *model);
 cspresnet_status cspresnet_model_save_pdparams(const cspresnet_model *model, const char *path,
                                                char *err, size_t err_size);
 
+/* Packs the model's weights once for the kernels of `isa` (NULL: the best this CPU
+ * runs; as cspresnet_context_isa names them) so that forwards do not transform them
+ * again: today the Winograd transform of every 3x3 stride-1 conv, 4x those weights.
+ * Layers are packed in network order while the total stays within budget_bytes (0
+ * frees what an earlier call packed). Call it before creating contexts: the packed
+ * data is then read-only and shared like the weights; contexts whose kernels differ
+ * ignore it. Results are bit-identical with and without it. */
+cspresnet_status cspresnet_model_prepare(cspresnet_model *model, const char *isa, size_t budget_bytes,
+                                         char *err, size_t err_size);
+/* Bytes the last cspresnet_model_prepare packed (0: none). */
+size_t cspresnet_model_prepared_bytes(const cspresnet_model *model);
+
 /* The model's architecture. Valid until cspresnet_model_free. */
 const cspresnet_config *cspresnet_model_config(const cspresnet_model *model);
 

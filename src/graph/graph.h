@@ -200,6 +200,8 @@ typedef struct graph_runner {
     op_exec ex;                  /* pool and kernels; the workspace comes from the plan */
     const train_kernel_table *tk;
     double *prof;                /* per-node seconds added, or NULL */
+    const float *prepared;       /* packed weights of the nodes with prepared_off >= 0 */
+    const long *prepared_off;    /* per node, floats into prepared, or -1 (NULL: none) */
 } graph_runner;
 
 tensor4 graph_view(const graph_runner *r, int t, int grad);
@@ -249,6 +251,11 @@ typedef struct op_desc {
     void (*backward)(op_run *r);   /* NULL: not trainable (eval-only ops) */
     /* multiply-adds (the summary's convention: convs only) */
     double (*macs)(const gnode *nd, const tshape *in, const tshape *out);
+    /* load-time packing of the node's weights for kernels kt (model/prepare.c): the
+     * floats it needs (0: nothing to pack) and the packing; NULL: never */
+    long (*prepare_floats)(const gnode *nd, const param_info *params, const kernel_table *kt);
+    void (*prepare)(const gnode *nd, const param_info *params, const float *weights, const kernel_table *kt,
+                    float *dst);
 } op_desc;
 
 /* graph.c: the infer of ops whose output has their input's shape. */

@@ -53,6 +53,7 @@ static op_run make_run(graph_runner *r, int i)
     run.ex.fast_scratch = run.ex.scratch;
     run.ex.fast_per_thread = p->ws_thread;
     run.ex.op_scratch = run.ex.scratch + p->ws_thread * p->threads;
+    run.ex.prepared = r->prepared_off && r->prepared_off[i] >= 0 ? r->prepared + r->prepared_off[i] : NULL;
     run.tk = r->tk;
     run.nd = nd;
     run.np = &p->np[i];

@@ -49,6 +49,8 @@ void cspresnet_model_free(cspresnet_model *model)
     else
         free(model->weights);
     graph_free(&model->g);
+    free(model->prepared);
+    free(model->prepared_off);
     free(model);
 }
 

@@ -121,8 +121,11 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
             return s;
     }
     const graph *g = &ctx->model->g;
-    graph_runner run = {g, &ctx->plan, ctx->block, ctx->model->params, ctx->model->weights, NULL, input,
-                        {.pool = ctx->pool, .kernels = ctx->kernels}, NULL, ctx->prof};
+    const cspresnet_model *m = ctx->model;
+    int prepared = m->prepared && strcmp(m->prepared_isa, ctx->kernels->isa) == 0;
+    graph_runner run = {g, &ctx->plan, ctx->block, m->params, m->weights, NULL, input,
+                        {.pool = ctx->pool, .kernels = ctx->kernels}, NULL, ctx->prof,
+                        prepared ? m->prepared : NULL, prepared ? m->prepared_off : NULL};
     graph_forward(&run, 0, g->n_nodes, 0, 0);
     for (int r = 0; r < g->n_outputs; r++) {
         tensor4 v = graph_view(&run, g->outputs[r], 0);

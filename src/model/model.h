@@ -28,6 +28,11 @@ struct cspresnet_model {
     float *weights;            /* the weight arena */
     long weight_floats;
     graph g;                   /* the network (builder.h); read-only once built */
+    /* prepare.c: nodes' weights packed for one kernel table (NULL: none prepared) */
+    float *prepared;
+    long *prepared_off;        /* per node: floats into prepared, or -1 */
+    long prepared_floats;
+    const char *prepared_isa;  /* the table they were packed for */
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).
      * NULL when the model allocated its arena. Such params may be only float-aligned. */

@@ -112,4 +112,4 @@ static void act_backward(op_run *r)
 }
 
 const op_desc op_activation = {"activation", OP_IN_PLACE_ONLY,
-    op_infer_same, NULL, act_forward, act_forward_train, act_backward, NULL};
+    op_infer_same, NULL, act_forward, act_forward_train, act_backward, NULL, NULL, NULL};

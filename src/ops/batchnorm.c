@@ -184,4 +184,4 @@ static void bn_backward(op_run *r)
 }
 
 const op_desc op_batchnorm = {"batchnorm", OP_IN_PLACE_ONLY,
-    op_infer_same, bn_plan, bn_forward, bn_forward_train, bn_backward, NULL};
+    op_infer_same, bn_plan, bn_forward, bn_forward_train, bn_backward, NULL, NULL, NULL};

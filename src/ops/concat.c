@@ -68,4 +68,4 @@ static void concat_backward(op_run *r)
 }
 
 const op_desc op_concat = {"concat", OP_OUT_OF_PLACE,
-    concat_infer, NULL, concat_forward, concat_forward, concat_backward, NULL};
+    concat_infer, NULL, concat_forward, concat_forward, concat_backward, NULL, NULL, NULL};

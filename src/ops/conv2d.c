@@ -173,5 +173,22 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
     return (double)out->n * out->c * out->h * out->w * in[0].c * nd->a.k * nd->a.k;
 }
 
-const op_desc op_conv2d = {"conv2d", OP_OUT_OF_PLACE,
-    conv_infer, conv_plan_node, conv_forward_node, conv_forward_node, conv_backward_node, conv_macs};
+/* The Winograd U of a 3x3 stride-1 conv, for tables with Winograd kernels. */
+static long conv_prepare_floats(const gnode *nd, const param_info *params, const kernel_table *kt)
+{
+    const param_info *w = &params[nd->param[0]];
+    conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
+    int wino = kt->wino_weight && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
+    return wino ? conv2d_winograd_u_floats(&g) : 0;
+}
+
+static void conv_prepare(const gnode *nd, const param_info *params, const float *weights, const kernel_table *kt,
+                         float *dst)
+{
+    const param_info *w = &params[nd->param[0]];
+    conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
+    conv2d_winograd_u(kt, &g, weights + w->offset, dst);
+}
+
+const op_desc op_conv2d = {"conv2d", OP_OUT_OF_PLACE, conv_infer, conv_plan_node, conv_forward_node,
+    conv_forward_node, conv_backward_node, conv_macs, conv_prepare_floats, conv_prepare};

@@ -4,9 +4,9 @@
  *
  * in (N,C,H,W), weight (OC,C,3,3) -> out (N,OC,H,W), epilogue act(. + bias) + res.
  * Per forward: (1) U[36][OC][C] = G g G^T, all threads splitting OC, into the shared
- * scratch (weights are transformed per call instead of stored: 4x the 3x3 weights
- * would not fit the memory goal, and the cost is ~160 flops per channel pair, small
- * next to 36 * tiles); (2) tasks of (image, WINO_TB tiles, output-channel part):
+ * scratch, unless the model prepared U at load (model/prepare.c, within a memory
+ * budget: 4x the 3x3 weights do not fit the default memory goal, and the cost is ~160
+ * flops per channel pair, small next to 36 * tiles); (2) tasks of (image, WINO_TB tiles, output-channel part):
  * V[36][C][TB] = B^T d B of the task's tiles into the thread's scratch, then 36 GEMMs
  * M_p[OCpart x TB] = U_p . V_p (for small C one block of mr output channels at a time,
  * so M stays in L1), then A^T M A plus the epilogue straight into out. The reduction
@@ -200,7 +200,18 @@ void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weigh
     wino_job job = {ex, g, weight, in, out, ep, {0}, NULL};
     const int threads = threadpool_size(ex->pool);
     plan_wino(ex->kernels, g, in->n, threads, &job.p);
-    job.u = ex->fast_scratch + threads * ex->fast_per_thread;
-    threadpool_run(ex->pool, weight_worker, &job);
+    if (ex->prepared) {
+        job.u = (float *)ex->prepared;   /* read only from here on */
+    } else {
+        job.u = ex->fast_scratch + threads * ex->fast_per_thread;
+        threadpool_run(ex->pool, weight_worker, &job);
+    }
     threadpool_run(ex->pool, tile_worker, &job);
+}
+
+long conv2d_winograd_u_floats(const conv_geom *g) { return 36L * g->out_c * g->in_c; }
+
+void conv2d_winograd_u(const kernel_table *kt, const conv_geom *g, const float *weight, float *u)
+{
+    kt->wino_weight(weight, g->in_c, 0, g->out_c, (long)g->out_c * g->in_c, u);
 }

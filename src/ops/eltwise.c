@@ -119,4 +119,4 @@ static void add_backward(op_run *r)
 }
 
 const op_desc op_add = {"add", OP_IN_PLACE_ANY,
-    add_infer, add_plan, add_forward, add_forward, add_backward, NULL};
+    add_infer, add_plan, add_forward, add_forward, add_backward, NULL, NULL, NULL};

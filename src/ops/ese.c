@@ -368,4 +368,4 @@ static double ese_macs(const gnode *nd, const tshape *in, const tshape *out)
 }
 
 const op_desc op_ese = {"ese", OP_IN_PLACE_ONLY,
-    op_infer_same, ese_plan, ese_forward_node, ese_forward_train_node, ese_backward_node, ese_macs};
+    op_infer_same, ese_plan, ese_forward_node, ese_forward_train_node, ese_backward_node, ese_macs, NULL, NULL};

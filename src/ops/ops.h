@@ -47,6 +47,9 @@ typedef struct op_exec {
      * the shared part (Winograd weights); NULL keeps conv2d on the reference path */
     float *fast_scratch;
     long fast_per_thread;
+    /* this node's weights packed at load time for these kernels (model/prepare.c:
+     * a conv's Winograd U), or NULL: the op transforms them itself */
+    const float *prepared;
 } op_exec;
 
 /* conv2d.c: in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), then the epilogue
@@ -90,6 +93,10 @@ void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, 
                              long *per_thread, long *shared);
 void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
                              const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
+/* The Winograd U (36 x OC x C floats, conv2d_winograd.c's layout) of a 3x3 conv's
+ * weights, as conv2d_winograd_forward computes it per call; ex->prepared takes it. */
+long conv2d_winograd_u_floats(const conv_geom *g);
+void conv2d_winograd_u(const kernel_table *kt, const conv_geom *g, const float *weight, float *u);
 
 /* batchnorm.c: eval mode, in place: x = (x - mean) / sqrt(var + eps) * w + b per channel. */
 #define BN_EPSILON 1e-5f

@@ -30,7 +30,8 @@ static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, con
     long pt = 0, sh = 0;
     int path = conv2d_plan(kt, g, in->n, threads, 1, &pt, &sh);
     float *scratch = malloc(sizeof(float) * (size_t)(pt * threads + sh + 16));
-    op_exec ex = {pool, kt, scratch, pt, scratch + pt * threads, scratch, pt};
+    op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt,
+                  .op_scratch = scratch + pt * threads, .fast_scratch = scratch, .fast_per_thread = pt};
     conv2d_run(&ex, path, g, w, in, out, ep);
     free(scratch);
     threadpool_free(pool);

@@ -198,7 +198,8 @@ static void run_backward(const kernel_table *kt, int threads, const conv_geom *g
         conv2d_backward_scratch(kt, g, n, &pt, &sh);
     }
     float *scratch = malloc(sizeof(float) * (pt * threads + sh + 16));
-    op_exec ex = {pool, kt, scratch, pt, scratch + pt * threads, NULL, 0};
+    op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt,
+                  .op_scratch = scratch + pt * threads};
     tensor4 x = {in->x, n, g->in_c, g->in_h, g->in_w, (long)g->in_c * g->in_h * g->in_w};
     tensor4 dy = {in->dy, n, g->out_c, g->out_h, g->out_w, (long)g->out_c * g->out_h * g->out_w};
     tensor4 dxt = x;
@@ -220,7 +221,7 @@ static void run_forward(const kernel_table *kt, int threads, const conv_geom *g,
         abort();
     long pt = use_ref ? conv2d_scratch_per_thread() : conv_cols_scratch(kt, g);
     float *scratch = malloc(sizeof(float) * (pt * threads + 16));
-    op_exec ex = {pool, kt, scratch, pt, scratch, NULL, 0};
+    op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt, .op_scratch = scratch};
     tensor4 x = {in->x, n, g->in_c, g->in_h, g->in_w, (long)g->in_c * g->in_h * g->in_w};
     tensor4 o = {out, n, g->out_c, g->out_h, g->out_w, (long)g->out_c * g->out_h * g->out_w};
     if (use_ref)

@@ -1,0 +1,74 @@
+/*
+ * prepare.c - the load-time step that packs weights for the kernels that will run
+ * them (each op's prepare: today a conv's Winograd U, 4x its 3x3 weights), so that no
+ * forward transforms them again. Nodes are packed in graph order while the total fits
+ * the caller's budget; the packed data belongs to the model and, like its weights, is
+ * only read by contexts, so one prepared model still serves many threads. A context
+ * uses it when its kernel table is the one the model was prepared for.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+
+static void drop(cspresnet_model *m)
+{
+    free(m->prepared);
+    free(m->prepared_off);
+    m->prepared = NULL;
+    m->prepared_off = NULL;
+    m->prepared_floats = 0;
+    m->prepared_isa = NULL;
+}
+
+cspresnet_status cspresnet_model_prepare(cspresnet_model *model, const char *isa, size_t budget_bytes,
+                                         char *err, size_t err_size)
+{
+    error_buf e;
+    if (!model) {
+        error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_prepare: model must not be NULL");
+        error_copy_out(&e, err, err_size);
+        return CSPRESNET_ERR_ARGUMENT;
+    }
+    drop(model);
+    const graph *g = &model->g;
+    const kernel_table *kt = kernel_table_select(isa);
+    long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+    if (!off) {
+        error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");
+        error_copy_out(&e, err, err_size);
+        return CSPRESNET_ERR_MEMORY;
+    }
+    long total = 0, budget = (long)(budget_bytes / sizeof(float));
+    for (int i = 0; i < g->n_nodes; i++) {
+        const gnode *nd = &g->nodes[i];
+        long f = nd->op->prepare_floats ? nd->op->prepare_floats(nd, model->params, kt) : 0;
+        f = (f + 15) & ~15L;
+        off[i] = f > 0 && total + f <= budget ? total : -1;
+        total += off[i] >= 0 ? f : 0;
+    }
+    if (total == 0) {
+        free(off);
+        return CSPRESNET_OK;
+    }
+    model->prepared = aligned_alloc(64, (size_t)total * sizeof(float));
+    if (!model->prepared) {
+        free(off);
+        error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory: preparing the model needs %.1f MiB",
+                  (double)total * sizeof(float) / (1024.0 * 1024.0));
+        error_copy_out(&e, err, err_size);
+        return CSPRESNET_ERR_MEMORY;
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        if (off[i] >= 0)
+            g->nodes[i].op->prepare(&g->nodes[i], model->params, model->weights, kt, model->prepared + off[i]);
+    model->prepared_off = off;
+    model->prepared_floats = total;
+    model->prepared_isa = kt->isa;
+    return CSPRESNET_OK;
+}
+
+size_t cspresnet_model_prepared_bytes(const cspresnet_model *model)
+{
+    return model ? (size_t)model->prepared_floats * sizeof(float) : 0;
+}
