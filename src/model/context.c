@@ -19,7 +19,7 @@
 struct cspresnet_context {
     const cspresnet_model *model;
     threadpool *pool;
-    const kernel_table *kernels;
+    const kernel_set *kernels;
     int plan_n, plan_h, plan_w;   /* 0: nothing planned yet */
     long *offset;                 /* per tensor: floats into arena (roots only) */
     float *block;                 /* arena, then scratch */
@@ -43,10 +43,27 @@ static int root_of(const cspresnet_model *m, int t)
     return m->tensors[t].parent >= 0 ? m->tensors[t].parent : t;
 }
 
+void cspresnet_context_options_init(cspresnet_context_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+}
+
 cspresnet_status cspresnet_context_create(const cspresnet_model *model, int threads,
                                           cspresnet_context **out, char *err, size_t err_size)
 {
+    cspresnet_context_options opt = {.threads = threads};
+    return cspresnet_context_create_ex(model, &opt, out, err, err_size);
+}
+
+cspresnet_status cspresnet_context_create_ex(const cspresnet_model *model,
+                                             const cspresnet_context_options *opt,
+                                             cspresnet_context **out, char *err, size_t err_size)
+{
     error_buf e;
+    cspresnet_context_options defaults = {0};
+    if (!opt)
+        opt = &defaults;
+    int threads = opt->threads;
     if (!out || !model) {
         error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_context_create: model and out must not be NULL");
         error_copy_out(&e, err, err_size);
@@ -64,7 +81,7 @@ cspresnet_status cspresnet_context_create(const cspresnet_model *model, int thre
         return CSPRESNET_ERR_MEMORY;
     }
     ctx->model = model;
-    ctx->kernels = kernel_table_select(getenv("CSPRESNET_ISA"));
+    ctx->kernels = kernel_set_select(opt->isa);
     ctx->offset = calloc((size_t)model->n_tensors, sizeof *ctx->offset);
     cspresnet_status s = ctx->offset ? threadpool_create(threads, &ctx->pool, &e)
                                      : error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory creating a context");
@@ -194,7 +211,7 @@ static cspresnet_status plan(cspresnet_context *ctx, int n, int h, int w)
         conv_geom g = {nd->cin, spatial(h, ti->level), spatial(w, ti->level), nd->cout,
                        spatial(h, to->level), spatial(w, to->level), nd->k, nd->stride, nd->pad};
         long pt, sh;
-        conv2d_fast_scratch(ctx->kernels, &g, n, threads, &pt, &sh);
+        conv2d_fast_scratch(ctx->kernels, 1, &g, n, threads, &pt, &sh);
         pt = (pt + 15) & ~15L;
         if (pt > fast_pt)
             fast_pt = pt;
@@ -308,6 +325,7 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
                       conv2d_scratch_per_thread() * threadpool_size(ctx->pool),
         .fast_scratch = ctx->fast_offset >= 0 ? ctx->block + ctx->arena_floats + ctx->fast_offset : NULL,
         .fast_per_thread = ctx->fast_per_thread,
+        .allow_winograd = 1,
     };
     for (int i = 0; i < m->n_nodes; i++) {
         if (ctx->prof) {

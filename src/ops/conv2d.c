@@ -26,7 +26,6 @@ typedef struct conv_job {
 static void conv_tile(const conv_job *job, float *panel, int image, long n0, int nc)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
     const long K = (long)g->in_c * g->k * g->k;
     const long N = (long)g->out_h * g->out_w;
     const float *src = job->in->data + image * job->in->batch_stride;
@@ -35,13 +34,13 @@ static void conv_tile(const conv_job *job, float *panel, int image, long n0, int
 
     for (long k0 = 0; k0 < K; k0 += CONV_KC) {
         int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
-        kt->im2col_panel(g, src, (int)k0, kc, n0, nc, panel);
+        f32_im2col_panel__ref(g, src, (int)k0, kc, n0, nc, panel);
         for (int m0 = 0; m0 < g->out_c; m0 += GEMM_MR) {
             int mr = g->out_c - m0 < GEMM_MR ? g->out_c - m0 : GEMM_MR;
             const float *a = job->weight + m0 * K + k0;
             for (int s = 0; s < strips; s++) {
                 int nr = nc - s * GEMM_NR < GEMM_NR ? nc - s * GEMM_NR : GEMM_NR;
-                kt->gemm_micro(kc, a, K, panel + (long)s * kc * GEMM_NR,
+                f32_gemm_4x16__ref(kc, a, K, panel + (long)s * kc * GEMM_NR,
                                dst + m0 * N + s * GEMM_NR, N, mr, nr, k0 > 0);
             }
         }

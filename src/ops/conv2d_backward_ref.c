@@ -55,15 +55,15 @@ typedef struct convb_job {
 /* C[M x N] (+)= A[M x K] . B[K x N], B row-major with stride ldb. Uses the table's
  * fast GEMM (any ldb) when it has one, else packs B into NR-wide strips for the
  * reference micro-kernel (pack: K * roundup(N, NR) floats). */
-static void gemm_rowmajor(const kernel_table *kt, int M, int N, int K, const float *a, long lda,
+static void gemm_rowmajor(const kernel_set *kt, int M, int N, int K, const float *a, long lda,
                           const float *b, long ldb, float *c, long ldc, int accumulate, float *pack)
 {
     if (kt->gemm) {
-        for (int j0 = 0; j0 < N; j0 += kt->nr) {
-            int nr = N - j0 < kt->nr ? N - j0 : kt->nr;
-            for (int i0 = 0; i0 < M; i0 += kt->mr) {
-                int mr = M - i0 < kt->mr ? M - i0 : kt->mr;
-                kt->gemm(K, a + (long)i0 * lda, lda, b + j0, ldb, c + (long)i0 * ldc + j0, ldc,
+        for (int j0 = 0; j0 < N; j0 += kt->gemm->nr) {
+            int nr = N - j0 < kt->gemm->nr ? N - j0 : kt->gemm->nr;
+            for (int i0 = 0; i0 < M; i0 += kt->gemm->mr) {
+                int mr = M - i0 < kt->gemm->mr ? M - i0 : kt->gemm->mr;
+                kt->gemm->fn(K, a + (long)i0 * lda, lda, b + j0, ldb, c + (long)i0 * ldc + j0, ldc,
                          mr, nr, accumulate);
             }
         }
@@ -86,7 +86,7 @@ static void gemm_rowmajor(const kernel_table *kt, int M, int N, int K, const flo
         int nr = N - s * GEMM_NR < GEMM_NR ? N - s * GEMM_NR : GEMM_NR;
         for (int i0 = 0; i0 < M; i0 += GEMM_MR) {
             int mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
-            kt->gemm_micro(K, a + (long)i0 * lda, lda, pack + (long)s * K * GEMM_NR,
+            f32_gemm_4x16__ref(K, a + (long)i0 * lda, lda, pack + (long)s * K * GEMM_NR,
                            c + (long)i0 * ldc + s * GEMM_NR, ldc, mr, nr, accumulate);
         }
     }

@@ -26,7 +26,7 @@ typedef struct tensor4 {
 /* What an op needs to run: threads, kernels and scratch planned by the caller. */
 typedef struct op_exec {
     threadpool *pool;
-    const kernel_table *kernels;
+    const kernel_set *kernels;
     float *scratch;              /* per-thread conv panels, then op scratch */
     long scratch_per_thread;     /* floats of conv panel per thread */
     float *op_scratch;           /* shared scratch for small ops (ESE statistics) */
@@ -34,6 +34,9 @@ typedef struct op_exec {
      * the shared part (Winograd weights); NULL keeps conv2d on the reference path */
     float *fast_scratch;
     long fast_per_thread;
+    /* 1: 3x3 stride-1 convs may run by Winograd when the set has it (inference);
+     * 0: never (training: see trainer.c). conv2d_fast_scratch takes the same choice. */
+    int allow_winograd;
 } op_exec;
 
 /* conv2d.c: in (N,C,H,W), weight (OC,C,k,k) -> out (N,OC,OH,OW), then the epilogue
@@ -49,20 +52,21 @@ typedef struct conv_epilogue {
 } conv_epilogue;
 long conv2d_scratch_per_thread(void);
 /* conv2d_fast.c: scratch the fast path needs for this conv on n images with `threads`
- * threads (both 0 when kt has no fast kernels). conv2d_forward takes the fast path
- * when ex->fast_scratch is set and ex->kernels has fast kernels. */
-void conv2d_fast_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
-                         long *per_thread, long *shared);
+ * threads and Winograd allowed or not (both 0 when ks has no fast kernels).
+ * conv2d_forward takes the fast path when ex->fast_scratch is set and ex->kernels has
+ * fast kernels. */
+void conv2d_fast_scratch(const kernel_set *ks, int allow_winograd, const conv_geom *g, int n,
+                         int threads, long *per_thread, long *shared);
 void conv2d_fast_forward(op_exec *ex, const conv_geom *g, const float *weight,
                          const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
-int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g);
+int conv2d_winograd_applies(const kernel_set *ks, int allow_winograd, const conv_geom *g);
 /* conv2d_winograd_few.c: the same convs when the batch has few tiles. */
 int conv2d_winograd_few_applies(const conv_geom *g, int n);
 void conv2d_winograd_few_scratch(const conv_geom *g, int n, long *per_thread, long *shared);
 void conv2d_winograd_few_forward(op_exec *ex, const conv_geom *g, const float *weight,
                                  const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
-void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+void conv2d_winograd_scratch(const kernel_set *kt, const conv_geom *g, int n, int threads,
                              long *per_thread, long *shared);
 void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
                              const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);

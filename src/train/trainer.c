@@ -23,8 +23,8 @@ struct cspresnet_trainer {
     cspresnet_model *model;     /* own copy of the weights (and running statistics) */
     tgraph g;
     threadpool *pool;
-    const kernel_table *kernels;
-    const train_kernel_table *tk;   /* point-wise training kernels for that table */
+    const kernel_set *kernels;
+    const f32_train_config *tk;     /* point-wise training kernels of that set */
     float *grads, *opt_m, *opt_v;          /* weight_floats each (opt_v: AdamW only) */
     int classes, head_c;
     float *head, *head_grad, *head_m, *head_v;  /* K*C weight then K bias */
@@ -42,7 +42,6 @@ struct cspresnet_trainer {
     int use_fast_conv;          /* fast scratch for conv2d_forward; in practice only the
                                    reference table (no GEMM tile, so no fast path) reaches
                                    conv2d_forward: the others run conv_cols_forward */
-    kernel_table kernels_train; /* the context's table without the Winograd entries */
     error_buf err;
 };
 
@@ -155,13 +154,9 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 ? (int)(online < 256 ? online : 256) : 1;
     }
-    /* Training runs the fast GEMM convs but not Winograd: its rounding, amplified by
-     * train-mode BN's gradient through the batch statistics, breaks the 1e-4 agreement
-     * with autograd, while the GEMM path rounds like the reference im2col GEMM. */
-    tr->kernels_train = *kernel_table_select(getenv("CSPRESNET_ISA"));
-    tr->kernels_train.wino_input = NULL;
-    tr->kernels = &tr->kernels_train;
-    tr->tk = train_kernel_table_for(tr->kernels);
+    tr->kernels = kernel_set_select(opt->isa);
+    tr->tk = tr->kernels->train;
+    tr->opt.isa = tr->kernels->isa;   /* the caller's string is not kept */
     tr->use_fast_conv = 1;
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
@@ -299,7 +294,7 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
             conv_geom cg = {s->cin, spatial(h, it->level), spatial(w, it->level), s->cout,
                             spatial(h, ot->level), spatial(w, ot->level), s->k, s->stride, s->pad};
             long pt = 0, sh = 0;
-            conv2d_fast_scratch(tr->kernels, &cg, n, threadpool_size(tr->pool), &pt, &sh);
+            conv2d_fast_scratch(tr->kernels, 0, &cg, n, threadpool_size(tr->pool), &pt, &sh);
             if (pt > fast_pt)
                 fast_pt = pt;
             if (sh > fast_sh)
@@ -389,9 +384,12 @@ static op_exec make_exec(const cspresnet_trainer *tr)
         .scratch = tr->block + tr->scratch_off,
         .scratch_per_thread = tr->scratch_per_thread,
         .op_scratch = tr->block + tr->op_scratch_off,
-        /* fast GEMM convs; Winograd is off in kernels_train (see trainer_create) */
         .fast_scratch = tr->use_fast_conv && tr->fast_per_thread > 0 ? tr->block + tr->fast_off : NULL,
         .fast_per_thread = tr->fast_per_thread,
+        /* Training runs the fast GEMM convs but not Winograd: its rounding, amplified by
+         * train-mode BN's gradient through the batch statistics, breaks the 1e-4
+         * agreement with autograd, while the GEMM path rounds like the reference GEMM. */
+        .allow_winograd = 0,
     };
     return ex;
 }
