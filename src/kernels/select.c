@@ -46,14 +46,22 @@ static const f32_winograd_config winograd_generic = {"f32-winograd43-generic", f
                                                      f32_winograd43_input__generic,
                                                      f32_winograd43_output__generic};
 
-#define REF_LOWP &bf16_gemm_config_ref, &u8s8_gemm_config_ref
+#define REF_LOWP .bf16 = &bf16_gemm_config_ref, .int8 = &u8s8_gemm_config_ref
 
 static const kernel_set ref_set = {
-    "ref", NULL, NULL, NULL, &f32_reduce_config_ref, &f32_train_config_ref, REF_LOWP,
+    .isa = "ref",
+    .reduce = &f32_reduce_config_ref,
+    .train = &f32_train_config_ref,
+    REF_LOWP,
 };
 static const kernel_set generic_set = {
-    "generic", &gemm_generic, &conv_generic, &winograd_generic, &f32_reduce_config_ref,
-    &f32_train_config_ref, REF_LOWP,
+    .isa = "generic",
+    .gemm = &gemm_generic,
+    .conv = &conv_generic,
+    .winograd = &winograd_generic,
+    .reduce = &f32_reduce_config_ref,
+    .train = &f32_train_config_ref,
+    REF_LOWP,
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -63,7 +71,13 @@ static const f32_conv_config conv_avx2 = {"f32-conv-avx2", f32_im2col_rows__gene
 static const f32_winograd_config winograd_avx2 = {"f32-winograd43-avx2", f32_winograd43_weight__generic,
                                                   f32_winograd43_input__avx2, f32_winograd43_output__avx2};
 static const kernel_set avx2_set = {
-    "avx2", &gemm_avx2, &conv_avx2, &winograd_avx2, &f32_reduce_config_ref, &f32_train_config_ref, REF_LOWP,
+    .isa = "avx2",
+    .gemm = &gemm_avx2,
+    .conv = &conv_avx2,
+    .winograd = &winograd_avx2,
+    .reduce = &f32_reduce_config_ref,
+    .train = &f32_train_config_ref,
+    REF_LOWP,
 };
 
 static const f32_gemm_config gemm_avx512 = {"f32-gemm-8x32-avx512", 8, 32, f32_gemm_8x32__avx512};
@@ -88,12 +102,14 @@ static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32,
                                              u8_pack_quads__avx512};
 
 /* indexed by (has AVX-512 BF16) * 2 + (has AVX-512 VNNI) */
-#define AVX512_F32 "avx512", &gemm_avx512, &conv_avx512, &winograd_avx512, &reduce_avx512, &train_avx512
+#define AVX512_F32                                                                       \
+    .isa = "avx512", .gemm = &gemm_avx512, .conv = &conv_avx512, .winograd = &winograd_avx512, \
+    .reduce = &reduce_avx512, .train = &train_avx512
 static const kernel_set avx512_sets[4] = {
-    {AVX512_F32, &bf16_gemm_config_ref, &u8s8_gemm_config_ref},
-    {AVX512_F32, &bf16_gemm_config_ref, &int8_avx512},
-    {AVX512_F32, &bf16_avx512, &u8s8_gemm_config_ref},
-    {AVX512_F32, &bf16_avx512, &int8_avx512},
+    {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &u8s8_gemm_config_ref},
+    {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &int8_avx512},
+    {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &u8s8_gemm_config_ref},
+    {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &int8_avx512},
 };
 
 static int have_avx2(void)

@@ -1,10 +1,10 @@
 /*
- * train_kernels.h - kernels of the training path (forward packing, backward
- * point-wise work), beside kernels.h so that the inference kernels stay untouched.
+ * train_kernels.h - the f32 training family (f32_train_config): forward packing and
+ * the backward point-wise work, chosen with the kernel set (kernels.h, select.c).
  *
  * Like every kernel here: pure single-threaded work on given buffers, no allocation,
- * no threads, no globals; each has a reference twin (kernels/ref or kernels/generic)
- * that tests compare it against.
+ * no threads, no globals; each has a reference twin in f32_train_config_ref (kernels/ref,
+ * and the plain-C im2col of kernels/generic) that tests compare it against.
  */
 #ifndef CSPRESNET_TRAIN_KERNELS_H
 #define CSPRESNET_TRAIN_KERNELS_H

@@ -1,6 +1,6 @@
 /*
  * conv2d_backward.c - gradients of a 2-D convolution (groups 1, no bias), fast path:
- * every product runs on the kernel table's GEMM tile over column chunks
+ * every product runs on the kernel set's GEMM tile over column chunks
  * (conv2d_cols.c; chunks span whole images on small maps). Tables without a GEMM
  * tile take the reference path (conv2d_backward_ref.c), the oracle of this one.
  *

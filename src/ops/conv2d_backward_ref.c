@@ -1,7 +1,7 @@
 /*
  * conv2d_backward_ref.c - gradients of a 2-D convolution (groups 1, no bias): the
  * reference path, kept as the oracle of the fast one (conv2d_backward.c), and the
- * path of the "ref" kernel table (no fast GEMM).
+ * path of the "ref" kernel set (no fast GEMM).
  *
  * Forward: out (N,OC,OH,OW) = W (OC,C,k,k) * in (N,C,H,W), as the implicit GEMM
  * out_n[OC x P] = W[OC x K] . col_n[K x P], K = C*k*k, P = OH*OW (see conv2d.c).
@@ -9,8 +9,8 @@
  *   dW[OC x K]  = sum_n dY_n[OC x P] . col_n^T[P x K]      (overwrites dW)
  *   dX_n       += col2im(W^T[K x OC] . dY_n[OC x P])      (accumulates into dX)
  *
- * Both products run on the kernel table's GEMM micro-kernel (MR x NR tiles), so the
- * speed work on that kernel serves training too.
+ * Both products run on the set's GEMM tile where it has one, else on the reference
+ * GEMM micro-kernel (MR x NR tiles).
  *
  * Determinism: every output element is produced by exactly one task, and a task's
  * reduction order is fixed (images, then pixel chunks, in order), so the result does

@@ -4,7 +4,7 @@
  * span whole images, so small maps still fill the GEMM tile.
  *
  * in (N,C,H,W), A (OC x C*k*k, row-major) -> out (N,OC,OH,OW).
- * Used for every training forward on tables with a GEMM tile (the trainer), and by
+ * Used for every training forward on sets with a GEMM tile (the trainer), and by
  * the convolution backward for the input gradient of 1x1 and "same" stride-1 convs (a
  * conv of dY with the flipped, transposed weights, accumulating into dX). Packing
  * goes through the training table: masked plane shifts (AVX-512, stride 1), an

@@ -185,7 +185,7 @@ void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor
 }
 
 /* ---------------------------------------------------------------- GEMM forms
- * The same op with the fc products on the kernel table's GEMM tile (training, tables
+ * The same op with the fc products on the kernel set's GEMM tile (training, sets
  * with a tile): z^T[C x N] = W . s^T, dW = dz^T . s, ds = dz . W. At 32x32 input the
  * maps are 1-4 pixels, so these C x C x N products are most of an ESE's work.
  * Transposes ride on the passes that touch each (n, c) anyway. Scratch: forward 2*N*C

@@ -459,6 +459,43 @@ static void test_int8(const u8s8_gemm_config *cfg, const u8s8_gemm_config *ref)
     printf("%s vs %s: %d cases, %d failed\n", cfg->name, ref->name, cases, bad);
 }
 
+/* The ISA as a context option: each name gives its set (or the best where the CPU
+ * lacks it), NULL and unknown names the best, and the environment is not read by the
+ * library (CSPRESNET_ISA is the CLI's). */
+static void test_isa_option(void)
+{
+    char err[256] = "";
+    cspresnet_config cfg;
+    cspresnet_model *m = NULL;
+    if (cspresnet_config_scaled(&cfg, 0.125, 0.33) != CSPRESNET_OK ||
+        cspresnet_model_create(&cfg, 3, &m, err, sizeof err) != CSPRESNET_OK) {
+        CHECK(0, "cannot create a model: %s", err);
+        return;
+    }
+    const char *best = kernel_set_select(NULL)->isa;
+    setenv("CSPRESNET_ISA", "ref", 1);
+    const char *asked[] = {NULL, "", "ref", "generic", "avx2", "avx512", "bogus"};
+    for (int i = 0; i < 7; i++) {
+        cspresnet_context_options opt;
+        cspresnet_context_options_init(&opt);
+        opt.threads = 1;
+        opt.isa = asked[i];
+        cspresnet_context *ctx = NULL;
+        if (cspresnet_context_create_ex(m, &opt, &ctx, err, sizeof err) != CSPRESNET_OK) {
+            CHECK(0, "context_create_ex isa %s: %s", asked[i] ? asked[i] : "NULL", err);
+            continue;
+        }
+        const char *want = i >= 2 && i <= 5 ? kernel_set_select(asked[i])->isa : best;
+        if (i == 2 || i == 3)
+            want = asked[i]; /* every CPU runs these */
+        CHECK(strcmp(cspresnet_context_isa(ctx), want) == 0, "context isa %s: runs %s, want %s",
+              asked[i] ? asked[i] : "NULL", cspresnet_context_isa(ctx), want);
+        cspresnet_context_free(ctx);
+    }
+    unsetenv("CSPRESNET_ISA");
+    cspresnet_model_free(m);
+}
+
 /* Each config once, though several sets share it (avx2 and generic share the
  * Winograd weight transform, every set but avx512 the reference training kernels). */
 static int seen(const void **list, int *n, const void *cfg)
@@ -476,6 +513,7 @@ int main(void)
     const void *done[64];
     int n_done = 0, tested = 0;
     test_gemm_ref();
+    test_isa_option();
     for (int i = 0; i < 4; i++) {
         const kernel_set *ks = kernel_set_select(isas[i]);
         if (strcmp(ks->isa, isas[i]) != 0) {

@@ -1,6 +1,6 @@
 /*
  * test_train_kernels.c - the training path's fast kernels and ops against their
- * reference twins, for every kernel table the CPU has, on random shapes (odd channel
+ * reference twins, for every kernel set the CPU has, on random shapes (odd channel
  * counts and sizes, batch > 1, maps from 1 pixel up to several column chunks):
  *   - f32_im2col_rows_runs__generic == f32_im2col_rows__generic, bit for bit;
  *   - conv2d_backward (fast, per ISA) vs conv2d_backward_ref: dW and dX within
