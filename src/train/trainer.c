@@ -40,7 +40,7 @@ struct cspresnet_trainer {
     long seg_act_off[TRAIN_SEGMENTS], seg_size[TRAIN_SEGMENTS];
     int have_forward, forward_train;
     int use_fast_conv;          /* fast scratch for conv2d_forward; in practice only the
-                                   reference table (no GEMM tile, so no fast path) reaches
+                                   reference set (no GEMM tile, so no fast path) reaches
                                    conv2d_forward: the others run conv_cols_forward */
     error_buf err;
 };
