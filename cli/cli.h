@@ -72,6 +72,14 @@ int cli_make_dir(const char *path);
  * values in infer --random-input, bench and demo). 0, or -1 out of memory. */
 int cli_random_input(cspresnet_array *x, const int shape[4]);
 
+/* The kernel set named by the environment variable CSPRESNET_ISA (ref, generic, avx2,
+ * avx512), or NULL when it is unset: the best this CPU runs. The library reads no
+ * environment; the CLI passes this to every context and trainer it creates. */
+const char *cli_isa(void);
+/* cspresnet_context_create_ex with `threads` and cli_isa(). */
+cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
+                                    char *err, size_t err_size);
+
 /* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */
 double cli_peak_rss_mib(void);
 

@@ -230,7 +230,7 @@ int cmd_bench(int argc, char **argv)
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 && online < 1024 ? (int)online : 1;
     }
-    if (cspresnet_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet bench: %s\n", err);
         goto done;
     }

@@ -342,7 +342,7 @@ int cmd_demo(int argc, char **argv)
         printf("\n== 3/4 feature maps and pictures ==\n");
     input_list photos = {0};
     unsigned char *written = NULL; /* per photo: 1 when all its files were written */
-    if (cspresnet_context_create(model, o.cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_context_create(model, o.cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet demo: %s\n", err);
         failed = 1;
     } else {

@@ -137,6 +137,7 @@ static int grad_compute(const grad_opts *o, grad_run *g)
     cspresnet_train_options_init(&topt);
     topt.threads = o->cf.threads;
     topt.train_bn = o->train_bn;
+    topt.isa = cli_isa();
     if (cspresnet_trainer_create(g->model, &topt, &g->tr, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet grad: %s\n", err);
         return -1;

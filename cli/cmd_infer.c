@@ -307,7 +307,7 @@ static int infer_image_inputs(infer_opts *o, const cspresnet_model *model, uint8
         images.first_data = stream;
         images.first_size = stream_size;
     }
-    if (cspresnet_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
         goto done;
     }
@@ -348,7 +348,7 @@ static int infer_batch(const infer_opts *o, const cspresnet_model *model, const 
         return 1;
     }
     cspresnet_context *ctx = NULL;
-    if (cspresnet_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
         return 1;
     }

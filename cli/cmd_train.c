@@ -349,6 +349,7 @@ static int train_setup(train_run *r)
     t->warmup_steps = c->warmup;
     t->warmup_start_factor = 0.0f;
     t->min_lr = (float)c->min_lr;
+    t->isa = cli_isa();
     if (cspresnet_trainer_create(r->model, t, &r->tr, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet train: %s\n", err);
         return -1;

@@ -1,4 +1,5 @@
-/* common.c - small helpers the subcommands share: output folders and the seeded input. */
+/* common.c - small helpers the subcommands share: output folders, the seeded input and
+ * the kernel set named by the environment. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -8,6 +9,22 @@
 int cli_make_dir(const char *path)
 {
     return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+const char *cli_isa(void)
+{
+    const char *isa = getenv("CSPRESNET_ISA");
+    return isa && isa[0] ? isa : NULL;
+}
+
+cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
+                                    char *err, size_t err_size)
+{
+    cspresnet_context_options opt;
+    cspresnet_context_options_init(&opt);
+    opt.threads = threads;
+    opt.isa = cli_isa();
+    return cspresnet_context_create_ex(model, &opt, out, err, err_size);
 }
 
 int cli_random_input(cspresnet_array *x, const int shape[4])

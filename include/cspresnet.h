@@ -217,10 +217,32 @@ void cspresnet_model_free(cspresnet_model *model);
 typedef struct cspresnet_context cspresnet_context;
 
 /* threads: 1 or more worker threads (0 means the number of online CPUs). The model
- * must outlive the context. *out is owned by the caller. */
+ * must outlive the context. *out is owned by the caller. The kernels are the best
+ * this CPU runs (as cspresnet_context_create_ex with isa NULL). */
 cspresnet_status cspresnet_context_create(const cspresnet_model *model, int threads,
                                           cspresnet_context **out, char *err,
                                           size_t err_size);
+
+/* How a context runs. The library reads no environment variable: a program that
+ * wants one (the CLI reads CSPRESNET_ISA) fills isa from it. */
+typedef struct cspresnet_context_options {
+    int threads;        /* worker threads, 0 (default) = the number of online CPUs */
+    const char *isa;    /* kernel set: NULL or "" (default) = the best this CPU runs
+                           (from cpuid: "avx512", then "avx2", then "generic");
+                           "ref" = the plain-C reference kernels (the oracle, slow);
+                           "generic" = the portable fast kernels; "avx2", "avx512".
+                           A name this CPU cannot run, or an unknown one, falls back
+                           to the best available; cspresnet_context_isa says which
+                           set was chosen. The string is read during the call only. */
+} cspresnet_context_options;
+
+void cspresnet_context_options_init(cspresnet_context_options *opt);
+
+/* cspresnet_context_create with options; opt NULL means the defaults. */
+cspresnet_status cspresnet_context_create_ex(const cspresnet_model *model,
+                                             const cspresnet_context_options *opt,
+                                             cspresnet_context **out, char *err,
+                                             size_t err_size);
 
 /* One returned feature map. data belongs to the context and stays valid until the
  * next cspresnet_forward on the same context or cspresnet_context_free. */
@@ -379,6 +401,9 @@ typedef struct cspresnet_train_options {
     float pct_start;             /* one-cycle: share of rising steps (0.3) */
     float div_factor;            /* one-cycle: start lr = lr / div_factor (25) */
     float final_div_factor;      /* one-cycle: end lr = start / final_div_factor (1e4) */
+    const char *isa;             /* kernel set, as cspresnet_context_options.isa: NULL
+                                    (default) = the best this CPU runs; read during
+                                    cspresnet_trainer_create only */
 } cspresnet_train_options;
 
 void cspresnet_train_options_init(cspresnet_train_options *opt);

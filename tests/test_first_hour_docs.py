@@ -5,7 +5,7 @@ linking against build/ and against an installed copy, and the --size spellings.
 - the README's table of common flags (--threads, -q, -v) agrees with every subcommand's
   --help and with what the parser accepts;
 - every subcommand of `cspresnet --help` has a README section and a man page entry; grad's
-  options appear in both; the man page names CSPRESNET_ISA (with every kernel table of
+  options appear in both; the man page names CSPRESNET_ISA (with every kernel set of
   src/kernels/select.c) and exit status 130;
 - `pkg-config --static` links libcspresnet statically (no libcspresnet.so in ldd);
 - a program built with -Lbuild -lcspresnet runs with LD_LIBRARY_PATH=build;

@@ -37,3 +37,24 @@ def test_bf16_and_int8_kernels_match_reference_bit_for_bit():
     BF16/VNNI tiles (where the CPU has them) against the reference, bit for bit."""
     out = run_unit("test_lowp_kernels")
     assert "0 failed" in out, out
+
+
+def test_every_fast_kernel_config_matches_its_reference_twin():
+    """Each family config of every kernel set this CPU runs (GEMM tiles, im2col and
+    epilogue, Winograd transforms, mean, training kernels, bf16/int8 tiles) against the
+    family's reference config, kernel by kernel, edge tiles included."""
+    out = run_unit("test_core_kernels")
+    assert "configs tested: 0" not in out, out
+    assert "f32_gemm__ref vs double" not in out, out
+    # the portable fast path runs on every CPU, so at least its configs are compared
+    for name in ("f32-gemm-4x16-generic", "f32-conv-generic", "f32-winograd43-generic"):
+        assert f"{name} vs " in out, out
+    assert " 0 failed: OK" in out, out
+
+
+def test_prepared_winograd_weights_give_the_same_bits_and_are_what_runs():
+    """cspresnet_model_prepare on the deployed s: the same outputs with and without the
+    packed Winograd weights (1 and 2 threads, two sizes), zeroing the packing changes
+    them, a ref context ignores it, the byte budget holds."""
+    out = run_unit("test_prepare")
+    assert "0 failed" in out, out

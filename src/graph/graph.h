@@ -137,7 +137,7 @@ typedef enum graph_mode { GRAPH_EVAL, GRAPH_TRAIN } graph_mode;
 /* What an op's plan may look at besides its node and shapes. */
 typedef struct plan_env {
     graph_mode mode;
-    const kernel_table *kernels;
+    const kernel_set *kernels;
     int threads;
     int winograd;                /* 0: no Winograd (training: see trainer.c) */
 } plan_env;
@@ -198,7 +198,7 @@ typedef struct graph_runner {
     float *weights, *grads;      /* grads: train only */
     const float *input;          /* eval: the caller's input (tensor 0, never written) */
     op_exec ex;                  /* pool and kernels; the workspace comes from the plan */
-    const train_kernel_table *tk;
+    const f32_train_config *tk;
     double *prof;                /* per-node seconds added, or NULL */
     const float *prepared;       /* packed weights of the nodes with prepared_off >= 0 */
     const long *prepared_off;    /* per node, floats into prepared, or -1 (NULL: none) */
@@ -218,7 +218,7 @@ void graph_backward(graph_runner *r, int first, int end, int bn_batch, const uns
  * and their gradients, its workspace and saved statistics. */
 typedef struct op_run {
     op_exec ex;
-    const train_kernel_table *tk;
+    const f32_train_config *tk;
     const gnode *nd;
     const node_plan *np;
     tensor4 in[GN_MAX_IN], out;
@@ -253,8 +253,8 @@ typedef struct op_desc {
     double (*macs)(const gnode *nd, const tshape *in, const tshape *out);
     /* load-time packing of the node's weights for kernels kt (model/prepare.c): the
      * floats it needs (0: nothing to pack) and the packing; NULL: never */
-    long (*prepare_floats)(const gnode *nd, const param_info *params, const kernel_table *kt);
-    void (*prepare)(const gnode *nd, const param_info *params, const float *weights, const kernel_table *kt,
+    long (*prepare_floats)(const gnode *nd, const param_info *params, const kernel_set *kt);
+    void (*prepare)(const gnode *nd, const param_info *params, const float *weights, const kernel_set *kt,
                     float *dst);
 } op_desc;
 

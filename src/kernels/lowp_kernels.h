@@ -26,6 +26,8 @@
 
 #include <stdint.h>
 
+#include "kernels/kernels.h"
+
 /* f32 -> bf16 rounded to nearest even (NaN stays a quiet NaN; denormals flush to
  * signed zero, as vcvtne2ps2bf16 does), and back (exact). */
 uint16_t bf16_from_f32(float x);
@@ -65,18 +67,24 @@ void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t
                                 const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
 
-/* The kernels one CPU runs, chosen once from cpuid (lowp_select.c); the reference
- * ones where the instructions are missing. */
-typedef struct lowp_kernels {
-    const char *bf16_isa;              /* "avx512bf16" or "ref" */
-    bf16_gemm_fn bf16_gemm;
-    bf16_pack_fn bf16_pack;
-    const char *int8_isa;              /* "avx512vnni" or "ref" */
-    u8s8_gemm_fn u8s8_gemm;
-    u8_pack_fn u8_pack;
-} lowp_kernels;
+/* The bf16 and int8 families: a GEMM tile and the packing that feeds it. Chosen with
+ * the kernel set (kernels.h, select.c): the AVX-512 BF16 / VNNI configs where the CPU
+ * has them, the reference ones (any CPU, the oracle) everywhere else. */
+struct bf16_gemm_config {
+    const char *name;       /* "bf16-gemm-8x32-avx512bf16" */
+    int mr, nr;
+    bf16_gemm_fn gemm;
+    bf16_pack_fn pack;
+};
 
-/* The best table this CPU runs; use_ref = 1 gives the reference table. */
-const lowp_kernels *lowp_kernels_select(int use_ref);
+struct u8s8_gemm_config {
+    const char *name;       /* "u8s8-gemm-8x32-avx512vnni" */
+    int mr, nr;
+    u8s8_gemm_fn gemm;
+    u8_pack_fn pack;
+};
+
+extern const bf16_gemm_config bf16_gemm_config_ref;
+extern const u8s8_gemm_config u8s8_gemm_config_ref;
 
 #endif

@@ -1,69 +1,115 @@
 /*
- * select.c - chooses the kernel table once per context.
+ * select.c - the family configs and the kernel set of each ISA, chosen once per
+ * context or trainer.
  *
- * "ref" is the reference path (the oracle: plain-C im2col + 4x16 GEMM, no fast
- * kernels). "avx512" (8x32 GEMM) and "avx2" (6x16 GEMM) are picked from cpuid
- * (__builtin_cpu_supports), best first; "generic" is the portable fast path for other
- * CPUs. All three run 3x3 stride-1 convs by Winograd F(4,3). CSPRESNET_ISA=ref|generic|
- * avx2|avx512 overrides; a name the CPU cannot run falls back to the best available.
+ * "ref" is the reference path (the oracle: plain-C im2col panels + 4x16 micro-kernel,
+ * no fast conv kernels). "avx512" (8x32 GEMM) and "avx2" (6x16 GEMM) are picked from
+ * cpuid (__builtin_cpu_supports), best first; "generic" is the portable fast path for
+ * other CPUs. All three run 3x3 stride-1 convs by Winograd F(4,3). A name the CPU
+ * cannot run falls back to the best available. Each set names its training config
+ * (the AVX-512 kernels in "avx512", the reference ones elsewhere) and its bf16/int8
+ * configs (the AVX-512 BF16 / VNNI tiles in "avx512" where the CPU has those
+ * extensions, which it may have apart: four "avx512" sets).
  */
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/lowp_kernels.h"
 #include "kernels/pointwise.h"
+#include "kernels/train_kernels.h"
 
-static const kernel_table ref_table = {
-    .isa = "ref",
-    .mean = f32_mean__ref,
-    .im2col_panel = f32_im2col_panel__ref,
-    .gemm_micro = f32_gemm_4x16__ref,
+/* ---- reference configs (every CPU; the oracle) ---- */
+const f32_gemm_config f32_gemm_config_ref = {"f32-gemm-8x32-ref", 8, 32, f32_gemm__ref};
+const f32_conv_config f32_conv_config_ref = {"f32-conv-ref", f32_im2col_rows__ref, f32_bias_act__ref};
+const f32_winograd_config f32_winograd_config_ref = {"f32-winograd43-ref", f32_winograd43_weight__ref,
+                                                     f32_winograd43_input__ref, f32_winograd43_output__ref};
+const f32_reduce_config f32_reduce_config_ref = {"f32-mean-ref", f32_mean__ref};
+const f32_train_config f32_train_config_ref = {
+    .name = "f32-train-ref",
+    .bn_stats = f32_bn_stats__ref,
+    .bn_act_apply = f32_bn_act_apply__ref,
+    .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__ref,
+    .bn_act_bwd_apply = f32_bn_act_bwd_apply__ref,
+    .im2col_gather = f32_im2col_rows_table__generic,
+    .transpose = f32_transpose__ref,
 };
+const bf16_gemm_config bf16_gemm_config_ref = {"bf16-gemm-8x32-ref", 8, 32, bf16_gemm_8x32__ref,
+                                               bf16_pack_pairs__ref};
+const u8s8_gemm_config u8s8_gemm_config_ref = {"u8s8-gemm-8x32-ref", 8, 32, u8s8_gemm_8x32__ref,
+                                               u8_pack_quads__ref};
 
-static const kernel_table generic_table = {
+/* ---- portable fast path ---- */
+static const f32_gemm_config gemm_generic = {"f32-gemm-4x16-generic", 4, 16, f32_gemm_4x16__generic};
+static const f32_conv_config conv_generic = {"f32-conv-generic", f32_im2col_rows__generic,
+                                             f32_bias_act__generic};
+static const f32_winograd_config winograd_generic = {"f32-winograd43-generic", f32_winograd43_weight__generic,
+                                                     f32_winograd43_input__generic,
+                                                     f32_winograd43_output__generic};
+
+#define REF_LOWP .bf16 = &bf16_gemm_config_ref, .int8 = &u8s8_gemm_config_ref
+
+static const kernel_set ref_set = {
+    .isa = "ref",
+    .reduce = &f32_reduce_config_ref,
+    .train = &f32_train_config_ref,
+    REF_LOWP,
+};
+static const kernel_set generic_set = {
     .isa = "generic",
-    .mean = f32_mean__ref,
-    .im2col_panel = f32_im2col_panel__ref,
-    .gemm_micro = f32_gemm_4x16__ref,
-    .mr = 4,
-    .nr = 16,
-    .gemm = f32_gemm_4x16__generic,
-    .bias_act = f32_bias_act__generic,
-    .im2col_rows = f32_im2col_rows__generic,
-    .wino_weight = f32_winograd43_weight__generic,
-    .wino_input = f32_winograd43_input__generic,
-    .wino_output = f32_winograd43_output__generic,
+    .gemm = &gemm_generic,
+    .conv = &conv_generic,
+    .winograd = &winograd_generic,
+    .reduce = &f32_reduce_config_ref,
+    .train = &f32_train_config_ref,
+    REF_LOWP,
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_X86_KERNELS 1
-static const kernel_table avx2_table = {
+static const f32_gemm_config gemm_avx2 = {"f32-gemm-6x16-avx2", 6, 16, f32_gemm_6x16__avx2};
+static const f32_conv_config conv_avx2 = {"f32-conv-avx2", f32_im2col_rows__generic, f32_bias_act__avx2};
+static const f32_winograd_config winograd_avx2 = {"f32-winograd43-avx2", f32_winograd43_weight__generic,
+                                                  f32_winograd43_input__avx2, f32_winograd43_output__avx2};
+static const kernel_set avx2_set = {
     .isa = "avx2",
-    .mean = f32_mean__ref,
-    .im2col_panel = f32_im2col_panel__ref,
-    .gemm_micro = f32_gemm_4x16__ref,
-    .mr = 6,
-    .nr = 16,
-    .gemm = f32_gemm_6x16__avx2,
-    .bias_act = f32_bias_act__avx2,
-    .im2col_rows = f32_im2col_rows__generic,
-    .wino_weight = f32_winograd43_weight__generic,
-    .wino_input = f32_winograd43_input__avx2,
-    .wino_output = f32_winograd43_output__avx2,
+    .gemm = &gemm_avx2,
+    .conv = &conv_avx2,
+    .winograd = &winograd_avx2,
+    .reduce = &f32_reduce_config_ref,
+    .train = &f32_train_config_ref,
+    REF_LOWP,
 };
 
-static const kernel_table avx512_table = {
-    .isa = "avx512",
-    .mean = f32_mean__avx512,
-    .im2col_panel = f32_im2col_panel__ref,
-    .gemm_micro = f32_gemm_4x16__ref,
-    .mr = 8,
-    .nr = 32,
-    .gemm = f32_gemm_8x32__avx512,
-    .bias_act = f32_bias_act__avx512,
-    .im2col_rows = f32_im2col_rows__avx512,
-    .wino_weight = f32_winograd43_weight__avx512,
-    .wino_input = f32_winograd43_input__avx512,
-    .wino_output = f32_winograd43_output__avx512,
+static const f32_gemm_config gemm_avx512 = {"f32-gemm-8x32-avx512", 8, 32, f32_gemm_8x32__avx512};
+static const f32_conv_config conv_avx512 = {"f32-conv-avx512", f32_im2col_rows__avx512, f32_bias_act__avx512};
+static const f32_winograd_config winograd_avx512 = {"f32-winograd43-avx512", f32_winograd43_weight__avx512,
+                                                    f32_winograd43_input__avx512,
+                                                    f32_winograd43_output__avx512};
+static const f32_reduce_config reduce_avx512 = {"f32-mean-avx512", f32_mean__avx512};
+static const f32_train_config train_avx512 = {
+    .name = "f32-train-avx512",
+    .bn_stats = f32_bn_stats__avx512,
+    .bn_act_apply = f32_bn_act_apply__avx512,
+    .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__avx512,
+    .bn_act_bwd_apply = f32_bn_act_bwd_apply__avx512,
+    .im2col_shift = f32_im2col_shift__avx512,
+    .im2col_gather = f32_im2col_rows_table__generic,
+    .transpose = f32_transpose__avx512,
+};
+static const bf16_gemm_config bf16_avx512 = {"bf16-gemm-8x32-avx512bf16", 8, 32, bf16_gemm_8x32__avx512bf16,
+                                             bf16_pack_pairs__avx512bf16};
+static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
+                                             u8_pack_quads__avx512};
+
+/* indexed by (has AVX-512 BF16) * 2 + (has AVX-512 VNNI) */
+#define AVX512_F32                                                                       \
+    .isa = "avx512", .gemm = &gemm_avx512, .conv = &conv_avx512, .winograd = &winograd_avx512, \
+    .reduce = &reduce_avx512, .train = &train_avx512
+static const kernel_set avx512_sets[4] = {
+    {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &u8s8_gemm_config_ref},
+    {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &int8_avx512},
+    {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &u8s8_gemm_config_ref},
+    {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &int8_avx512},
 };
 
 static int have_avx2(void)
@@ -72,27 +118,33 @@ static int have_avx2(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-static int have_avx512(void)
+static const kernel_set *avx512_set(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")))
+        return NULL;
+    int bw = __builtin_cpu_supports("avx512bw");
+    int bf16 = bw && __builtin_cpu_supports("avx512bf16");
+    int vnni = bw && __builtin_cpu_supports("avx512vnni");
+    return &avx512_sets[bf16 * 2 + vnni];
 }
 #endif
 
-const kernel_table *kernel_table_select(const char *requested_isa)
+const kernel_set *kernel_set_select(const char *isa)
 {
-    const char *want = requested_isa && requested_isa[0] ? requested_isa : "best";
+    const char *want = isa && isa[0] ? isa : "best";
     if (strcmp(want, "ref") == 0)
-        return &ref_table;
+        return &ref_set;
     if (strcmp(want, "generic") == 0)
-        return &generic_table;
+        return &generic_set;
 #ifdef HAVE_X86_KERNELS
     if (strcmp(want, "avx2") == 0 && have_avx2())
-        return &avx2_table;
-    if (have_avx512())
-        return &avx512_table;
+        return &avx2_set;
+    const kernel_set *best = avx512_set();
+    if (best)
+        return best;
     if (have_avx2())
-        return &avx2_table;
+        return &avx2_set;
 #endif
-    return &generic_table;
+    return &generic_set;
 }

@@ -1,10 +1,10 @@
 /*
- * train_kernels.h - kernels of the training path (forward packing, backward
- * point-wise work), beside kernels.h so that the inference kernels stay untouched.
+ * train_kernels.h - the f32 training family (f32_train_config): forward packing and
+ * the backward point-wise work, chosen with the kernel set (kernels.h, select.c).
  *
  * Like every kernel here: pure single-threaded work on given buffers, no allocation,
- * no threads, no globals; each has a reference twin (kernels/ref or kernels/generic)
- * that tests compare it against.
+ * no threads, no globals; each has a reference twin in f32_train_config_ref (kernels/ref,
+ * and the plain-C im2col of kernels/generic) that tests compare it against.
  */
 #ifndef CSPRESNET_TRAIN_KERNELS_H
 #define CSPRESNET_TRAIN_KERNELS_H
@@ -42,8 +42,8 @@ typedef struct bn_act_params {
     cspresnet_act act;
 } bn_act_params;
 
-typedef struct train_kernel_table {
-    const char *isa;
+struct f32_train_config {
+    const char *name;        /* "f32-train-avx512" */
     void (*bn_stats)(const float *x, long xs, int runs, long len, double *s1, double *s2);
     void (*bn_act_apply)(const float *x, long xs, float *y, long ys, int runs, long len,
                          const bn_act_params *p);
@@ -61,7 +61,7 @@ typedef struct train_kernel_table {
                           int k0, int kc, long p0, int pc, float *panel, long ldp, int *idx);
     /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols */
     void (*transpose)(const float *src, long lds, int rows, int cols, float *dst, long ldd);
-} train_kernel_table;
+};
 
 /* act'(x), PyTorch autograd's formulas (relu'(0) = 0, ...). */
 float f32_act_derivative__ref(cspresnet_act act, float x);
@@ -89,8 +89,7 @@ void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float
 int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
                              int k0, int kc, long p0, int pc, float *panel, long ldp);
 
-/* The training table matching a kernel table's isa ("avx512" gets the AVX-512
- * kernels, every other table the reference ones). */
-const train_kernel_table *train_kernel_table_for(const kernel_table *kt);
+/* The reference training config (the oracle; the config of every set but "avx512"). */
+extern const f32_train_config f32_train_config_ref;
 
 #endif

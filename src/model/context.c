@@ -13,7 +13,7 @@
 struct cspresnet_context {
     const cspresnet_model *model;
     threadpool *pool;
-    const kernel_table *kernels;
+    const kernel_set *kernels;
     int plan_n, plan_h, plan_w;   /* 0: nothing planned yet */
     graph_plan plan;
     float *block;                 /* the plan's activations, then its workspace */
@@ -21,10 +21,27 @@ struct cspresnet_context {
     error_buf err;
 };
 
+void cspresnet_context_options_init(cspresnet_context_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+}
+
 cspresnet_status cspresnet_context_create(const cspresnet_model *model, int threads,
                                           cspresnet_context **out, char *err, size_t err_size)
 {
+    cspresnet_context_options opt = {.threads = threads};
+    return cspresnet_context_create_ex(model, &opt, out, err, err_size);
+}
+
+cspresnet_status cspresnet_context_create_ex(const cspresnet_model *model,
+                                             const cspresnet_context_options *opt,
+                                             cspresnet_context **out, char *err, size_t err_size)
+{
     error_buf e;
+    cspresnet_context_options defaults = {0};
+    if (!opt)
+        opt = &defaults;
+    int threads = opt->threads;
     if (!out || !model) {
         error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_context_create: model and out must not be NULL");
         error_copy_out(&e, err, err_size);
@@ -40,7 +57,7 @@ cspresnet_status cspresnet_context_create(const cspresnet_model *model, int thre
         return CSPRESNET_ERR_MEMORY;
     }
     ctx->model = model;
-    ctx->kernels = kernel_table_select(getenv("CSPRESNET_ISA"));
+    ctx->kernels = kernel_set_select(opt->isa);
     cspresnet_status s = threadpool_create(threads, &ctx->pool, &e);
     if (s != CSPRESNET_OK) {
         cspresnet_context_free(ctx);

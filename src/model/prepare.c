@@ -32,7 +32,7 @@ cspresnet_status cspresnet_model_prepare(cspresnet_model *model, const char *isa
     }
     drop(model);
     const graph *g = &model->g;
-    const kernel_table *kt = kernel_table_select(isa);
+    const kernel_set *kt = kernel_set_select(isa);
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");

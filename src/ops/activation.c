@@ -40,7 +40,7 @@ void activation_forward(op_exec *ex, cspresnet_act act, const tensor4 *x)
  * f32_act_derivative__ref). An activation right after BN is fused into BN instead
  * (batchnorm.c); these serve the others (after the RepVGG add). */
 typedef struct act_train_job {
-    const train_kernel_table *tk;
+    const f32_train_config *tk;
     bn_act_params p;     /* the identity BN (scale 1, shift 0) with the activation */
     const tensor4 *x, *y, *dy, *dx;
 } act_train_job;
@@ -63,7 +63,7 @@ static void act_fwd_out_worker(void *arg, int t, int nt)
 static act_train_job make_job(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y,
                               const tensor4 *dy, const tensor4 *dx)
 {
-    act_train_job job = {.tk = train_kernel_table_for(ex->kernels),
+    act_train_job job = {.tk = ex->kernels->train,
                          .p = {.mean = 0.0f, .rstd = 1.0f, .weight = 1.0f, .bias = 0.0f,
                                .scale = 1.0f, .shift = 0.0f, .mdy = 0.0f, .mdyx = 0.0f, .act = act},
                          .x = x, .y = y, .dy = dy, .dx = dx};

@@ -51,7 +51,7 @@ void batchnorm_forward_eval(op_exec *ex, const tensor4 *x, const float *weight,
  * in image order, so every reduction has one order whatever the thread count. The
  * per-channel kernels come from the training table (train_kernels.h). */
 typedef struct bn_train_job {
-    const train_kernel_table *tk;
+    const f32_train_config *tk;
     const tensor4 *x, *y, *dy, *dx;
     const float *weight, *bias, *run_mean_in, *run_var_in;
     float *save_mean, *save_rstd, *run_mean, *run_var, *dweight, *dbias;
@@ -96,7 +96,7 @@ static void bn_train_fwd_worker(void *arg, int t, int nt)
     }
 }
 
-void batchnorm_forward_train(op_exec *ex, const train_kernel_table *tk, int train,
+void batchnorm_forward_train(op_exec *ex, const f32_train_config *tk, int train,
                              cspresnet_act act, const tensor4 *x, const tensor4 *y,
                              const float *weight, const float *bias, float *run_mean,
                              float *run_var, int update_running, float *save_mean,
@@ -139,7 +139,7 @@ static void bn_bwd_worker(void *arg, int t, int nt)
     }
 }
 
-void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cspresnet_act act,
+void batchnorm_backward(op_exec *ex, const f32_train_config *tk, int train, cspresnet_act act,
                         const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
                         const float *weight, const float *bias, const float *save_mean,
                         const float *save_rstd, float *dweight, float *dbias)

@@ -26,7 +26,6 @@ typedef struct conv_job {
 static void conv_tile(const conv_job *job, float *panel, int image, long n0, int nc)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
     const long K = (long)g->in_c * g->k * g->k;
     const long N = (long)g->out_h * g->out_w;
     const float *src = job->in->data + image * job->in->batch_stride;
@@ -35,13 +34,13 @@ static void conv_tile(const conv_job *job, float *panel, int image, long n0, int
 
     for (long k0 = 0; k0 < K; k0 += CONV_KC) {
         int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
-        kt->im2col_panel(g, src, (int)k0, kc, n0, nc, panel);
+        f32_im2col_panel__ref(g, src, (int)k0, kc, n0, nc, panel);
         for (int m0 = 0; m0 < g->out_c; m0 += GEMM_MR) {
             int mr = g->out_c - m0 < GEMM_MR ? g->out_c - m0 : GEMM_MR;
             const float *a = job->weight + m0 * K + k0;
             for (int s = 0; s < strips; s++) {
                 int nr = nc - s * GEMM_NR < GEMM_NR ? nc - s * GEMM_NR : GEMM_NR;
-                kt->gemm_micro(kc, a, K, panel + (long)s * kc * GEMM_NR,
+                f32_gemm_4x16__ref(kc, a, K, panel + (long)s * kc * GEMM_NR,
                                dst + m0 * N + s * GEMM_NR, N, mr, nr, k0 > 0);
             }
         }
@@ -77,7 +76,7 @@ static void conv_worker(void *arg, int t, int nt)
     }
 }
 
-int conv2d_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+int conv2d_plan(const kernel_set *kt, const conv_geom *g, int n, int threads, int winograd,
                 long *per_thread, long *shared)
 {
     if (kt->gemm)
@@ -127,7 +126,7 @@ static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *i
                            node_plan *np)
 {
     conv_geom g = conv_geom_of(nd, &in[0], out);
-    const kernel_table *kt = env->kernels;
+    const kernel_set *kt = env->kernels;
     if (env->mode == GRAPH_EVAL) {
         np->path = conv2d_plan(kt, &g, in[0].n, env->threads, env->winograd, &np->ws_thread, &np->ws_shared);
         return;
@@ -174,15 +173,15 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
 }
 
 /* The Winograd U of a 3x3 stride-1 conv, for tables with Winograd kernels. */
-static long conv_prepare_floats(const gnode *nd, const param_info *params, const kernel_table *kt)
+static long conv_prepare_floats(const gnode *nd, const param_info *params, const kernel_set *kt)
 {
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
-    int wino = kt->wino_weight && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
+    int wino = kt->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
 }
 
-static void conv_prepare(const gnode *nd, const param_info *params, const float *weights, const kernel_table *kt,
+static void conv_prepare(const gnode *nd, const param_info *params, const float *weights, const kernel_set *kt,
                          float *dst)
 {
     const param_info *w = &params[nd->param[0]];

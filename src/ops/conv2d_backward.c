@@ -1,6 +1,6 @@
 /*
  * conv2d_backward.c - gradients of a 2-D convolution (groups 1, no bias), fast path:
- * every product runs on the kernel table's GEMM tile over column chunks
+ * every product runs on the kernel set's GEMM tile over column chunks
  * (conv2d_cols.c; chunks span whole images on small maps). Tables without a GEMM
  * tile take the reference path (conv2d_backward_ref.c), the oracle of this one.
  *
@@ -74,7 +74,7 @@ static conv_geom flipped_geom(const conv_geom *g)
     return f;
 }
 
-void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, long *per_thread,
+void conv2d_backward_scratch(const kernel_set *kt, const conv_geom *g, int n, long *per_thread,
                              long *shared)
 {
     bw_plan p;
@@ -90,7 +90,7 @@ void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, 
 
 typedef struct bw_job {
     op_exec *ex;
-    const train_kernel_table *tk;
+    const f32_train_config *tk;
     const conv_geom *g;
     const float *weight;
     const tensor4 *in, *dout, *din;
@@ -103,7 +103,7 @@ typedef struct bw_job {
 } bw_job;
 
 /* dY^T of a chunk: t[(i*pc + p)*OC + oc] = dY_{n0+i}[oc][p0 + p] */
-static void pack_dy_t(const train_kernel_table *tk, const tensor4 *dy, const col_chunk *ch, long P,
+static void pack_dy_t(const f32_train_config *tk, const tensor4 *dy, const col_chunk *ch, long P,
                       int OC, float *t)
 {
     for (int i = 0; i < ch->nimg; i++)
@@ -115,7 +115,7 @@ static void pack_dy_t(const train_kernel_table *tk, const tensor4 *dy, const col
 static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const int OC = g->out_c;
     const long K = job->p.K, P = job->p.cp.pixels;
     const int kb_first = job->p.local ? 0 : kb, kb_end = job->p.local ? job->p.tasks_k : kb + 1;
@@ -146,11 +146,11 @@ static void dw_task(const bw_job *job, float *scratch, int grp, int kb)
                 a = colk;
                 lda = COLS_CB;
             }
-            for (int j0 = 0; j0 < OC; j0 += kt->nr) {
-                int nr = OC - j0 < kt->nr ? OC - j0 : kt->nr;
-                for (int i0 = 0; i0 < kr; i0 += kt->mr) {
-                    int mr = kr - i0 < kt->mr ? kr - i0 : kt->mr;
-                    kt->gemm(ch.cols, a + (long)i0 * lda, lda, dyt + j0, OC, dst + (long)i0 * OC + j0, OC,
+            for (int j0 = 0; j0 < OC; j0 += kt->gemm->nr) {
+                int nr = OC - j0 < kt->gemm->nr ? OC - j0 : kt->gemm->nr;
+                for (int i0 = 0; i0 < kr; i0 += kt->gemm->mr) {
+                    int mr = kr - i0 < kt->gemm->mr ? kr - i0 : kt->gemm->mr;
+                    kt->gemm->fn(ch.cols, a + (long)i0 * lda, lda, dyt + j0, OC, dst + (long)i0 * OC + j0, OC,
                              mr, nr, c > c_begin);
                 }
             }
@@ -241,7 +241,7 @@ static void col2im_add(const conv_geom *g, const float *col, long ldcol, int c0,
 static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const int OC = g->out_c, kk = g->k * g->k;
     const long P = job->p.cp.pixels;
     const int c0 = cb * DX_CB, cc = g->in_c - c0 < DX_CB ? g->in_c - c0 : DX_CB, rows = cc * kk;
@@ -266,12 +266,12 @@ static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
             b = dyp;
             ldb = COLS_CB;
         }
-        for (int i0 = 0; i0 < rows; i0 += kt->mr) {
-            int mr = rows - i0 < kt->mr ? rows - i0 : kt->mr;
+        for (int i0 = 0; i0 < rows; i0 += kt->gemm->mr) {
+            int mr = rows - i0 < kt->gemm->mr ? rows - i0 : kt->gemm->mr;
             const float *a = job->wx + ((long)c0 * kk + i0) * OC;
-            for (int s = 0; s < ch.cols; s += kt->nr) {
-                int nr = ch.cols - s < kt->nr ? ch.cols - s : kt->nr;
-                kt->gemm(OC, a, OC, b + s, ldb, col + (long)i0 * COLS_CB + s, COLS_CB, mr, nr, 0);
+            for (int s = 0; s < ch.cols; s += kt->gemm->nr) {
+                int nr = ch.cols - s < kt->gemm->nr ? ch.cols - s : kt->gemm->nr;
+                kt->gemm->fn(OC, a, OC, b + s, ldb, col + (long)i0 * COLS_CB + s, COLS_CB, mr, nr, 0);
             }
         }
         for (int i = 0; i < ch.nimg; i++)
@@ -359,7 +359,7 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
         conv2d_backward_ref(ex, g, weight, in, dout, din, dweight);
         return;
     }
-    bw_job job = {.ex = ex, .tk = train_kernel_table_for(ex->kernels), .g = g, .weight = weight, .in = in, .dout = dout, .din = din,
+    bw_job job = {.ex = ex, .tk = ex->kernels->train, .g = g, .weight = weight, .in = in, .dout = dout, .din = din,
                   .dweight = dweight};
     make_plan(g, in->n, din != NULL, &job.p);
     job.wx = ex->op_scratch;

@@ -1,7 +1,7 @@
 /*
  * conv2d_backward_ref.c - gradients of a 2-D convolution (groups 1, no bias): the
  * reference path, kept as the oracle of the fast one (conv2d_backward.c), and the
- * path of the "ref" kernel table (no fast GEMM).
+ * path of the "ref" kernel set (no fast GEMM).
  *
  * Forward: out (N,OC,OH,OW) = W (OC,C,k,k) * in (N,C,H,W), as the implicit GEMM
  * out_n[OC x P] = W[OC x K] . col_n[K x P], K = C*k*k, P = OH*OW (see conv2d.c).
@@ -9,8 +9,8 @@
  *   dW[OC x K]  = sum_n dY_n[OC x P] . col_n^T[P x K]      (overwrites dW)
  *   dX_n       += col2im(W^T[K x OC] . dY_n[OC x P])      (accumulates into dX)
  *
- * Both products run on the kernel table's GEMM micro-kernel (MR x NR tiles), so the
- * speed work on that kernel serves training too.
+ * Both products run on the set's GEMM tile where it has one, else on the reference
+ * GEMM micro-kernel (MR x NR tiles).
  *
  * Determinism: every output element is produced by exactly one task, and a task's
  * reduction order is fixed (images, then pixel chunks, in order), so the result does
@@ -55,15 +55,15 @@ typedef struct convb_job {
 /* C[M x N] (+)= A[M x K] . B[K x N], B row-major with stride ldb. Uses the table's
  * fast GEMM (any ldb) when it has one, else packs B into NR-wide strips for the
  * reference micro-kernel (pack: K * roundup(N, NR) floats). */
-static void gemm_rowmajor(const kernel_table *kt, int M, int N, int K, const float *a, long lda,
+static void gemm_rowmajor(const kernel_set *kt, int M, int N, int K, const float *a, long lda,
                           const float *b, long ldb, float *c, long ldc, int accumulate, float *pack)
 {
     if (kt->gemm) {
-        for (int j0 = 0; j0 < N; j0 += kt->nr) {
-            int nr = N - j0 < kt->nr ? N - j0 : kt->nr;
-            for (int i0 = 0; i0 < M; i0 += kt->mr) {
-                int mr = M - i0 < kt->mr ? M - i0 : kt->mr;
-                kt->gemm(K, a + (long)i0 * lda, lda, b + j0, ldb, c + (long)i0 * ldc + j0, ldc,
+        for (int j0 = 0; j0 < N; j0 += kt->gemm->nr) {
+            int nr = N - j0 < kt->gemm->nr ? N - j0 : kt->gemm->nr;
+            for (int i0 = 0; i0 < M; i0 += kt->gemm->mr) {
+                int mr = M - i0 < kt->gemm->mr ? M - i0 : kt->gemm->mr;
+                kt->gemm->fn(K, a + (long)i0 * lda, lda, b + j0, ldb, c + (long)i0 * ldc + j0, ldc,
                          mr, nr, accumulate);
             }
         }
@@ -86,7 +86,7 @@ static void gemm_rowmajor(const kernel_table *kt, int M, int N, int K, const flo
         int nr = N - s * GEMM_NR < GEMM_NR ? N - s * GEMM_NR : GEMM_NR;
         for (int i0 = 0; i0 < M; i0 += GEMM_MR) {
             int mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
-            kt->gemm_micro(K, a + (long)i0 * lda, lda, pack + (long)s * K * GEMM_NR,
+            f32_gemm_4x16__ref(K, a + (long)i0 * lda, lda, pack + (long)s * K * GEMM_NR,
                            c + (long)i0 * ldc + s * GEMM_NR, ldc, mr, nr, accumulate);
         }
     }

@@ -4,7 +4,7 @@
  * span whole images, so small maps still fill the GEMM tile.
  *
  * in (N,C,H,W), A (OC x C*k*k, row-major) -> out (N,OC,OH,OW).
- * Used for every training forward on tables with a GEMM tile (the trainer), and by
+ * Used for every training forward on sets with a GEMM tile (the trainer), and by
  * the convolution backward for the input gradient of 1x1 and "same" stride-1 convs (a
  * conv of dY with the flipped, transposed weights, accumulating into dX). Packing
  * goes through the training table: masked plane shifts (AVX-512, stride 1), an
@@ -56,7 +56,7 @@ static int is_1x1(const conv_geom *g)
     return g->k == 1 && g->stride == 1 && g->pad == 0;
 }
 
-void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const tensor4 *x,
+void cols_pack_im2col(const f32_train_config *tk, const conv_geom *g, const tensor4 *x,
                       const col_chunk *ch, int k0, int kc, float *panel, long ldp)
 {
     const long plane = (long)g->in_h * g->in_w;
@@ -82,18 +82,18 @@ void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const te
     }
 }
 
-long conv_cols_scratch(const kernel_table *kt, const conv_geom *g)
+long conv_cols_scratch(const kernel_set *kt, const conv_geom *g)
 {
     (void)kt;
     return (long)COLS_KC * COLS_CB + (long)g->out_c * COLS_CB;
 }
 
-void conv_cols_prepare(conv_cols_job *job, const kernel_table *kt, const conv_geom *g,
+void conv_cols_prepare(conv_cols_job *job, const kernel_set *kt, const conv_geom *g,
                        const float *a, long lda, const tensor4 *in, const tensor4 *out,
                        int accumulate, float *scratch, long per_thread)
 {
     job->kt = kt;
-    job->tk = train_kernel_table_for(kt);
+    job->tk = kt->train;
     job->g = *g;
     job->a = a;
     job->lda = lda;
@@ -106,16 +106,16 @@ void conv_cols_prepare(conv_cols_job *job, const kernel_table *kt, const conv_ge
     /* output-channel parts, from the shape only: enough tasks for any thread count up to
      * a few, parts no thinner than 4 tiles */
     int parts = 1;
-    while (job->cp.chunks * parts < 8 && g->out_c / (parts * 2) >= 4 * kt->mr)
+    while (job->cp.chunks * parts < 8 && g->out_c / (parts * 2) >= 4 * kt->gemm->mr)
         parts *= 2;
     int per = (g->out_c + parts - 1) / parts;
-    job->part_rows = (per + kt->mr - 1) / kt->mr * kt->mr;
+    job->part_rows = (per + kt->gemm->mr - 1) / kt->gemm->mr * kt->gemm->mr;
     job->parts = (g->out_c + job->part_rows - 1) / job->part_rows;
 }
 
 static void cols_task(const conv_cols_job *job, float *scratch, long chunk, int part)
 {
-    const kernel_table *kt = job->kt;
+    const kernel_set *kt = job->kt;
     const conv_geom *g = &job->g;
     const long K = (long)g->in_c * g->k * g->k, P = job->cp.pixels;
     const int m_a = part * job->part_rows;
@@ -140,12 +140,12 @@ static void cols_task(const conv_cols_job *job, float *scratch, long chunk, int 
             ldb = COLS_CB;
         }
         const int acc = k0 > 0 || (single && job->accumulate);
-        for (int m0 = m_a; m0 < m_b; m0 += kt->mr) {
-            int mr = m_b - m0 < kt->mr ? m_b - m0 : kt->mr;
+        for (int m0 = m_a; m0 < m_b; m0 += kt->gemm->mr) {
+            int mr = m_b - m0 < kt->gemm->mr ? m_b - m0 : kt->gemm->mr;
             const float *a = job->a + (long)m0 * job->lda + k0;
-            for (int s = 0; s < ch.cols; s += kt->nr) {
-                int nr = ch.cols - s < kt->nr ? ch.cols - s : kt->nr;
-                kt->gemm(kc, a, job->lda, b + s, ldb, dst + (long)(m0 - m_a) * ldc + s, ldc, mr, nr, acc);
+            for (int s = 0; s < ch.cols; s += kt->gemm->nr) {
+                int nr = ch.cols - s < kt->gemm->nr ? ch.cols - s : kt->gemm->nr;
+                kt->gemm->fn(kc, a, job->lda, b + s, ldb, dst + (long)(m0 - m_a) * ldc + s, ldc, mr, nr, acc);
             }
         }
     }

@@ -24,7 +24,7 @@ typedef struct fast_plan {
     int is_1x1;              /* B is the input itself (1x1, stride 1, pad 0) */
 } fast_plan;
 
-static void plan_gemm(const kernel_table *kt, const conv_geom *g, int n, int threads, fast_plan *p)
+static void plan_gemm(const kernel_set *kt, const conv_geom *g, int n, int threads, fast_plan *p)
 {
     p->pixels = (long)g->out_h * g->out_w;
     p->blocks = (p->pixels + CONV_NC - 1) / CONV_NC;
@@ -33,18 +33,18 @@ static void plan_gemm(const kernel_table *kt, const conv_geom *g, int n, int thr
      * and packing it (im2col of a 1x1 conv is a copy) is cheaper than the misses. */
     p->is_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0 && (p->pixels * (long)sizeof(float)) % 4096 != 0;
     p->parts = 1;
-    while ((long)n * p->blocks * p->parts < 4L * threads && g->out_c / (p->parts * 2) >= 2 * kt->mr)
+    while ((long)n * p->blocks * p->parts < 4L * threads && g->out_c / (p->parts * 2) >= 2 * kt->gemm->mr)
         p->parts *= 2;
     int per = (g->out_c + p->parts - 1) / p->parts;
-    p->part_oc = (per + kt->mr - 1) / kt->mr * kt->mr;
+    p->part_oc = (per + kt->gemm->mr - 1) / kt->gemm->mr * kt->gemm->mr;
     p->parts = (g->out_c + p->part_oc - 1) / p->part_oc;
 }
 
-int conv2d_fast_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+int conv2d_fast_plan(const kernel_set *kt, const conv_geom *g, int n, int threads, int winograd,
                      long *per_thread, long *shared)
 {
     *per_thread = *shared = 0;
-    if (winograd && conv2d_winograd_applies(kt, g)) {
+    if (conv2d_winograd_applies(kt, winograd, g)) {
         if (conv2d_winograd_few_applies(g, n)) {
             conv2d_winograd_few_scratch(g, n, per_thread, shared);
             return CONV_PATH_WINOGRAD_FEW;
@@ -70,7 +70,7 @@ typedef struct gemm_job {
 static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const long K = (long)g->in_c * g->k * g->k, N = job->p.pixels;
     const float *src = job->in->data + image * job->in->batch_stride;
     float *dst = job->out->data + image * job->out->batch_stride + n0;
@@ -82,16 +82,16 @@ static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int
             b = src + k0 * N + n0;
             ldb = N;
         } else {
-            kt->im2col_rows(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
+            kt->conv->im2col_rows(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
             b = panel;
             ldb = CONV_NC;
         }
-        for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
-            int mr = oc_b - m0 < kt->mr ? oc_b - m0 : kt->mr;
+        for (int m0 = oc_a; m0 < oc_b; m0 += kt->gemm->mr) {
+            int mr = oc_b - m0 < kt->gemm->mr ? oc_b - m0 : kt->gemm->mr;
             const float *a = job->weight + m0 * K + k0;
-            for (int s = 0; s < nc; s += kt->nr) {
-                int nr = nc - s < kt->nr ? nc - s : kt->nr;
-                kt->gemm(kc, a, K, b + s, ldb, dst + m0 * N + s, N, mr, nr, k0 > 0);
+            for (int s = 0; s < nc; s += kt->gemm->nr) {
+                int nr = nc - s < kt->gemm->nr ? nc - s : kt->gemm->nr;
+                kt->gemm->fn(kc, a, K, b + s, ldb, dst + m0 * N + s, N, mr, nr, k0 > 0);
             }
         }
     }
@@ -100,7 +100,7 @@ static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int
         return;
     const float *res = ep->residual ? ep->residual->data + image * ep->residual->batch_stride + n0 : NULL;
     for (int oc = oc_a; oc < oc_b; oc++)
-        kt->bias_act(dst + oc * N, nc, ep->bias ? ep->bias[oc] : 0.0f, ep->act, res ? res + oc * N : NULL);
+        kt->conv->bias_act(dst + oc * N, nc, ep->bias ? ep->bias[oc] : 0.0f, ep->act, res ? res + oc * N : NULL);
 }
 
 /* Each thread takes an equal contiguous run of (part, image, pixel) and cuts it into

@@ -35,9 +35,9 @@ static int wino_v_is_small(int in_c)
     return 36L * in_c * WINO_TB * (long)sizeof(float) <= 320L * 1024;
 }
 
-int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g)
+int conv2d_winograd_applies(const kernel_set *kt, int allow_winograd, const conv_geom *g)
 {
-    return kt->wino_input && g->k == 3 && g->stride == 1 && g->pad == 1 && g->out_h == g->in_h &&
+    return allow_winograd && kt->winograd && g->k == 3 && g->stride == 1 && g->pad == 1 && g->out_h == g->in_h &&
            g->out_w == g->in_w;
 }
 
@@ -53,20 +53,20 @@ int conv2d_winograd_few_applies(const conv_geom *g, int n)
     return (long)n * tiles < WINO_MIN_TILES && v_bytes <= WINO_FEW_MAX_V;
 }
 
-static void plan_wino(const kernel_table *kt, const conv_geom *g, int n, int threads, wino_plan *p)
+static void plan_wino(const kernel_set *kt, const conv_geom *g, int n, int threads, wino_plan *p)
 {
     p->tiles_w = (g->out_w + 3) / 4;
     p->tiles_per_image = p->tiles_w * ((g->out_h + 3) / 4);
     p->blocks = (p->tiles_per_image + WINO_TB - 1) / WINO_TB;
     p->parts = 1;
-    while ((long)n * p->blocks * p->parts < 2L * threads && g->out_c / (p->parts * 2) >= 2 * kt->mr)
+    while ((long)n * p->blocks * p->parts < 2L * threads && g->out_c / (p->parts * 2) >= 2 * kt->gemm->mr)
         p->parts *= 2;
     int per = (g->out_c + p->parts - 1) / p->parts;
-    p->part_oc = (per + kt->mr - 1) / kt->mr * kt->mr;
+    p->part_oc = (per + kt->gemm->mr - 1) / kt->gemm->mr * kt->gemm->mr;
     p->parts = (g->out_c + p->part_oc - 1) / p->part_oc;
 }
 
-void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+void conv2d_winograd_scratch(const kernel_set *kt, const conv_geom *g, int n, int threads,
                              long *per_thread, long *shared)
 {
     wino_plan p;
@@ -92,7 +92,7 @@ static void weight_worker(void *arg, int t, int nt)
     long begin, end;
     split_range(g->out_c, t, nt, &begin, &end);
     if (end > begin)
-        job->ex->kernels->wino_weight(job->weight, g->in_c, (int)begin, (int)(end - begin),
+        job->ex->kernels->winograd->weight(job->weight, g->in_c, (int)begin, (int)(end - begin),
                                       (long)g->out_c * g->in_c, job->u + begin * g->in_c);
 }
 
@@ -101,15 +101,15 @@ static void weight_worker(void *arg, int t, int nt)
 static void tile_gemm(const wino_job *job, const float *v, long v_stride, float *m, long m_stride,
                       int cols, int oc_a, int oc_b)
 {
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const int C = job->g->in_c;
     for (int pp = 0; pp < 36; pp++) {
         const float *u = job->u + (long)pp * job->g->out_c * C;
-        for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
-            int mr = oc_b - m0 < kt->mr ? oc_b - m0 : kt->mr;
-            for (int s = 0; s < cols; s += kt->nr) {
-                int nr = cols - s < kt->nr ? cols - s : kt->nr;
-                kt->gemm(C, u + (long)m0 * C, C, v + pp * v_stride + s, WINO_TB,
+        for (int m0 = oc_a; m0 < oc_b; m0 += kt->gemm->mr) {
+            int mr = oc_b - m0 < kt->gemm->mr ? oc_b - m0 : kt->gemm->mr;
+            for (int s = 0; s < cols; s += kt->gemm->nr) {
+                int nr = cols - s < kt->gemm->nr ? cols - s : kt->gemm->nr;
+                kt->gemm->fn(C, u + (long)m0 * C, C, v + pp * v_stride + s, WINO_TB,
                          m + pp * m_stride + (long)(m0 - oc_a) * WINO_TB + s, WINO_TB, mr, nr, 0);
             }
         }
@@ -120,14 +120,14 @@ static void tile_gemm(const wino_job *job, const float *v, long v_stride, float 
 static void tile_output(const wino_job *job, const wino_tiles *wt, int image, const float *m,
                         long m_stride, int m_row0, int t0, int groups, int oc_a, int oc_b)
 {
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const conv_epilogue *ep = job->ep;
     const long plane = (long)job->g->in_h * job->g->in_w;
     float *dst = job->out->data + image * job->out->batch_stride;
     const float *res = ep && ep->residual ? ep->residual->data + image * ep->residual->batch_stride : NULL;
     for (int oc = oc_a; oc < oc_b; oc++)
         for (int q = 0; q < groups; q++)
-            kt->wino_output(wt, m + (long)(oc - m_row0) * WINO_TB + 16 * q, m_stride, t0 + 16 * q,
+            kt->winograd->output(wt, m + (long)(oc - m_row0) * WINO_TB + 16 * q, m_stride, t0 + 16 * q,
                             ep && ep->bias ? ep->bias[oc] : 0.0f, ep ? ep->act : CSPRESNET_ACT_NONE,
                             res ? res + oc * plane : NULL, dst + oc * plane);
 }
@@ -139,7 +139,7 @@ static void tile_task(const wino_job *job, float *v, float *m, int image, int t0
                       int oc_b)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const wino_plan *p = &job->p;
     /* tiles past the task's own count as absent: the next task (maybe another
      * thread's) writes them */
@@ -152,12 +152,12 @@ static void tile_task(const wino_job *job, float *v, float *m, int image, int t0
 
     for (int ic = 0; ic < C; ic++)
         for (int q = 0; q < groups; q++)
-            kt->wino_input(&wt, src + ic * plane, t0 + 16 * q, v + ic * WINO_TB + 16 * q, v_stride);
+            kt->winograd->input(&wt, src + ic * plane, t0 + 16 * q, v + ic * WINO_TB + 16 * q, v_stride);
 
     if (wino_v_is_small(C)) {
-        const long m_stride = (long)kt->mr * WINO_TB + WINO_SKEW;
-        for (int m0 = oc_a; m0 < oc_b; m0 += kt->mr) {
-            int m1 = oc_b - m0 < kt->mr ? oc_b : m0 + kt->mr;
+        const long m_stride = (long)kt->gemm->mr * WINO_TB + WINO_SKEW;
+        for (int m0 = oc_a; m0 < oc_b; m0 += kt->gemm->mr) {
+            int m1 = oc_b - m0 < kt->gemm->mr ? oc_b : m0 + kt->gemm->mr;
             tile_gemm(job, v, v_stride, m, m_stride, cols, m0, m1);
             tile_output(job, &wt, image, m, m_stride, m0, t0, groups, m0, m1);
         }
@@ -211,7 +211,7 @@ void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weigh
 
 long conv2d_winograd_u_floats(const conv_geom *g) { return 36L * g->out_c * g->in_c; }
 
-void conv2d_winograd_u(const kernel_table *kt, const conv_geom *g, const float *weight, float *u)
+void conv2d_winograd_u(const kernel_set *kt, const conv_geom *g, const float *weight, float *u)
 {
-    kt->wino_weight(weight, g->in_c, 0, g->out_c, (long)g->out_c * g->in_c, u);
+    kt->winograd->weight(weight, g->in_c, 0, g->out_c, (long)g->out_c * g->in_c, u);
 }

@@ -71,7 +71,7 @@ static void input_worker(void *arg, int t, int nt)
         const float *src = job->in->data + image * job->in->batch_stride + ic * plane;
         float *v = job->v + ic * p->cols + (long)image * p->tp;
         for (int t0 = 0; t0 < p->tiles_per_image; t0 += 16)
-            job->ex->kernels->wino_input(&wt, src, t0, v + t0, p->v_stride);
+            job->ex->kernels->winograd->input(&wt, src, t0, v + t0, p->v_stride);
     }
 }
 
@@ -80,13 +80,13 @@ static void input_worker(void *arg, int t, int nt)
 static void chunk_task(const few_job *job, float *u, float *m, int oc0, int cnt)
 {
     const conv_geom *g = job->g;
-    const kernel_table *kt = job->ex->kernels;
+    const kernel_set *kt = job->ex->kernels;
     const few_plan *p = &job->p;
     const conv_epilogue *ep = job->ep;
     const wino_tiles wt = {p->tiles_w, p->tiles_per_image, g->in_h, g->in_w};
     const long plane = (long)g->in_h * g->in_w;
     const int C = g->in_c;
-    kt->wino_weight(job->weight, C, oc0, cnt, p->u_stride, u);
+    kt->winograd->weight(job->weight, C, oc0, cnt, p->u_stride, u);
     for (int image = 0; image < job->in->n; image++) {
         float *dst = job->out->data + image * job->out->batch_stride;
         const float *res = ep && ep->residual ? ep->residual->data + image * ep->residual->batch_stride : NULL;
@@ -94,18 +94,18 @@ static void chunk_task(const few_job *job, float *u, float *m, int oc0, int cnt)
             int cols = p->tp - t0 < FEW_TB ? p->tp - t0 : FEW_TB; /* a multiple of 16 */
             const float *v = job->v + (long)image * p->tp + t0;
             for (int pp = 0; pp < 36; pp++)
-                for (int r0 = 0; r0 < cnt; r0 += kt->mr) {
-                    int mr = cnt - r0 < kt->mr ? cnt - r0 : kt->mr;
-                    for (int s = 0; s < cols; s += kt->nr) {
-                        int nr = cols - s < kt->nr ? cols - s : kt->nr;
-                        kt->gemm(C, u + pp * p->u_stride + (long)r0 * C, C, v + pp * p->v_stride + s, p->cols,
+                for (int r0 = 0; r0 < cnt; r0 += kt->gemm->mr) {
+                    int mr = cnt - r0 < kt->gemm->mr ? cnt - r0 : kt->gemm->mr;
+                    for (int s = 0; s < cols; s += kt->gemm->nr) {
+                        int nr = cols - s < kt->gemm->nr ? cols - s : kt->gemm->nr;
+                        kt->gemm->fn(C, u + pp * p->u_stride + (long)r0 * C, C, v + pp * p->v_stride + s, p->cols,
                                  m + pp * p->m_stride + (long)r0 * FEW_TB + s, FEW_TB, mr, nr, 0);
                     }
                 }
             for (int r = 0; r < cnt; r++) {
                 int oc = oc0 + r;
                 for (int q = 0; q < cols; q += 16)
-                    kt->wino_output(&wt, m + (long)r * FEW_TB + q, p->m_stride, t0 + q,
+                    kt->winograd->output(&wt, m + (long)r * FEW_TB + q, p->m_stride, t0 + q,
                                     ep && ep->bias ? ep->bias[oc] : 0.0f, ep ? ep->act : CSPRESNET_ACT_NONE,
                                     res ? res + oc * plane : NULL, dst + oc * plane);
             }

@@ -84,7 +84,7 @@ void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const fl
 {
     ese_train_job job = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
                          .save_s = save_s, .save_z = save_z,
-                         .mean = ex->kernels && ex->kernels->mean ? ex->kernels->mean : f32_mean__ref};
+                         .mean = ex->kernels ? ex->kernels->reduce->mean : f32_mean__ref};
     threadpool_run(ex->pool, ese_tr_mean_worker, &job);
     threadpool_run(ex->pool, ese_tr_fc_worker, &job);
     threadpool_run(ex->pool, ese_tr_scale_worker, &job);
@@ -181,7 +181,7 @@ void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor
 }
 
 /* ---------------------------------------------------------------- GEMM forms
- * The same op with the fc products on the kernel table's GEMM tile (training, tables
+ * The same op with the fc products on the kernel set's GEMM tile (training, sets
  * with a tile): z^T[C x N] = W . s^T, dW = dz^T . s, ds = dz . W. At 32x32 input the
  * maps are 1-4 pixels, so these C x C x N products are most of an ESE's work.
  * Transposes ride on the passes that touch each (n, c) anyway. Scratch: forward 2*N*C
@@ -189,7 +189,7 @@ void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor
  * products; every element is reduced in the tile's fixed k order. */
 typedef struct ese_gemm_job {
     ese_train_job b;
-    const kernel_table *kt;
+    const kernel_set *kt;
     float *st, *zt, *dzt;
 } ese_gemm_job;
 
@@ -209,25 +209,25 @@ static void ese_g_mean_worker(void *arg, int t, int nt)
 }
 
 /* rows [r_begin, r_end) of C[M x N] = A[M x K] . B[K x N] */
-static void gemm_rows(const kernel_table *kt, long r_begin, long r_end, int N, int K, const float *a,
+static void gemm_rows(const kernel_set *kt, long r_begin, long r_end, int N, int K, const float *a,
                       long lda, const float *b, long ldb, float *c, long ldc)
 {
-    for (long i0 = r_begin; i0 < r_end; i0 += kt->mr) {
-        int mr = r_end - i0 < kt->mr ? (int)(r_end - i0) : kt->mr;
-        for (int j0 = 0; j0 < N; j0 += kt->nr) {
-            int nr = N - j0 < kt->nr ? N - j0 : kt->nr;
-            kt->gemm(K, a + i0 * lda, lda, b + j0, ldb, c + i0 * ldc + j0, ldc, mr, nr, 0);
+    for (long i0 = r_begin; i0 < r_end; i0 += kt->gemm->mr) {
+        int mr = r_end - i0 < kt->gemm->mr ? (int)(r_end - i0) : kt->gemm->mr;
+        for (int j0 = 0; j0 < N; j0 += kt->gemm->nr) {
+            int nr = N - j0 < kt->gemm->nr ? N - j0 : kt->gemm->nr;
+            kt->gemm->fn(K, a + i0 * lda, lda, b + j0, ldb, c + i0 * ldc + j0, ldc, mr, nr, 0);
         }
     }
 }
 
 /* row blocks of mr rows out of M, split by thread */
-static void row_split(const kernel_table *kt, long M, int t, int nt, long *begin, long *end)
+static void row_split(const kernel_set *kt, long M, int t, int nt, long *begin, long *end)
 {
-    long blocks = (M + kt->mr - 1) / kt->mr, b0, b1;
+    long blocks = (M + kt->gemm->mr - 1) / kt->gemm->mr, b0, b1;
     split_range(blocks, t, nt, &b0, &b1);
-    *begin = b0 * kt->mr;
-    *end = b1 * kt->mr < M ? b1 * kt->mr : M;
+    *begin = b0 * kt->gemm->mr;
+    *end = b1 * kt->gemm->mr < M ? b1 * kt->gemm->mr : M;
 }
 
 static void ese_g_fc_worker(void *arg, int t, int nt)

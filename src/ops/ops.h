@@ -39,7 +39,7 @@ static inline float *tensor4_plane(const tensor4 *x, long p)
 /* What an op needs to run: threads, kernels and scratch planned by the caller. */
 typedef struct op_exec {
     threadpool *pool;
-    const kernel_table *kernels;
+    const kernel_set *kernels;
     float *scratch;              /* per-thread conv panels, then op scratch */
     long scratch_per_thread;     /* floats of conv panel per thread */
     float *op_scratch;           /* shared scratch for small ops (ESE statistics) */
@@ -73,30 +73,30 @@ enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WI
  * Winograd) and its workspace: per thread and shared floats, laid out as
  * ex->scratch (= ex->fast_scratch) + t * per_thread, shared at threads * per_thread
  * (= ex->op_scratch). conv2d_run runs the conv on that path. */
-int conv2d_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+int conv2d_plan(const kernel_set *kt, const conv_geom *g, int n, int threads, int winograd,
                 long *per_thread, long *shared);
 void conv2d_run(op_exec *ex, int path, const conv_geom *g, const float *weight, const tensor4 *in,
                 const tensor4 *out, const conv_epilogue *ep);
 /* conv2d_fast.c: conv2d_plan and conv2d_run for tables with a GEMM tile. */
-int conv2d_fast_plan(const kernel_table *kt, const conv_geom *g, int n, int threads, int winograd,
+int conv2d_fast_plan(const kernel_set *kt, const conv_geom *g, int n, int threads, int winograd,
                      long *per_thread, long *shared);
 void conv2d_fast_forward(op_exec *ex, int path, const conv_geom *g, const float *weight,
                          const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
-int conv2d_winograd_applies(const kernel_table *kt, const conv_geom *g);
+int conv2d_winograd_applies(const kernel_set *ks, int allow_winograd, const conv_geom *g);
 /* conv2d_winograd_few.c: the same convs when the batch has few tiles. */
 int conv2d_winograd_few_applies(const conv_geom *g, int n);
 void conv2d_winograd_few_scratch(const conv_geom *g, int n, long *per_thread, long *shared);
 void conv2d_winograd_few_forward(op_exec *ex, const conv_geom *g, const float *weight,
                                  const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
-void conv2d_winograd_scratch(const kernel_table *kt, const conv_geom *g, int n, int threads,
+void conv2d_winograd_scratch(const kernel_set *kt, const conv_geom *g, int n, int threads,
                              long *per_thread, long *shared);
 void conv2d_winograd_forward(op_exec *ex, const conv_geom *g, const float *weight,
                              const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
 /* The Winograd U (36 x OC x C floats, conv2d_winograd.c's layout) of a 3x3 conv's
  * weights, as conv2d_winograd_forward computes it per call; ex->prepared takes it. */
 long conv2d_winograd_u_floats(const conv_geom *g);
-void conv2d_winograd_u(const kernel_table *kt, const conv_geom *g, const float *weight, float *u);
+void conv2d_winograd_u(const kernel_set *kt, const conv_geom *g, const float *weight, float *u);
 
 /* batchnorm.c: eval mode, in place: x = (x - mean) / sqrt(var + eps) * w + b per channel. */
 #define BN_EPSILON 1e-5f

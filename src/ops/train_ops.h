@@ -40,7 +40,7 @@ void col_chunk_get(const col_plan *cp, long index, col_chunk *ch);
 
 /* Packs rows [k0, k0+kc) of the implicit im2col matrix of conv g over the chunk's
  * columns from x (images of g's input) into panel[kc][ldp]. */
-void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const tensor4 *x,
+void cols_pack_im2col(const f32_train_config *tk, const conv_geom *g, const tensor4 *x,
                       const col_chunk *ch, int k0, int kc, float *panel, long ldp);
 
 /* out (+)= A . im2col_g(in) over all columns: A (g->out_c x in_c*k*k, row-major, lda),
@@ -49,8 +49,8 @@ void cols_pack_im2col(const train_kernel_table *tk, const conv_geom *g, const te
  * result does not depend on the thread count. conv_cols_work(job, t, nt) is the
  * worker body, callable from another op's pool pass. */
 typedef struct conv_cols_job {
-    const kernel_table *kt;
-    const train_kernel_table *tk;
+    const kernel_set *kt;
+    const f32_train_config *tk;
     conv_geom g;
     const float *a;
     long lda;
@@ -61,8 +61,8 @@ typedef struct conv_cols_job {
     float *scratch;            /* per thread: per_thread floats */
     long per_thread;
 } conv_cols_job;
-long conv_cols_scratch(const kernel_table *kt, const conv_geom *g);
-void conv_cols_prepare(conv_cols_job *job, const kernel_table *kt, const conv_geom *g,
+long conv_cols_scratch(const kernel_set *kt, const conv_geom *g);
+void conv_cols_prepare(conv_cols_job *job, const kernel_set *kt, const conv_geom *g,
                        const float *a, long lda, const tensor4 *in, const tensor4 *out,
                        int accumulate, float *scratch, long per_thread);
 void conv_cols_work(const conv_cols_job *job, int t, int nt);
@@ -78,12 +78,12 @@ void conv_cols_forward(op_exec *ex, const conv_geom *g, const float *weight, con
  * fused activation: dy is the activation's output gradient); dweight/dbias
  * overwritten (NULL ok). */
 #define BN_MOMENTUM 0.9f
-void batchnorm_forward_train(op_exec *ex, const train_kernel_table *tk, int train,
+void batchnorm_forward_train(op_exec *ex, const f32_train_config *tk, int train,
                              cspresnet_act act, const tensor4 *x, const tensor4 *y,
                              const float *weight, const float *bias, float *run_mean,
                              float *run_var, int update_running, float *save_mean,
                              float *save_rstd);
-void batchnorm_backward(op_exec *ex, const train_kernel_table *tk, int train, cspresnet_act act,
+void batchnorm_backward(op_exec *ex, const f32_train_config *tk, int train, cspresnet_act act,
                         const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
                         const float *weight, const float *bias, const float *save_mean,
                         const float *save_rstd, float *dweight, float *dbias);
@@ -98,7 +98,7 @@ void ese_backward_gemm(op_exec *ex, const tensor4 *x, const tensor4 *dy, const t
 
 /* conv2d_backward.c: the fast backward (tables with a GEMM tile). Scratch for this conv
  * on n images: per thread and shared (ex->op_scratch) floats. */
-void conv2d_backward_scratch(const kernel_table *kt, const conv_geom *g, int n, long *per_thread,
+void conv2d_backward_scratch(const kernel_set *kt, const conv_geom *g, int n, long *per_thread,
                              long *shared);
 
 /* conv2d_backward_ref.c: the reference backward (scratch as in ops.h). */

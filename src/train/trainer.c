@@ -24,8 +24,8 @@ struct cspresnet_trainer {
     cspresnet_train_options opt;
     cspresnet_model *model;     /* own copy of the weights (and running statistics) */
     threadpool *pool;
-    const kernel_table *kernels;
-    const train_kernel_table *tk;   /* point-wise training kernels for that table */
+    const kernel_set *kernels;
+    const f32_train_config *tk;     /* point-wise training kernels of that set */
     float *grads, *opt_m, *opt_v;          /* weight_floats each (opt_v: AdamW only) */
     int classes, head_c;
     float *head, *head_grad, *head_m, *head_v;  /* K*C weight then K bias */
@@ -141,8 +141,9 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
     }
     tr->opt = *opt;
     int threads = opt->threads > 0 ? opt->threads : threadpool_default_size();
-    tr->kernels = kernel_table_select(getenv("CSPRESNET_ISA"));
-    tr->tk = train_kernel_table_for(tr->kernels);
+    tr->kernels = kernel_set_select(opt->isa);
+    tr->tk = tr->kernels->train;
+    tr->opt.isa = tr->kernels->isa;   /* the caller's string is not kept */
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
     if (s == CSPRESNET_OK)

@@ -57,7 +57,7 @@ static int run_case(int id, int threads_max)
         error_buf err;
         if (threadpool_create(t, &pool, &err) != CSPRESNET_OK) { puts(err.text); return 1; }
         float *scratch = malloc(sizeof(float) * conv2d_scratch_per_thread() * t);
-        op_exec ex = {.pool = pool, .kernels = kernel_table_select(NULL), .scratch = scratch,
+        op_exec ex = {.pool = pool, .kernels = kernel_set_select(NULL), .scratch = scratch,
                       .scratch_per_thread = conv2d_scratch_per_thread()};
         got[t] = calloc(n * out_bstride, sizeof(float));
         tensor4 tin = {in, n, g.in_c, g.in_h, g.in_w, (long)g.in_c * g.in_h * g.in_w};

@@ -1,7 +1,7 @@
 /*
  * test_kernels_conv.c - the fast convolution path (per-ISA GEMM tiles, 1x1 without
  * im2col, im2col GEMM, Winograd F(4,3)) and the fast epilogue against the reference
- * path (kernel table "ref"), and the ESE plane mean, for every ISA this CPU supports (generic, avx2, avx512).
+ * path (kernel set "ref"), and the ESE plane mean, for every ISA this CPU supports (generic, avx2, avx512).
  * Random shapes: odd channel counts, odd and tiny H/W, wide rows (64-200), batch 1-3, 1x1 / 3x3 s1 / 3x3 s2,
  * outputs and residuals in channel slices of wider tensors, bias + every activation
  * + residual epilogues, 1 and 2 threads. Checks max|diff| <= 1e-3 * max|ref| per case,
@@ -20,7 +20,7 @@
 static int winograd_cases, winograd_few_cases;
 
 /* Runs one conv with table kt on the path and workspace conv2d_plan chooses. */
-static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, const float *w,
+static int run_conv(const kernel_set *kt, int threads, const conv_geom *g, const float *w,
                     const tensor4 *in, const tensor4 *out, const conv_epilogue *ep)
 {
     threadpool *pool;
@@ -38,7 +38,7 @@ static int run_conv(const kernel_table *kt, int threads, const conv_geom *g, con
     return 0;
 }
 
-static void conv_case(const kernel_table *kt, int id)
+static void conv_case(const kernel_set *kt, int id)
 {
     int n = rng_int(1, 3), k, stride;
     int kind = rng_int(0, 3); /* 0: 1x1, 1-2: 3x3 s1 (Winograd where available), 3: 3x3 s2 */
@@ -60,7 +60,7 @@ static void conv_case(const kernel_table *kt, int id)
     g.out_w = (g.in_w + 2 * g.pad - k) / stride + 1;
     if (id == 0)
         n = 3; /* 540 tiles: Winograd's many-tiles plan */
-    if (conv2d_winograd_applies(kt, &g))
+    if (conv2d_winograd_applies(kt, 1, &g))
         winograd_cases++, winograd_few_cases += conv2d_winograd_few_applies(&g, n);
     int extra = rng_int(0, 3);
     cspresnet_act act = (cspresnet_act)rng_int(0, CSPRESNET_ACT_NONE);
@@ -80,7 +80,7 @@ static void conv_case(const kernel_table *kt, int id)
         outs[v] = malloc(n * bstride * sizeof *outs[v]);
         for (long i = 0; i < n * bstride; i++) outs[v][i] = 7.0f; /* untouched channels stay 7 */
         tensor4 tout = {outs[v], n, g.out_c, g.out_h, g.out_w, bstride};
-        const kernel_table *t = v == 0 ? kernel_table_select("ref") : kt;
+        const kernel_set *t = v == 0 ? kernel_set_select("ref") : kt;
         run_conv(t, v == 2 ? 2 : 1, &g, w, &tin, &tout, use_ep ? &ep : NULL);
     }
     double maxref = 0, maxdiff = 0;
@@ -108,7 +108,7 @@ static void conv_case(const kernel_table *kt, int id)
 }
 
 /* The fast epilogue kernel against the reference activation, every activation. */
-static void epilogue_case(const kernel_table *kt, cspresnet_act act)
+static void epilogue_case(const kernel_set *kt, cspresnet_act act)
 {
     enum { COUNT = 1037 };
     float x[COUNT], ref[COUNT], res[COUNT];
@@ -120,7 +120,7 @@ static void epilogue_case(const kernel_table *kt, cspresnet_act act)
     f32_add_scalar__ref(ref, COUNT, 0.25f);
     f32_activation__ref(act, ref, COUNT);
     f32_add_scaled__ref(ref, res, 1.0f, ref, COUNT);
-    kt->bias_act(x, COUNT - 3, 0.25f, act, res); /* the last 3 must stay untouched */
+    kt->conv->bias_act(x, COUNT - 3, 0.25f, act, res); /* the last 3 must stay untouched */
     double maxdiff = 0, maxref = 0;
     for (int i = 0; i < COUNT - 3; i++) {
         maxdiff = fmax(maxdiff, fabs((double)x[i] - ref[i]));
@@ -131,14 +131,14 @@ static void epilogue_case(const kernel_table *kt, cspresnet_act act)
 }
 
 /* The table's plane mean against the reference (double sums both; order differs). */
-static void mean_case(const kernel_table *kt)
+static void mean_case(const kernel_set *kt)
 {
     static const long counts[] = {1, 15, 16, 17, 31, 32, 33, 400, 1000, 25600};
     static float x[25600];
     for (long i = 0; i < 25600; i++)
         x[i] = 3.0f * rng_float() + 0.5f;
     for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
-        float got = kt->mean(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0)), want = f32_mean__ref(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0));
+        float got = kt->reduce->mean(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0)), want = f32_mean__ref(x + 3, counts[c] - (counts[c] > 3 ? 3 : 0));
         CHECK(fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-7f, "isa=%s mean of %ld: %.9g, reference %.9g", kt->isa,
               counts[c], got, want);
     }
@@ -149,7 +149,7 @@ int main(void)
     static const char *const isas[] = {"generic", "avx2", "avx512"};
     int tested = 0;
     for (int i = 0; i < 3; i++) {
-        const kernel_table *kt = kernel_table_select(isas[i]);
+        const kernel_set *kt = kernel_set_select(isas[i]);
         if (strcmp(kt->isa, isas[i]) != 0) {
             printf("isa %s: not supported by this CPU, not tested\n", isas[i]);
             continue;
@@ -163,7 +163,7 @@ int main(void)
             conv_case(kt, c);
         printf("isa %s: %d cases passed, %d of them by Winograd F(4,3) (%d with few tiles)\n", kt->isa,
                harness_passed - before, winograd_cases, winograd_few_cases);
-        CHECK(!kt->wino_input || (winograd_cases - winograd_few_cases >= 5 && winograd_few_cases >= 5),
+        CHECK(!kt->winograd || (winograd_cases - winograd_few_cases >= 5 && winograd_few_cases >= 5),
               "isa=%s: too few conv cases took each Winograd path", kt->isa);
         winograd_cases = winograd_few_cases = 0;
     }

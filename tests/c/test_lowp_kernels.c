@@ -155,9 +155,10 @@ static void test_packs_ref(void)
     CHECK(h[(0 * 5 + 1) * 2 + 1] == bf16_from_f32(x[1 * 5 + 1]), "pair layout");
 }
 
-static void test_fast(const lowp_kernels *fast)
+static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config *fast_int8)
 {
-    const lowp_kernels *ref = lowp_kernels_select(1);
+    const bf16_gemm_config *ref_bf16 = &bf16_gemm_config_ref;
+    const u8s8_gemm_config *ref_int8 = &u8s8_gemm_config_ref;
     for (int t = 0; t < 60; t++) {
         int kc = rint_in(1, 70), nc = rint_in(1, 70);
         long ldx = nc + rint_in(0, 5), ldo = nc + rint_in(0, 5);
@@ -168,23 +169,23 @@ static void test_fast(const lowp_kernels *fast)
         int np = (kc + 1) / 2, nq = (kc + 3) / 4;
         uint16_t *h0 = calloc((size_t)(np * ldo * 2), 2), *h1 = calloc((size_t)(np * ldo * 2), 2);
         uint8_t *q0 = calloc((size_t)(nq * ldo * 4), 1), *q1 = calloc((size_t)(nq * ldo * 4), 1);
-        if (fast->bf16_gemm != ref->bf16_gemm) {
-            ref->bf16_pack(x, ldx, kc, nc, h0, ldo);
-            fast->bf16_pack(x, ldx, kc, nc, h1, ldo);
-            CHECK(memcmp(h0, h1, (size_t)(np * ldo * 2) * 2) == 0, "bf16 pack %s kc %d nc %d", fast->bf16_isa, kc, nc);
+        if (fast_bf16 != ref_bf16) {
+            ref_bf16->pack(x, ldx, kc, nc, h0, ldo);
+            fast_bf16->pack(x, ldx, kc, nc, h1, ldo);
+            CHECK(memcmp(h0, h1, (size_t)(np * ldo * 2) * 2) == 0, "bf16 pack %s kc %d nc %d", fast_bf16->name, kc, nc);
         }
-        if (fast->u8s8_gemm != ref->u8s8_gemm) {
+        if (fast_int8 != ref_int8) {
             float inv = runi(0.5f, 12.0f);
-            ref->u8_pack(x, ldx, kc, nc, inv, q0, ldo);
-            fast->u8_pack(x, ldx, kc, nc, inv, q1, ldo);
-            CHECK(memcmp(q0, q1, (size_t)(nq * ldo * 4)) == 0, "u8 pack %s kc %d nc %d", fast->int8_isa, kc, nc);
+            ref_int8->pack(x, ldx, kc, nc, inv, q0, ldo);
+            fast_int8->pack(x, ldx, kc, nc, inv, q1, ldo);
+            CHECK(memcmp(q0, q1, (size_t)(nq * ldo * 4)) == 0, "u8 pack %s kc %d nc %d", fast_int8->name, kc, nc);
         }
         free(x), free(h0), free(h1), free(q0), free(q1);
     }
     for (int t = 0; t < 80; t++) {
         int mr = rint_in(1, 8), nr = rint_in(1, 32), kp = rint_in(1, 300), acc = t % 2;
         long lda = kp + rint_in(0, 3), ldb = nr + rint_in(0, 5), ldc = nr + rint_in(0, 3);
-        if (fast->bf16_gemm != ref->bf16_gemm) {
+        if (fast_bf16 != ref_bf16) {
             uint16_t *a = malloc((size_t)(mr * lda * 2) * 2), *b = malloc((size_t)(kp * ldb * 2) * 2);
             float *c0 = malloc((size_t)(mr * ldc) * 4), *c1 = malloc((size_t)(mr * ldc) * 4);
             for (long i = 0; i < mr * lda * 2; i++)
@@ -193,13 +194,13 @@ static void test_fast(const lowp_kernels *fast)
                 b[i] = bf16_from_f32(runi(-4.0f, 4.0f));
             fill(c0, mr * ldc, -1, 1);
             memcpy(c1, c0, (size_t)(mr * ldc) * 4);
-            ref->bf16_gemm(kp, a, lda, b, ldb, c0, ldc, mr, nr, acc);
-            fast->bf16_gemm(kp, a, lda, b, ldb, c1, ldc, mr, nr, acc);
-            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "bf16 gemm %s %dx%d kp %d acc %d", fast->bf16_isa, mr,
+            ref_bf16->gemm(kp, a, lda, b, ldb, c0, ldc, mr, nr, acc);
+            fast_bf16->gemm(kp, a, lda, b, ldb, c1, ldc, mr, nr, acc);
+            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "bf16 gemm %s %dx%d kp %d acc %d", fast_bf16->name, mr,
                   nr, kp, acc);
             free(a), free(b), free(c0), free(c1);
         }
-        if (fast->u8s8_gemm != ref->u8s8_gemm) {
+        if (fast_int8 != ref_int8) {
             int kq = kp;
             int8_t *a = malloc((size_t)(mr * lda * 4));
             uint8_t *b = malloc((size_t)(kq * ldb * 4));
@@ -213,9 +214,9 @@ static void test_fast(const lowp_kernels *fast)
                 comp[i] = rint_in(-1000000, 1000000), scale[i] = runi(1e-5f, 1e-2f);
             fill(c0, mr * ldc, -1, 1);
             memcpy(c1, c0, (size_t)(mr * ldc) * 4);
-            ref->u8s8_gemm(kq, a, lda, b, ldb, comp, scale, c0, ldc, mr, nr);
-            fast->u8s8_gemm(kq, a, lda, b, ldb, comp, scale, c1, ldc, mr, nr);
-            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "u8s8 gemm %s %dx%d kq %d", fast->int8_isa, mr, nr, kq);
+            ref_int8->gemm(kq, a, lda, b, ldb, comp, scale, c0, ldc, mr, nr);
+            fast_int8->gemm(kq, a, lda, b, ldb, comp, scale, c1, ldc, mr, nr);
+            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "u8s8 gemm %s %dx%d kq %d", fast_int8->name, mr, nr, kq);
             free(a), free(b), free(c0), free(c1);
         }
     }
@@ -227,9 +228,9 @@ int main(void)
     test_bf16_gemm_ref();
     test_int8_ref();
     test_packs_ref();
-    const lowp_kernels *fast = lowp_kernels_select(0);
-    int isas = (fast->bf16_gemm != bf16_gemm_8x32__ref) + (fast->u8s8_gemm != u8s8_gemm_8x32__ref);
-    test_fast(fast);
-    printf("isas tested: %d (bf16 %s, int8 %s)\n", isas, fast->bf16_isa, fast->int8_isa);
+    const kernel_set *best = kernel_set_select(NULL);
+    int isas = (best->bf16 != &bf16_gemm_config_ref) + (best->int8 != &u8s8_gemm_config_ref);
+    test_fast(best->bf16, best->int8);
+    printf("isas tested: %d (bf16 %s, int8 %s)\n", isas, best->bf16->name, best->int8->name);
     return harness_done();
 }

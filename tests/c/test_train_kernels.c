@@ -1,6 +1,6 @@
 /*
  * test_train_kernels.c - the training path's fast kernels and ops against their
- * reference twins, for every kernel table the CPU has, on random shapes (odd channel
+ * reference twins, for every kernel set the CPU has, on random shapes (odd channel
  * counts and sizes, batch > 1, maps from 1 pixel up to several column chunks):
  *   - f32_im2col_rows_runs__generic == f32_im2col_rows__generic, bit for bit;
  *   - conv2d_backward (fast, per ISA) vs conv2d_backward_ref: dW and dX within
@@ -76,10 +76,10 @@ static void test_im2col(void)
 /* The AVX-512 shifted-plane im2col against the generic one, several images at once. */
 static void test_im2col_shift(void)
 {
-    const kernel_table *kt = kernel_table_select("avx512");
+    const kernel_set *kt = kernel_set_select("avx512");
     if (strcmp(kt->isa, "avx512") != 0)
         return;
-    const train_kernel_table *tk = train_kernel_table_for(kt);
+    const f32_train_config *tk = kt->train;
     for (int it = 0; it < 300; it++) {
         conv_geom g;
         g.k = (int[]){1, 3, 5}[rng_int(0, 2)];
@@ -120,11 +120,11 @@ static void test_im2col_shift(void)
 /* The AVX-512 transpose and strided-gather im2col against the reference ones. */
 static void test_transpose_gather(void)
 {
-    const kernel_table *kt = kernel_table_select("avx512");
+    const kernel_set *kt = kernel_set_select("avx512");
     if (strcmp(kt->isa, "avx512") != 0)
         return;
-    const train_kernel_table *tk = train_kernel_table_for(kt);
-    const train_kernel_table *rt = train_kernel_table_for(kernel_table_select("ref"));
+    const f32_train_config *tk = kt->train;
+    const f32_train_config *rt = kernel_set_select("ref")->train;
     for (int it = 0; it < 200; it++) {
         int rows = rng_int(1, 40), cols = rng_int(1, 40);
         long lds = cols + rng_int(0, 3), ldd = rows + rng_int(0, 3);
@@ -183,7 +183,7 @@ typedef struct bufs {
     float *x, *w, *dy, *dx, *dw, *out;
 } bufs;
 
-static void run_backward(const kernel_table *kt, int threads, const conv_geom *g, int n, const bufs *in,
+static void run_backward(const kernel_set *kt, int threads, const conv_geom *g, int n, const bufs *in,
                          float *dx, float *dw, int use_ref)
 {
     threadpool *pool;
@@ -212,7 +212,7 @@ static void run_backward(const kernel_table *kt, int threads, const conv_geom *g
     threadpool_free(pool);
 }
 
-static void run_forward(const kernel_table *kt, int threads, const conv_geom *g, int n, const bufs *in,
+static void run_forward(const kernel_set *kt, int threads, const conv_geom *g, int n, const bufs *in,
                         float *out, int use_ref)
 {
     threadpool *pool;
@@ -232,7 +232,7 @@ static void run_forward(const kernel_table *kt, int threads, const conv_geom *g,
     threadpool_free(pool);
 }
 
-static void test_conv(const kernel_table *kt, const kernel_table *ref)
+static void test_conv(const kernel_set *kt, const kernel_set *ref)
 {
     for (int it = 0; it < 40; it++) {
         conv_geom g;
@@ -317,12 +317,12 @@ static void test_conv(const kernel_table *kt, const kernel_table *ref)
  * ones, for every activation, on runs of every length mod 16. */
 static void test_pointwise(void)
 {
-    const train_kernel_table *ref = train_kernel_table_for(kernel_table_select("ref"));
-    const kernel_table *kt = kernel_table_select("avx512");
+    const f32_train_config *ref = kernel_set_select("ref")->train;
+    const kernel_set *kt = kernel_set_select("avx512");
     if (strcmp(kt->isa, "avx512") != 0)
         return;
-    const train_kernel_table *fast = train_kernel_table_for(kt);
-    CHECK(strcmp(fast->isa, "avx512") == 0, "avx512 train table chosen for the avx512 kernel table");
+    const f32_train_config *fast = kt->train;
+    CHECK(strcmp(fast->name, "f32-train-avx512") == 0, "avx512 train config chosen for the avx512 kernel set");
     for (int act = 0; act < CSPRESNET_ACT_COUNT; act++)
         for (int it = 0; it < 20; it++) {
             long n = rng_int(1, 35);
@@ -368,11 +368,11 @@ int main(void)
     test_im2col_shift();
     test_transpose_gather();
     test_im2col();
-    const kernel_table *ref = kernel_table_select("ref");
+    const kernel_set *ref = kernel_set_select("ref");
     const char *isas[] = {"generic", "avx2", "avx512"};
     int tested = 0;
     for (int i = 0; i < 3; i++) {
-        const kernel_table *kt = kernel_table_select(isas[i]);
+        const kernel_set *kt = kernel_set_select(isas[i]);
         if (strcmp(kt->isa, isas[i]) != 0 || !kt->gemm)
             continue;
         tested++;

@@ -1,9 +1,11 @@
 /*
- * f32_gemm_ref.c - the reference GEMM micro-kernel, GEMM_MR x GEMM_NR.
+ * f32_gemm_ref.c - the reference GEMMs: the GEMM_MR x GEMM_NR micro-kernel of the
+ * reference conv path (B packed in NR-wide strips), and f32_gemm__ref, the oracle of
+ * the f32 GEMM family (gemm_fn's signature, any mr and nr).
  *
- * a: mr rows of kc weights (row stride lda); strip: kc x NR packed columns;
- * c: mr x nr output (row stride ldc). Plain C that compilers vectorise over the
- * NR columns; the oracle for the ISA-specific kernels.
+ * a: mr rows of kc weights (row stride lda); c: mr x nr output (row stride ldc).
+ * Both sum each c element from 0 over k in ascending order, in float, then add it to
+ * c (accumulate) or store it.
  */
 #include "kernels/kernels.h"
 
@@ -43,4 +45,18 @@ void f32_gemm_4x16__ref(int kc, const float *a, long lda, const float *strip, fl
             for (int j = 0; j < nr; j++)
                 ci[j] = acc[i][j];
     }
+}
+
+/* c[i*ldc + j] (+)= sum_k a[i*lda + k] * b[k*ldb + j], i < mr, j < nr: one dot product
+ * per element, nothing blocked or reordered. */
+void f32_gemm__ref(int kc, const float *a, long lda, const float *b, long ldb, float *c, long ldc,
+                   int mr, int nr, int accumulate)
+{
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float sum = 0.0f;
+            for (int k = 0; k < kc; k++)
+                sum += a[i * lda + k] * b[k * ldb + j];
+            c[i * ldc + j] = accumulate ? c[i * ldc + j] + sum : sum;
+        }
 }

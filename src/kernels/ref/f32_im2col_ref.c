@@ -4,7 +4,9 @@
  * Row r of the im2col matrix is (channel ci, ky, kx) with r = (ci*k + ky)*k + kx;
  * column j is output pixel (oy, ox) with j = oy*out_w + ox. The element is the input
  * pixel (ci, oy*stride - pad + ky, ox*stride - pad + kx), or 0 outside the image.
- * Layout of panel: strip s (columns n0 + s*NR ...) is kc rows of NR floats.
+ * f32_im2col_panel__ref packs strips (strip s, columns n0 + s*NR ..., is kc rows of NR
+ * floats) for the reference path; f32_im2col_rows__ref a row-major panel, the oracle of
+ * the conv family's im2col_rows.
  */
 #include "kernels/kernels.h"
 
@@ -41,6 +43,23 @@ void f32_im2col_panel__ref(const conv_geom *g, const float *image, int k0, int k
             }
             for (; j < GEMM_NR; j++)
                 dst[j] = 0.0f;
+        }
+    }
+}
+
+/* panel[r*ldp + j] = im2col element (k0 + r, n0 + j), r < kc, j < nc. */
+void f32_im2col_rows__ref(const conv_geom *g, const float *image, int k0, int kc, long n0,
+                          int nc, float *panel, long ldp)
+{
+    const int kk = g->k * g->k;
+    for (int r = 0; r < kc; r++) {
+        int row = k0 + r, ci = row / kk, ky = (row % kk) / g->k, kx = row % g->k;
+        for (int j = 0; j < nc; j++) {
+            long col = n0 + j;
+            int iy = (int)(col / g->out_w) * g->stride - g->pad + ky;
+            int ix = (int)(col % g->out_w) * g->stride - g->pad + kx;
+            int inside = iy >= 0 && iy < g->in_h && ix >= 0 && ix < g->in_w;
+            panel[(long)r * ldp + j] = inside ? image[((long)ci * g->in_h + iy) * g->in_w + ix] : 0.0f;
         }
     }
 }

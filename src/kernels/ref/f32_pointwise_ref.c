@@ -1,7 +1,9 @@
 /*
  * f32_pointwise_ref.c - reference kernels for element-wise work on contiguous runs:
- * batch-norm of one channel, activations, scaled adds, channel means and scales.
+ * batch-norm of one channel, activations, scaled adds, channel means and scales, and
+ * the conv epilogue (the oracle of the conv family's bias_act).
  */
+#include "kernels/kernels.h"
 #include "kernels/pointwise.h"
 
 #include <math.h>
@@ -88,4 +90,14 @@ void f32_add_scalar__ref(float *x, long count, float value)
 {
     for (long i = 0; i < count; i++)
         x[i] += value;
+}
+
+/* x[i] = act(x[i] + bias) + (res ? res[i] : 0), one element at a time. */
+void f32_bias_act__ref(float *x, long count, float bias, cspresnet_act act, const float *res)
+{
+    for (long i = 0; i < count; i++) {
+        float v = x[i] + bias;
+        f32_activation__ref(act, &v, 1);
+        x[i] = res ? v + res[i] : v;
+    }
 }

@@ -1,7 +1,7 @@
 /*
  * bf16_avx512.c - AVX-512 BF16 tiles (see kernels/lowp_kernels.h): the 8x32 bf16 GEMM on
  * vdpbf16ps with fp32 accumulators in registers, and the f32 -> bf16 pair packing on
- * vcvtneps2bf16. Compiled for that target by the pragma below; lowp_select.c calls
+ * vcvtneps2bf16. Compiled for that target by the pragma below; select.c chooses
  * them only when __builtin_cpu_supports reports avx512bf16.
  */
 #if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))

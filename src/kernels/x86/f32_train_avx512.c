@@ -8,7 +8,7 @@
  * of the run in a fixed order, so a run's result never depends on threads. exp and
  * the list of vectorised activations come from avx512_math.h, shared with the
  * inference kernels. Compiled for avx512f+fma by the pragma below; chosen at
- * run time only when the CPU has AVX-512F (train_select.c).
+ * run time only when the CPU has AVX-512F (select.c).
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -242,5 +242,5 @@ void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float
 #pragma clang attribute pop
 #endif
 #else
-typedef int f32_train_avx512_unavailable; /* non-x86 builds: train_select.c never names these */
+typedef int f32_train_avx512_unavailable; /* non-x86 builds: select.c never names these */
 #endif

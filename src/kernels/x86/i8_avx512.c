@@ -2,7 +2,7 @@
  * i8_avx512.c - AVX-512 int8 tiles (see kernels/lowp_kernels.h): the 8x32 u8 x s8 GEMM
  * on vpdpbusd with int32 accumulators in registers and the dequantizing epilogue, and
  * the f32 -> u8 quad packing. Compiled for that target by the pragmas below;
- * lowp_select.c calls them only when __builtin_cpu_supports reports avx512vnni (the
+ * select.c chooses them only when __builtin_cpu_supports reports avx512vnni (the
  * packing needs only AVX-512F/BW).
  */
 #if defined(__x86_64__) && defined(__GNUC__)
