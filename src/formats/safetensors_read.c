@@ -711,11 +711,7 @@ done:
     free(stream);
     if (f)
         fclose(f);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }
 
 cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspresnet_load_options *options,

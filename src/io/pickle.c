@@ -539,14 +539,15 @@ static cspresnet_status op_binfloat(pk_unpickler *u)
     return push(u, o);
 }
 
-/* TUPLE / LIST / DICT: the items above the innermost MARK. */
-static cspresnet_status op_collect_mark(pk_unpickler *u, pk_kind kind)
+/* TUPLE / LIST / DICT make a new object of the items above the innermost MARK;
+   APPENDS / SETITEMS (into_below) put them into the list or dict below the MARK. */
+static cspresnet_status op_mark_items(pk_unpickler *u, pk_kind kind, int into_below)
 {
     size_t mark = 0;
     cspresnet_status st = pop_mark(u, &mark);
     if (st != CSPRESNET_OK)
         return st;
-    return collect(u, kind, mark);
+    return into_below ? extend(u, kind, mark) : collect(u, kind, mark);
 }
 
 /* TUPLE1..3: a tuple of the top n items. */
@@ -566,16 +567,6 @@ static cspresnet_status op_extend_top(pk_unpickler *u, pk_kind kind, size_t n)
     if (st != CSPRESNET_OK)
         return st;
     return extend(u, kind, u->sp - n);
-}
-
-/* APPENDS / SETITEMS: the items above the innermost MARK go into the object below it. */
-static cspresnet_status op_extend_mark(pk_unpickler *u, pk_kind kind)
-{
-    size_t mark = 0;
-    cspresnet_status st = pop_mark(u, &mark);
-    if (st != CSPRESNET_OK)
-        return st;
-    return extend(u, kind, mark);
 }
 
 /* GLOBAL: "module\nname\n". */
@@ -647,58 +638,58 @@ static cspresnet_status op_build(pk_unpickler *u)
 static cspresnet_status step(pk_unpickler *u, pk_obj **result, int *done)
 {
     switch (u->op) {
-    case 0x80: return op_proto(u);
-    case 0x95: return op_frame(u);
-    case '.': return op_stop(u, result, done);
+    case 0x80: return op_proto(u);                  /* PROTO */
+    case 0x95: return op_frame(u);                  /* FRAME */
+    case '.': return op_stop(u, result, done);      /* STOP */
 
-    case '}': return collect(u, PK_DICT, u->sp);
-    case ']': return collect(u, PK_LIST, u->sp);
-    case ')': return collect(u, PK_TUPLE, u->sp);
-    case 'N': return push(u, u->none);
-    case 0x88: return push(u, u->true_obj);
-    case 0x89: return push(u, u->false_obj);
+    case '}': return collect(u, PK_DICT, u->sp);    /* EMPTY_DICT */
+    case ']': return collect(u, PK_LIST, u->sp);    /* EMPTY_LIST */
+    case ')': return collect(u, PK_TUPLE, u->sp);   /* EMPTY_TUPLE */
+    case 'N': return push(u, u->none);              /* NONE */
+    case 0x88: return push(u, u->true_obj);         /* NEWTRUE */
+    case 0x89: return push(u, u->false_obj);        /* NEWFALSE */
 
-    case '(': return op_mark(u);
-    case '0': return op_pop(u, 0);             /* POP */
-    case '1': return op_pop(u, 1);             /* POP_MARK */
-    case '2': return op_dup(u);
+    case '(': return op_mark(u);                    /* MARK */
+    case '0': return op_pop(u, 0);                  /* POP */
+    case '1': return op_pop(u, 1);                  /* POP_MARK */
+    case '2': return op_dup(u);                     /* DUP */
 
-    case 0x94: return memo_put(u, u->memo_count); /* MEMOIZE */
-    case 'q': return op_memo(u, 1, 0);         /* BINPUT */
-    case 'r': return op_memo(u, 4, 0);         /* LONG_BINPUT */
-    case 'h': return op_memo(u, 1, 1);         /* BINGET */
-    case 'j': return op_memo(u, 4, 1);         /* LONG_BINGET */
+    case 0x94: return memo_put(u, u->memo_count);   /* MEMOIZE */
+    case 'q': return op_memo(u, 1, 0);              /* BINPUT */
+    case 'r': return op_memo(u, 4, 0);              /* LONG_BINPUT */
+    case 'h': return op_memo(u, 1, 1);              /* BINGET */
+    case 'j': return op_memo(u, 4, 1);              /* LONG_BINGET */
 
-    case 0x8c: return op_text(u, PK_STR, 1);   /* SHORT_BINUNICODE */
-    case 'X': return op_text(u, PK_STR, 4);    /* BINUNICODE */
-    case 0x8d: return op_text(u, PK_STR, 8);   /* BINUNICODE8 */
-    case 'C': return op_text(u, PK_BYTES, 1);  /* SHORT_BINBYTES */
-    case 'B': return op_text(u, PK_BYTES, 4);  /* BINBYTES */
-    case 0x8e: return op_text(u, PK_BYTES, 8); /* BINBYTES8 */
-    case 0x96: return op_text(u, PK_BYTES, 8); /* BYTEARRAY8 */
+    case 0x8c: return op_text(u, PK_STR, 1);        /* SHORT_BINUNICODE */
+    case 'X': return op_text(u, PK_STR, 4);         /* BINUNICODE */
+    case 0x8d: return op_text(u, PK_STR, 8);        /* BINUNICODE8 */
+    case 'C': return op_text(u, PK_BYTES, 1);       /* SHORT_BINBYTES */
+    case 'B': return op_text(u, PK_BYTES, 4);       /* BINBYTES */
+    case 0x8e: return op_text(u, PK_BYTES, 8);      /* BINBYTES8 */
+    case 0x96: return op_text(u, PK_BYTES, 8);      /* BYTEARRAY8 */
 
-    case 'K': return op_binint(u, 1);          /* BININT1 */
-    case 'M': return op_binint(u, 2);          /* BININT2 */
-    case 'J': return op_binint(u, 4);          /* BININT */
-    case 0x8a: return op_long(u, 1);           /* LONG1 */
-    case 0x8b: return op_long(u, 4);           /* LONG4 */
-    case 'G': return op_binfloat(u);
+    case 'K': return op_binint(u, 1);               /* BININT1 */
+    case 'M': return op_binint(u, 2);               /* BININT2 */
+    case 'J': return op_binint(u, 4);               /* BININT */
+    case 0x8a: return op_long(u, 1);                /* LONG1 */
+    case 0x8b: return op_long(u, 4);                /* LONG4 */
+    case 'G': return op_binfloat(u);                /* BINFLOAT */
 
-    case 0x85: return op_tuple_top(u, 1);       /* TUPLE1 */
-    case 0x86: return op_tuple_top(u, 2);       /* TUPLE2 */
-    case 0x87: return op_tuple_top(u, 3);       /* TUPLE3 */
-    case 't': return op_collect_mark(u, PK_TUPLE);
-    case 'l': return op_collect_mark(u, PK_LIST);
-    case 'd': return op_collect_mark(u, PK_DICT);
-    case 'a': return op_extend_top(u, PK_LIST, 1); /* APPEND */
-    case 's': return op_extend_top(u, PK_DICT, 2); /* SETITEM */
-    case 'e': return op_extend_mark(u, PK_LIST); /* APPENDS */
-    case 'u': return op_extend_mark(u, PK_DICT); /* SETITEMS */
+    case 0x85: return op_tuple_top(u, 1);           /* TUPLE1 */
+    case 0x86: return op_tuple_top(u, 2);           /* TUPLE2 */
+    case 0x87: return op_tuple_top(u, 3);           /* TUPLE3 */
+    case 't': return op_mark_items(u, PK_TUPLE, 0); /* TUPLE */
+    case 'l': return op_mark_items(u, PK_LIST, 0);  /* LIST */
+    case 'd': return op_mark_items(u, PK_DICT, 0);  /* DICT */
+    case 'a': return op_extend_top(u, PK_LIST, 1);  /* APPEND */
+    case 's': return op_extend_top(u, PK_DICT, 2);  /* SETITEM */
+    case 'e': return op_mark_items(u, PK_LIST, 1);  /* APPENDS */
+    case 'u': return op_mark_items(u, PK_DICT, 1);  /* SETITEMS */
 
-    case 'c': return op_global(u);
-    case 0x93: return op_stack_global(u);
-    case 'R': return op_reduce(u);
-    case 'b': return op_build(u);
+    case 'c': return op_global(u);                  /* GLOBAL */
+    case 0x93: return op_stack_global(u);           /* STACK_GLOBAL */
+    case 'R': return op_reduce(u);                  /* REDUCE */
+    case 'b': return op_build(u);                   /* BUILD */
     }
     return pk_refuse(u);
 }
