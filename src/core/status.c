@@ -42,6 +42,15 @@ void error_copy_out(const error_buf *err, char *out, size_t n)
     snprintf(out, n, "%s", err ? err->text : "");
 }
 
+cspresnet_status error_finish(const error_buf *err, cspresnet_status status, char *out, size_t n)
+{
+    if (status != CSPRESNET_OK)
+        error_copy_out(err, out, n);
+    else if (out && n)
+        out[0] = '\0';
+    return status;
+}
+
 const char *cspresnet_status_name(cspresnet_status status)
 {
     switch (status) {

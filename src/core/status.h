@@ -26,4 +26,9 @@ void error_prefix(error_buf *err, const char *prefix);
 /* Copies err's text into a caller buffer of size n (n may be 0). */
 void error_copy_out(const error_buf *err, char *out, size_t n);
 
+/* The end of a public call that reports into a caller buffer: on failure copies err's
+ * text into out, on success leaves out empty; returns status, so that the call can
+ * end with `return error_finish(&e, s, err, err_size);`. */
+cspresnet_status error_finish(const error_buf *err, cspresnet_status status, char *out, size_t n);
+
 #endif

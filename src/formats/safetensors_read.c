@@ -328,12 +328,24 @@ static cspresnet_status read_metadata(const char *path, json_t *md, const cspres
     return CSPRESNET_OK;
 }
 
+/* The index of the tensor named prefix + key (the first not yet used when unused_only),
+ * or n when there is none. */
+static size_t find_tensor(const st_tensor *t, size_t n, const char *prefix, const char *key,
+                          int unused_only)
+{
+    size_t plen = strlen(prefix);
+    for (size_t j = 0; j < n; j++)
+        if (!(unused_only && t[j].used) && strncmp(t[j].name, prefix, plen) == 0 &&
+            strcmp(t[j].name + plen, key) == 0)
+            return j;
+    return n;
+}
+
 /* Step 4: every parameter of m against the file's tensors; up to 6 problems reported. */
 static cspresnet_status match_params(const char *path, cspresnet_model *m, st_tensor *t, size_t n,
                                      const char *prefix, int from_metadata, const char *arch, int *alpha_defaulted,
                                      error_buf *err)
 {
-    size_t plen = strlen(prefix);
     char msg[900] = "";
     size_t used = 0;
     int problems = 0, contradicts = 0;
@@ -348,10 +360,8 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
     *alpha_defaulted = 0;
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
-        st_tensor *f = NULL;
-        for (size_t j = 0; j < n && !f; j++)
-            if (!t[j].used && strncmp(t[j].name, prefix, plen) == 0 && strcmp(t[j].name + plen, p->key) == 0)
-                f = &t[j];
+        size_t j = find_tensor(t, n, prefix, p->key, 1);
+        st_tensor *f = j < n ? &t[j] : NULL;
         char want[96], got[96];
         shape_str(want, sizeof want, p->ndim, p->shape);
         if (!f) {
@@ -387,198 +397,247 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
     return CSPRESNET_OK;
 }
 
+/* What load_bytes learns about the file, step by step; released by st_file_free. */
+typedef struct st_file {
+    const char *path;
+    const unsigned char *bytes;
+    uint64_t data_start, data_size;  /* the data section, after the header */
+    json_t *root;                    /* the JSON header */
+    st_tensor *tensors;              /* n of them, sorted by begin */
+    array_entry *entries;            /* the same tensors as state-dict entries */
+    size_t n;
+} st_file;
+
+/* The architecture and how it was found. */
+typedef struct st_arch {
+    cspresnet_config cfg;
+    int deployed;
+    int from_metadata;               /* 0: inferred from the tensor shapes */
+    char prefix[MODEL_KEY_MAX];      /* of the backbone keys, when inferred */
+    size_t skipped;                  /* tensors outside the backbone, when inferred */
+} st_arch;
+
+static void st_file_free(st_file *sf)
+{
+    free(sf->tensors);
+    free(sf->entries);
+    json_decref(sf->root);
+}
+
+/* Steps 1 and 2: the header length and the JSON object it frames. */
+static cspresnet_status read_header(st_file *sf, uint64_t size, error_buf *e)
+{
+    const char *path = sf->path;
+    if (size < 8)
+        return error_set(e, CSPRESNET_ERR_FORMAT, "%s: %llu bytes: too short for the 8-byte header length", path,
+                         (unsigned long long)size);
+    uint64_t hlen = 0;
+    for (int b = 0; b < 8; b++)
+        hlen |= (uint64_t)sf->bytes[b] << (8 * b);
+    if (hlen > size - 8)
+        return error_set(e, CSPRESNET_ERR_FORMAT,
+                         "%s: header length %llu (bytes 0-7) runs past the end of the file: only %llu bytes follow",
+                         path, (unsigned long long)hlen, (unsigned long long)(size - 8));
+    if (hlen > ST_MAX_HEADER)
+        return error_set(e, CSPRESNET_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %u bytes",
+                         path, (unsigned long long)hlen, ST_MAX_HEADER);
+    json_error_t jerr;
+    sf->root = json_loadb((const char *)sf->bytes + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!sf->root)
+        return error_set(e, CSPRESNET_ERR_FORMAT,
+                         "%s: malformed JSON header at file offset %lld (line %d, column %d): %s", path,
+                         (long long)(8 + (jerr.position > 0 ? jerr.position : 0)), jerr.line, jerr.column,
+                         jerr.text);
+    if (!json_is_object(sf->root))
+        return error_set(e, CSPRESNET_ERR_FORMAT, "%s: the JSON header is not an object", path);
+    sf->data_start = 8 + hlen;
+    sf->data_size = size - sf->data_start;
+    return CSPRESNET_OK;
+}
+
+/* Step 3: every member but __metadata__ as a tensor, checked and laid out; then each
+ * as a state-dict entry: the shapes for the inference, the bytes for array_to_f32
+ * (safetensors data is little-endian, C order). */
+static cspresnet_status index_tensors(st_file *sf, error_buf *e)
+{
+    const char *path = sf->path;
+    sf->tensors = calloc(json_object_size(sf->root) + 1, sizeof *sf->tensors);
+    if (!sf->tensors)
+        return error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+    const char *key;
+    json_t *val;
+    json_object_foreach(sf->root, key, val)
+    {
+        if (strcmp(key, ST_METADATA_KEY) == 0)
+            continue;
+        cspresnet_status s = parse_tensor(path, key, val, sf->data_size, sf->data_start,
+                                          &sf->tensors[sf->n], e);
+        if (s != CSPRESNET_OK)
+            return s;
+        sf->n++;
+    }
+    cspresnet_status s = check_layout(path, sf->tensors, sf->n, sf->data_size, sf->data_start, e);
+    if (s != CSPRESNET_OK)
+        return s;
+    sf->entries = calloc(sf->n + 1, sizeof *sf->entries);
+    if (!sf->entries)
+        return error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
+    for (size_t i = 0; i < sf->n; i++) {
+        const st_tensor *t = &sf->tensors[i];
+        array_entry *a = &sf->entries[i];
+        a->key = (char *)t->name;
+        a->dtype = t->dtype;
+        snprintf(a->dtype_str, sizeof a->dtype_str, "%s", t->dtype_name);
+        a->ndim = t->ndim;
+        a->numel = 1;
+        for (int d = 0; d < a->ndim; d++) {
+            a->shape[d] = t->shape[d];
+            a->numel *= a->shape[d];
+        }
+        a->raw = sf->bytes + sf->data_start + t->begin;
+        a->raw_size = (size_t)(t->end - t->begin);
+        a->file_offset = (size_t)(sf->data_start + t->begin);
+    }
+    return CSPRESNET_OK;
+}
+
+/* Step 4, first half: the architecture from __metadata__, or from the tensor shapes. */
+static cspresnet_status find_architecture(st_file *sf, const cspresnet_load_options *options, st_arch *a,
+                                          error_buf *e)
+{
+    json_t *md = json_object_get(sf->root, ST_METADATA_KEY);
+    a->from_metadata = md && (!json_is_object(md) || json_object_get(md, ST_META_VERSION) ||
+                              json_object_get(md, ST_META_CHANNELS) || json_object_get(md, ST_META_LAYERS) ||
+                              json_object_get(md, ST_META_DEPLOYED));
+    if (a->from_metadata)
+        return read_metadata(sf->path, md, options, &a->cfg, &a->deployed, e);
+    /* Another tool's file (no __metadata__, or one such as {"format": "pt"}): the
+     * architecture from the shapes, as for .pdparams; tensors outside the backbone
+     * (neck.*, yolo_head.*) are skipped the same way. */
+    state_dict view = {.entries = sf->entries, .count = sf->n};
+    cspresnet_status s = model_infer_config(&view, sf->path, options, &a->cfg, &a->deployed, a->prefix,
+                                            sizeof a->prefix, e);
+    size_t plen = strlen(a->prefix);
+    for (size_t i = 0; s == CSPRESNET_OK && i < sf->n; i++) {
+        const char *k = sf->tensors[i].name;
+        if (strncmp(k, a->prefix, plen) != 0 ||
+            (strncmp(k + plen, "stem.", 5) != 0 && strncmp(k + plen, "stages.", 7) != 0)) {
+            sf->tensors[i].used = 1;
+            a->skipped++;
+        }
+    }
+    return s;
+}
+
+/* The weights of m from the file: in place when map is given, the host is little-endian
+ * and every tensor is F32 and float-aligned (the model then adopts *map), else converted
+ * into the model's arena. *zero_copy says which. */
+static cspresnet_status fill_weights(st_file *sf, cspresnet_model *m, const char *prefix, int alpha_defaulted,
+                                     mapping *map, int *zero_copy, error_buf *e)
+{
+    const unsigned char *data = sf->bytes + sf->data_start;
+    *zero_copy = map && st_host_is_little_endian() && alpha_defaulted == 0 && sf->data_start % sizeof(float) == 0;
+    for (size_t i = 0; i < sf->n && *zero_copy; i++)
+        *zero_copy = sf->tensors[i].dtype == DTYPE_F32 && sf->tensors[i].begin % sizeof(float) == 0;
+    if (*zero_copy) {
+        mapping *mp = malloc(sizeof *mp);
+        if (!mp)
+            return error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", sf->path);
+        for (size_t i = 0; i < m->n_params; i++) {
+            size_t j = find_tensor(sf->tensors, sf->n, prefix, m->params[i].key, 0);
+            if (j < sf->n)
+                m->params[i].offset = (long)(sf->tensors[j].begin / sizeof(float));
+        }
+        *mp = *map;
+        model_adopt_weights(m, (const float *)(const void *)data, (long)(sf->data_size / sizeof(float)),
+                            mapping_release, mp);
+        map->addr = MAP_FAILED; /* the model owns it now */
+        return CSPRESNET_OK;
+    }
+    for (size_t i = 0; i < m->n_params; i++) {
+        param_info *p = &m->params[i];
+        float *dst = m->weights + p->offset;
+        size_t j = find_tensor(sf->tensors, sf->n, prefix, p->key, 0);
+        if (j == sf->n) { /* an alpha the file lacks: upstream's init value */
+            dst[0] = 1.0f;
+            continue;
+        }
+        cspresnet_status s = array_to_f32(&sf->entries[j], dst, e);
+        if (s != CSPRESNET_OK)
+            return s;
+    }
+    return CSPRESNET_OK;
+}
+
+/* The one-line summary in options->log. */
+static void write_log(const st_file *sf, const st_arch *a, int zero_copy, int alpha_defaulted,
+                      const cspresnet_load_options *options)
+{
+    char how[160] = "";
+    if (!a->from_metadata)
+        snprintf(how, sizeof how, "; no cspresnet __metadata__: %s architecture inferred from the tensor shapes%s%s%s",
+                 a->deployed ? "deployed" : "un-deployed", a->prefix[0] ? " under prefix '" : "", a->prefix,
+                 a->prefix[0] ? "'" : "");
+    char skip[80] = "";
+    if (a->skipped)
+        snprintf(skip, sizeof skip, "; skipped %zu non-backbone tensors", a->skipped);
+    snprintf(options->log, options->log_size, "%s: %zu tensors loaded (safetensors, %s)%s%s%s", sf->path,
+             sf->n - a->skipped, zero_copy ? "zero-copy from the mapped file" : "copied",
+             alpha_defaulted ? "; alpha absent from the file, set to 1.0 as upstream does" : "", how, skip);
+}
+
+/* Step 4, second half, and the weights: the model built, its parameters matched
+ * against the tensors, filled and checked. */
+static cspresnet_status build_model(st_file *sf, st_arch *a, mapping *map, const cspresnet_load_options *options,
+                                    cspresnet_model **out, error_buf *e)
+{
+    cspresnet_model *m = NULL;
+    const cspresnet_config *cfg = &a->cfg;
+    cspresnet_status s = model_build(cfg, a->deployed, &m, e);
+    if (s != CSPRESNET_OK) {
+        cspresnet_model_free(m);
+        return s;
+    }
+    char arch[200];
+    snprintf(arch, sizeof arch, "%s architecture channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s%s",
+             a->deployed ? "deployed" : "un-deployed", cfg->channels[0], cfg->channels[1], cfg->channels[2],
+             cfg->channels[3], cfg->channels[4], cfg->layers[0], cfg->layers[1], cfg->layers[2], cfg->layers[3],
+             cfg->use_alpha ? " alpha" : "", a->from_metadata ? "" : ", inferred from the tensor shapes");
+    int alpha_defaulted = 0, zero_copy = 0;
+    s = match_params(sf->path, m, sf->tensors, sf->n, a->prefix, a->from_metadata, arch, &alpha_defaulted, e);
+    if (s == CSPRESNET_OK)
+        s = fill_weights(sf, m, a->prefix, alpha_defaulted, map, &zero_copy, e);
+    if (s == CSPRESNET_OK)
+        s = model_check_weights(m, sf->path, a->prefix, e);
+    if (s != CSPRESNET_OK) {
+        cspresnet_model_free(m);
+        return s;
+    }
+    if (options->log && options->log_size)
+        write_log(sf, a, zero_copy, alpha_defaulted, options);
+    *out = m;
+    return CSPRESNET_OK;
+}
+
 /* A model from the file's bytes (size of them, at least 8). map: the read-only mapping
  * holding them, which the model adopts when the weights can be used in place (zero-copy;
  * *map is then set to MAP_FAILED), or NULL for bytes the caller keeps (always copied). */
 static cspresnet_status load_bytes(const char *path, const unsigned char *bytes, uint64_t size, mapping *map,
                                    const cspresnet_load_options *options, cspresnet_model **out, error_buf *e)
 {
-    cspresnet_status s = CSPRESNET_OK;
-    json_t *root = NULL;
-    st_tensor *tensors = NULL;
-    array_entry *entries = NULL;
-    cspresnet_model *m = NULL;
-    if (size < 8) {
-        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: %llu bytes: too short for the 8-byte header length", path,
-                      (unsigned long long)size);
-        goto done;
+    st_file sf = {.path = path, .bytes = bytes};
+    st_arch a = {.prefix = ""};
+    cspresnet_status s = read_header(&sf, size, e);
+    if (s == CSPRESNET_OK)
+        s = index_tensors(&sf, e);
+    if (s == CSPRESNET_OK)
+        s = find_architecture(&sf, options, &a, e);
+    if (s == CSPRESNET_OK) {
+        if (options->expect_alpha == 1 && !a.deployed)
+            a.cfg.use_alpha = 1;
+        s = build_model(&sf, &a, map, options, out, e);
     }
-    uint64_t hlen = 0;
-    for (int b = 0; b < 8; b++)
-        hlen |= (uint64_t)bytes[b] << (8 * b);
-    if (hlen > size - 8) {
-        s = error_set(e, CSPRESNET_ERR_FORMAT,
-                      "%s: header length %llu (bytes 0-7) runs past the end of the file: only %llu bytes follow", path,
-                      (unsigned long long)hlen, (unsigned long long)(size - 8));
-        goto done;
-    }
-    if (hlen > ST_MAX_HEADER) {
-        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: header length %llu exceeds the format's limit of %u bytes", path,
-                      (unsigned long long)hlen, ST_MAX_HEADER);
-        goto done;
-    }
-    json_error_t jerr;
-    root = json_loadb((const char *)bytes + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: malformed JSON header at file offset %lld (line %d, column %d): %s",
-                      path, (long long)(8 + (jerr.position > 0 ? jerr.position : 0)), jerr.line, jerr.column,
-                      jerr.text);
-        goto done;
-    }
-    if (!json_is_object(root)) {
-        s = error_set(e, CSPRESNET_ERR_FORMAT, "%s: the JSON header is not an object", path);
-        goto done;
-    }
-    uint64_t data_start = 8 + hlen, data_size = size - data_start;
-    size_t n_members = json_object_size(root);
-    tensors = calloc(n_members + 1, sizeof *tensors);
-    if (!tensors) {
-        s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
-        goto done;
-    }
-    size_t n = 0;
-    const char *key;
-    json_t *val;
-    json_object_foreach(root, key, val)
-    {
-        if (strcmp(key, ST_METADATA_KEY) == 0)
-            continue;
-        s = parse_tensor(path, key, val, data_size, data_start, &tensors[n], e);
-        if (s != CSPRESNET_OK)
-            goto done;
-        n++;
-    }
-    s = check_layout(path, tensors, n, data_size, data_start, e);
-    if (s != CSPRESNET_OK)
-        goto done;
-
-    /* Every tensor as a state-dict entry: the shapes for the inference, the bytes for
-     * array_to_f32 (safetensors data is little-endian, C order). */
-    entries = calloc(n + 1, sizeof *entries);
-    if (!entries) {
-        s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        array_entry *a = &entries[i];
-        a->key = (char *)tensors[i].name;
-        a->dtype = tensors[i].dtype;
-        snprintf(a->dtype_str, sizeof a->dtype_str, "%s", tensors[i].dtype_name);
-        a->ndim = tensors[i].ndim;
-        a->numel = 1;
-        for (int d = 0; d < a->ndim; d++) {
-            a->shape[d] = tensors[i].shape[d];
-            a->numel *= a->shape[d];
-        }
-        a->raw = bytes + data_start + tensors[i].begin;
-        a->raw_size = (size_t)(tensors[i].end - tensors[i].begin);
-        a->file_offset = (size_t)(data_start + tensors[i].begin);
-    }
-
-    cspresnet_config cfg;
-    int deployed = 0;
-    char prefix[MODEL_KEY_MAX] = "";
-    json_t *md = json_object_get(root, ST_METADATA_KEY);
-    int from_metadata = md && (!json_is_object(md) || json_object_get(md, ST_META_VERSION) ||
-                               json_object_get(md, ST_META_CHANNELS) || json_object_get(md, ST_META_LAYERS) ||
-                               json_object_get(md, ST_META_DEPLOYED));
-    size_t skipped = 0;
-    if (from_metadata) {
-        s = read_metadata(path, md, options, &cfg, &deployed, e);
-    } else {
-        /* Another tool's file (no __metadata__, or one such as {"format": "pt"}): the
-         * architecture from the shapes, as for .pdparams; tensors outside the backbone
-         * (neck.*, yolo_head.*) are skipped the same way. */
-        state_dict view = {.entries = entries, .count = n};
-        s = model_infer_config(&view, path, options, &cfg, &deployed, prefix, sizeof prefix, e);
-        size_t plen = strlen(prefix);
-        for (size_t i = 0; s == CSPRESNET_OK && i < n; i++) {
-            const char *k = tensors[i].name;
-            if (strncmp(k, prefix, plen) != 0 || (strncmp(k + plen, "stem.", 5) != 0 && strncmp(k + plen, "stages.", 7) != 0)) {
-                tensors[i].used = 1;
-                skipped++;
-            }
-        }
-    }
-    if (s != CSPRESNET_OK)
-        goto done;
-    if (options->expect_alpha == 1 && !deployed)
-        cfg.use_alpha = 1;
-    s = model_build(&cfg, deployed, &m, e);
-    if (s != CSPRESNET_OK)
-        goto done;
-    char arch[200];
-    snprintf(arch, sizeof arch, "%s architecture channels %d,%d,%d,%d,%d layers %d,%d,%d,%d%s%s",
-             deployed ? "deployed" : "un-deployed", cfg.channels[0], cfg.channels[1], cfg.channels[2], cfg.channels[3],
-             cfg.channels[4], cfg.layers[0], cfg.layers[1], cfg.layers[2], cfg.layers[3],
-             cfg.use_alpha ? " alpha" : "", from_metadata ? "" : ", inferred from the tensor shapes");
-    int alpha_defaulted = 0;
-    s = match_params(path, m, tensors, n, prefix, from_metadata, arch, &alpha_defaulted, e);
-    if (s != CSPRESNET_OK)
-        goto done;
-
-    const unsigned char *data = bytes + data_start;
-    int zero_copy = map && st_host_is_little_endian() && alpha_defaulted == 0 && data_start % sizeof(float) == 0;
-    for (size_t i = 0; i < n && zero_copy; i++)
-        zero_copy = tensors[i].dtype == DTYPE_F32 && tensors[i].begin % sizeof(float) == 0;
-    if (zero_copy) {
-        mapping *mp = malloc(sizeof *mp);
-        if (!mp) {
-            s = error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
-            goto done;
-        }
-        size_t plen = strlen(prefix);
-        for (size_t i = 0; i < m->n_params; i++)
-            for (size_t j = 0; j < n; j++)
-                if (strncmp(tensors[j].name, prefix, plen) == 0 && strcmp(tensors[j].name + plen, m->params[i].key) == 0) {
-                    m->params[i].offset = (long)(tensors[j].begin / sizeof(float));
-                    break;
-                }
-        *mp = *map;
-        model_adopt_weights(m, (const float *)(const void *)data, (long)(data_size / sizeof(float)),
-                            mapping_release, mp);
-        map->addr = MAP_FAILED; /* the model owns it now */
-    } else {
-        for (size_t i = 0; i < m->n_params; i++) {
-            param_info *p = &m->params[i];
-            float *dst = m->weights + p->offset;
-            const array_entry *f = NULL;
-            size_t plen = strlen(prefix);
-            for (size_t j = 0; j < n && !f; j++)
-                if (strncmp(tensors[j].name, prefix, plen) == 0 && strcmp(tensors[j].name + plen, p->key) == 0)
-                    f = &entries[j];
-            if (!f) { /* an alpha the file lacks: upstream's init value */
-                dst[0] = 1.0f;
-                continue;
-            }
-            s = array_to_f32(f, dst, e);
-            if (s != CSPRESNET_OK)
-                goto done;
-        }
-    }
-    s = model_check_weights(m, path, prefix, e);
-    if (s != CSPRESNET_OK)
-        goto done;
-    if (options->log && options->log_size) {
-        char how[160] = "";
-        if (!from_metadata)
-            snprintf(how, sizeof how, "; no cspresnet __metadata__: %s architecture inferred from the tensor shapes%s%s%s",
-                     deployed ? "deployed" : "un-deployed", prefix[0] ? " under prefix '" : "", prefix,
-                     prefix[0] ? "'" : "");
-        char skip[80] = "";
-        if (skipped)
-            snprintf(skip, sizeof skip, "; skipped %zu non-backbone tensors", skipped);
-        snprintf(options->log, options->log_size, "%s: %zu tensors loaded (safetensors, %s)%s%s%s", path, n - skipped,
-                 zero_copy ? "zero-copy from the mapped file" : "copied",
-                 alpha_defaulted ? "; alpha absent from the file, set to 1.0 as upstream does" : "", how, skip);
-    }
-    *out = m;
-    m = NULL;
-done:
-    cspresnet_model_free(m);
-    free(tensors);
-    free(entries);
-    json_decref(root);
+    st_file_free(&sf);
     return s;
 }
 
@@ -652,11 +711,7 @@ done:
     free(stream);
     if (f)
         fclose(f);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }
 
 cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspresnet_load_options *options,

@@ -161,9 +161,5 @@ done:
     free(header);
     free(text);
     json_decref(root);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }

@@ -293,7 +293,10 @@ static cspresnet_status read_stream_data(FILE *f, npy_array *out, size_t nbytes,
     return CSPRESNET_OK;
 }
 
-static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, error_buf *err)
+/* The preamble and the header dict: fills out->ndim and out->shape, *h with the dtype,
+ * byte order and layout, and *data_start with the offset of the data. */
+static cspresnet_status read_header(FILE *f, const char *path, npy_array *out, hdr *h,
+                                    size_t *data_start, error_buf *err)
 {
     uint8_t pre[12];
     size_t got;
@@ -336,28 +339,25 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
         return error_set(err, st, "%s: npy header is truncated: %zu of %zu bytes", path, got,
                          hlen);
     }
-    hdr h = {.s = text, .n = hlen, .path = path, .err = err};
-    st = parse_header(&h, out);
+    *h = (hdr){.s = text, .n = hlen, .path = path, .err = err};
+    st = parse_header(h, out);
     free(text);
-    if (st != CSPRESNET_OK)
-        return st;
+    h->s = NULL;
+    *data_start = hstart + hlen;
+    return st;
+}
 
-    const size_t isz = h.itemsize;
-    const char *type_name = h.dtype == DTYPE_F64 ? "float64" : h.dtype == DTYPE_F16 ? "float16" : "float32";
-    int64_t numel = 1;
-    for (int i = 0; i < out->ndim; i++) {
-        if (out->shape[i] && numel > INT64_MAX / 8 / out->shape[i])
-            return error_set(err, CSPRESNET_ERR_FORMAT,
-                             "%s: npy shape is too large (dimension %d is %lld)", path, i,
-                             (long long)out->shape[i]);
-        numel *= out->shape[i];
-    }
-    if ((uint64_t)numel > SIZE_MAX / 8)
-        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy shape is too large", path);
-    out->numel = numel;
-    size_t nbytes = (size_t)numel * isz, data_start = hstart + hlen;
-
+/* The nbytes of data into out->data. A regular file's size is checked first, so a
+ * header that claims more than the file holds allocates nothing; after the data the
+ * stream must end. */
+static cspresnet_status read_data(FILE *f, const char *path, const hdr *h, npy_array *out,
+                                  size_t nbytes, size_t data_start, error_buf *err)
+{
+    const char *type_name = h->dtype == DTYPE_F64 ? "float64"
+                            : h->dtype == DTYPE_F16 ? "float16" : "float32";
     struct stat sb;
+    size_t got;
+    cspresnet_status st;
     int fd = fileno(f), is_regular = fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
     if (is_regular) {
         uint64_t fsize = (uint64_t)sb.st_size;
@@ -365,15 +365,13 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
         if (have < nbytes)
             return error_set(err, CSPRESNET_ERR_FORMAT,
                              "%s: npy data is truncated: the header says %lld %s values "
-                             "(%zu bytes) but only %llu bytes follow it", path, (long long)numel,
-                             type_name, nbytes, (unsigned long long)have);
+                             "(%zu bytes) but only %llu bytes follow it", path,
+                             (long long)out->numel, type_name, nbytes, (unsigned long long)have);
         if (have > nbytes)
             return error_set(err, CSPRESNET_ERR_FORMAT,
                              "%s: npy file has %llu bytes after the data (expected %zu data "
                              "bytes, found %llu)", path, (unsigned long long)(have - nbytes),
                              nbytes, (unsigned long long)have);
-    }
-    if (is_regular) {
         out->data = malloc(nbytes ? nbytes : 1);
         if (!out->data)
             return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu bytes", path,
@@ -395,28 +393,32 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
     if (fread(&extra, 1, 1, f) == 1)
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy file has bytes after the data",
                          path);
-    if (h.dtype == DTYPE_F32 && h.big_endian == host_big_endian() &&
-        (!h.fortran_order || out->ndim < 2))
-        return CSPRESNET_OK;  /* already float32 in C order, in the host's byte order */
+    return CSPRESNET_OK;
+}
 
-    /* Anything else is converted as .pdparams weights are (array_to_f32). */
+/* Replaces out->data (nbytes as the header describes them) with float32 in C order,
+ * converted as .pdparams weights are (array_to_f32). */
+static cspresnet_status convert_to_f32(const char *path, const hdr *h, npy_array *out,
+                                       size_t nbytes, error_buf *err)
+{
+    int64_t numel = out->numel;
     float *conv = malloc(numel ? (size_t)numel * sizeof(float) : 1);
     if (!conv)
         return error_set(err, CSPRESNET_ERR_MEMORY, "%s: out of memory for %zu bytes", path,
                          (size_t)numel * sizeof(float));
     array_entry a = {0};
     a.key = (char *)path;
-    a.dtype = h.dtype;
-    snprintf(a.dtype_str, sizeof a.dtype_str, "f%zu", isz);
-    a.big_endian = h.big_endian;
-    a.fortran_order = h.fortran_order;
+    a.dtype = h->dtype;
+    snprintf(a.dtype_str, sizeof a.dtype_str, "f%zu", h->itemsize);
+    a.big_endian = h->big_endian;
+    a.fortran_order = h->fortran_order;
     a.ndim = out->ndim;
     _Static_assert(NPY_MAX_NDIM <= PDPARAMS_MAX_NDIM, "npy shapes fit an array_entry");
     memcpy(a.shape, out->shape, sizeof out->shape);
     a.numel = numel;
     a.raw = (const uint8_t *)out->data;
     a.raw_size = nbytes;
-    st = array_to_f32(&a, conv, err);
+    cspresnet_status st = array_to_f32(&a, conv, err);
     if (st != CSPRESNET_OK) {
         free(conv);
         return st;
@@ -424,6 +426,44 @@ static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, err
     free(out->data);
     out->data = conv;
     return CSPRESNET_OK;
+}
+
+static cspresnet_status read_body(FILE *f, const char *path, npy_array *out, error_buf *err)
+{
+    hdr h;
+    size_t data_start = 0;
+    cspresnet_status st = read_header(f, path, out, &h, &data_start, err);
+    if (st != CSPRESNET_OK)
+        return st;
+    int64_t numel = 1;
+    for (int i = 0; i < out->ndim; i++) {
+        if (out->shape[i] && numel > INT64_MAX / 8 / out->shape[i])
+            return error_set(err, CSPRESNET_ERR_FORMAT,
+                             "%s: npy shape is too large (dimension %d is %lld)", path, i,
+                             (long long)out->shape[i]);
+        numel *= out->shape[i];
+    }
+    if ((uint64_t)numel > SIZE_MAX / 8)
+        return error_set(err, CSPRESNET_ERR_FORMAT, "%s: npy shape is too large", path);
+    out->numel = numel;
+    size_t nbytes = (size_t)numel * h.itemsize;
+    if ((st = read_data(f, path, &h, out, nbytes, data_start, err)) != CSPRESNET_OK)
+        return st;
+    if (h.dtype == DTYPE_F32 && h.big_endian == host_big_endian() &&
+        (!h.fortran_order || out->ndim < 2))
+        return CSPRESNET_OK;  /* already float32 in C order, in the host's byte order */
+    return convert_to_f32(path, &h, out, nbytes, err);
+}
+
+/* Reads the stream f, which it closes; out is freed on failure. */
+static cspresnet_status read_and_close(FILE *f, const char *name, npy_array *out,
+                                       error_buf *err)
+{
+    cspresnet_status st = read_body(f, name, out, err);
+    fclose(f);
+    if (st != CSPRESNET_OK)
+        npy_array_free(out);
+    return st;
 }
 
 cspresnet_status npy_read(const char *path, npy_array *out, error_buf *err)
@@ -439,11 +479,7 @@ cspresnet_status npy_read(const char *path, npy_array *out, error_buf *err)
         fclose(f);
         return error_set(err, CSPRESNET_ERR_IO, "%s: is a directory", path);
     }
-    cspresnet_status st = read_body(f, path, out, err);
-    fclose(f);
-    if (st != CSPRESNET_OK)
-        npy_array_free(out);
-    return st;
+    return read_and_close(f, path, out, err);
 }
 
 cspresnet_status npy_read_memory(const uint8_t *data, size_t size, const char *name,
@@ -460,11 +496,7 @@ cspresnet_status npy_read_memory(const uint8_t *data, size_t size, const char *n
     FILE *f = fmemopen((void *)data, size, "rb");
     if (!f)
         return error_set(err, CSPRESNET_ERR_MEMORY, "%s: cannot open a memory stream", name);
-    cspresnet_status st = read_body(f, name, out, err);
-    fclose(f);
-    if (st != CSPRESNET_OK)
-        npy_array_free(out);
-    return st;
+    return read_and_close(f, name, out, err);
 }
 
 /* ---------------------------------------------------------------- writing */

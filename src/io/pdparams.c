@@ -367,23 +367,24 @@ static cspresnet_status parse_buffer(uint8_t *buf, size_t size, int mapped, int 
 }
 
 /* The arguments of the two in-memory readers: out cleared, NULL data only when empty. */
-static cspresnet_status memory_args(const uint8_t *data, size_t size, const char *name, state_dict *out,
+/* The checks the two memory readers share; *name defaults to "(memory)". */
+static cspresnet_status memory_args(const uint8_t *data, size_t size, const char **name, state_dict *out,
                                     error_buf *err)
 {
+    if (!*name)
+        *name = "(memory)";
     if (!out)
-        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no state_dict to fill", name);
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no state_dict to fill", *name);
     memset(out, 0, sizeof *out);
     if (!data && size)
-        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: NULL data", name);
+        return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: NULL data", *name);
     return CSPRESNET_OK;
 }
 
 cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const char *name,
                                       state_dict *out, error_buf *err)
 {
-    if (!name)
-        name = "(memory)";
-    cspresnet_status st = memory_args(data, size, name, out, err);
+    cspresnet_status st = memory_args(data, size, &name, out, err);
     if (st != CSPRESNET_OK)
         return st;
     uint8_t *copy = malloc(size ? size : 1);
@@ -398,9 +399,7 @@ cspresnet_status pdparams_read_memory(const uint8_t *data, size_t size, const ch
 cspresnet_status pdparams_read_borrowed(const uint8_t *data, size_t size, const char *name,
                                         state_dict *out, error_buf *err)
 {
-    if (!name)
-        name = "(memory)";
-    cspresnet_status st = memory_args(data, size, name, out, err);
+    cspresnet_status st = memory_args(data, size, &name, out, err);
     if (st != CSPRESNET_OK)
         return st;
     static const uint8_t empty[1];

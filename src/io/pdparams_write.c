@@ -502,9 +502,5 @@ cspresnet_status cspresnet_model_save_pdparams(const cspresnet_model *m, const c
     s = pdparams_write_file(path, arrays, m->n_params, &e);
 done:
     free(arrays);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }

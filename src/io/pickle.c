@@ -1,8 +1,9 @@
 /*
  * pickle.c - the generic part of the safe pickle interpreter: reading with frames,
- * the stack and its marks, the memo, the arena, and every data opcode. Which globals
- * are allowed and what they do when called (REDUCE) or rebuilt (BUILD) is in pickle_numpy.c;
- * names and refusal messages are in pickle_opcodes.c.
+ * the stack and its marks, the memo, and every data opcode. The arena the objects live
+ * in and the error messages are in pickle_arena.c. Which globals are allowed and what
+ * they do when called (REDUCE) or rebuilt (BUILD) is in pickle_numpy.c; names and
+ * refusal messages are in pickle_opcodes.c.
  * See pickle.h for what is accepted and the limits.
  *
  * Opcodes are run in file order; a refused opcode or global stops the run at once,
@@ -13,155 +14,8 @@
  */
 #include "io/pickle.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PK_CHUNK_SIZE ((size_t)64 * 1024)
-#define PK_ALIGN ((size_t)16)
-
-struct pk_chunk {
-    pk_chunk *next;
-    size_t used;
-    size_t cap;
-};
-
-/* Chunk payload starts after the header rounded up to PK_ALIGN. */
-#define PK_CHUNK_HEADER ((sizeof(pk_chunk) + PK_ALIGN - 1) / PK_ALIGN * PK_ALIGN)
-
-/* ---------------------------------------------------------------- messages */
-
-cspresnet_status pk_fail(pk_unpickler *u, cspresnet_status code, const char *fmt, ...)
-{
-    char msg[sizeof u->err->text];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return error_set(u->err, code, "%s: %s", u->name, msg);
-}
-
-/* ---------------------------------------------------------------- arena */
-
-static cspresnet_status out_of_memory(pk_unpickler *u, size_t size)
-{
-    u->alloc_status = pk_fail(u, CSPRESNET_ERR_MEMORY,
-                              "out of memory allocating %zu bytes at offset %zu", size,
-                              u->op_offset);
-    return u->alloc_status;
-}
-
-static void *arena_alloc(pk_unpickler *u, size_t size)
-{
-    size = (size + PK_ALIGN - 1) / PK_ALIGN * PK_ALIGN;
-    if (size == 0)
-        size = PK_ALIGN;
-    pk_chunk *c = u->chunks;
-    if (!c || c->cap - c->used < size) {
-        size_t cap = size > PK_CHUNK_SIZE / 4 ? size : PK_CHUNK_SIZE;
-        if (cap > PK_MAX_ARENA || u->arena_bytes > PK_MAX_ARENA - cap) {
-            u->alloc_status = pk_fail(u, CSPRESNET_ERR_FORMAT,
-                                      "pickle needs more than the interpreter limit of %zu "
-                                      "bytes of objects (at offset %zu)",
-                                      (size_t)PK_MAX_ARENA, u->op_offset);
-            return NULL;
-        }
-        pk_chunk *n = malloc(PK_CHUNK_HEADER + cap);
-        if (!n) {
-            out_of_memory(u, cap);
-            return NULL;
-        }
-        n->used = 0;
-        n->cap = cap;
-        u->arena_bytes += cap;
-        if (c && size > PK_CHUNK_SIZE / 4) {
-            /* a big one-off block: keep the current chunk on top for small objects */
-            n->next = c->next;
-            c->next = n;
-        } else {
-            n->next = c;
-            u->chunks = n;
-        }
-        c = n;
-    }
-    void *p = (unsigned char *)c + PK_CHUNK_HEADER + c->used;
-    c->used += size;
-    return p;
-}
-
-pk_obj *pk_new(pk_unpickler *u, pk_kind kind)
-{
-    pk_obj *o = arena_alloc(u, sizeof *o);
-    if (!o)
-        return NULL;
-    memset(o, 0, sizeof *o);
-    o->kind = kind;
-    o->offset = u->op_offset;
-    return o;
-}
-
-uint8_t *pk_new_blob(pk_unpickler *u, size_t size)
-{
-    if (size > u->size - u->blob_bytes) {
-        /* Decoding shrinks text, so honest files never get here: only a memoized text
-         * decoded again and again (REDUCE after BINGET) can, to inflate memory. */
-        u->alloc_status = pk_fail(u, CSPRESNET_ERR_FORMAT,
-                                  "decoded byte strings at offset %zu would total more than "
-                                  "the %zu bytes of the pickle itself (the same text decoded "
-                                  "repeatedly?)", u->op_offset, u->size);
-        return NULL;
-    }
-    pk_blob *b = malloc(sizeof *b + size + 1);
-    if (!b) {
-        out_of_memory(u, size);
-        return NULL;
-    }
-    u->blob_bytes += size;
-    b->size = size;
-    b->next = u->blobs;
-    u->blobs = b;
-    return (uint8_t *)(b + 1);
-}
-
-pk_blob *pk_take_blobs(pk_unpickler *u)
-{
-    pk_blob *b = u->blobs;
-    u->blobs = NULL;
-    return b;
-}
-
-void pk_blobs_free(pk_blob *b)
-{
-    while (b) {
-        pk_blob *next = b->next;
-        free(b);
-        b = next;
-    }
-}
-
-void pk_init(pk_unpickler *u, const uint8_t *data, size_t size, const char *name)
-{
-    memset(u, 0, sizeof *u);
-    u->data = data;
-    u->size = size;
-    u->name = name ? name : "(pickle)";
-}
-
-void pk_free(pk_unpickler *u)
-{
-    pk_chunk *c = u->chunks;
-    while (c) {
-        pk_chunk *next = c->next;
-        free(c);
-        c = next;
-    }
-    pk_blobs_free(u->blobs);
-    free(u->stack);
-    free(u->marks);
-    free(u->memo);
-    memset(u, 0, sizeof *u);
-}
 
 /* ---------------------------------------------------------------- reading */
 
@@ -320,7 +174,7 @@ static cspresnet_status push(pk_unpickler *u, pk_obj *o)
             cap = PK_MAX_STACK;
         pk_obj **s = realloc(u->stack, cap * sizeof *s);
         if (!s)
-            return out_of_memory(u, cap * sizeof *s);
+            return pk_out_of_memory(u, cap * sizeof *s);
         u->stack = s;
         u->stack_cap = cap;
     }
@@ -366,7 +220,7 @@ static cspresnet_status memo_put(pk_unpickler *u, uint64_t idx)
             cap = PK_MAX_MEMO;
         pk_obj **m = realloc(u->memo, cap * sizeof *m);
         if (!m)
-            return out_of_memory(u, cap * sizeof *m);
+            return pk_out_of_memory(u, cap * sizeof *m);
         memset(m + u->memo_cap, 0, (cap - u->memo_cap) * sizeof *m);
         u->memo = m;
         u->memo_cap = cap;
@@ -396,7 +250,7 @@ static cspresnet_status seq_reserve(pk_unpickler *u, pk_seq *s, size_t used, siz
     size_t cap = s->cap ? s->cap * 2 : 4;
     if (cap < need)
         cap = need;
-    pk_obj **items = arena_alloc(u, cap * sizeof *items);
+    pk_obj **items = pk_arena_alloc(u, cap * sizeof *items);
     if (!items)
         return u->alloc_status;
     if (used)
@@ -532,218 +386,310 @@ static cspresnet_status push_text(pk_unpickler *u, pk_kind kind, uint64_t len)
     return push(u, o);
 }
 
+/* PROTO: the protocol byte; 2 to 5 are read. */
+static cspresnet_status op_proto(pk_unpickler *u)
+{
+    uint64_t v;
+    cspresnet_status st = read_uint(u, 1, "protocol", &v);
+    if (st != CSPRESNET_OK)
+        return st;
+    if (v < 2 || v > 5)
+        return pk_fail(u, CSPRESNET_ERR_UNSUPPORTED,
+                       "pickle protocol %llu at offset %zu is not supported (2 to 5 are)",
+                       (unsigned long long)v, u->op_offset);
+    return CSPRESNET_OK;
+}
+
+/* FRAME: an 8-byte length; the frame must fit in the file and may not start inside
+   the previous one. */
+static cspresnet_status op_frame(pk_unpickler *u)
+{
+    uint64_t v;
+    cspresnet_status st = read_uint(u, 8, "length", &v);
+    if (st != CSPRESNET_OK)
+        return st;
+    if (u->frame_end && u->pos < u->frame_end)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT,
+                       "FRAME at offset %zu starts before the frame that ends at offset "
+                       "%zu is used up", u->op_offset, u->frame_end);
+    u->frame_end = 0;
+    size_t remain = u->size - u->pos;
+    if (v > remain)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT,
+                       "unexpected end of file at offset %zu (FRAME at offset %zu "
+                       "announces %llu bytes, %zu remain)", u->size, u->op_offset,
+                       (unsigned long long)v, remain);
+    u->frame_end = u->pos + (size_t)v;
+    return CSPRESNET_OK;
+}
+
+/* STOP: the top of the stack is the result; no MARK may be left open. */
+static cspresnet_status op_stop(pk_unpickler *u, pk_obj **result, int *done)
+{
+    if (u->nmarks)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT, "STOP at offset %zu with %zu unclosed MARK%s",
+                       u->op_offset, u->nmarks, u->nmarks == 1 ? "" : "s");
+    cspresnet_status st = need_items(u, 1);
+    if (st != CSPRESNET_OK)
+        return st;
+    *result = u->stack[u->sp - 1];
+    *done = 1;
+    return CSPRESNET_OK;
+}
+
+/* MARK: remembers the stack height; the mark stack is allocated on first use. */
+static cspresnet_status op_mark(pk_unpickler *u)
+{
+    if (u->nmarks >= PK_MAX_MARKS)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT,
+                       "MARK at offset %zu nests deeper than the limit of %u",
+                       u->op_offset, PK_MAX_MARKS);
+    if (!u->marks) {
+        u->marks = malloc(PK_MAX_MARKS * sizeof *u->marks);
+        if (!u->marks)
+            return pk_out_of_memory(u, PK_MAX_MARKS * sizeof *u->marks);
+    }
+    u->marks[u->nmarks++] = u->sp;
+    return CSPRESNET_OK;
+}
+
+/* POP drops the top item, or the innermost MARK when nothing lies above it;
+   POP_MARK drops everything down to the innermost MARK and the mark itself. */
+static cspresnet_status op_pop(pk_unpickler *u, int to_mark)
+{
+    size_t mark = 0;
+    if (!to_mark && u->sp > stack_base(u)) {
+        u->sp--;
+        return CSPRESNET_OK;
+    }
+    cspresnet_status st = pop_mark(u, &mark);
+    if (st == CSPRESNET_OK && to_mark)
+        u->sp = mark;
+    return st;
+}
+
+/* DUP: pushes the top item again. */
+static cspresnet_status op_dup(pk_unpickler *u)
+{
+    cspresnet_status st = need_items(u, 1);
+    if (st != CSPRESNET_OK)
+        return st;
+    return push(u, u->stack[u->sp - 1]);
+}
+
+/* BINPUT / LONG_BINPUT / BINGET / LONG_BINGET: a memo index of `width` bytes. */
+static cspresnet_status op_memo(pk_unpickler *u, int width, int get)
+{
+    uint64_t v;
+    cspresnet_status st = read_uint(u, width, "memo index", &v);
+    if (st != CSPRESNET_OK)
+        return st;
+    return get ? memo_get(u, v) : memo_put(u, v);
+}
+
+/* The str and bytes opcodes: a length of `width` bytes, then the data. */
+static cspresnet_status op_text(pk_unpickler *u, pk_kind kind, int width)
+{
+    uint64_t v;
+    cspresnet_status st = read_uint(u, width, "length", &v);
+    if (st != CSPRESNET_OK)
+        return st;
+    return push_text(u, kind, v);
+}
+
+/* BININT1 / BININT2 (unsigned) and BININT (signed 32 bits). */
+static cspresnet_status op_binint(pk_unpickler *u, int width)
+{
+    uint64_t v;
+    cspresnet_status st = read_uint(u, width, "value", &v);
+    if (st != CSPRESNET_OK)
+        return st;
+    if (width == 4)
+        return push_int(u, PK_INT, v >= 0x80000000u ? (int64_t)v - 0x100000000ll : (int64_t)v);
+    return push_int(u, PK_INT, (int64_t)v);
+}
+
+/* LONG1 / LONG4: a length of `width` bytes, then the integer's bytes. */
+static cspresnet_status op_long(pk_unpickler *u, int width)
+{
+    uint64_t v;
+    const uint8_t *p;
+    cspresnet_status st = read_uint(u, width, "length", &v);
+    if (st != CSPRESNET_OK)
+        return st;
+    if ((st = read_bytes(u, v, "data", &p)) != CSPRESNET_OK)
+        return st;
+    return push_long(u, p, (size_t)v);
+}
+
+/* BINFLOAT: a big-endian IEEE double. */
+static cspresnet_status op_binfloat(pk_unpickler *u)
+{
+    const uint8_t *p;
+    cspresnet_status st = read_bytes(u, 8, "value", &p);
+    if (st != CSPRESNET_OK)
+        return st;
+    uint64_t bits = 0;
+    for (int i = 0; i < 8; i++)
+        bits = (bits << 8) | p[i];
+    pk_obj *o = pk_new(u, PK_FLOAT);
+    if (!o)
+        return u->alloc_status;
+    memcpy(&o->u.f, &bits, sizeof o->u.f);
+    return push(u, o);
+}
+
+/* TUPLE / LIST / DICT make a new object of the items above the innermost MARK;
+   APPENDS / SETITEMS (into_below) put them into the list or dict below the MARK. */
+static cspresnet_status op_mark_items(pk_unpickler *u, pk_kind kind, int into_below)
+{
+    size_t mark = 0;
+    cspresnet_status st = pop_mark(u, &mark);
+    if (st != CSPRESNET_OK)
+        return st;
+    return into_below ? extend(u, kind, mark) : collect(u, kind, mark);
+}
+
+/* TUPLE1..3: a tuple of the top n items. */
+static cspresnet_status op_tuple_top(pk_unpickler *u, size_t n)
+{
+    cspresnet_status st = need_items(u, n);
+    if (st != CSPRESNET_OK)
+        return st;
+    return collect(u, PK_TUPLE, u->sp - n);
+}
+
+/* APPEND / SETITEM: the top n items (a value, or a key and a value) go into the
+   list or dict below them. */
+static cspresnet_status op_extend_top(pk_unpickler *u, pk_kind kind, size_t n)
+{
+    cspresnet_status st = need_items(u, n + 1);
+    if (st != CSPRESNET_OK)
+        return st;
+    return extend(u, kind, u->sp - n);
+}
+
+/* GLOBAL: "module\nname\n". */
+static cspresnet_status op_global(pk_unpickler *u)
+{
+    const uint8_t *m, *n;
+    size_t mlen, nlen;
+    cspresnet_status st;
+    if ((st = read_line(u, "module", &m, &mlen)) != CSPRESNET_OK ||
+        (st = read_line(u, "name", &n, &nlen)) != CSPRESNET_OK)
+        return st;
+    return push_global(u, m, mlen, n, nlen);
+}
+
+/* STACK_GLOBAL: module and name are the two str on top of the stack. */
+static cspresnet_status op_stack_global(pk_unpickler *u)
+{
+    cspresnet_status st = need_items(u, 2);
+    if (st != CSPRESNET_OK)
+        return st;
+    pk_obj *module = u->stack[u->sp - 2], *name = u->stack[u->sp - 1];
+    if (module->kind != PK_STR || name->kind != PK_STR)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT,
+                       "STACK_GLOBAL at offset %zu: module and name must be str, not %s "
+                       "and %s", u->op_offset, pk_kind_name(module->kind),
+                       pk_kind_name(name->kind));
+    u->sp -= 2;
+    return push_global(u, module->u.b.ptr, module->u.b.len, name->u.b.ptr, name->u.b.len);
+}
+
+/* REDUCE: callable(*args), where the callable is an allowed global. */
+static cspresnet_status op_reduce(pk_unpickler *u)
+{
+    cspresnet_status st = need_items(u, 2);
+    if (st != CSPRESNET_OK)
+        return st;
+    pk_obj *callable = u->stack[u->sp - 2], *args = u->stack[u->sp - 1], *res = NULL;
+    if (callable->kind != PK_GLOBAL)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT, "REDUCE at offset %zu calls a %s",
+                       u->op_offset, pk_kind_name(callable->kind));
+    if (args->kind != PK_TUPLE)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT,
+                       "REDUCE at offset %zu: arguments are a %s, not a tuple",
+                       u->op_offset, pk_kind_name(args->kind));
+    if ((st = pk_numpy_reduce(u, callable, args, &res)) != CSPRESNET_OK)
+        return st;
+    u->sp -= 2;
+    return push(u, res);
+}
+
+/* BUILD: obj.__setstate__(state), for numpy arrays and dtypes only. */
+static cspresnet_status op_build(pk_unpickler *u)
+{
+    cspresnet_status st = need_items(u, 2);
+    if (st != CSPRESNET_OK)
+        return st;
+    pk_obj *obj = u->stack[u->sp - 2], *state = u->stack[u->sp - 1];
+    if (obj->kind != PK_DTYPE && obj->kind != PK_NDARRAY)
+        return pk_fail(u, CSPRESNET_ERR_FORMAT,
+                       "BUILD at offset %zu on a %s (only numpy arrays and dtypes are "
+                       "rebuilt)", u->op_offset, pk_kind_name(obj->kind));
+    if ((st = pk_numpy_build(u, obj, state)) != CSPRESNET_OK)
+        return st;
+    u->sp -= 1;
+    return CSPRESNET_OK;
+}
+
 /* Runs one opcode; *done is set by STOP. */
 static cspresnet_status step(pk_unpickler *u, pk_obj **result, int *done)
 {
-    cspresnet_status st;
-    uint64_t v;
-    const uint8_t *p;
-    size_t mark;
-
     switch (u->op) {
-    case 0x80: /* PROTO */
-        if ((st = read_uint(u, 1, "protocol", &v)) != CSPRESNET_OK)
-            return st;
-        if (v < 2 || v > 5)
-            return pk_fail(u, CSPRESNET_ERR_UNSUPPORTED,
-                           "pickle protocol %llu at offset %zu is not supported (2 to 5 are)",
-                           (unsigned long long)v, u->op_offset);
-        return CSPRESNET_OK;
-    case 0x95: { /* FRAME */
-        if ((st = read_uint(u, 8, "length", &v)) != CSPRESNET_OK)
-            return st;
-        if (u->frame_end && u->pos < u->frame_end)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "FRAME at offset %zu starts before the frame that ends at offset "
-                           "%zu is used up", u->op_offset, u->frame_end);
-        u->frame_end = 0;
-        size_t remain = u->size - u->pos;
-        if (v > remain)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "unexpected end of file at offset %zu (FRAME at offset %zu "
-                           "announces %llu bytes, %zu remain)", u->size, u->op_offset,
-                           (unsigned long long)v, remain);
-        u->frame_end = u->pos + (size_t)v;
-        return CSPRESNET_OK;
-    }
-    case '.': /* STOP */
-        if (u->nmarks)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT, "STOP at offset %zu with %zu unclosed MARK%s",
-                           u->op_offset, u->nmarks, u->nmarks == 1 ? "" : "s");
-        if ((st = need_items(u, 1)) != CSPRESNET_OK)
-            return st;
-        *result = u->stack[u->sp - 1];
-        *done = 1;
-        return CSPRESNET_OK;
+    case 0x80: return op_proto(u);                  /* PROTO */
+    case 0x95: return op_frame(u);                  /* FRAME */
+    case '.': return op_stop(u, result, done);      /* STOP */
 
-    case '}': return collect(u, PK_DICT, u->sp);
-    case ']': return collect(u, PK_LIST, u->sp);
-    case ')': return collect(u, PK_TUPLE, u->sp);
-    case 'N': return push(u, u->none);
-    case 0x88: return push(u, u->true_obj);
-    case 0x89: return push(u, u->false_obj);
+    case '}': return collect(u, PK_DICT, u->sp);    /* EMPTY_DICT */
+    case ']': return collect(u, PK_LIST, u->sp);    /* EMPTY_LIST */
+    case ')': return collect(u, PK_TUPLE, u->sp);   /* EMPTY_TUPLE */
+    case 'N': return push(u, u->none);              /* NONE */
+    case 0x88: return push(u, u->true_obj);         /* NEWTRUE */
+    case 0x89: return push(u, u->false_obj);        /* NEWFALSE */
 
-    case '(': /* MARK */
-        if (u->nmarks >= PK_MAX_MARKS)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "MARK at offset %zu nests deeper than the limit of %u",
-                           u->op_offset, PK_MAX_MARKS);
-        if (!u->marks) {
-            u->marks = malloc(PK_MAX_MARKS * sizeof *u->marks);
-            if (!u->marks)
-                return out_of_memory(u, PK_MAX_MARKS * sizeof *u->marks);
-        }
-        u->marks[u->nmarks++] = u->sp;
-        return CSPRESNET_OK;
-    case '0': /* POP */
-        if (u->sp > stack_base(u)) {
-            u->sp--;
-            return CSPRESNET_OK;
-        }
-        return pop_mark(u, &mark);
-    case '1': /* POP_MARK */
-        if ((st = pop_mark(u, &mark)) != CSPRESNET_OK)
-            return st;
-        u->sp = mark;
-        return CSPRESNET_OK;
-    case '2': /* DUP */
-        if ((st = need_items(u, 1)) != CSPRESNET_OK)
-            return st;
-        return push(u, u->stack[u->sp - 1]);
+    case '(': return op_mark(u);                    /* MARK */
+    case '0': return op_pop(u, 0);                  /* POP */
+    case '1': return op_pop(u, 1);                  /* POP_MARK */
+    case '2': return op_dup(u);                     /* DUP */
 
-    case 0x94: /* MEMOIZE */
-        return memo_put(u, u->memo_count);
-    case 'q':
-    case 'r': /* BINPUT, LONG_BINPUT */
-        if ((st = read_uint(u, u->op == 'q' ? 1 : 4, "memo index", &v)) != CSPRESNET_OK)
-            return st;
-        return memo_put(u, v);
-    case 'h':
-    case 'j': /* BINGET, LONG_BINGET */
-        if ((st = read_uint(u, u->op == 'h' ? 1 : 4, "memo index", &v)) != CSPRESNET_OK)
-            return st;
-        return memo_get(u, v);
+    case 0x94: return memo_put(u, u->memo_count);   /* MEMOIZE */
+    case 'q': return op_memo(u, 1, 0);              /* BINPUT */
+    case 'r': return op_memo(u, 4, 0);              /* LONG_BINPUT */
+    case 'h': return op_memo(u, 1, 1);              /* BINGET */
+    case 'j': return op_memo(u, 4, 1);              /* LONG_BINGET */
 
-    case 0x8c: /* SHORT_BINUNICODE */
-    case 'X':  /* BINUNICODE */
-    case 0x8d: /* BINUNICODE8 */
-        if ((st = read_uint(u, u->op == 0x8c ? 1 : u->op == 'X' ? 4 : 8, "length", &v)) !=
-            CSPRESNET_OK)
-            return st;
-        return push_text(u, PK_STR, v);
-    case 'C':  /* SHORT_BINBYTES */
-    case 'B':  /* BINBYTES */
-    case 0x8e: /* BINBYTES8 */
-    case 0x96: /* BYTEARRAY8 */
-        if ((st = read_uint(u, u->op == 'C' ? 1 : u->op == 'B' ? 4 : 8, "length", &v)) !=
-            CSPRESNET_OK)
-            return st;
-        return push_text(u, PK_BYTES, v);
+    case 0x8c: return op_text(u, PK_STR, 1);        /* SHORT_BINUNICODE */
+    case 'X': return op_text(u, PK_STR, 4);         /* BINUNICODE */
+    case 0x8d: return op_text(u, PK_STR, 8);        /* BINUNICODE8 */
+    case 'C': return op_text(u, PK_BYTES, 1);       /* SHORT_BINBYTES */
+    case 'B': return op_text(u, PK_BYTES, 4);       /* BINBYTES */
+    case 0x8e: return op_text(u, PK_BYTES, 8);      /* BINBYTES8 */
+    case 0x96: return op_text(u, PK_BYTES, 8);      /* BYTEARRAY8 */
 
-    case 'K': /* BININT1 */
-    case 'M': /* BININT2 */
-        if ((st = read_uint(u, u->op == 'K' ? 1 : 2, "value", &v)) != CSPRESNET_OK)
-            return st;
-        return push_int(u, PK_INT, (int64_t)v);
-    case 'J': /* BININT: signed 32 bits */
-        if ((st = read_uint(u, 4, "value", &v)) != CSPRESNET_OK)
-            return st;
-        return push_int(u, PK_INT, v >= 0x80000000u ? (int64_t)v - 0x100000000ll : (int64_t)v);
-    case 0x8a: /* LONG1 */
-    case 0x8b: /* LONG4 */
-        if ((st = read_uint(u, u->op == 0x8a ? 1 : 4, "length", &v)) != CSPRESNET_OK)
-            return st;
-        if ((st = read_bytes(u, v, "data", &p)) != CSPRESNET_OK)
-            return st;
-        return push_long(u, p, (size_t)v);
-    case 'G': { /* BINFLOAT: big-endian IEEE double */
-        if ((st = read_bytes(u, 8, "value", &p)) != CSPRESNET_OK)
-            return st;
-        uint64_t bits = 0;
-        for (int i = 0; i < 8; i++)
-            bits = (bits << 8) | p[i];
-        pk_obj *o = pk_new(u, PK_FLOAT);
-        if (!o)
-            return u->alloc_status;
-        memcpy(&o->u.f, &bits, sizeof o->u.f);
-        return push(u, o);
-    }
+    case 'K': return op_binint(u, 1);               /* BININT1 */
+    case 'M': return op_binint(u, 2);               /* BININT2 */
+    case 'J': return op_binint(u, 4);               /* BININT */
+    case 0x8a: return op_long(u, 1);                /* LONG1 */
+    case 0x8b: return op_long(u, 4);                /* LONG4 */
+    case 'G': return op_binfloat(u);                /* BINFLOAT */
 
-    case 0x85: case 0x86: case 0x87: { /* TUPLE1..3 */
-        size_t n = (size_t)(u->op - 0x84);
-        if ((st = need_items(u, n)) != CSPRESNET_OK)
-            return st;
-        return collect(u, PK_TUPLE, u->sp - n);
-    }
-    case 't': /* TUPLE */
-    case 'l': /* LIST */
-    case 'd': /* DICT */
-        if ((st = pop_mark(u, &mark)) != CSPRESNET_OK)
-            return st;
-        return collect(u, u->op == 't' ? PK_TUPLE : u->op == 'l' ? PK_LIST : PK_DICT, mark);
-    case 'a': /* APPEND */
-        if ((st = need_items(u, 2)) != CSPRESNET_OK)
-            return st;
-        return extend(u, PK_LIST, u->sp - 1);
-    case 's': /* SETITEM */
-        if ((st = need_items(u, 3)) != CSPRESNET_OK)
-            return st;
-        return extend(u, PK_DICT, u->sp - 2);
-    case 'e': /* APPENDS */
-    case 'u': /* SETITEMS */
-        if ((st = pop_mark(u, &mark)) != CSPRESNET_OK)
-            return st;
-        return extend(u, u->op == 'e' ? PK_LIST : PK_DICT, mark);
+    case 0x85: return op_tuple_top(u, 1);           /* TUPLE1 */
+    case 0x86: return op_tuple_top(u, 2);           /* TUPLE2 */
+    case 0x87: return op_tuple_top(u, 3);           /* TUPLE3 */
+    case 't': return op_mark_items(u, PK_TUPLE, 0); /* TUPLE */
+    case 'l': return op_mark_items(u, PK_LIST, 0);  /* LIST */
+    case 'd': return op_mark_items(u, PK_DICT, 0);  /* DICT */
+    case 'a': return op_extend_top(u, PK_LIST, 1);  /* APPEND */
+    case 's': return op_extend_top(u, PK_DICT, 2);  /* SETITEM */
+    case 'e': return op_mark_items(u, PK_LIST, 1);  /* APPENDS */
+    case 'u': return op_mark_items(u, PK_DICT, 1);  /* SETITEMS */
 
-    case 'c': { /* GLOBAL: "module\nname\n" */
-        const uint8_t *m, *n;
-        size_t mlen, nlen;
-        if ((st = read_line(u, "module", &m, &mlen)) != CSPRESNET_OK ||
-            (st = read_line(u, "name", &n, &nlen)) != CSPRESNET_OK)
-            return st;
-        return push_global(u, m, mlen, n, nlen);
-    }
-    case 0x93: { /* STACK_GLOBAL: module, name on the stack */
-        if ((st = need_items(u, 2)) != CSPRESNET_OK)
-            return st;
-        pk_obj *module = u->stack[u->sp - 2], *name = u->stack[u->sp - 1];
-        if (module->kind != PK_STR || name->kind != PK_STR)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "STACK_GLOBAL at offset %zu: module and name must be str, not %s "
-                           "and %s", u->op_offset, pk_kind_name(module->kind),
-                           pk_kind_name(name->kind));
-        u->sp -= 2;
-        return push_global(u, module->u.b.ptr, module->u.b.len, name->u.b.ptr, name->u.b.len);
-    }
-    case 'R': { /* REDUCE: callable(*args) */
-        if ((st = need_items(u, 2)) != CSPRESNET_OK)
-            return st;
-        pk_obj *callable = u->stack[u->sp - 2], *args = u->stack[u->sp - 1], *res = NULL;
-        if (callable->kind != PK_GLOBAL)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT, "REDUCE at offset %zu calls a %s",
-                           u->op_offset, pk_kind_name(callable->kind));
-        if (args->kind != PK_TUPLE)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "REDUCE at offset %zu: arguments are a %s, not a tuple",
-                           u->op_offset, pk_kind_name(args->kind));
-        if ((st = pk_numpy_reduce(u, callable, args, &res)) != CSPRESNET_OK)
-            return st;
-        u->sp -= 2;
-        return push(u, res);
-    }
-    case 'b': { /* BUILD: obj.__setstate__(state) */
-        if ((st = need_items(u, 2)) != CSPRESNET_OK)
-            return st;
-        pk_obj *obj = u->stack[u->sp - 2], *state = u->stack[u->sp - 1];
-        if (obj->kind != PK_DTYPE && obj->kind != PK_NDARRAY)
-            return pk_fail(u, CSPRESNET_ERR_FORMAT,
-                           "BUILD at offset %zu on a %s (only numpy arrays and dtypes are "
-                           "rebuilt)", u->op_offset, pk_kind_name(obj->kind));
-        if ((st = pk_numpy_build(u, obj, state)) != CSPRESNET_OK)
-            return st;
-        u->sp -= 1;
-        return CSPRESNET_OK;
-    }
+    case 'c': return op_global(u);                  /* GLOBAL */
+    case 0x93: return op_stack_global(u);           /* STACK_GLOBAL */
+    case 'R': return op_reduce(u);                  /* REDUCE */
+    case 'b': return op_build(u);                   /* BUILD */
     }
     return pk_refuse(u);
 }

@@ -161,11 +161,19 @@ void pk_free(pk_unpickler *u);
 /* "int", "str", "ndarray"... for messages. */
 const char *pk_kind_name(pk_kind kind);
 
-/* ---- shared between pickle.c, pickle_numpy.c and pickle_opcodes.c ---- */
+/* ---- shared between pickle.c, pickle_arena.c, pickle_numpy.c and pickle_opcodes.c ---- */
 
 /* Formats "<name>: <message>" into the error buffer and returns code. */
 cspresnet_status pk_fail(pk_unpickler *u, cspresnet_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Writes the out-of-memory message for size bytes, keeps it in u->alloc_status and
+ * returns it. */
+cspresnet_status pk_out_of_memory(pk_unpickler *u, size_t size);
+
+/* size bytes (rounded up to 16) from the arena; NULL (u->alloc_status set, error
+ * written) when out of memory or over PK_MAX_ARENA. */
+void *pk_arena_alloc(pk_unpickler *u, size_t size);
 
 /* A new object of kind made by the current opcode; NULL (u->alloc_status set, error
  * written) when out of memory or over PK_MAX_ARENA. */

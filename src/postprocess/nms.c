@@ -205,9 +205,5 @@ cspresnet_status cspresnet_multiclass_nms(const float *boxes, const float *score
 done:
     free(cand);
     free(kept);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }

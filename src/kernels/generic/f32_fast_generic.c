@@ -6,6 +6,7 @@
  * on CPUs without AVX2. Plain C11: the compiler may vectorise it for the baseline ISA.
  */
 #include "kernels/kernels.h"
+#include "kernels/generic/winograd43_g.h"
 #include "kernels/pointwise.h"
 
 /* a (mr x kc, lda), b (kc x nr, ldb) -> c (mr x nr, ldc); mr <= 4, nr <= 16. */
@@ -41,14 +42,7 @@ void f32_bias_act__generic(float *x, long count, float bias, cspresnet_act act, 
 void f32_winograd43_weight__generic(const float *w, int in_c, int oc0, int oc_count,
                                     long u_stride_p, float *u)
 {
-    static const float G[6][3] = {
-        {1.0f / 4, 0.0f, 0.0f},
-        {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-        {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-        {1.0f / 24, 1.0f / 12, 1.0f / 6},
-        {1.0f / 24, -1.0f / 12, 1.0f / 6},
-        {0.0f, 0.0f, 1.0f},
-    };
+    const float (*G)[3] = winograd43_G;
     /* chunks of 64 input channels: 36 contiguous runs written per chunk, not 36 scattered floats per pair */
     float tmp[36][64];
     for (int o = 0; o < oc_count; o++)

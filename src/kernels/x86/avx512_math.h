@@ -1,33 +1,34 @@
 /*
  * avx512_math.h - inline AVX-512 helpers shared by the x86 kernel files: exp, the
- * fast activations (swish, relu, none) of the conv epilogues, and column masks.
+ * fast activations (swish, relu, none) of the conv epilogues, lane masks and an
+ * unaligned 32-bit load.
  *
- * Include only from a file compiled for avx512f (after its target pragma or
- * attribute push): the functions inherit that target. The exp is a degree-6
- * polynomial after range reduction (relative error ~2e-7).
+ * Include only from a file compiled for avx512f (after avx512_target.h or its own
+ * target pragma): the functions inherit that target. The exp is the polynomial of
+ * exp_poly.h after range reduction (relative error ~2e-7).
  */
 #ifndef CSPRESNET_AVX512_MATH_H
 #define CSPRESNET_AVX512_MATH_H
 
 #include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "cspresnet.h"
+#include "kernels/x86/exp_poly.h"
 
 static inline __m512 exp512(__m512 x)
 {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(EXP_X_MAX)), _mm512_set1_ps(EXP_X_MIN));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(exp_poly[0]);
+#pragma GCC unroll 8
+    for (int i = 1; i <= EXP_POLY_DEGREE; i++)
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_poly[i]));
+    return _mm512_scalef_ps(p, n); /* p * 2^n */
 }
 
 static inline __m512 act512(__m512 v, cspresnet_act act)
@@ -42,6 +43,20 @@ static inline __m512 act512(__m512 v, cspresnet_act act)
 static inline int act_is_fast(cspresnet_act act)
 {
     return act == CSPRESNET_ACT_SWISH || act == CSPRESNET_ACT_RELU || act == CSPRESNET_ACT_NONE;
+}
+
+/* The first n lanes of 16 (none for n <= 0, all for n >= 16). */
+static inline __mmask16 first_lanes(long n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* The int32 at p, which need not be aligned. */
+static inline int32_t load_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
 /* Lanes j of a 16-float run starting at column x that fall inside [lo, hi). */

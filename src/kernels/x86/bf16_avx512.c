@@ -6,7 +6,6 @@
  */
 #if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
 #include <immintrin.h>
-#include <string.h>
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16"))), apply_to = function)
 #else
@@ -14,25 +13,14 @@
 #endif
 
 #include "kernels/lowp_kernels.h"
-
-static __mmask16 lanes(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
-static int32_t load_i32(const void *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+#include "kernels/x86/avx512_math.h"
 
 /* Rows past mr repeat row mr-1 (their sums are computed and never stored), so the
  * eight accumulator pairs stay in registers for any mr. */
 void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c,
                                 long ldc, int mr, int nr, int accumulate)
 {
-    __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
     const uint16_t *ar[8];
     for (int i = 0; i < 8; i++)
         ar[i] = a + (long)(i < mr ? i : mr - 1) * lda * 2;
@@ -74,7 +62,7 @@ void bf16_pack_pairs__avx512bf16(const float *x, long ldx, int kc, int nc, uint1
         const float *r0 = x + (long)(2 * p) * ldx, *r1 = 2 * p + 1 < kc ? r0 + ldx : NULL;
         uint16_t *o = out + (long)p * ldo * 2;
         for (int j = 0; j < nc; j += 16) {
-            __mmask16 m = lanes(nc - j);
+            __mmask16 m = first_lanes(nc - j);
             _mm512_mask_storeu_epi32(o + 2 * j, m, pairs16(r0 + j, r1 ? r1 + j : NULL, m));
         }
     }

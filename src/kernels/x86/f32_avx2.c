@@ -15,21 +15,20 @@
 
 #include "kernels/generic/winograd43_lanes.h"
 #include "kernels/kernels.h"
+#include "kernels/x86/exp_poly.h"
 
+/* exp by the range reduction and polynomial of exp_poly.h. */
 static inline __m256 exp256(__m256 x)
 {
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(EXP_X_MAX)), _mm256_set1_ps(EXP_X_MIN));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(exp_poly[0]);
+#pragma GCC unroll 8
+    for (int i = 1; i <= EXP_POLY_DEGREE; i++)
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_poly[i]));
     /* 2^n by building the exponent bits; n is within [-126, 127] after the clamp */
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
@@ -44,13 +43,15 @@ static inline __m256i tail_mask(int n)
 /* a (mr x kc, lda) . b (kc x nr, ldb) -> c (mr x nr, ldc), mr <= 6, nr <= 16. The twelve
  * accumulators are named variables (an array of them was kept on the stack by gcc -O2,
  * a load and a store around every FMA), and full tiles use plain loads and stores
- * (vmaskmov stores are slow on AMD cores). */
+ * (vmaskmov stores are slow on AMD cores). FOR_ROWS(X) is X(i) for each accumulator
+ * row i: the row loops unrolled by hand. */
+#define FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define ROW_FMA(i)                                           \
-    do {                                                     \
+    {                                                        \
         __m256 av = _mm256_broadcast_ss(a##i + k);           \
         c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);          \
         c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);          \
-    } while (0)
+    }
 #define ROW_STORE(i)                                                                          \
     if (i < mr) {                                                                             \
         float *ci = c + i * ldc;                                                              \
@@ -85,19 +86,9 @@ gemm6x16(int kc, const float *a, long lda, const float *b, long ldb, float *c, l
         const float *bk = b + (long)k * ldb;
         __m256 b0 = full ? _mm256_loadu_ps(bk) : _mm256_maskload_ps(bk, m0);
         __m256 b1 = full ? _mm256_loadu_ps(bk + 8) : _mm256_maskload_ps(bk + 8, m1);
-        ROW_FMA(0);
-        ROW_FMA(1);
-        ROW_FMA(2);
-        ROW_FMA(3);
-        ROW_FMA(4);
-        ROW_FMA(5);
+        FOR_ROWS(ROW_FMA)
     }
-    ROW_STORE(0)
-    ROW_STORE(1)
-    ROW_STORE(2)
-    ROW_STORE(3)
-    ROW_STORE(4)
-    ROW_STORE(5)
+    FOR_ROWS(ROW_STORE)
 }
 
 void f32_gemm_6x16__avx2(int kc, const float *a, long lda, const float *b, long ldb, float *c,

@@ -3,33 +3,28 @@
  * epilogue with a vectorised swish and the plane mean of the ESE (the Winograd transforms are in
  * f32_winograd43_avx512.c, im2col packing in f32_im2col_avx512.c).
  *
- * Compiled for avx512f+fma by the pragma below (never -march=native); select.c calls
+ * Compiled for avx512f+fma (avx512_target.h, never -march=native); select.c calls
  * these only when __builtin_cpu_supports says the CPU has AVX-512F. The swish uses
  * exp from a degree-6 polynomial after range reduction (relative error ~2e-7),
  * well inside the fast path's 1e-3 budget.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-/* gcc: a target pragma; clang ignores it and takes a function attribute instead. */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
-#else
-#pragma GCC target("avx512f,fma")
-#endif
+#include "kernels/x86/avx512_target.h" /* the rest of this file is built for avx512f+fma */
 
 #include "kernels/kernels.h"
-
 #include "kernels/x86/avx512_math.h"
 
 /* ---- GEMM: a (mr x kc, lda) . b (kc x nr, ldb) -> c (mr x nr, ldc), mr <= 8, nr <= 32 ---- */
 
+/* X(i) for each accumulator row i: the row loops unrolled by hand. */
+#define FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define ROW_FMA(i)                                                    \
-    do {                                                              \
+    {                                                                 \
         __m512 av = _mm512_set1_ps(a##i[k]);                          \
         c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                   \
         if (!half)                                                    \
             c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);               \
-    } while (0)
+    }
 #define ROW_STORE(i)                                                                     \
     if (i < mr) {                                                                        \
         float *ci = c + i * ldc;                                                         \
@@ -49,8 +44,7 @@ gemm8x32(int kc, const float *a, long lda, const float *b, long ldb, float *c, l
                 *a3 = a + (mr > 3 ? 3 : mr - 1) * lda, *a4 = a + (mr > 4 ? 4 : mr - 1) * lda,
                 *a5 = a + (mr > 5 ? 5 : mr - 1) * lda, *a6 = a + (mr > 6 ? 6 : mr - 1) * lda,
                 *a7 = a + (mr > 7 ? 7 : mr - 1) * lda;
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
            c61 = c00, c70 = c00, c71 = c00;
@@ -58,23 +52,9 @@ gemm8x32(int kc, const float *a, long lda, const float *b, long ldb, float *c, l
         const float *bk = b + (long)k * ldb;
         __m512 b0 = full ? _mm512_loadu_ps(bk) : _mm512_maskz_loadu_ps(m0, bk);
         __m512 b1 = half ? b0 : full ? _mm512_loadu_ps(bk + 16) : _mm512_maskz_loadu_ps(m1, bk + 16);
-        ROW_FMA(0);
-        ROW_FMA(1);
-        ROW_FMA(2);
-        ROW_FMA(3);
-        ROW_FMA(4);
-        ROW_FMA(5);
-        ROW_FMA(6);
-        ROW_FMA(7);
+        FOR_ROWS(ROW_FMA)
     }
-    ROW_STORE(0)
-    ROW_STORE(1)
-    ROW_STORE(2)
-    ROW_STORE(3)
-    ROW_STORE(4)
-    ROW_STORE(5)
-    ROW_STORE(6)
-    ROW_STORE(7)
+    FOR_ROWS(ROW_STORE)
 }
 
 void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, long ldb, float *c,
@@ -98,7 +78,7 @@ void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, c
     }
     const __m512 vb = _mm512_set1_ps(bias);
     for (long i = 0; i < count; i += 16) {
-        __mmask16 m = count - i >= 16 ? 0xffff : (__mmask16)((1u << (count - i)) - 1);
+        __mmask16 m = first_lanes(count - i);
         __m512 v = act512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), vb), act);
         if (res)
             v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + i));
@@ -120,7 +100,7 @@ float f32_mean__avx512(const float *x, long count)
         s3 = _mm512_add_pd(s3, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b), 1))));
     }
     for (; i < count; i += 16) {
-        __m512 a = _mm512_maskz_loadu_ps(count - i >= 16 ? 0xffff : (__mmask16)((1u << (count - i)) - 1), x + i);
+        __m512 a = _mm512_maskz_loadu_ps(first_lanes(count - i), x + i);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
         s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
     }

@@ -11,13 +11,7 @@
  * other than 1 and 2 go to the generic kernel.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-/* gcc: a target pragma; clang ignores it and takes a function attribute instead. */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
-#else
-#pragma GCC target("avx512f,fma")
-#endif
+#include "kernels/x86/avx512_target.h" /* the rest of this file is built for avx512f+fma */
 
 #include "kernels/kernels.h"
 #include "kernels/x86/avx512_math.h"

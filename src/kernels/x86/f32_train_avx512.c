@@ -7,16 +7,11 @@
  * Sums are kept per lane in double (8 lanes per half-vector) and reduced at the end
  * of the run in a fixed order, so a run's result never depends on threads. exp and
  * the list of vectorised activations come from avx512_math.h, shared with the
- * inference kernels. Compiled for avx512f+fma by the pragma below; chosen at
+ * inference kernels. Compiled for avx512f+fma (avx512_target.h); chosen at
  * run time only when the CPU has AVX-512F (select.c).
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
-#else
-#pragma GCC target("avx512f,fma")
-#endif
+#include "kernels/x86/avx512_target.h" /* the rest of this file is built for avx512f+fma */
 
 #include "kernels/train_kernels.h"
 #include "kernels/x86/avx512_math.h"
@@ -49,11 +44,6 @@ static inline __m512 dact512(__m512 v, cspresnet_act act)
     return _mm512_set1_ps(1.0f);
 }
 
-static inline __mmask16 tail_mask(long left)
-{
-    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-}
-
 /* acc += the 16 floats of v as doubles (two 8-lane halves) */
 static inline void add_pd(__m512 v, __m512d *lo, __m512d *hi)
 {
@@ -66,7 +56,7 @@ void f32_bn_stats__avx512(const float *x, long xs, int runs, long len, double *s
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
     for (int r = 0; r < runs; r++, x += xs)
         for (long i = 0; i < len; i += 16) {
-            __m512 v = _mm512_maskz_loadu_ps(tail_mask(len - i), x + i);
+            __m512 v = _mm512_maskz_loadu_ps(first_lanes(len - i), x + i);
             __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
             __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
             a0 = _mm512_add_pd(a0, lo);
@@ -88,7 +78,7 @@ void f32_bn_act_apply__avx512(const float *x, long xs, float *y, long ys, int ru
     const __m512 sc = _mm512_set1_ps(p->scale), sh = _mm512_set1_ps(p->shift);
     for (int r = 0; r < runs; r++, x += xs, y += ys)
         for (long i = 0; i < len; i += 16) {
-            __mmask16 m = tail_mask(len - i);
+            __mmask16 m = first_lanes(len - i);
             __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sc, sh);
             _mm512_mask_storeu_ps(y + i, m, train_act512(v, p->act));
         }
@@ -106,7 +96,7 @@ void f32_bn_act_bwd_reduce__avx512(const float *x, long xs, const float *da, lon
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
     for (int r = 0; r < runs; r++, x += xs, da += das)
         for (long i = 0; i < len; i += 16) {
-            __mmask16 m = tail_mask(len - i);
+            __mmask16 m = first_lanes(len - i);
             __m512 xh = _mm512_maskz_mul_ps(m, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
             __m512 g = _mm512_maskz_loadu_ps(m, da + i);
             if (p->act != CSPRESNET_ACT_NONE)
@@ -130,7 +120,7 @@ void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long
     const __m512 sc = _mm512_set1_ps(p->scale), mdy = _mm512_set1_ps(p->mdy), mdyx = _mm512_set1_ps(p->mdyx);
     for (int r = 0; r < runs; r++, x += xs, da += das, dx += dxs)
         for (long i = 0; i < len; i += 16) {
-            __mmask16 m = tail_mask(len - i);
+            __mmask16 m = first_lanes(len - i);
             __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mean), rstd);
             __m512 g = _mm512_maskz_loadu_ps(m, da + i);
             if (p->act != CSPRESNET_ACT_NONE)

@@ -12,15 +12,10 @@
  * version gathered and scattered every element: 3x slower on Zen 5.)
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-/* gcc: a target pragma; clang ignores it and takes a function attribute instead. */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
-#else
-#pragma GCC target("avx512f,fma")
-#endif
+#include "kernels/x86/avx512_target.h" /* the rest of this file is built for avx512f+fma */
 
 #include "kernels/kernels.h"
+#include "kernels/generic/winograd43_g.h"
 #include "kernels/x86/avx512_math.h"
 
 /* Lanes [la, lb) of a call hold tiles tx .. tx + (lb - la) - 1 of tile row ty. */
@@ -199,14 +194,7 @@ void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_
 void f32_winograd43_weight__avx512(const float *w, int in_c, int oc0, int oc_count, long u_stride_p,
                                    float *u)
 {
-    static const float G[6][3] = {
-        {1.0f / 4, 0.0f, 0.0f},
-        {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-        {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-        {1.0f / 24, 1.0f / 12, 1.0f / 6},
-        {1.0f / 24, -1.0f / 12, 1.0f / 6},
-        {0.0f, 0.0f, 1.0f},
-    };
+    const float (*G)[3] = winograd43_G;
     const __m512i nine = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(9));
     for (int o = 0; o < oc_count; o++)

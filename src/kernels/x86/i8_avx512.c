@@ -7,7 +7,6 @@
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#include <string.h>
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vnni"))), apply_to = function)
 #else
@@ -15,24 +14,13 @@
 #endif
 
 #include "kernels/lowp_kernels.h"
-
-static __mmask16 lanes(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
-static int32_t load_i32(const void *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+#include "kernels/x86/avx512_math.h"
 
 /* Rows past mr repeat row mr-1, as in the bf16 tile. */
 void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                                 const float *scale, float *c, long ldc, int mr, int nr)
 {
-    __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
     const int8_t *ar[8];
     for (int i = 0; i < 8; i++)
         ar[i] = a + (long)(i < mr ? i : mr - 1) * lda * 4;
@@ -73,7 +61,7 @@ void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_s
     for (int q = 0; q < (kc + 3) / 4; q++) {
         uint8_t *o = out + (long)q * ldo * 4;
         for (int j = 0; j < nc; j += 16) {
-            __mmask16 m = lanes(nc - j);
+            __mmask16 m = first_lanes(nc - j);
             __m512i word = _mm512_setzero_si512();
             for (int t = 0; t < 4; t++) {
                 int k = 4 * q + t;
