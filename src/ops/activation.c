@@ -14,15 +14,11 @@ typedef struct act_job {
     const tensor4 *x;
 } act_job;
 
-static void act_worker(void *arg, int t, int nt)
+static void act_worker(const void *arg, long p, long plane)
 {
     const act_job *job = arg;
     const tensor4 *x = job->x;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++)
-        f32_activation__ref(job->act, tensor4_plane(x, p), plane);
+    f32_activation__ref(job->act, tensor4_plane(x, p), plane);
 }
 
 void activation_forward(op_exec *ex, cspresnet_act act, const tensor4 *x)
@@ -30,7 +26,7 @@ void activation_forward(op_exec *ex, cspresnet_act act, const tensor4 *x)
     if (act == CSPRESNET_ACT_NONE)
         return;
     act_job job = {act, x};
-    threadpool_run(ex->pool, act_worker, &job);
+    planes_run(ex->pool, job.x, act_worker, &job);
 }
 
 /* ---------------------------------------------------------------- training
@@ -47,17 +43,12 @@ typedef struct act_train_job {
 
 /* The BN+activation kernels of the training table with an identity BN: y = act(x * 1 + 0)
  * and dx += 1 * (dy * act'(x) - 0 - x * 0), exact; AVX-512 where the table has it. */
-static void act_fwd_out_worker(void *arg, int t, int nt)
+static void act_fwd_out_worker(const void *arg, long p, long plane)
 {
     const act_train_job *job = arg;
     const tensor4 *x = job->x, *y = job->y;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        job->tk->bn_act_apply(tensor4_plane(x, p), 0,
-                              tensor4_plane(y, p), 0, 1, plane, &job->p);
-    }
+    job->tk->bn_act_apply(tensor4_plane(x, p), 0,
+                          tensor4_plane(y, p), 0, 1, plane, &job->p);
 }
 
 static act_train_job make_job(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y,
@@ -73,29 +64,24 @@ static act_train_job make_job(op_exec *ex, cspresnet_act act, const tensor4 *x, 
 void activation_forward_out(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y)
 {
     act_train_job job = make_job(ex, act, x, y, NULL, NULL);
-    threadpool_run(ex->pool, act_fwd_out_worker, &job);
+    planes_run(ex->pool, job.x, act_fwd_out_worker, &job);
 }
 
-static void act_bwd_worker(void *arg, int t, int nt)
+static void act_bwd_worker(const void *arg, long p, long plane)
 {
     const act_train_job *job = arg;
     const tensor4 *x = job->x;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        job->tk->bn_act_bwd_apply(tensor4_plane(x, p), 0,
-                                  tensor4_plane(job->dy, p), 0,
-                                  tensor4_plane(job->dx, p), 0, 1, plane,
-                                  &job->p);
-    }
+    job->tk->bn_act_bwd_apply(tensor4_plane(x, p), 0,
+                              tensor4_plane(job->dy, p), 0,
+                              tensor4_plane(job->dx, p), 0, 1, plane,
+                              &job->p);
 }
 
 void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *dy,
                          const tensor4 *dx)
 {
     act_train_job job = make_job(ex, act, x, NULL, dy, dx);
-    threadpool_run(ex->pool, act_bwd_worker, &job);
+    planes_run(ex->pool, job.x, act_bwd_worker, &job);
 }
 
 /* ---------------------------------------------------------------- the op

@@ -16,26 +16,21 @@ typedef struct bn_job {
     const float *weight, *bias, *mean, *variance;
 } bn_job;
 
-static void bn_worker(void *arg, int t, int nt)
+static void bn_worker(const void *arg, long p, long plane)
 {
     const bn_job *job = arg;
     const tensor4 *x = job->x;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int c = (int)(p % x->c);
-        f32_batchnorm_channel__ref(tensor4_plane(x, p), plane,
-                                   job->mean[c], job->variance[c], job->weight[c],
-                                   job->bias[c], BN_EPSILON);
-    }
+    int c = (int)(p % x->c);
+    f32_batchnorm_channel__ref(tensor4_plane(x, p), plane,
+                               job->mean[c], job->variance[c], job->weight[c],
+                               job->bias[c], BN_EPSILON);
 }
 
 void batchnorm_forward_eval(op_exec *ex, const tensor4 *x, const float *weight,
                             const float *bias, const float *mean, const float *variance)
 {
     bn_job job = {x, weight, bias, mean, variance};
-    threadpool_run(ex->pool, bn_worker, &job);
+    planes_run(ex->pool, job.x, bn_worker, &job);
 }
 
 /* ---------------------------------------------------------------- training

@@ -12,25 +12,20 @@ typedef struct add_job {
     float alpha;
 } add_job;
 
-static void add_worker(void *arg, int t, int nt)
+static void add_worker(const void *arg, long p, long plane)
 {
     const add_job *job = arg;
     const tensor4 *o = job->out;
-    const long plane = (long)o->h * o->w;
-    long begin, end;
-    plane_split(o, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        f32_add_scaled__ref(tensor4_plane(job->a, p),
-                            tensor4_plane(job->b, p), job->alpha,
-                            tensor4_plane(o, p), plane);
-    }
+    f32_add_scaled__ref(tensor4_plane(job->a, p),
+                        tensor4_plane(job->b, p), job->alpha,
+                        tensor4_plane(o, p), plane);
 }
 
 void add_scaled_forward(op_exec *ex, const tensor4 *a, const tensor4 *b, float alpha,
                         const tensor4 *out)
 {
     add_job job = {a, b, out, alpha};
-    threadpool_run(ex->pool, add_worker, &job);
+    planes_run(ex->pool, job.out, add_worker, &job);
 }
 
 /* ---------------------------------------------------------------- training
@@ -44,32 +39,27 @@ typedef struct add_bwd_job {
     double *partials;
 } add_bwd_job;
 
-static void add_bwd_worker(void *arg, int t, int nt)
+static void add_bwd_worker(const void *arg, long p, long plane)
 {
     const add_bwd_job *job = arg;
     const tensor4 *dy = job->dy;
-    const long plane = (long)dy->h * dy->w;
-    long begin, end;
-    plane_split(dy, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        const float *g = tensor4_plane(dy, p);
-        if (job->da) {
-            float *d = tensor4_plane(job->da, p);
-            for (long i = 0; i < plane; i++)
-                d[i] += g[i];
-        }
-        if (job->db) {
-            float *d = tensor4_plane(job->db, p);
-            for (long i = 0; i < plane; i++)
-                d[i] += job->alpha * g[i];
-        }
-        if (job->partials) {
-            const float *bv = tensor4_plane(job->b, p);
-            double s = 0.0;
-            for (long i = 0; i < plane; i++)
-                s += (double)g[i] * bv[i];
-            job->partials[p] = s;
-        }
+    const float *g = tensor4_plane(dy, p);
+    if (job->da) {
+        float *d = tensor4_plane(job->da, p);
+        for (long i = 0; i < plane; i++)
+            d[i] += g[i];
+    }
+    if (job->db) {
+        float *d = tensor4_plane(job->db, p);
+        for (long i = 0; i < plane; i++)
+            d[i] += job->alpha * g[i];
+    }
+    if (job->partials) {
+        const float *bv = tensor4_plane(job->b, p);
+        double s = 0.0;
+        for (long i = 0; i < plane; i++)
+            s += (double)g[i] * bv[i];
+        job->partials[p] = s;
     }
 }
 
@@ -77,7 +67,7 @@ void add_scaled_backward(op_exec *ex, const tensor4 *b, float alpha, const tenso
                          const tensor4 *da, const tensor4 *db, float *dalpha, double *partials)
 {
     add_bwd_job job = {b, dy, da, db, alpha, dalpha ? partials : NULL};
-    threadpool_run(ex->pool, add_bwd_worker, &job);
+    planes_run(ex->pool, job.dy, add_bwd_worker, &job);
     if (dalpha) {
         double s = 0.0;
         for (long p = 0; p < (long)dy->n * dy->c; p++)

@@ -35,15 +35,11 @@ static float gate_of(float z)
     return g < 0.0f ? 0.0f : (g > 1.0f ? 1.0f : g);
 }
 
-static void ese_tr_mean_worker(void *arg, int t, int nt)
+static void ese_tr_mean_worker(const void *arg, long p, long plane)
 {
     const ese_train_job *job = arg;
     const tensor4 *x = job->x;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++)
-        job->save_s[p] = job->mean(tensor4_plane(x, p), plane);
+    job->save_s[p] = job->mean(tensor4_plane(x, p), plane);
 }
 
 static void ese_tr_fc_worker(void *arg, int t, int nt)
@@ -63,20 +59,15 @@ static void ese_tr_fc_worker(void *arg, int t, int nt)
     }
 }
 
-static void ese_tr_scale_worker(void *arg, int t, int nt)
+static void ese_tr_scale_worker(const void *arg, long p, long plane)
 {
     const ese_train_job *job = arg;
     const tensor4 *x = job->x, *y = job->y;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        const float *src = tensor4_plane(x, p);
-        float *dst = tensor4_plane(y, p);
-        float g = gate_of(job->save_z[p]);
-        for (long i = 0; i < plane; i++)
-            dst[i] = src[i] * g;
-    }
+    const float *src = tensor4_plane(x, p);
+    float *dst = tensor4_plane(y, p);
+    float g = gate_of(job->save_z[p]);
+    for (long i = 0; i < plane; i++)
+        dst[i] = src[i] * g;
 }
 
 void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
@@ -85,9 +76,9 @@ void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const fl
     ese_train_job job = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
                          .save_s = save_s, .save_z = save_z,
                          .mean = ex->kernels ? ex->kernels->reduce->mean : f32_mean__ref};
-    threadpool_run(ex->pool, ese_tr_mean_worker, &job);
+    planes_run(ex->pool, job.x, ese_tr_mean_worker, &job);
     threadpool_run(ex->pool, ese_tr_fc_worker, &job);
-    threadpool_run(ex->pool, ese_tr_scale_worker, &job);
+    planes_run(ex->pool, job.x, ese_tr_scale_worker, &job);
 }
 
 /* Eval mode is the train-mode forward in place, with s and z kept in op_scratch. */
@@ -97,22 +88,17 @@ void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const fl
     ese_forward_train(ex, x, x, fc_weight, fc_bias, ex->op_scratch, ex->op_scratch + nc);
 }
 
-static void ese_bwd_dz_worker(void *arg, int t, int nt)
+static void ese_bwd_dz_worker(const void *arg, long p, long plane)
 {
     const ese_train_job *job = arg;
     const tensor4 *x = job->x, *dy = job->dy;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        const float *xs = tensor4_plane(x, p);
-        const float *g = tensor4_plane(dy, p);
-        double s = 0.0;
-        for (long i = 0; i < plane; i++)
-            s += (double)g[i] * xs[i];
-        float v = ESE_HARDSIGMOID_SLOPE * job->save_z[p] + ESE_HARDSIGMOID_OFFSET;
-        job->dz[p] = v > 0.0f && v < 1.0f ? (float)s * ESE_HARDSIGMOID_SLOPE : 0.0f;
-    }
+    const float *xs = tensor4_plane(x, p);
+    const float *g = tensor4_plane(dy, p);
+    double s = 0.0;
+    for (long i = 0; i < plane; i++)
+        s += (double)g[i] * xs[i];
+    float v = ESE_HARDSIGMOID_SLOPE * job->save_z[p] + ESE_HARDSIGMOID_OFFSET;
+    job->dz[p] = v > 0.0f && v < 1.0f ? (float)s * ESE_HARDSIGMOID_SLOPE : 0.0f;
 }
 
 static void ese_bwd_fc_worker(void *arg, int t, int nt)
@@ -149,20 +135,15 @@ static void ese_bwd_fc_worker(void *arg, int t, int nt)
     }
 }
 
-static void ese_bwd_dx_worker(void *arg, int t, int nt)
+static void ese_bwd_dx_worker(const void *arg, long p, long plane)
 {
     const ese_train_job *job = arg;
-    const tensor4 *x = job->x, *dy = job->dy, *dx = job->dx;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        const float *g = tensor4_plane(dy, p);
-        float *d = tensor4_plane(dx, p);
-        float gate = gate_of(job->save_z[p]), add = job->ds[p] / (float)plane;
-        for (long i = 0; i < plane; i++)
-            d[i] += g[i] * gate + add;
-    }
+    const tensor4 *dy = job->dy, *dx = job->dx;
+    const float *g = tensor4_plane(dy, p);
+    float *d = tensor4_plane(dx, p);
+    float gate = gate_of(job->save_z[p]), add = job->ds[p] / (float)plane;
+    for (long i = 0; i < plane; i++)
+        d[i] += g[i] * gate + add;
 }
 
 void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
@@ -174,10 +155,10 @@ void ese_backward(op_exec *ex, const tensor4 *x, const tensor4 *dy, const tensor
                          .save_s = (float *)save_s, .save_z = (float *)save_z,
                          .dz = ex->op_scratch, .ds = ex->op_scratch + nc,
                          .dfc_w = dfc_weight, .dfc_b = dfc_bias};
-    threadpool_run(ex->pool, ese_bwd_dz_worker, &job);
+    planes_run(ex->pool, job.x, ese_bwd_dz_worker, &job);
     threadpool_run(ex->pool, ese_bwd_fc_worker, &job);
     if (dx)
-        threadpool_run(ex->pool, ese_bwd_dx_worker, &job);
+        planes_run(ex->pool, job.x, ese_bwd_dx_worker, &job);
 }
 
 /* ---------------------------------------------------------------- GEMM forms
@@ -193,19 +174,14 @@ typedef struct ese_gemm_job {
     float *st, *zt, *dzt;
 } ese_gemm_job;
 
-static void ese_g_mean_worker(void *arg, int t, int nt)
+static void ese_g_mean_worker(const void *arg, long p, long plane)
 {
     const ese_gemm_job *job = arg;
     const tensor4 *x = job->b.x;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        float s = f32_mean__ref(tensor4_plane(x, p), plane);
-        job->b.save_s[p] = s;
-        job->st[(long)c * x->n + n] = s;
-    }
+    int n = (int)(p / x->c), c = (int)(p % x->c);
+    float s = f32_mean__ref(tensor4_plane(x, p), plane);
+    job->b.save_s[p] = s;
+    job->st[(long)c * x->n + n] = s;
 }
 
 /* rows [r_begin, r_end) of C[M x N] = A[M x K] . B[K x N] */
@@ -239,23 +215,18 @@ static void ese_g_fc_worker(void *arg, int t, int nt)
     gemm_rows(job->kt, begin, end, N, C, job->b.fc_weight, C, job->st, N, job->zt, N);
 }
 
-static void ese_g_scale_worker(void *arg, int t, int nt)
+static void ese_g_scale_worker(const void *arg, long p, long plane)
 {
     const ese_gemm_job *job = arg;
     const tensor4 *x = job->b.x, *y = job->b.y;
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        int n = (int)(p / x->c), c = (int)(p % x->c);
-        float z = job->zt[(long)c * x->n + n] + job->b.fc_bias[c];
-        job->b.save_z[p] = z;
-        const float *src = tensor4_plane(x, p);
-        float *dst = tensor4_plane(y, p);
-        float g = gate_of(z);
-        for (long i = 0; i < plane; i++)
-            dst[i] = src[i] * g;
-    }
+    int n = (int)(p / x->c), c = (int)(p % x->c);
+    float z = job->zt[(long)c * x->n + n] + job->b.fc_bias[c];
+    job->b.save_z[p] = z;
+    const float *src = tensor4_plane(x, p);
+    float *dst = tensor4_plane(y, p);
+    float g = gate_of(z);
+    for (long i = 0; i < plane; i++)
+        dst[i] = src[i] * g;
 }
 
 void ese_forward_train_gemm(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
@@ -265,21 +236,23 @@ void ese_forward_train_gemm(op_exec *ex, const tensor4 *x, const tensor4 *y, con
     ese_gemm_job job = {.b = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
                               .save_s = save_s, .save_z = save_z},
                         .kt = ex->kernels, .st = scratch, .zt = scratch + nc};
-    threadpool_run(ex->pool, ese_g_mean_worker, &job);
+    planes_run(ex->pool, job.b.x, ese_g_mean_worker, &job);
     threadpool_run(ex->pool, ese_g_fc_worker, &job);
-    threadpool_run(ex->pool, ese_g_scale_worker, &job);
+    planes_run(ex->pool, job.b.x, ese_g_scale_worker, &job);
 }
 
 static void ese_g_dz_worker(void *arg, int t, int nt)
 {
     const ese_gemm_job *job = arg;
-    ese_bwd_dz_worker((void *)&job->b, t, nt);
-    /* dz^T of this thread's planes (written by this thread just above) */
-    const int C = job->b.x->c, N = job->b.x->n;
+    const tensor4 *x = job->b.x;
+    const int C = x->c, N = x->n;
     long begin, end;
-    split_range((long)N * C, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++)
+    plane_split(x, t, nt, &begin, &end);
+    /* dz of this thread's planes, then their dz^T */
+    for (long p = begin; p < end; p++) {
+        ese_bwd_dz_worker(&job->b, p, (long)x->h * x->w);
         job->dzt[(p % C) * N + p / C] = job->b.dz[p];
+    }
 }
 
 static void ese_g_fc_bwd_worker(void *arg, int t, int nt)
@@ -315,7 +288,7 @@ void ese_backward_gemm(op_exec *ex, const tensor4 *x, const tensor4 *dy, const t
     threadpool_run(ex->pool, ese_g_dz_worker, &job);
     threadpool_run(ex->pool, ese_g_fc_bwd_worker, &job);
     if (dx)
-        threadpool_run(ex->pool, ese_bwd_dx_worker, &job.b);
+        planes_run(ex->pool, job.b.x, ese_bwd_dx_worker, &job.b);
 }
 
 /* ---------------------------------------------------------------- the op

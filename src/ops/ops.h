@@ -36,6 +36,12 @@ static inline float *tensor4_plane(const tensor4 *x, long p)
     return x->data + (p / x->c) * x->batch_stride + (p % x->c) * (long)x->h * x->w;
 }
 
+/* planes.c: fn(job, p, h*w) for every (image, channel) plane p of x, each thread of
+ * the pool a contiguous run of planes (plane_split), so results never depend on the
+ * thread count. */
+typedef void (*plane_fn)(const void *job, long p, long plane);
+void planes_run(threadpool *pool, const tensor4 *x, plane_fn fn, const void *job);
+
 /* What an op needs to run: threads, kernels and scratch planned by the caller. */
 typedef struct op_exec {
     threadpool *pool;
