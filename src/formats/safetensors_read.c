@@ -546,7 +546,7 @@ static cspresnet_status fill_weights(st_file *sf, cspresnet_model *m, const char
         for (size_t i = 0; i < m->n_params; i++) {
             size_t j = find_tensor(sf->tensors, sf->n, prefix, m->params[i].key, 0);
             if (j < sf->n)
-                m->params[i].offset = (long)(sf->tensors[j].begin / sizeof(float));
+                m->params[i].byte_offset = (size_t)sf->tensors[j].begin;
         }
         *mp = *map;
         model_adopt_weights(m, (const float *)(const void *)data, (long)(sf->data_size / sizeof(float)),
@@ -556,7 +556,7 @@ static cspresnet_status fill_weights(st_file *sf, cspresnet_model *m, const char
     }
     for (size_t i = 0; i < m->n_params; i++) {
         param_info *p = &m->params[i];
-        float *dst = m->weights + p->offset;
+        float *dst = param_at(m->weights, p);
         size_t j = find_tensor(sf->tensors, sf->n, prefix, p->key, 0);
         if (j == sf->n) { /* an alpha the file lacks: upstream's init value */
             dst[0] = 1.0f;

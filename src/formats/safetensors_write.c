@@ -150,7 +150,7 @@ cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *m, cons
     opened = 1;
     s = atomic_file_write(&f, header, 8 + padded, &e);
     for (size_t i = 0; s == CSPRESNET_OK && i < m->n_params; i++)
-        s = write_floats(&f, m->weights + m->params[i].offset, m->params[i].numel, &e);
+        s = write_floats(&f, param_at(m->weights, &m->params[i]), m->params[i].numel, &e);
     if (s == CSPRESNET_OK) {
         opened = 0;
         s = atomic_file_commit(&f, &e);

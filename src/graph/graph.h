@@ -69,9 +69,18 @@ typedef struct param_info {
     int ndim;
     int64_t shape[4];
     long numel;
-    long offset;               /* elements of dt from the start of the weight arena */
+    size_t byte_offset;        /* from the start of the weight arena (64-byte aligned when
+                                  the model allocated it, 4 when it maps a file) */
+    long scale_offset;         /* bytes to per-channel scales (quantised types), -1: none */
     int trainable;             /* 0 for BN _mean/_variance, as paddle.summary counts */
 } param_info;
+
+/* The f32 values of parameter p in an arena laid out like the weights (the weights
+ * themselves, their gradients, optimizer state). */
+static inline float *param_at(const float *arena, const param_info *p)
+{
+    return (float *)(void *)((char *)(void *)(uintptr_t)arena + p->byte_offset);
+}
 
 /* Attributes an op reads; each op documents which. */
 typedef struct op_attrs {

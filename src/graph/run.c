@@ -62,8 +62,8 @@ static op_run make_run(graph_runner *r, int i)
     run.out = graph_view(r, nd->out, 0);
     for (int j = 0; j < GN_MAX_PARAM; j++)
         if (nd->param[j] >= 0) {
-            run.p[j] = r->weights + r->params[nd->param[j]].offset;
-            run.dp[j] = r->grads ? r->grads + r->params[nd->param[j]].offset : NULL;
+            run.p[j] = param_at(r->weights, &r->params[nd->param[j]]);
+            run.dp[j] = r->grads ? param_at(r->grads, &r->params[nd->param[j]]) : NULL;
         }
     if (p->mode == GRAPH_TRAIN) {
         run.save = r->block + p->save_off + run.np->save_off;

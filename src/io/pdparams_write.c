@@ -497,7 +497,7 @@ cspresnet_status cspresnet_model_save_pdparams(const cspresnet_model *m, const c
         arrays[i].ndim = pi->ndim;
         for (int d = 0; d < pi->ndim; d++)
             arrays[i].shape[d] = pi->shape[d];
-        arrays[i].data = m->weights + pi->offset;
+        arrays[i].data = param_at(m->weights, pi);
     }
     s = pdparams_write_file(path, arrays, m->n_params, &e);
 done:

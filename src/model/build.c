@@ -79,7 +79,7 @@ cspresnet_status cspresnet_model_param(const cspresnet_model *model, size_t i, c
         for (int d = 0; d < 4; d++)
             shape[d] = d < p->ndim ? p->shape[d] : 1;
     if (data)
-        *data = model->weights + p->offset;
+        *data = param_at(model->weights, p);
     if (trainable)
         *trainable = p->trainable;
     return CSPRESNET_OK;

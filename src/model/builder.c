@@ -46,8 +46,9 @@ int bld_param(builder *b, const char *prefix, const char *suffix, param_role rol
         p->shape[i] = dims[i];
         p->numel *= (long)dims[i];
     }
-    p->offset = b->floats;
-    b->floats += (p->numel + 15) & ~15L;
+    p->byte_offset = b->bytes;
+    p->scale_offset = -1;
+    b->bytes += ((size_t)p->numel * elem_size(p->dt) + 63) & ~(size_t)63;  /* 64-byte aligned starts */
     p->trainable = role != PARAM_BN_MEAN && role != PARAM_BN_VARIANCE;
     return (int)m->n_params++;
 }
@@ -207,8 +208,8 @@ cspresnet_status bld_finish(builder *b, error_buf *err)
 {
     cspresnet_model *m = b->m;
     if (!b->failed) {
-        m->weight_floats = b->floats;
-        m->weights = calloc((size_t)b->floats, sizeof(float));
+        m->weight_floats = (long)(b->bytes / sizeof(float));
+        m->weights = calloc(b->bytes / sizeof(float), sizeof(float));
         if (!m->weights)
             b->failed = 1;
     }

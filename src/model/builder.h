@@ -20,7 +20,7 @@
 typedef struct builder {
     cspresnet_model *m;
     size_t cap_params, cap_nodes, cap_tensors, cap_modules;
-    long floats;
+    size_t bytes;              /* the weight arena so far */
     int failed;
     int seg, section;
 } builder;

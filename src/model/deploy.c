@@ -21,7 +21,7 @@
  * contents become zeros): only for deploy_replace, which owns src and frees it after. */
 static void release_param(const cspresnet_model *src, long idx)
 {
-    pages_release(src->weights + src->params[idx].offset, sizeof(float) * (size_t)src->params[idx].numel);
+    pages_release(param_at(src->weights, &src->params[idx]), sizeof(float) * (size_t)src->params[idx].numel);
 }
 
 /* Folds ConvBNLayer `path` (prefix ending in '.') of src into kernel/bias (cout x ksz).
@@ -40,9 +40,9 @@ static int fold_conv_bn(const cspresnet_model *src, const char *path, float *ker
             return 0;
     }
     const float *W = src->weights;
-    const float *k = W + src->params[idx[0]].offset, *gamma = W + src->params[idx[1]].offset,
-                *beta = W + src->params[idx[2]].offset, *mean = W + src->params[idx[3]].offset,
-                *var = W + src->params[idx[4]].offset;
+    const float *k = param_at(W, &src->params[idx[0]]), *gamma = param_at(W, &src->params[idx[1]]),
+                *beta = param_at(W, &src->params[idx[2]]), *mean = param_at(W, &src->params[idx[3]]),
+                *var = param_at(W, &src->params[idx[4]]);
     if (src->params[idx[0]].numel != cout * per_out)
         return 0;
     if (!kernel)
@@ -82,14 +82,14 @@ static int fuse_repvgg(const cspresnet_model *src, const char *block, float *ker
             float *center = &kernel[(o * c + i) * 9 + 4]; /* pad1 puts K1 at (1, 1) */
             float k1 = tmp1x1[o * c + i];
             if (ai >= 0) {
-                float scaled = src->weights[src->params[ai].offset] * k1;
+                float scaled = *param_at(src->weights, &src->params[ai]) * k1;
                 *center = *center + scaled;
             } else {
                 *center = *center + k1;
             }
         }
         if (ai >= 0) {
-            float scaled = src->weights[src->params[ai].offset] * tmp_bias[o];
+            float scaled = *param_at(src->weights, &src->params[ai]) * tmp_bias[o];
             bias[o] = bias[o] + scaled;
         } else {
             bias[o] = bias[o] + tmp_bias[o];
@@ -106,13 +106,13 @@ static long deploy_params(const cspresnet_model *src, cspresnet_model *d, float 
 {
     for (size_t i = 0; i < d->n_params; i++) {
         const param_info *p = &d->params[i];
-        float *dst = d->weights + p->offset;
+        float *dst = param_at(d->weights, p);
         if (p->role == PARAM_FC_WEIGHT || p->role == PARAM_FC_BIAS) {
             long si = model_find_param(src, p->key);
             if (si < 0 || src->params[si].numel != p->numel)
                 return (long)i;
             if (fill)
-                memcpy(dst, src->weights + src->params[si].offset, sizeof(float) * (size_t)p->numel);
+                memcpy(dst, param_at(src->weights, &src->params[si]), sizeof(float) * (size_t)p->numel);
             continue;
         }
         if (p->role != PARAM_CONV_WEIGHT)
@@ -123,7 +123,7 @@ static long deploy_params(const cspresnet_model *src, cspresnet_model *d, float 
         memcpy(path, p->key, plen);
         path[plen] = '\0';
         long cout = p->shape[0], per_out = p->shape[1] * p->shape[2] * p->shape[3];
-        float *kernel = fill ? dst : NULL, *bias = d->weights + pb->offset;
+        float *kernel = fill ? dst : NULL, *bias = param_at(d->weights, pb);
         char probe[MODEL_KEY_MAX];
         snprintf(probe, sizeof probe, "%sconv1.conv.weight", path);
         int ok = model_find_param(src, probe) >= 0

@@ -22,7 +22,7 @@ void model_init_random(cspresnet_model *m, uint64_t seed)
     uint64_t state = seed;
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
-        float *w = m->weights + p->offset;
+        float *w = param_at(m->weights, p);
         switch (p->role) {
         case PARAM_CONV_WEIGHT:
         case PARAM_FC_WEIGHT: {

@@ -307,7 +307,7 @@ static cspresnet_status fill_weights(cspresnet_model *m, backbone_keys *bk, cons
         shape_str(want, sizeof want, p->ndim, p->shape);
         if (!a) {
             if (p->role == PARAM_ALPHA) { /* upstream: a missing alpha stays at its init, 1.0 */
-                m->weights[p->offset] = 1.0f;
+                *param_at(m->weights, p) = 1.0f;
                 (*alpha_defaulted)++;
                 continue;
             }
@@ -324,7 +324,7 @@ static cspresnet_status fill_weights(cspresnet_model *m, backbone_keys *bk, cons
             continue;
         }
         error_buf conv;
-        if (array_to_f32(a, m->weights + p->offset, &conv) != CSPRESNET_OK)
+        if (array_to_f32(a, param_at(m->weights, p), &conv) != CSPRESNET_OK)
             PROBLEM("%s", conv.text);
         state_dict_release(bk->sd, a);
     }

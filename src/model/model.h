@@ -2,7 +2,7 @@
  * model.h - the CSPResNet structure inside the library.
  *
  * A model is built once from a config (build.c, with the builder of each network
- * part): its parameters in Paddle's state_dict order (upstream keys), each an offset
+ * part): its parameters in Paddle's state_dict order (upstream keys), each a byte offset
  * into ONE allocation (the weight arena), and its graph (graph/graph.h). A context
  * (context.c) plans the graph for an input shape and runs it; a trainer (train/)
  * plans the same graph in train mode. Loading (load.c) infers the config from a state
@@ -63,7 +63,7 @@ long model_find_param(const cspresnet_model *m, const char *key);
 
 /* weights_external.c: replaces m's own arena by `weights` (floats long, owned by
  * `owner`, released with release(owner) when the model is freed, never written). The
- * caller has set every params[i].offset so that offset + numel <= floats. */
+ * caller has set every params[i].byte_offset so that it plus the data fits in floats. */
 void model_adopt_weights(cspresnet_model *m, const float *weights, long floats,
                          void (*release)(void *owner), void *owner);
 

@@ -36,7 +36,7 @@ cspresnet_status model_check_weights(const cspresnet_model *m, const char *path,
         key_prefix = "";
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
-        const float *w = m->weights + p->offset;
+        const float *w = param_at(m->weights, p);
         long first = -1, count = 0;
         for (long k = 0; k < p->numel; k++)
             if (!isfinite(w[k]) && count++ == 0)

@@ -186,7 +186,7 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
 {
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
-    conv2d_winograd_u(kt, &g, weights + w->offset, dst);
+    conv2d_winograd_u(kt, &g, param_at(weights, w), dst);
 }
 
 const op_desc op_conv2d = {"conv2d", OP_OUT_OF_PLACE, conv_infer, conv_plan_node, conv_forward_node,

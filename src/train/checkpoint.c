@@ -45,7 +45,7 @@ static int for_each_entry(cspresnet_trainer *tr, entry_visitor visit, void *ctx)
             if (pass > 0 && !m->params[i].trainable)
                 continue;
             n++;
-            if (visit(ctx, prefix, m->params[i].key, base + m->params[i].offset, m->params[i].numel))
+            if (visit(ctx, prefix, m->params[i].key, param_at(base, &m->params[i]), m->params[i].numel))
                 return n;
         }
         if (hf > 0) {

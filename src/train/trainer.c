@@ -150,8 +150,7 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
         s = model_build(&model->cfg, 0, &tr->model, &e);
     if (s == CSPRESNET_OK) {
         for (size_t i = 0; i < model->n_params; i++)
-            memcpy(tr->model->weights + tr->model->params[i].offset,
-                   model->weights + model->params[i].offset,
+            memcpy(param_at(tr->model->weights, &tr->model->params[i]), param_at(model->weights, &model->params[i]),
                    (size_t)model->params[i].numel * sizeof(float));
         s = trainer_graph_info(tr, &e);
     }
@@ -487,9 +486,9 @@ static void optim_worker(void *arg, int t, int nt)
         split_range(p->numel, t, nt, &begin, &end);
         if (end > begin)
             train_optim_update(&tr->opt, tr->step, job->lr, train_param_decays(p->role) ? wd : 0.0f,
-                               m->weights + p->offset + begin, tr->grads + p->offset + begin,
-                               tr->opt_m + p->offset + begin,
-                               tr->opt_v ? tr->opt_v + p->offset + begin : NULL, end - begin);
+                               param_at(m->weights, p) + begin, param_at(tr->grads, p) + begin,
+                               param_at(tr->opt_m, p) + begin,
+                               tr->opt_v ? param_at(tr->opt_v, p) + begin : NULL, end - begin);
     }
     if (tr->classes > 0) {
         long hf = (long)tr->classes * tr->head_c + tr->classes;
@@ -530,7 +529,7 @@ const float *cspresnet_trainer_param_grad(const cspresnet_trainer *tr, size_t i)
 {
     if (!tr || i >= tr->model->n_params || !tr->model->params[i].trainable)
         return NULL;
-    return tr->grads + tr->model->params[i].offset;
+    return param_at(tr->grads, &tr->model->params[i]);
 }
 
 float *cspresnet_trainer_head(cspresnet_trainer *tr, int *classes, int *channels, float **bias)
