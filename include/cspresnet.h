@@ -156,6 +156,23 @@ cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, cons
                                              const cspresnet_load_options *opt,
                                              cspresnet_model **out, char *err, size_t err_size);
 
+/* A PP-YOLOE / PP-YOLOE+ detector from a full checkpoint (.pdparams with
+ * "backbone.*", "neck.*" and "yolo_head.*" keys): the backbone's architecture is read
+ * off its keys as cspresnet_model_load does (opt's act and checks apply; return_idx is
+ * ignored: the neck takes stages 1, 2, 3), the neck's widths and blocks, the class
+ * count and reg_max off the neck's and head's shapes. "yolo_head.anchor_points",
+ * "yolo_head.stride_tensor" and "aux_*" entries are ignored; missing, mis-shaped and
+ * unexpected tensors are reported together, by key. A backbone-only file is refused
+ * (cspresnet_model_load still reads a detector file's backbone alone). Such a model
+ * runs through a normal context: cspresnet_detector_forward, or cspresnet_forward
+ * (which then returns the two outputs described there). Deploying, training and
+ * deployed detector files are not supported yet (CSPRESNET_ERR_UNSUPPORTED). */
+cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet_load_options *opt,
+                                               cspresnet_model **out, char *err, size_t err_size);
+
+/* 1 when the model is a detector (cspresnet_model_load_detector), 0 for a backbone. */
+int cspresnet_model_is_detector(const cspresnet_model *model);
+
 /* Deploy mode, as upstream's convert_to_deploy and then some: every BN is folded into
  * its conv (t = weight / sqrt(_variance + eps); kernel * t; bias - _mean * weight /
  * sqrt(_variance + eps)), each RepVGG block becomes one 3x3 conv with kernel
@@ -262,6 +279,19 @@ typedef struct cspresnet_output {
 cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n, int c,
                                    int h, int w, cspresnet_output outs[CSPRESNET_MAX_OUTPUTS],
                                    int *n_out);
+
+/* On a detector model cspresnet_forward returns two outputs (stage -1, stride 0):
+ * outs[0] "boxes" with n, c = L (anchors of all levels), h = 4, w = 1, i.e. [n, L, 4]
+ * rows x1, y1, x2, y2 in input pixels (before any scale factor, not clipped), and
+ * outs[1] "scores" with n, c = classes, h = L, w = 1, i.e. [n, classes, L] after the
+ * sigmoid. Anchors run over the levels at strides 32, 16, 8, each row-major (L = 8400
+ * at 640 x 640). cspresnet_detector_forward is the same forward with these outputs by
+ * name; boxes and scores belong to the context as cspresnet_forward's outputs do. The
+ * input's h and w must let the FPN's upsampled maps meet the next level (any multiple
+ * of 32 does); others are refused with the sizes. A backbone model is refused. */
+cspresnet_status cspresnet_detector_forward(cspresnet_context *ctx, const float *input, int n, int h, int w,
+                                            const float **boxes, const float **scores, int *anchors,
+                                            int *classes);
 
 /* The message of the last failed call on ctx ("" when none). Valid until the next
  * call on ctx. */

@@ -272,6 +272,8 @@ cspresnet_status op_infer_same(const gnode *nd, const tshape *in, tshape *out, e
 
 /* registry.c */
 extern const op_desc op_conv2d, op_batchnorm, op_activation, op_add, op_ese, op_concat;
+/* the detector's (eval only): nearest 2x, SPP's max-pool, ESEAttn's gate, the outputs */
+extern const op_desc op_upsample2x, op_maxpool, op_ese_attn, op_det_boxes, op_det_scores;
 const op_desc *op_find(const char *name);
 int op_count(void);
 const op_desc *op_at(int i);

@@ -44,6 +44,7 @@ void cspresnet_model_free(cspresnet_model *model)
     if (!model)
         return;
     free(model->params);
+    free(model->det);
     if (model->weights_release)
         model->weights_release(model->weights_owner);
     else

@@ -53,4 +53,11 @@ cspresnet_status bld_finish(builder *b, error_buf *err);
 /* backbone.c: the CSPResNet of m->cfg into b; returns the last stage's output. */
 int backbone_build(builder *b, const char *prefix);
 
+/* neck.c: CustomCSPPAN of dc on the backbone's C3, C4, C5 tensors (c345, strides 8,
+ * 16, 32); outs: its outputs at strides 32, 16, 8. head.c: PPYOLOEHead of dc on those,
+ * ending in the graph outputs "boxes" and "scores". Parameters in execution order. */
+struct detector_config;
+void neck_build(builder *b, const struct detector_config *dc, const int c345[3], int outs[3]);
+void head_build(builder *b, const struct detector_config *dc, const int feats[3]);
+
 #endif

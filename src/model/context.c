@@ -153,6 +153,32 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
     return CSPRESNET_OK;
 }
 
+cspresnet_status cspresnet_detector_forward(cspresnet_context *ctx, const float *input, int n, int h, int w,
+                                            const float **boxes, const float **scores, int *anchors,
+                                            int *classes)
+{
+    if (!ctx)
+        return CSPRESNET_ERR_ARGUMENT;
+    if (!ctx->model->det)
+        return error_set(&ctx->err, CSPRESNET_ERR_ARGUMENT,
+                         "cspresnet_detector_forward: the model is a backbone, not a detector "
+                         "(load it with cspresnet_model_load_detector)");
+    cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
+    int n_out = 0;
+    cspresnet_status s = cspresnet_forward(ctx, input, n, MODEL_INPUT_CHANNELS, h, w, outs, &n_out);
+    if (s != CSPRESNET_OK)
+        return s;
+    if (boxes)
+        *boxes = outs[0].data;
+    if (scores)
+        *scores = outs[1].data;
+    if (anchors)
+        *anchors = outs[0].c;
+    if (classes)
+        *classes = outs[1].c;
+    return CSPRESNET_OK;
+}
+
 void cspresnet_context_set_profile(cspresnet_context *ctx, int on)
 {
     if (!ctx)

@@ -179,6 +179,8 @@ cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_deploy: model and out must not be NULL");
     else if ((*out = NULL, model->deployed))
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "the model is already deployed");
+    else if (model->det)
+        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "deploying a detector is not supported yet");
     else
         s = deploy(model, 0, out, &e);
     if (s != CSPRESNET_OK)
@@ -195,6 +197,8 @@ cspresnet_status cspresnet_model_deploy_replace(cspresnet_model **model, char *e
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_deploy_replace: model must not be NULL");
     } else if ((*model)->deployed) {
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "the model is already deployed");
+    } else if ((*model)->det) {
+        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "deploying a detector is not supported yet");
     } else {
         /* weights it does not own (a mapped file, a caller's buffer) are never released */
         s = deploy(*model, (*model)->weights_release == NULL, &d, &e);

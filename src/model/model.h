@@ -20,8 +20,11 @@
 
 #define MODEL_INPUT_CHANNELS 3  /* RGB: the stem's first conv takes 3 channels */
 
+struct detector_config;
+
 struct cspresnet_model {
-    cspresnet_config cfg;
+    cspresnet_config cfg;      /* the backbone's (a detector's too) */
+    struct detector_config *det;  /* the PP-YOLOE neck and head; NULL: a backbone */
     int deployed;              /* 1: BN folded, RepVGG branches fused, act in the conv */
     param_info *params;
     size_t n_params;
@@ -48,6 +51,13 @@ int model_stem_mid(const cspresnet_config *cfg);               /* channels[0] / 
  * deployed form has conv weight+bias per ConvBNLayer and one 3x3 conv per RepVGG block. */
 cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresnet_model **out,
                              error_buf *err);
+/* detector.c: a PP-YOLOE detector (backbone cfg, keys "backbone.*", then dc's neck and
+ * head), parameters in Paddle's state_dict order, weights zeroed; its forward's outputs
+ * are "boxes" [N, L, 4] and "scores" [N, C, L] (det_boxes.c, det_scores.c). Only the
+ * un-deployed form (dc->deployed 0). */
+cspresnet_status model_build_detector(const cspresnet_config *cfg, const struct detector_config *dc,
+                                      cspresnet_model **out, error_buf *err);
+
 /* load.c: the architecture of a state dict read off its shapes, as
  * cspresnet_model_load does (SPEC §3: channels, blocks, large stem, alpha, and
  * *deployed when the convs carry the folded biases), checked against opt and

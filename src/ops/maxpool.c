@@ -17,6 +17,7 @@
  */
 #include <math.h>
 
+#include "graph/graph.h"
 #include "ops/detector_ops.h"
 
 static inline float max_nan(float m, float v)
@@ -166,3 +167,38 @@ void spp_maxpool_forward(threadpool *pool, const tensor4 *in, const tensor4 *out
     maxpool_job job = {in, out5, out9, out13, 5, scratch};
     maxpool_run(pool, spp_worker, &job);
 }
+
+/* ---------------------------------------------------------------- the op
+ * maxpool: in[0] (N,C,H,W) -> out (N,C,H,W), window a.k (odd), stride 1, -inf padding
+ * k/2; no parameters. SPP is three of these (k 5, 9, 13) on one input and a concat.
+ * The separable version takes one plane per thread of shared workspace; the
+ * reference set (kernels without a GEMM config) runs the direct _ref. Eval only. */
+
+static cspresnet_status maxpool_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    if (nd->a.k < 1 || nd->a.k % 2 == 0)
+        return error_set(err, CSPRESNET_ERR_CONFIG, "%s: max-pool window %d is not odd", nd->name, nd->a.k);
+    *out = in[0];
+    return CSPRESNET_OK;
+}
+
+static void maxpool_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                         node_plan *np)
+{
+    (void)nd;
+    (void)out;
+    np->path = env->kernels->gemm != NULL;
+    if (np->path)
+        np->ws_shared = maxpool_workspace(in[0].h, in[0].w, env->threads);
+}
+
+static void maxpool_forward_node(op_run *r)
+{
+    if (r->np->path)
+        maxpool_same_forward(r->ex.pool, &r->in[0], &r->out, r->nd->a.k, r->ex.op_scratch);
+    else
+        maxpool_same_ref_forward(r->ex.pool, &r->in[0], &r->out, r->nd->a.k);
+}
+
+const op_desc op_maxpool = {"maxpool", OP_OUT_OF_PLACE,
+    maxpool_infer, maxpool_plan, maxpool_forward_node, NULL, NULL, NULL, NULL, NULL};

@@ -8,6 +8,7 @@
 
 static const op_desc *const registry[] = {
     &op_conv2d, &op_batchnorm, &op_activation, &op_add, &op_ese, &op_concat,
+    &op_upsample2x, &op_maxpool, &op_ese_attn, &op_det_boxes, &op_det_scores,
 };
 
 int op_count(void) { return (int)(sizeof registry / sizeof registry[0]); }

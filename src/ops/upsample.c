@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "graph/graph.h"
 #include "ops/detector_ops.h"
 
 void upsample_nearest2x_ref_part(const tensor4 *in, const tensor4 *out, int t, int nt)
@@ -81,3 +82,33 @@ void upsample_nearest2x_forward(threadpool *pool, const tensor4 *in, const tenso
 {
     upsample_run(pool, in, out, 0);
 }
+
+/* ---------------------------------------------------------------- the op
+ * upsample2x: in[0] (N,C,H,W) -> out (N,C,2H,2W), nearest; no parameters. Eval only
+ * (no backward yet). The reference set (kernels without a GEMM config) runs _ref. */
+
+static cspresnet_status upsample_infer(const gnode *nd, const tshape *in, tshape *out, error_buf *err)
+{
+    if (in[0].h > 32768 || in[0].w > 32768)
+        return error_set(err, CSPRESNET_ERR_SHAPE, "%s: a %dx%d map is too large to upsample", nd->name, in[0].h,
+                         in[0].w);
+    *out = (tshape){in[0].n, in[0].c, 2 * in[0].h, 2 * in[0].w};
+    return CSPRESNET_OK;
+}
+
+static void upsample_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                          node_plan *np)
+{
+    (void)nd;
+    (void)in;
+    (void)out;
+    np->path = env->kernels->gemm != NULL;
+}
+
+static void upsample_forward_node(op_run *r)
+{
+    upsample_run(r->ex.pool, &r->in[0], &r->out, r->np->path == 0);
+}
+
+const op_desc op_upsample2x = {"upsample2x", OP_OUT_OF_PLACE,
+    upsample_infer, upsample_plan, upsample_forward_node, NULL, NULL, NULL, NULL, NULL};

@@ -146,6 +146,8 @@ cspresnet_status cspresnet_trainer_create(const cspresnet_model *model,
     tr->opt.isa = tr->kernels->isa;   /* the caller's string is not kept */
     if (model->deployed)
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "a deployed model cannot be trained (BN folded); train the BN form");
+    if (s == CSPRESNET_OK && model->det)
+        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "training a detector is not supported yet");
     if (s == CSPRESNET_OK)
         s = model_build(&model->cfg, 0, &tr->model, &e);
     if (s == CSPRESNET_OK) {

@@ -269,7 +269,8 @@ def detector_preset(name: str, plus: bool = True, **overrides) -> DetectorConfig
 # --------------------------------------------------------------------------- weights
 
 def random_detector_state(cfg: DetectorConfig, seed: int, calib_shape=(2, 3, 128, 128),
-                          cls_bias=(-5.0, -1.0)) -> "collections.OrderedDict[str, np.ndarray]":
+                          cls_bias=(-5.0, -1.0), calib_input: Optional[np.ndarray] = None
+                          ) -> "collections.OrderedDict[str, np.ndarray]":
     """Seeded float32 weights for every state_dict entry, Paddle order.
 
     Convs and BNs follow cspresnet_torch.random_state's rules; every BN's running
@@ -280,6 +281,10 @@ def random_detector_state(cfg: DetectorConfig, seed: int, calib_shape=(2, 3, 128
     from ~0.005 to ~0.5 and many boxes pass the 0.01 threshold; pred_reg weights
     N(0, 1/sqrt(fan_in)), bias U(-1, 1): distances of a few cells, so neighbouring boxes
     overlap and NMS suppresses. proj_conv keeps its linspace; anchor keys their values.
+    calib_input (N, 3, H, W), when given, is the calibration batch instead of the N(0,1)
+    draw: on small maps (a few cells at stride 32) statistics from another draw leave the
+    neck amplifying a new input 10-100x, and float32 then drifts from float64 by more
+    than a 1e-4 parity tolerance; calibrating on the test's own input keeps it O(1).
     """
     model = cfg.build()
     rng = np.random.default_rng(seed)
@@ -315,7 +320,8 @@ def random_detector_state(cfg: DetectorConfig, seed: int, calib_shape=(2, 3, 128
         else:
             raise KeyError(f"no random rule for {key}")
         out[key] = np.ascontiguousarray(a, dtype=np.float32)
-    bb._calibrate_bn(model, out, rng.standard_normal(calib_shape))
+    calib = rng.standard_normal(calib_shape)
+    bb._calibrate_bn(model, out, calib if calib_input is None else np.asarray(calib_input, np.float64))
     return out
 
 
