@@ -68,3 +68,12 @@ const char *cspresnet_status_name(cspresnet_status status)
     }
     return "unknown status";
 }
+
+void error_shape_str(char *out, size_t n, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(out, n, "[");
+    for (int d = 0; d < ndim && used < n; d++)
+        used += (size_t)snprintf(out + used, n - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < n)
+        snprintf(out + used, n - used, "]");
+}

@@ -9,6 +9,8 @@
 #ifndef CSPRESNET_CORE_STATUS_H
 #define CSPRESNET_CORE_STATUS_H
 
+#include <stdint.h>
+
 #include "cspresnet.h"
 
 typedef struct error_buf {
@@ -30,5 +32,8 @@ void error_copy_out(const error_buf *err, char *out, size_t n);
  * text into out, on success leaves out empty; returns status, so that the call can
  * end with `return error_finish(&e, s, err, err_size);`. */
 cspresnet_status error_finish(const error_buf *err, cspresnet_status status, char *out, size_t n);
+
+/* "[d0, d1, ...]" of a shape into out (n bytes, truncated), for messages. */
+void error_shape_str(char *out, size_t n, int ndim, const int64_t *shape);
 
 #endif

@@ -75,15 +75,6 @@ int cspresnet_safetensors_sniff(const unsigned char *head, size_t n)
     return len >= 2 && head[8] == '{';
 }
 
-static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(out, n, "[");
-    for (int d = 0; d < ndim && used < n; d++)
-        used += (size_t)snprintf(out + used, n - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (used < n)
-        snprintf(out + used, n - used, "]");
-}
-
 static const char *dtype_known(const char *d)
 {
     static const char *const names[] = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
@@ -158,7 +149,7 @@ static cspresnet_status parse_tensor(const char *path, const char *name, json_t 
                          (unsigned long long)data_start, (unsigned long long)data_size);
     if (overflow || t->end - t->begin != numel * itemsize) {
         char s[128];
-        shape_str(s, sizeof s, t->ndim, t->shape);
+        error_shape_str(s, sizeof s, t->ndim, t->shape);
         return error_set(err, CSPRESNET_ERR_FORMAT,
                          "%s: tensor '%s': %s %s needs %llu bytes%s but data_offsets [%llu, %llu] span %llu", path,
                          name, t->dtype_name, s, (unsigned long long)(numel * itemsize), overflow ? " (overflows)" : "",
@@ -363,7 +354,7 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
         size_t j = find_tensor(t, n, prefix, p->key, 1);
         st_tensor *f = j < n ? &t[j] : NULL;
         char want[96], got[96];
-        shape_str(want, sizeof want, p->ndim, p->shape);
+        error_shape_str(want, sizeof want, p->ndim, p->shape);
         if (!f) {
             if (p->role == PARAM_ALPHA) {
                 (*alpha_defaulted)++;
@@ -377,7 +368,7 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
         for (int d = 0; same && d < p->ndim; d++)
             same = f->shape[d] == p->shape[d];
         if (!same) {
-            shape_str(got, sizeof got, f->ndim, f->shape);
+            error_shape_str(got, sizeof got, f->ndim, f->shape);
             PROBLEM("'%s' is %s in the file but the %s architecture needs %s", f->name, got,
                     from_metadata ? "metadata's" : "inferred", want);
             contradicts = from_metadata;
@@ -386,7 +377,7 @@ static cspresnet_status match_params(const char *path, cspresnet_model *m, st_te
     for (size_t j = 0; j < n; j++)
         if (!t[j].used) {
             char got[96];
-            shape_str(got, sizeof got, t[j].ndim, t[j].shape);
+            error_shape_str(got, sizeof got, t[j].ndim, t[j].shape);
             PROBLEM("unexpected tensor '%s' %s", t[j].name, got);
         }
 #undef PROBLEM

@@ -56,8 +56,7 @@ static int csp_stage(builder *b, const char *prefix, int stage, int x)
 
     snprintf(path, sizeof path, "%sstages.%d.attn.", prefix, stage);
     int fc[2];
-    fc[0] = bld_param(b, path, "fc.weight", PARAM_FC_WEIGHT, 4, mid, mid, 1, 1);
-    fc[1] = bld_param(b, path, "fc.bias", PARAM_FC_BIAS, 1, mid, 0, 0, 0);
+    bld_weight_bias(b, path, "fc.weight", PARAM_FC_WEIGHT, "fc.bias", PARAM_FC_BIAS, mid, mid, 1, fc);
     snprintf(path, sizeof path, "%sstages.%d.attn", prefix, stage);
     int e = bld_node(b, &op_ese, path, 1, &cat, mid, 2, fc, NULL);
     bld_module(b, "Conv2D", cat, e, fc[0], fc[1] + 1, 1);

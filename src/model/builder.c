@@ -53,6 +53,13 @@ int bld_param(builder *b, const char *prefix, const char *suffix, param_role rol
     return (int)m->n_params++;
 }
 
+void bld_weight_bias(builder *b, const char *prefix, const char *wkey, param_role wrole, const char *bkey,
+                     param_role brole, int cout, int cin, int k, int p[2])
+{
+    p[0] = bld_param(b, prefix, wkey, wrole, 4, cout, cin, k, k);
+    p[1] = bld_param(b, prefix, bkey, brole, 1, cout, 0, 0, 0);
+}
+
 int bld_tensor(builder *b, int c)
 {
     graph *g = &b->m->g;
@@ -128,8 +135,7 @@ static int conv_fused(builder *b, const char *path, int x, int cin, int cout, in
     snprintf(prefix, sizeof prefix, "%s.", path);
     snprintf(name, sizeof name, "%s.conv", path);
     int p[2];
-    p[0] = bld_param(b, prefix, "conv.weight", PARAM_CONV_WEIGHT, 4, cout, cin, k, k);
-    p[1] = bld_param(b, prefix, "conv.bias", PARAM_CONV_BIAS, 1, cout, 0, 0, 0);
+    bld_weight_bias(b, prefix, "conv.weight", PARAM_CONV_WEIGHT, "conv.bias", PARAM_CONV_BIAS, cout, cin, k, p);
     op_attrs a = {k, stride, k / 2, cout, act};
     int in[2] = {x, residual};
     int out = bld_node(b, &op_conv2d, name, residual >= 0 ? 2 : 1, in, cout, 2, p, &a);

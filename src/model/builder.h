@@ -28,6 +28,10 @@ typedef struct builder {
 /* A parameter "<prefix><suffix>"; returns its index (-1 after a failed allocation). */
 int bld_param(builder *b, const char *prefix, const char *suffix, param_role role, int ndim,
               int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+/* A weight (cout, cin, k, k) "<prefix><wkey>" and its bias (cout) "<prefix><bkey>"
+ * (conv.weight/conv.bias, fc.weight/fc.bias, ...) into p[0], p[1]. */
+void bld_weight_bias(builder *b, const char *prefix, const char *wkey, param_role wrole, const char *bkey,
+                     param_role brole, int cout, int cin, int k, int p[2]);
 /* A tensor of c channels; returns its id (0 after a failed allocation). */
 int bld_tensor(builder *b, int c);
 /* A node of op over inputs in[0..n_in) writing a new tensor of out_c channels;

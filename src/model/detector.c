@@ -71,11 +71,11 @@ static cspresnet_status reorder_params(cspresnet_model *m, const detector_config
                       P - first, o.n - first);
         goto done;
     }
-    long off = 0;
+    size_t off = 0;
     for (size_t i = 0; i < P; i++) {
         np[i] = m->params[o.order[i]];
-        np[i].offset = off;
-        off += (np[i].numel + 15) & ~15L;
+        np[i].byte_offset = off;
+        off += ((size_t)np[i].numel * elem_size(np[i].dt) + 63) & ~(size_t)63;
     }
     memcpy(m->params, np, sizeof *np * P);
     for (int i = 0; i < m->g.n_nodes; i++)

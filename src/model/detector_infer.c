@@ -302,15 +302,6 @@ static void list_add(key_list *l, const char *fmt, const char *key, const char *
         l->used += (size_t)snprintf(l->text + l->used, sizeof l->text - l->used, fmt, key, extra);
 }
 
-static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(out, n, "[");
-    for (int d = 0; d < ndim && used < n; d++)
-        used += (size_t)snprintf(out + used, n - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (used < n)
-        snprintf(out + used, n - used, "]");
-}
-
 typedef struct check_ctx {
     const det_key *keys;
     size_t count;
@@ -333,8 +324,8 @@ static void check_visit(void *arg, const char *key, int ndim, const int64_t *sha
         same = k->shape[d] == shape[d];
     if (!same) {
         char file[96], want[96], both[200];
-        shape_str(file, sizeof file, k->ndim, k->shape);
-        shape_str(want, sizeof want, ndim, shape);
+        error_shape_str(file, sizeof file, k->ndim, k->shape);
+        error_shape_str(want, sizeof want, ndim, shape);
         snprintf(both, sizeof both, " (file %s, expected %s)", file, want);
         list_add(&c->misshaped, "%s%s", key, both);
     }

@@ -17,15 +17,6 @@
 
 #define PROBLEMS_SHOWN 8
 
-static void shape_str(char *out, size_t n, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(out, n, "[");
-    for (int d = 0; d < ndim && used < n; d++)
-        used += (size_t)snprintf(out + used, n - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (used < n)
-        snprintf(out + used, n - used, "]");
-}
-
 typedef struct problems {
     char msg[sizeof(((error_buf *)0)->text)];
     size_t used;
@@ -49,11 +40,11 @@ static cspresnet_status fill(cspresnet_model *m, const state_dict *sd, unsigned 
     for (size_t i = 0; i < m->n_params; i++) {
         const param_info *pi = &m->params[i];
         char want[64], got[64];
-        shape_str(want, sizeof want, pi->ndim, pi->shape);
+        error_shape_str(want, sizeof want, pi->ndim, pi->shape);
         const array_entry *a = state_dict_find(sd, pi->key);
         if (!a) {
             if (pi->role == PARAM_ALPHA)
-                m->weights[pi->offset] = 1.0f;
+                *param_at(m->weights, pi) = 1.0f;
             else
                 problem(&p, "missing '%s' %s%s", pi->key, want, "");
             continue;
@@ -63,19 +54,19 @@ static cspresnet_status fill(cspresnet_model *m, const state_dict *sd, unsigned 
         for (int d = 0; same && d < pi->ndim; d++)
             same = a->shape[d] == pi->shape[d];
         if (!same) {
-            shape_str(got, sizeof got, a->ndim, a->shape);
+            error_shape_str(got, sizeof got, a->ndim, a->shape);
             problem(&p, "shape mismatch for '%s': file has %s, model needs %s", a->key, got, want);
             continue;
         }
         error_buf conv;
-        if (array_to_f32(a, m->weights + pi->offset, &conv) != CSPRESNET_OK)
+        if (array_to_f32(a, param_at(m->weights, pi), &conv) != CSPRESNET_OK)
             problem(&p, "%s%s%s", conv.text, "", "");
         state_dict_release(sd, a);
     }
     for (size_t i = 0; i < sd->count; i++)
         if (!used[i] && strncmp(sd->entries[i].key, "backbone.", 9) == 0) {
             char got[64];
-            shape_str(got, sizeof got, sd->entries[i].ndim, sd->entries[i].shape);
+            error_shape_str(got, sizeof got, sd->entries[i].ndim, sd->entries[i].shape);
             problem(&p, "unexpected '%s' %s%s", sd->entries[i].key, got, "");
         }
     if (!p.count)
@@ -149,11 +140,7 @@ cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet
             s = load_detector(&sd, path, opt, out, &e);
     }
     state_dict_free(&sd);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }
 
 int cspresnet_model_is_detector(const cspresnet_model *model) { return model && model->det; }

@@ -19,8 +19,7 @@ static int ese_attn(builder *b, const char *path, int f, int c, det_attn_conv at
     char p[GRAPH_NAME_MAX];
     snprintf(p, sizeof p, "%s.", path);
     int fc[2];
-    fc[0] = bld_param(b, p, "fc.weight", PARAM_FC_WEIGHT, 4, c, c, 1, 1);
-    fc[1] = bld_param(b, p, "fc.bias", PARAM_FC_BIAS, 1, c, 0, 0, 0);
+    bld_weight_bias(b, p, "fc.weight", PARAM_FC_WEIGHT, "fc.bias", PARAM_FC_BIAS, c, c, 1, fc);
     snprintf(p, sizeof p, "%s.gate", path);
     int y = bld_node(b, &op_ese_attn, p, 1, &f, c, 2, fc, NULL);
     bld_module(b, "Conv2D", f, y, fc[0], fc[1] + 1, 1);
@@ -39,8 +38,7 @@ static int pred_conv(builder *b, const char *path, int x, int c, int cout)
     char p[GRAPH_NAME_MAX];
     snprintf(p, sizeof p, "%s.", path);
     int w[2];
-    w[0] = bld_param(b, p, "weight", PARAM_CONV_WEIGHT, 4, cout, c, 3, 3);
-    w[1] = bld_param(b, p, "bias", PARAM_CONV_BIAS, 1, cout, 0, 0, 0);
+    bld_weight_bias(b, p, "weight", PARAM_CONV_WEIGHT, "bias", PARAM_CONV_BIAS, cout, c, 3, w);
     op_attrs a = {3, 1, 1, cout, CSPRESNET_ACT_NONE};
     int out = bld_node(b, &op_conv2d, path, 1, &x, cout, 2, w, &a);
     bld_module(b, "Conv2D", x, out, w[0], w[1] + 1, 0);

@@ -428,11 +428,7 @@ static cspresnet_status load_any(const char *path, const void *data, size_t size
         s = load_state_dict(&sd, path, options, out, &e);
 done:
     state_dict_free(&sd);
-    if (s != CSPRESNET_OK)
-        error_copy_out(&e, err, err_size);
-    else if (err && err_size)
-        err[0] = '\0';
-    return s;
+    return error_finish(&e, s, err, err_size);
 }
 
 cspresnet_status cspresnet_model_load(const char *path, const cspresnet_load_options *options,
