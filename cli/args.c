@@ -218,6 +218,16 @@ int cli_quiet(const cli_flag *f, const char *v, void *dest, const cli_command *c
     return 0;
 }
 
+int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    common_flags *c = dest;
+    cspresnet_precision p;
+    if (cspresnet_precision_parse(v, &p) != CSPRESNET_OK)
+        return cli_refuse(f, v, cmd);
+    c->precision = (int)p;
+    return 0;
+}
+
 int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
     common_flags *c = dest;

@@ -63,6 +63,7 @@ typedef struct common_flags {
     int threads;
     int quiet;
     int verbose;
+    int precision;   /* cspresnet_precision: --precision on infer, bench, detect */
 } common_flags;
 void common_flags_init(common_flags *c);
 
@@ -79,6 +80,13 @@ const char *cli_isa(void);
 /* cspresnet_context_create_ex with `threads` and cli_isa(). */
 cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
                                     char *err, size_t err_size);
+/* The same for cf's threads and precision; the model must have been through
+ * cli_prepare with cf. */
+cspresnet_status cli_context_create_cf(const cspresnet_model *model, const common_flags *cf,
+                                       cspresnet_context **out, char *err, size_t err_size);
+/* Packs the model's weights for cf->precision and cli_isa() (cspresnet_model_prepare_ex;
+ * fp32: nothing to do). */
+cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size);
 
 /* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */
 double cli_peak_rss_mib(void);

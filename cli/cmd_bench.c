@@ -76,6 +76,7 @@ static const cli_flag FLAGS[] = {
      .bad = "--size must be H,W or N (for N,N) with H, W, N in 1..16384"},
     {CLI_FLAG("--batch", NULL, "N", "images per forward (default 1)"), .parse = cli_count,
      .off = offsetof(bench_opts, batch), .lo = 1, .hi = 4096},
+    CLI_PRECISION_ROW(bench_opts),
     {CLI_FLAG("--threads", NULL, "N", "worker threads (default: all online CPUs)"), .parse = cli_threads_flag,
      .off = offsetof(bench_opts, cf)},
     {CLI_FLAG("--deploy", NULL, NULL, "run the fused network (BN folded, RepVGG merged), as deployed"),
@@ -126,7 +127,8 @@ static int bench_model(bench_opts *o, cspresnet_model **model)
         fprintf(stderr, "cspresnet bench: %s\n", err);
         return 1;
     }
-    if (o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK) {
+    if ((o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK) ||
+        cli_prepare(*model, &o->cf, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet bench: %s\n", err);
         return 1;
     }
@@ -181,7 +183,8 @@ static void bench_report(const bench_opts *o, const cspresnet_model *model, cons
                mc->channels[1], mc->channels[2], mc->channels[3], mc->channels[4], mc->layers[0], mc->layers[1],
                mc->layers[2], mc->layers[3], cspresnet_model_is_deployed(model) ? ", deployed" : "", o->batch,
                o->size[0], o->size[1]);
-        printf("kernels    %s, %d threads\n", cspresnet_context_isa(ctx), threads);
+        printf("kernels    %s, %d threads, %s\n", cspresnet_context_isa(ctx), threads,
+               cspresnet_precision_name((cspresnet_precision)o->cf.precision));
         printf("latency    median %.2f ms, min %.2f ms, max %.2f ms (%d runs after %d warm-up)\n", med * 1e3,
                times[0] * 1e3, times[o->runs - 1] * 1e3, o->runs, o->warmup);
         printf("throughput %.2f images/s\n", o->batch / med);
@@ -202,9 +205,10 @@ static void bench_report(const bench_opts *o, const cspresnet_model *model, cons
             }
         }
     }
-    printf("RESULT median_ms=%.3f min_ms=%.3f max_ms=%.3f images_per_s=%.3f gflops=%.2f rss_mb=%.1f isa=%s\n",
+    printf("RESULT median_ms=%.3f min_ms=%.3f max_ms=%.3f images_per_s=%.3f gflops=%.2f rss_mb=%.1f isa=%s "
+           "precision=%s\n",
            med * 1e3, times[0] * 1e3, times[o->runs - 1] * 1e3, o->batch / med, flops * 1e-9 / med, rss_mb,
-           cspresnet_context_isa(ctx));
+           cspresnet_context_isa(ctx), cspresnet_precision_name((cspresnet_precision)o->cf.precision));
 }
 
 int cmd_bench(int argc, char **argv)
@@ -230,7 +234,9 @@ int cmd_bench(int argc, char **argv)
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 && online < 1024 ? (int)online : 1;
     }
-    if (cli_context_create(model, threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    common_flags cf = o.cf;
+    cf.threads = threads;
+    if (cli_context_create_cf(model, &cf, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet bench: %s\n", err);
         goto done;
     }

@@ -122,6 +122,7 @@ static const cli_flag FLAGS[] = {
     {CLI_FLAG("--deploy", NULL, NULL, "run the fused network (BN folded, RepVGG branches merged, as upstream's\n"
                                       "convert_to_deploy); same outputs within float rounding, fewer FLOPs"),
      .parse = cli_set, .off = offsetof(infer_opts, deploy), .lo = 1},
+    CLI_PRECISION_ROW(infer_opts),
     {CLI_FLAG("--threads", NULL, "N", "worker threads (default and most: the online CPUs)"),
      .parse = cli_threads_flag, .off = offsetof(infer_opts, cf)},
     {CLI_FLAG("--quiet", "-q", NULL, "print nothing on success"), .parse = cli_quiet, .off = offsetof(infer_opts, cf),
@@ -259,7 +260,8 @@ static int infer_model(const infer_opts *o, cspresnet_model **model)
         if (!o->cf.quiet)
             fprintf(stderr, "note: no --weights given: using seeded random weights (outputs are not meaningful)\n");
     }
-    if (o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK) {
+    if ((o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK) ||
+        cli_prepare(*model, &o->cf, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
         return 1;
     }
@@ -307,7 +309,7 @@ static int infer_image_inputs(infer_opts *o, const cspresnet_model *model, uint8
         images.first_data = stream;
         images.first_size = stream_size;
     }
-    if (cli_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_context_create_cf(model, &o->cf, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
         goto done;
     }
@@ -348,7 +350,7 @@ static int infer_batch(const infer_opts *o, const cspresnet_model *model, const 
         return 1;
     }
     cspresnet_context *ctx = NULL;
-    if (cli_context_create(model, o->cf.threads, &ctx, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_context_create_cf(model, &o->cf, &ctx, err, sizeof err) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet infer: %s\n", err);
         return 1;
     }

@@ -20,11 +20,30 @@ const char *cli_isa(void)
 cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
                                     char *err, size_t err_size)
 {
+    common_flags cf = {.threads = threads, .precision = CSPRESNET_PRECISION_FP32};
+    return cli_context_create_cf(model, &cf, out, err, err_size);
+}
+
+cspresnet_status cli_context_create_cf(const cspresnet_model *model, const common_flags *cf,
+                                       cspresnet_context **out, char *err, size_t err_size)
+{
     cspresnet_context_options opt;
     cspresnet_context_options_init(&opt);
-    opt.threads = threads;
+    opt.threads = cf->threads;
     opt.isa = cli_isa();
+    opt.precision = (cspresnet_precision)cf->precision;
     return cspresnet_context_create_ex(model, &opt, out, err, err_size);
+}
+
+cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size)
+{
+    if (cf->precision == CSPRESNET_PRECISION_FP32)
+        return CSPRESNET_OK;
+    cspresnet_prepare_options opt;
+    cspresnet_prepare_options_init(&opt);
+    opt.isa = cli_isa();
+    opt.precision = (cspresnet_precision)cf->precision;
+    return cspresnet_model_prepare_ex(model, &opt, err, err_size);
 }
 
 int cli_random_input(cspresnet_array *x, const int shape[4])

@@ -84,6 +84,13 @@ int cli_num(const cli_flag *f, const char *v, void *dest, const cli_command *cmd
  * in lo..hi, cut to the online CPUs with a note. */
 int cli_quiet(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
+/* --precision fp32|bf16 into a common_flags; CLI_PRECISION_ROW(opts type) is its row. */
+int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
+#define CLI_PRECISION_ROW(type)                                                                          \
+    {CLI_FLAG("--precision", NULL, "P", "fp32 (default) or bf16: convs multiply bfloat16 weights and\n"   \
+                                        "activations, accumulating in fp32 (3x3 stride-1 convs stay\n"    \
+                                        "fp32 Winograd); about 1e-3 relative from fp32"),                 \
+     .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32 or bf16"}
 
 /* Shared tables (args.c): ARCH_FLAGS fill an arch_flags; STANDARD_FLAGS, --help (-h)
  * and --version, end every command's table without being named in it. */

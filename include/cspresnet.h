@@ -214,6 +214,36 @@ cspresnet_status cspresnet_model_prepare(cspresnet_model *model, const char *isa
 /* Bytes the last cspresnet_model_prepare packed (0: none). */
 size_t cspresnet_model_prepared_bytes(const cspresnet_model *model);
 
+/* The number format convolutions multiply in. fp32 everywhere by default. bf16: the
+ * weights are rounded to bfloat16 (nearest even) once, when the model is prepared for
+ * bf16, activations while the convs pack them, and every product is accumulated in
+ * fp32; bias, activation, residual, BN, ESE and the detector's post-processing stay
+ * fp32. 3x3 stride-1 convs keep fp32 Winograd F(4,3) where the kernels have it (4x fewer
+ * multiplies than a direct conv: more than bf16's 2x; docs/ARCHITECTURE.md). */
+typedef enum cspresnet_precision {
+    CSPRESNET_PRECISION_FP32 = 0,
+    CSPRESNET_PRECISION_BF16 = 1
+} cspresnet_precision;
+
+/* "fp32" | "bf16" -> *out; CSPRESNET_ERR_ARGUMENT for anything else. */
+cspresnet_status cspresnet_precision_parse(const char *name, cspresnet_precision *out);
+const char *cspresnet_precision_name(cspresnet_precision p);
+
+typedef struct cspresnet_prepare_options {
+    const char *isa;               /* as cspresnet_model_prepare's isa */
+    size_t budget_bytes;           /* as cspresnet_model_prepare's (init: SIZE_MAX) */
+    cspresnet_precision precision; /* the contexts it is for (init: fp32) */
+} cspresnet_prepare_options;
+
+void cspresnet_prepare_options_init(cspresnet_prepare_options *opt);
+
+/* cspresnet_model_prepare for contexts of opt->precision. bf16: every conv that will
+ * not run Winograd gets its weights as bfloat16 rows (half their fp32 bytes), the
+ * others their Winograd U; a conv left out by the budget runs in fp32. Contexts made
+ * with the same isa and precision use it. */
+cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspresnet_prepare_options *opt,
+                                            char *err, size_t err_size);
+
 /* The model's architecture. Valid until cspresnet_model_free. */
 const cspresnet_config *cspresnet_model_config(const cspresnet_model *model);
 
@@ -251,6 +281,9 @@ typedef struct cspresnet_context_options {
                            A name this CPU cannot run, or an unknown one, falls back
                            to the best available; cspresnet_context_isa says which
                            set was chosen. The string is read during the call only. */
+    cspresnet_precision precision;  /* fp32 (default) or bf16: then the model must have
+                           been prepared (cspresnet_model_prepare_ex) for bf16 and the
+                           kernel set this context chooses; refused otherwise */
 } cspresnet_context_options;
 
 void cspresnet_context_options_init(cspresnet_context_options *opt);

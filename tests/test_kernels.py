@@ -58,3 +58,12 @@ def test_prepared_winograd_weights_give_the_same_bits_and_are_what_runs():
     them, a ref context ignores it, the byte budget holds."""
     out = run_unit("test_prepare")
     assert "0 failed" in out, out
+
+
+def test_bf16_convolution_matches_its_oracle_on_every_kernel_set():
+    """ops/conv2d_bf16.c against a double-precision conv of the bf16-rounded operands
+    (1x1, 3x3 s1/s2, the 3-channel stem, odd K, several K blocks, epilogues), the same
+    bits for 1 and 2 threads and across the kernel sets this CPU runs."""
+    out = run_unit("test_conv_bf16")
+    assert "kernel sets: 0" not in out, out
+    assert " 0 failed: OK" in out, out

@@ -149,7 +149,15 @@ typedef struct plan_env {
     const kernel_set *kernels;
     int threads;
     int winograd;                /* 0: no Winograd (training: see trainer.c) */
+    cspresnet_precision precision;  /* what the convs multiply in (eval) */
+    const long *prepared_off;    /* per node: weights packed for this plan (>= 0), or NULL */
 } plan_env;
+
+/* What an op's load-time packing is for (model/prepare.c). */
+typedef struct prepare_env {
+    const kernel_set *kernels;
+    cspresnet_precision precision;
+} prepare_env;
 
 /* One node's plan: filled by its op's plan, then by the planner. */
 typedef struct node_plan {
@@ -159,6 +167,7 @@ typedef struct node_plan {
     long save_off;               /* planner: floats into the plan's save region */
     int fused_act;               /* train: this BN runs the next node's activation */
     int skip;                    /* nothing to run (a fused activation, an elided concat) */
+    int prepared;                /* set before the op's plan: its weights are packed for it */
 } node_plan;
 
 typedef struct tensor_plan {
@@ -260,10 +269,11 @@ typedef struct op_desc {
     void (*backward)(op_run *r);   /* NULL: not trainable (eval-only ops) */
     /* multiply-adds (the summary's convention: convs only) */
     double (*macs)(const gnode *nd, const tshape *in, const tshape *out);
-    /* load-time packing of the node's weights for kernels kt (model/prepare.c): the
-     * floats it needs (0: nothing to pack) and the packing; NULL: never */
-    long (*prepare_floats)(const gnode *nd, const param_info *params, const kernel_set *kt);
-    void (*prepare)(const gnode *nd, const param_info *params, const float *weights, const kernel_set *kt,
+    /* load-time packing of the node's weights for pe's kernels and precision
+     * (model/prepare.c): the floats it needs (0: nothing to pack) and the packing;
+     * NULL: never */
+    long (*prepare_floats)(const gnode *nd, const param_info *params, const prepare_env *pe);
+    void (*prepare)(const gnode *nd, const param_info *params, const float *weights, const prepare_env *pe,
                     float *dst);
 } op_desc;
 

@@ -57,6 +57,7 @@ static cspresnet_status plan_nodes(const graph *g, const plan_env *env, graph_pl
         for (int j = 0; j < nd->n_in; j++)
             in[j] = p->t[nd->in[j]].s;
         memset(&p->np[i], 0, sizeof p->np[i]);
+        p->np[i].prepared = env->prepared_off && env->prepared_off[i] >= 0;
         if (nd->op->plan)
             nd->op->plan(env, nd, in, &p->t[nd->out].s, &p->np[i]);
     }

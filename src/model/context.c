@@ -14,12 +14,30 @@ struct cspresnet_context {
     const cspresnet_model *model;
     threadpool *pool;
     const kernel_set *kernels;
+    cspresnet_precision precision;
     int plan_n, plan_h, plan_w;   /* 0: nothing planned yet */
     graph_plan plan;
     float *block;                 /* the plan's activations, then its workspace */
     double *prof;                 /* per-node seconds when profiling, else NULL */
     error_buf err;
 };
+
+static const char *const PRECISION_NAMES[] = {"fp32", "bf16"};
+
+const char *cspresnet_precision_name(cspresnet_precision p)
+{
+    return (unsigned)p < sizeof PRECISION_NAMES / sizeof *PRECISION_NAMES ? PRECISION_NAMES[p] : "unknown";
+}
+
+cspresnet_status cspresnet_precision_parse(const char *name, cspresnet_precision *out)
+{
+    for (unsigned i = 0; name && i < sizeof PRECISION_NAMES / sizeof *PRECISION_NAMES; i++)
+        if (strcmp(name, PRECISION_NAMES[i]) == 0) {
+            *out = (cspresnet_precision)i;
+            return CSPRESNET_OK;
+        }
+    return CSPRESNET_ERR_ARGUMENT;
+}
 
 void cspresnet_context_options_init(cspresnet_context_options *opt)
 {
@@ -58,6 +76,19 @@ cspresnet_status cspresnet_context_create_ex(const cspresnet_model *model,
     }
     ctx->model = model;
     ctx->kernels = kernel_set_select(opt->isa);
+    ctx->precision = opt->precision;
+    if (opt->precision != CSPRESNET_PRECISION_FP32 &&
+        (opt->precision != CSPRESNET_PRECISION_BF16 || !model->prepared ||
+         model->prepared_precision != opt->precision || strcmp(model->prepared_isa, ctx->kernels->isa) != 0)) {
+        error_set(&e, CSPRESNET_ERR_ARGUMENT,
+                  "cspresnet_context_create: precision %s needs the model prepared for it and for kernel set %s "
+                  "(cspresnet_model_prepare_ex); it is prepared for %s",
+                  cspresnet_precision_name(opt->precision), ctx->kernels->isa,
+                  model->prepared ? cspresnet_precision_name(model->prepared_precision) : "nothing");
+        cspresnet_context_free(ctx);
+        error_copy_out(&e, err, err_size);
+        return CSPRESNET_ERR_ARGUMENT;
+    }
     cspresnet_status s = threadpool_create(threads, &ctx->pool, &e);
     if (s != CSPRESNET_OK) {
         cspresnet_context_free(ctx);
@@ -89,6 +120,15 @@ size_t cspresnet_context_arena_bytes(const cspresnet_context *ctx)
     return ctx ? (size_t)ctx->plan.arena_floats * sizeof(float) : 0;
 }
 
+/* The model's packed weights when they are for this context's kernels and precision. */
+static const long *prepared_off(const cspresnet_context *ctx)
+{
+    const cspresnet_model *m = ctx->model;
+    int match = m->prepared && strcmp(m->prepared_isa, ctx->kernels->isa) == 0 &&
+                m->prepared_precision == ctx->precision;
+    return match ? m->prepared_off : NULL;
+}
+
 static cspresnet_status plan(cspresnet_context *ctx, int n, int h, int w)
 {
     const cspresnet_model *m = ctx->model;
@@ -96,7 +136,7 @@ static cspresnet_status plan(cspresnet_context *ctx, int n, int h, int w)
     ctx->block = NULL;
     graph_plan_free(&ctx->plan);
     ctx->plan_n = ctx->plan_h = ctx->plan_w = 0;
-    plan_env env = {GRAPH_EVAL, ctx->kernels, threadpool_size(ctx->pool), 1};
+    plan_env env = {GRAPH_EVAL, ctx->kernels, threadpool_size(ctx->pool), 1, ctx->precision, prepared_off(ctx)};
     tshape input = {n, MODEL_INPUT_CHANNELS, h, w};
     cspresnet_status s = graph_plan_make(&m->g, &env, &input, 0, 0, &ctx->plan, &ctx->err);
     if (s != CSPRESNET_OK)
@@ -139,10 +179,10 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
     }
     const graph *g = &ctx->model->g;
     const cspresnet_model *m = ctx->model;
-    int prepared = m->prepared && strcmp(m->prepared_isa, ctx->kernels->isa) == 0;
+    const long *off = prepared_off(ctx);
     graph_runner run = {g, &ctx->plan, ctx->block, m->params, m->weights, NULL, input,
                         {.pool = ctx->pool, .kernels = ctx->kernels}, NULL, ctx->prof,
-                        prepared ? m->prepared : NULL, prepared ? m->prepared_off : NULL};
+                        off ? m->prepared : NULL, off};
     graph_forward(&run, 0, g->n_nodes, 0, 0);
     for (int r = 0; r < g->n_outputs; r++) {
         tensor4 v = graph_view(&run, g->outputs[r], 0);

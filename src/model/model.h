@@ -36,6 +36,7 @@ struct cspresnet_model {
     long *prepared_off;        /* per node: floats into prepared, or -1 */
     long prepared_floats;
     const char *prepared_isa;  /* the table they were packed for */
+    cspresnet_precision prepared_precision;  /* and the precision */
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).
      * NULL when the model allocated its arena. Such params may be only float-aligned. */

@@ -1,11 +1,14 @@
 /*
  * prepare.c - the load-time step that packs weights for the kernels that will run
- * them (each op's prepare: today a conv's Winograd U, 4x its 3x3 weights), so that no
- * forward transforms them again. Nodes are packed in graph order while the total fits
- * the caller's budget; the packed data belongs to the model and, like its weights, is
+ * them (each op's prepare: a conv's Winograd U, 4x its 3x3 weights, or for bf16
+ * contexts its weights as bfloat16 rows, conv2d_bf16.c), so that no forward transforms
+ * them again. Nodes are packed in graph order while the total fits
+ * the caller's budget. The packed data belongs to the model and, like its weights, is
  * only read by contexts, so one prepared model still serves many threads. A context
- * uses it when its kernel table is the one the model was prepared for.
+ * uses it when its kernel table and precision are the ones the model was prepared for.
  */
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,30 +22,47 @@ static void drop(cspresnet_model *m)
     m->prepared_off = NULL;
     m->prepared_floats = 0;
     m->prepared_isa = NULL;
+    m->prepared_precision = CSPRESNET_PRECISION_FP32;
+}
+
+void cspresnet_prepare_options_init(cspresnet_prepare_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->budget_bytes = SIZE_MAX;
 }
 
 cspresnet_status cspresnet_model_prepare(cspresnet_model *model, const char *isa, size_t budget_bytes,
                                          char *err, size_t err_size)
 {
+    cspresnet_prepare_options opt = {isa, budget_bytes, CSPRESNET_PRECISION_FP32};
+    return cspresnet_model_prepare_ex(model, &opt, err, err_size);
+}
+
+cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspresnet_prepare_options *opt,
+                                            char *err, size_t err_size)
+{
     error_buf e;
-    if (!model) {
-        error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_prepare: model must not be NULL");
+    if (!model || !opt || (opt->precision != CSPRESNET_PRECISION_FP32 && opt->precision != CSPRESNET_PRECISION_BF16)) {
+        error_set(&e, CSPRESNET_ERR_ARGUMENT,
+                  "cspresnet_model_prepare: model and options must not be NULL, the precision fp32 or bf16");
         error_copy_out(&e, err, err_size);
         return CSPRESNET_ERR_ARGUMENT;
     }
     drop(model);
     const graph *g = &model->g;
-    const kernel_set *kt = kernel_set_select(isa);
+    const kernel_set *kt = kernel_set_select(opt->isa);
+    const prepare_env pe = {kt, opt->precision};
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");
         error_copy_out(&e, err, err_size);
         return CSPRESNET_ERR_MEMORY;
     }
-    long total = 0, budget = (long)(budget_bytes / sizeof(float));
+    size_t budget_floats = opt->budget_bytes / sizeof(float);
+    long total = 0, budget = budget_floats > (size_t)LONG_MAX ? LONG_MAX : (long)budget_floats;
     for (int i = 0; i < g->n_nodes; i++) {
         const gnode *nd = &g->nodes[i];
-        long f = nd->op->prepare_floats ? nd->op->prepare_floats(nd, model->params, kt) : 0;
+        long f = nd->op->prepare_floats ? nd->op->prepare_floats(nd, model->params, &pe) : 0;
         f = (f + 15) & ~15L;
         off[i] = f > 0 && total + f <= budget ? total : -1;
         total += off[i] >= 0 ? f : 0;
@@ -61,10 +81,11 @@ cspresnet_status cspresnet_model_prepare(cspresnet_model *model, const char *isa
     }
     for (int i = 0; i < g->n_nodes; i++)
         if (off[i] >= 0)
-            g->nodes[i].op->prepare(&g->nodes[i], model->params, model->weights, kt, model->prepared + off[i]);
+            g->nodes[i].op->prepare(&g->nodes[i], model->params, model->weights, &pe, model->prepared + off[i]);
     model->prepared_off = off;
     model->prepared_floats = total;
     model->prepared_isa = kt->isa;
+    model->prepared_precision = opt->precision;
     return CSPRESNET_OK;
 }
 

@@ -18,26 +18,21 @@
  */
 #include "ops/ops.h"
 
-typedef struct fast_plan {
-    long pixels, blocks;     /* output pixels per image, CONV_NC blocks per image */
-    int parts, part_oc;      /* output-channel parts and channels per part (multiple of mr) */
-    int is_1x1;              /* B is the input itself (1x1, stride 1, pad 0) */
-} fast_plan;
-
-static void plan_gemm(const kernel_set *kt, const conv_geom *g, int n, int threads, fast_plan *p)
+/* Output-channel parts exist only when there are too few pixel blocks to keep every
+ * thread busy. A 1x1 conv reads B straight from the input, unless its channel planes
+ * lie a multiple of 4 KiB apart: then every row of a B strip maps to the same L1 sets
+ * and packing it (im2col of a 1x1 conv is a copy) is cheaper than the misses. */
+void conv2d_gemm_split(const conv_geom *g, int n, int threads, int mr, conv_gemm_job *job)
 {
-    p->pixels = (long)g->out_h * g->out_w;
-    p->blocks = (p->pixels + CONV_NC - 1) / CONV_NC;
-    /* A 1x1 conv reads B straight from the input, unless its channel planes lie a
-     * multiple of 4 KiB apart: then every row of a B strip maps to the same L1 sets
-     * and packing it (im2col of a 1x1 conv is a copy) is cheaper than the misses. */
-    p->is_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0 && (p->pixels * (long)sizeof(float)) % 4096 != 0;
-    p->parts = 1;
-    while ((long)n * p->blocks * p->parts < 4L * threads && g->out_c / (p->parts * 2) >= 2 * kt->gemm->mr)
-        p->parts *= 2;
-    int per = (g->out_c + p->parts - 1) / p->parts;
-    p->part_oc = (per + kt->gemm->mr - 1) / kt->gemm->mr * kt->gemm->mr;
-    p->parts = (g->out_c + p->part_oc - 1) / p->part_oc;
+    job->pixels = (long)g->out_h * g->out_w;
+    long blocks = (job->pixels + CONV_NC - 1) / CONV_NC;
+    job->is_1x1 = g->k == 1 && g->stride == 1 && g->pad == 0 && (job->pixels * (long)sizeof(float)) % 4096 != 0;
+    int parts = 1;
+    while ((long)n * blocks * parts < 4L * threads && g->out_c / (parts * 2) >= 2 * mr)
+        parts *= 2;
+    int per = (g->out_c + parts - 1) / parts;
+    job->part_oc = (per + mr - 1) / mr * mr;
+    job->parts = (g->out_c + job->part_oc - 1) / job->part_oc;
 }
 
 int conv2d_fast_plan(const kernel_set *kt, const conv_geom *g, int n, int threads, int winograd,
@@ -52,33 +47,39 @@ int conv2d_fast_plan(const kernel_set *kt, const conv_geom *g, int n, int thread
         conv2d_winograd_scratch(kt, g, n, threads, per_thread, shared);
         return CONV_PATH_WINOGRAD;
     }
-    fast_plan p;
-    plan_gemm(kt, g, n, threads, &p);
-    *per_thread = p.is_1x1 ? 0 : (long)CONV_KC * CONV_NC;
+    conv_gemm_job job;
+    conv2d_gemm_split(g, n, threads, kt->gemm->mr, &job);
+    *per_thread = job.is_1x1 ? 0 : (long)CONV_KC * CONV_NC;
     return CONV_PATH_GEMM;
 }
 
-typedef struct gemm_job {
-    op_exec *ex;
-    const conv_geom *g;
-    const float *weight;
-    const tensor4 *in, *out;
-    const conv_epilogue *ep;
-    fast_plan p;
-} gemm_job;
+void conv2d_epilogue(const conv_gemm_job *job, int image, long n0, int nc, int oc_a, int oc_b)
+{
+    const conv_epilogue *ep = job->ep;
+    if (!ep)
+        return;
+    const kernel_set *kt = job->ex->kernels;
+    bias_act_fn bias_act = kt->conv ? kt->conv->bias_act : f32_bias_act__ref;
+    const long N = job->pixels;
+    float *dst = job->out->data + image * job->out->batch_stride + n0;
+    const float *res = ep->residual ? ep->residual->data + image * ep->residual->batch_stride + n0 : NULL;
+    for (int oc = oc_a; oc < oc_b; oc++)
+        bias_act(dst + oc * N, nc, ep->bias ? ep->bias[oc] : 0.0f, ep->act, res ? res + oc * N : NULL);
+}
 
-static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
+static void gemm_task(const conv_gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
 {
     const conv_geom *g = job->g;
     const kernel_set *kt = job->ex->kernels;
-    const long K = (long)g->in_c * g->k * g->k, N = job->p.pixels;
+    const long K = (long)g->in_c * g->k * g->k, N = job->pixels;
+    const float *weight = job->weight;
     const float *src = job->in->data + image * job->in->batch_stride;
     float *dst = job->out->data + image * job->out->batch_stride + n0;
     for (long k0 = 0; k0 < K; k0 += CONV_KC) {
         int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
         const float *b;
         long ldb;
-        if (job->p.is_1x1) {
+        if (job->is_1x1) {
             b = src + k0 * N + n0;
             ldb = N;
         } else {
@@ -88,19 +89,14 @@ static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int
         }
         for (int m0 = oc_a; m0 < oc_b; m0 += kt->gemm->mr) {
             int mr = oc_b - m0 < kt->gemm->mr ? oc_b - m0 : kt->gemm->mr;
-            const float *a = job->weight + m0 * K + k0;
+            const float *a = weight + m0 * K + k0;
             for (int s = 0; s < nc; s += kt->gemm->nr) {
                 int nr = nc - s < kt->gemm->nr ? nc - s : kt->gemm->nr;
                 kt->gemm->fn(kc, a, K, b + s, ldb, dst + m0 * N + s, N, mr, nr, k0 > 0);
             }
         }
     }
-    const conv_epilogue *ep = job->ep;
-    if (!ep)
-        return;
-    const float *res = ep->residual ? ep->residual->data + image * ep->residual->batch_stride + n0 : NULL;
-    for (int oc = oc_a; oc < oc_b; oc++)
-        kt->conv->bias_act(dst + oc * N, nc, ep->bias ? ep->bias[oc] : 0.0f, ep->act, res ? res + oc * N : NULL);
+    conv2d_epilogue(job, image, n0, nc, oc_a, oc_b);
 }
 
 /* Each thread takes an equal contiguous run of (part, image, pixel) and cuts it into
@@ -108,22 +104,21 @@ static void gemm_task(const gemm_job *job, float *panel, int image, long n0, int
  * the pixels do not divide into whole blocks (40x40: 12.5 blocks of 128). */
 static void gemm_worker(void *arg, int t, int nt)
 {
-    const gemm_job *job = arg;
-    const fast_plan *p = &job->p;
+    const conv_gemm_job *job = arg;
     float *panel = job->ex->fast_scratch + t * job->ex->fast_per_thread;
-    const long per_part = (long)job->in->n * p->pixels;
+    const long per_part = (long)job->in->n * job->pixels;
     long pos, end;
-    split_range(per_part * p->parts, t, nt, &pos, &end);
+    split_range(per_part * job->parts, t, nt, &pos, &end);
     while (pos < end) {
         int part = (int)(pos / per_part);
         long within = pos % per_part;
-        int image = (int)(within / p->pixels);
-        long n0 = within % p->pixels, len = p->pixels - n0;
+        int image = (int)(within / job->pixels);
+        long n0 = within % job->pixels, len = job->pixels - n0;
         len = len < CONV_NC ? len : CONV_NC;
         len = len < end - pos ? len : end - pos;
-        int oc_a = part * p->part_oc;
-        int oc_b = oc_a + p->part_oc < job->g->out_c ? oc_a + p->part_oc : job->g->out_c;
-        gemm_task(job, panel, image, n0, (int)len, oc_a, oc_b);
+        int oc_a = part * job->part_oc;
+        int oc_b = oc_a + job->part_oc < job->g->out_c ? oc_a + job->part_oc : job->g->out_c;
+        job->task(job, panel, image, n0, (int)len, oc_a, oc_b);
         pos += len;
     }
 }
@@ -139,7 +134,12 @@ void conv2d_fast_forward(op_exec *ex, int path, const conv_geom *g, const float 
         conv2d_winograd_forward(ex, g, weight, in, out, ep);
         return;
     }
-    gemm_job job = {ex, g, weight, in, out, ep, {0}};
-    plan_gemm(ex->kernels, g, in->n, threadpool_size(ex->pool), &job.p);
-    threadpool_run(ex->pool, gemm_worker, &job);
+    conv_gemm_job job = {ex, g, weight, in, out, ep, 0, 0, 0, 0, gemm_task};
+    conv2d_gemm_split(g, in->n, threadpool_size(ex->pool), ex->kernels->gemm->mr, &job);
+    conv2d_gemm_run(&job);
+}
+
+void conv2d_gemm_run(conv_gemm_job *job)
+{
+    threadpool_run(job->ex->pool, gemm_worker, job);
 }

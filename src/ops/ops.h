@@ -74,7 +74,8 @@ long conv2d_scratch_per_thread(void);
  * without a GEMM tile), the fast GEMM (conv2d_fast.c), Winograd F(4,3) for 3x3
  * stride-1 convs (conv2d_winograd.c; the few-tiles form conv2d_winograd_few.c), or in
  * training the column-chunk engine (conv2d_cols.c). */
-enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WINOGRAD_FEW, CONV_PATH_COLS };
+enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WINOGRAD_FEW, CONV_PATH_COLS,
+                 CONV_PATH_BF16 };
 /* The path for this conv on n images with `threads` threads (winograd 0: never
  * Winograd) and its workspace: per thread and shared floats, laid out as
  * ex->scratch (= ex->fast_scratch) + t * per_thread, shared at threads * per_thread
@@ -88,6 +89,42 @@ int conv2d_fast_plan(const kernel_set *kt, const conv_geom *g, int n, int thread
                      long *per_thread, long *shared);
 void conv2d_fast_forward(op_exec *ex, int path, const conv_geom *g, const float *weight,
                          const tensor4 *in, const tensor4 *out, const conv_epilogue *ep);
+/* conv2d_fast.c's GEMM driver, shared with conv2d_bf16.c. Tasks are (output-channel
+ * part, image, up to CONV_NC output pixels), each thread taking an equal run of pixels;
+ * task() computes rows [oc_a, oc_b) x pixels [n0, n0+nc) of one output image, each
+ * element reduced over K in a fixed order, then runs conv2d_epilogue on them. */
+typedef struct conv_gemm_job conv_gemm_job;
+typedef void (*conv_gemm_task)(const conv_gemm_job *job, float *panel, int image, long n0, int nc, int oc_a,
+                               int oc_b);
+struct conv_gemm_job {
+    op_exec *ex;
+    const conv_geom *g;
+    const void *weight;      /* the OIHW f32 weights, or the task's own packing */
+    const tensor4 *in, *out;
+    const conv_epilogue *ep;
+    long pixels;             /* output pixels per image */
+    int parts, part_oc;      /* output-channel parts, channels per part (a multiple of mr) */
+    int is_1x1;              /* f32: B is the input itself (1x1, stride 1, pad 0) */
+    conv_gemm_task task;
+};
+/* Fills pixels, parts, part_oc and is_1x1 for n images, `threads` threads and tiles of
+ * mr rows. */
+void conv2d_gemm_split(const conv_geom *g, int n, int threads, int mr, conv_gemm_job *job);
+void conv2d_gemm_run(conv_gemm_job *job);
+/* The epilogue (bias, activation, residual) on rows [oc_a, oc_b), pixels [n0, n0+nc). */
+void conv2d_epilogue(const conv_gemm_job *job, int image, long n0, int nc, int oc_a, int oc_b);
+
+/* conv2d_bf16.c: the conv as a bf16 GEMM (fp32 accumulation), weights prepared once as
+ * bfloat16 rows of K rounded up to even (conv2d_bf16_weights), activations rounded while
+ * packed. conv2d_bf16_applies: the convs a bf16 context runs this way (all but the 3x3
+ * stride-1 ones that kt runs by Winograd). */
+int conv2d_bf16_applies(const kernel_set *kt, int k, int stride, int pad);
+long conv2d_bf16_weight_floats(int out_c, long K);
+void conv2d_bf16_weights(const float *w, int out_c, long K, float *dst);
+long conv2d_bf16_scratch_per_thread(void);
+void conv2d_bf16_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
+                         const tensor4 *out, const conv_epilogue *ep);
+
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
 int conv2d_winograd_applies(const kernel_set *ks, int allow_winograd, const conv_geom *g);
 /* conv2d_winograd_few.c: the same convs when the batch has few tiles. */

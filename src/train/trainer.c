@@ -215,7 +215,7 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
     /* Training runs the GEMM convs but never Winograd: its rounding, amplified by
      * train-mode BN's gradient through the batch statistics, breaks the 1e-4 agreement
      * with autograd, while the GEMM path rounds like the reference im2col GEMM. */
-    plan_env env = {GRAPH_TRAIN, tr->kernels, threadpool_size(tr->pool), 0};
+    plan_env env = {GRAPH_TRAIN, tr->kernels, threadpool_size(tr->pool), 0, CSPRESNET_PRECISION_FP32, NULL};
     tshape input = {n, MODEL_INPUT_CHANNELS, h, w};
     cspresnet_status s = graph_plan_make(&tr->model->g, &env, &input, tr->opt.recompute, head_floats(tr, n),
                                          &tr->plan, &tr->err);

@@ -18,7 +18,7 @@ static float *forward_all(const cspresnet_model *m, const char *isa, int threads
 {
     cspresnet_context *ctx = NULL;
     char err[256];
-    cspresnet_context_options o = {threads, isa};
+    cspresnet_context_options o = {.threads = threads, .isa = isa};
     if (cspresnet_context_create_ex(m, &o, &ctx, err, sizeof err) != CSPRESNET_OK) {
         printf("context: %s\n", err);
         return NULL;

@@ -16,34 +16,42 @@
 #include "kernels/x86/avx512_math.h"
 
 /* Rows past mr repeat row mr-1 (their sums are computed and never stored), so the
- * eight accumulator pairs stay in registers for any mr. */
+ * sixteen accumulators stay in registers for any mr; the row loops are unrolled by
+ * hand (the compiler keeps an array of accumulators in memory). A product pair is
+ * added to the accumulator that starts as c (accumulate) or zero, the reference's
+ * order, so both give the same bits. */
+#define BF_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define BF_ROW_INIT(i)                                                                          \
+    const uint16_t *a##i = a + (long)(i < mr ? i : mr - 1) * lda * 2;                           \
+    __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0;                                    \
+    if (accumulate && i < mr) {                                                                 \
+        c##i##0 = _mm512_maskz_loadu_ps(m0, c + (long)i * ldc);                                 \
+        c##i##1 = _mm512_maskz_loadu_ps(m1, c + (long)i * ldc + 16);                            \
+    }
+#define BF_ROW_DOT(i)                                                                           \
+    {                                                                                           \
+        __m512bh av = (__m512bh)_mm512_set1_epi32(load_i32(a##i + 2 * p));                      \
+        c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                            \
+        c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                            \
+    }
+#define BF_ROW_STORE(i)                                                                         \
+    if (i < mr) {                                                                               \
+        _mm512_mask_storeu_ps(c + (long)i * ldc, m0, c##i##0);                                  \
+        _mm512_mask_storeu_ps(c + (long)i * ldc + 16, m1, c##i##1);                             \
+    }
+
 void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c,
                                 long ldc, int mr, int nr, int accumulate)
 {
     __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
-    const uint16_t *ar[8];
-    for (int i = 0; i < 8; i++)
-        ar[i] = a + (long)(i < mr ? i : mr - 1) * lda * 2;
-    __m512 acc[8][2];
-    for (int i = 0; i < 8; i++) {
-        float *ci = c + (long)(i < mr ? i : 0) * ldc;
-        acc[i][0] = accumulate && i < mr ? _mm512_maskz_loadu_ps(m0, ci) : _mm512_setzero_ps();
-        acc[i][1] = accumulate && i < mr ? _mm512_maskz_loadu_ps(m1, ci + 16) : _mm512_setzero_ps();
-    }
+    BF_ROWS(BF_ROW_INIT)
     for (int p = 0; p < kp; p++) {
         const uint16_t *bp = b + (long)p * ldb * 2;
         __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, bp);
         __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(m1, bp + 32);
-        for (int i = 0; i < 8; i++) {
-            __m512bh av = (__m512bh)_mm512_set1_epi32(load_i32(ar[i] + 2 * p));
-            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
-            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
-        }
+        BF_ROWS(BF_ROW_DOT)
     }
-    for (int i = 0; i < mr; i++) {
-        _mm512_mask_storeu_ps(c + (long)i * ldc, m0, acc[i][0]);
-        _mm512_mask_storeu_ps(c + (long)i * ldc + 16, m1, acc[i][1]);
-    }
+    BF_ROWS(BF_ROW_STORE)
 }
 
 /* 16 columns of rows r0 and r1 (r1 NULL past an odd kc) -> 16 pairs (r0 low, r1 high). */

@@ -1,0 +1,178 @@
+/*
+ * test_conv_bf16.c - the bf16 convolution (ops/conv2d_bf16.c) against an oracle
+ * written here: a direct convolution in double over the bf16-rounded weights and
+ * inputs (as round-to-nearest-even of the fp32 values), then the fp32 epilogue.
+ * The only difference left is fp32 accumulation, so each output is checked within
+ * 1e-5 * (sum |w x| over its window) + 1e-6. Random shapes: odd channel counts (odd
+ * K, so the pad element of the last pair), tiny and wide maps, batch 1-3, 1x1 / 3x3 s1
+ * / 3x3 s2 / 3x3 s2 with 3 input channels (the stem), K over several CONV_KC blocks,
+ * bias + activation + residual epilogues, channel-slice outputs. 1 and 2 threads must
+ * give the same bits, and so must every kernel set this CPU runs (the tiles round
+ * exactly alike and the reduction order is fixed) except for a swish epilogue, whose
+ * fast exp differs from libm's by a few ulps. Checks that rounding happened (the result differs
+ * from the fp32 conv of the unrounded values), so the test could not pass on an fp32
+ * path. Closes with harness.h's "N passed, M failed" line.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "kernels/lowp_kernels.h"
+#include "ops/ops.h"
+
+static double rounded(float x)
+{
+    return (double)f32_from_bf16(bf16_from_f32(x));
+}
+
+static float act_ref(cspresnet_act act, float v)
+{
+    switch (act) {
+    case CSPRESNET_ACT_RELU: return v > 0 ? v : 0;
+    case CSPRESNET_ACT_SWISH: return v / (1.0f + expf(-v));
+    default: return v;
+    }
+}
+
+static void run(const kernel_set *kt, int threads, const conv_geom *g, const float *prepared, const tensor4 *in,
+                const tensor4 *out, const conv_epilogue *ep)
+{
+    threadpool *pool;
+    error_buf e;
+    if (threadpool_create(threads, &pool, &e) != CSPRESNET_OK) {
+        CHECK(0, "threadpool: %s", e.text);
+        return;
+    }
+    long pt = conv2d_bf16_scratch_per_thread();
+    float *scratch = malloc(sizeof(float) * (size_t)(pt * threads + 16));
+    op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt,
+                  .op_scratch = scratch + pt * threads, .fast_scratch = scratch, .fast_per_thread = pt};
+    conv2d_bf16_forward(&ex, g, prepared, in, out, ep);
+    free(scratch);
+    threadpool_free(pool);
+}
+
+static void one_case(int id, const kernel_set **sets, int n_sets)
+{
+    static const int kinds[4][2] = {{1, 1}, {3, 1}, {3, 2}, {3, 2}};
+    int kind = id < 4 ? id : rng_int(0, 3);
+    int n = rng_int(1, 3);
+    conv_geom g = {rng_int(1, 41) | 1, rng_int(1, 23), rng_int(1, 70), rng_int(1, 45), 0, 0, kinds[kind][0],
+                   kinds[kind][1], kinds[kind][0] / 2};
+    if (kind == 3)
+        g.in_c = 3;
+    if (id == 4) { /* several K blocks (K = 2403), channel parts */
+        g.in_c = 267; g.in_h = 11; g.in_w = 13; g.out_c = 70; g.k = 3; g.stride = 1; g.pad = 1;
+    }
+    if (id == 5) { g.in_c = 301; g.in_h = 16; g.in_w = 16; g.out_c = 19; g.k = 1; g.stride = 1; g.pad = 0; }
+    g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
+    g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+    const long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, wide_c = g.out_c + 3;
+    float *w = malloc(sizeof(float) * (size_t)(g.out_c * K));
+    float *x = malloc(sizeof(float) * (size_t)(n * g.in_c * g.in_h * g.in_w));
+    float *bias = malloc(sizeof(float) * (size_t)g.out_c);
+    float *res = malloc(sizeof(float) * (size_t)(n * g.out_c * P));
+    float *prep = malloc(sizeof(float) * (size_t)conv2d_bf16_weight_floats(g.out_c, K));
+    rng_fill(w, g.out_c * K);
+    rng_fill(x, (long)n * g.in_c * g.in_h * g.in_w);
+    rng_fill(bias, g.out_c);
+    rng_fill(res, n * g.out_c * P);
+    conv2d_bf16_weights(w, g.out_c, K, prep);
+    cspresnet_act act = (cspresnet_act)(id % 3 == 0 ? CSPRESNET_ACT_NONE : id % 3 == 1 ? CSPRESNET_ACT_RELU
+                                                                                        : CSPRESNET_ACT_SWISH);
+    int epi = id % 4 != 3;
+    tensor4 in = {x, n, g.in_c, g.in_h, g.in_w, (long)g.in_c * g.in_h * g.in_w};
+    tensor4 rt = {res, n, g.out_c, g.out_h, g.out_w, g.out_c * P};
+    conv_epilogue ep = {bias, act, id % 2 ? &rt : NULL};
+    const long out_len = n * wide_c * P;
+    float *first = NULL;   /* the first set's 1-thread result: the one checked against the oracle */
+    for (int s = 0; s < n_sets; s++) {
+        float *one = NULL;
+        for (int t = 1; t <= 2; t++) {
+            float *y = calloc((size_t)out_len, sizeof(float));
+            tensor4 out = {y, n, g.out_c, g.out_h, g.out_w, wide_c * P};   /* a channel slice */
+            run(sets[s], t, &g, prep, &in, &out, epi ? &ep : NULL);
+            if (t == 1) {
+                one = y;
+                continue;
+            }
+            CHECK(memcmp(y, one, sizeof(float) * (size_t)out_len) == 0, "case %d (%s): 1 and 2 threads differ", id,
+                  sets[s]->isa);
+            free(y);
+        }
+        if (!first) {
+            first = one;
+        } else if (!epi || act != CSPRESNET_ACT_SWISH) {
+            CHECK(memcmp(one, first, sizeof(float) * (size_t)out_len) == 0, "case %d: %s's bits differ from %s's",
+                  id, sets[s]->isa, sets[0]->isa);
+            free(one);
+        } else {   /* the fast sets' swish has its own exp: the same GEMM sums, close epilogues */
+            double d = 0;
+            for (long i = 0; i < out_len; i++)
+                d = fmax(d, fabs((double)one[i] - first[i]) / (1.0 + fabs(first[i])));
+            CHECK(d <= 4e-6, "case %d (%s): swish epilogue %.3g from %s's", id, sets[s]->isa, d, sets[0]->isa);
+            free(one);
+        }
+    }
+    double worst = 0, moved = 0;
+    for (int b = 0; b < n; b++)
+        for (int oc = 0; oc < g.out_c; oc++)
+            for (long p = 0; p < P; p++) {
+                int oy = (int)(p / g.out_w), ox = (int)(p % g.out_w);
+                double acc = 0, mag = 0, exact = 0;
+                for (int ci = 0; ci < g.in_c; ci++)
+                    for (int ky = 0; ky < g.k; ky++)
+                        for (int kx = 0; kx < g.k; kx++) {
+                            int iy = oy * g.stride - g.pad + ky, ix = ox * g.stride - g.pad + kx;
+                            if (iy < 0 || ix < 0 || iy >= g.in_h || ix >= g.in_w)
+                                continue;
+                            float wv = w[oc * K + (ci * g.k + ky) * g.k + kx];
+                            float xv = x[((long)(b * g.in_c + ci) * g.in_h + iy) * g.in_w + ix];
+                            acc += rounded(wv) * rounded(xv);
+                            mag += fabs(rounded(wv) * rounded(xv));
+                            exact += (double)wv * xv;
+                        }
+                float want = (float)acc, unrounded = (float)exact;
+                if (epi) {
+                    want = act_ref(act, want + bias[oc]);
+                    unrounded = act_ref(act, unrounded + bias[oc]);
+                    if (ep.residual) {
+                        want += res[(b * g.out_c + oc) * P + p];
+                        unrounded += res[(b * g.out_c + oc) * P + p];
+                    }
+                }
+                float got = first[(b * wide_c + oc) * P + p];
+                double d = fabs((double)got - want) / (1e-5 * mag + 1e-6);
+                worst = d > worst ? d : worst;
+                moved = fmax(moved, fabs((double)got - unrounded));
+            }
+    CHECK(worst <= 1.0, "case %d (k%d s%d, %dx%dx%d -> %d, n %d): error %.3g x the fp32-accumulation bound", id,
+          g.k, g.stride, g.in_c, g.in_h, g.in_w, g.out_c, n, worst);
+    CHECK(moved > 0, "case %d: the result equals the unrounded fp32 conv (no bf16 rounding happened)", id);
+    free(first);
+    free(w);
+    free(x);
+    free(bias);
+    free(res);
+    free(prep);
+}
+
+int main(void)
+{
+    static const char *const names[] = {"ref", "generic", "avx2", "avx512"};
+    const kernel_set *sets[4];
+    int n_sets = 0;
+    for (int i = 0; i < 4; i++) {
+        const kernel_set *kt = kernel_set_select(names[i]);
+        if (strcmp(kt->isa, names[i]) == 0)
+            sets[n_sets++] = kt;
+    }
+    for (int s = 0; s < n_sets; s++)
+        printf("kernel set %s: %s\n", sets[s]->isa, sets[s]->bf16->name);
+    for (int id = 0; id < 40; id++)
+        one_case(id, sets, n_sets);
+    printf("kernel sets: %d\n", n_sets);
+    return harness_done();
+}
