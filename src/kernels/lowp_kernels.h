@@ -59,6 +59,11 @@ void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, lo
                          const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
 
+/* AMX-BF16 (kernels/x86/bf16_amx.c): 32 x 32, k_align 16, m_align 32, not bit-exact
+ * (the tile sums a pair's products in its own order). */
+void bf16_gemm_32x32__amx(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
+                          int mr, int nr, int accumulate);
+
 /* AVX-512 BF16 (kernels/x86/bf16_avx512.c) and AVX-512 VNNI (kernels/x86/i8_avx512.c). */
 void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c,
                                 long ldc, int mr, int nr, int accumulate);
@@ -75,6 +80,13 @@ struct bf16_gemm_config {
     int mr, nr;
     bf16_gemm_fn gemm;
     bf16_pack_fn pack;
+    /* What the tile reads past its arguments (1, 1: nothing): A rows hold lda pairs, a
+     * multiple of k_align, zero past the data; A has a multiple of m_align rows (zero
+     * rows past the data), of which the tile may read up to mr past the row it is
+     * given; B rows [kp, kp rounded up to k_align) are zero and columns up to nr exist.
+     * kp is passed rounded up to k_align. */
+    int k_align, m_align;
+    int exact;              /* 1: the reference tile's bits; 0: the fp32 accumulation bound */
 };
 
 struct u8s8_gemm_config {

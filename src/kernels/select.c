@@ -9,8 +9,10 @@
  * cannot run falls back to the best available. Each set names its training config
  * (the AVX-512 kernels in "avx512", the reference ones elsewhere) and its bf16/int8
  * configs (the AVX-512 BF16 / VNNI tiles in "avx512" where the CPU has those
- * extensions, which it may have apart: four "avx512" sets).
+ * extensions, which it may have apart, and the AMX bf16 tile where the CPU and the OS
+ * allow AMX: six "avx512" sets).
  */
+#define _DEFAULT_SOURCE  /* syscall(2), for the AMX permission */
 #include <string.h>
 
 #include "kernels/kernels.h"
@@ -34,7 +36,7 @@ const f32_train_config f32_train_config_ref = {
     .transpose = f32_transpose__ref,
 };
 const bf16_gemm_config bf16_gemm_config_ref = {"bf16-gemm-8x32-ref", 8, 32, bf16_gemm_8x32__ref,
-                                               bf16_pack_pairs__ref};
+                                               bf16_pack_pairs__ref, 1, 1, 1};
 const u8s8_gemm_config u8s8_gemm_config_ref = {"u8s8-gemm-8x32-ref", 8, 32, u8s8_gemm_8x32__ref,
                                                u8_pack_quads__ref};
 
@@ -66,6 +68,12 @@ static const kernel_set generic_set = {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_X86_KERNELS 1
+#include <cpuid.h>
+#include <pthread.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 static const f32_gemm_config gemm_avx2 = {"f32-gemm-6x16-avx2", 6, 16, f32_gemm_6x16__avx2};
 static const f32_conv_config conv_avx2 = {"f32-conv-avx2", f32_im2col_rows__generic, f32_bias_act__avx2};
 static const f32_winograd_config winograd_avx2 = {"f32-winograd43-avx2", f32_winograd43_weight__generic,
@@ -97,20 +105,56 @@ static const f32_train_config train_avx512 = {
     .transpose = f32_transpose__avx512,
 };
 static const bf16_gemm_config bf16_avx512 = {"bf16-gemm-8x32-avx512bf16", 8, 32, bf16_gemm_8x32__avx512bf16,
-                                             bf16_pack_pairs__avx512bf16};
+                                             bf16_pack_pairs__avx512bf16, 1, 1, 1};
+static const bf16_gemm_config bf16_amx = {"bf16-gemm-32x32-amx", 32, 32, bf16_gemm_32x32__amx,
+                                          bf16_pack_pairs__avx512bf16, 16, 32, 0};
 static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
                                              u8_pack_quads__avx512};
 
-/* indexed by (has AVX-512 BF16) * 2 + (has AVX-512 VNNI) */
+/* indexed by (bf16 tile: reference, AVX-512 BF16, AMX) * 2 + (has AVX-512 VNNI) */
 #define AVX512_F32                                                                       \
     .isa = "avx512", .gemm = &gemm_avx512, .conv = &conv_avx512, .winograd = &winograd_avx512, \
     .reduce = &reduce_avx512, .train = &train_avx512
-static const kernel_set avx512_sets[4] = {
+static const kernel_set avx512_sets[6] = {
     {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &u8s8_gemm_config_ref},
     {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &int8_avx512},
     {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &u8s8_gemm_config_ref},
     {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &int8_avx512},
+    {AVX512_F32, .bf16 = &bf16_amx, .int8 = &u8s8_gemm_config_ref},
+    {AVX512_F32, .bf16 = &bf16_amx, .int8 = &int8_avx512},
 };
+
+/* AMX-BF16 with tile data enabled by the OS (XCR0 bits 17 and 18) and, on Linux, the
+ * process's permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM, asked once). */
+static int have_amx_bf16(void)
+{
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(d & (1u << 22)) || !(d & (1u << 24)))   /* AMX-BF16, AMX-TILE */
+        return 0;
+    __cpuid(1, a, b, c, d);
+    if (!(c & (1u << 27)))                        /* OSXSAVE: xgetbv may run */
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17))
+        return 0;
+#ifdef __linux__
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
+
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+static int amx_usable;
+
+static void amx_probe(void)
+{
+    amx_usable = have_amx_bf16();
+}
 
 static int have_avx2(void)
 {
@@ -126,7 +170,8 @@ static const kernel_set *avx512_set(void)
     int bw = __builtin_cpu_supports("avx512bw");
     int bf16 = bw && __builtin_cpu_supports("avx512bf16");
     int vnni = bw && __builtin_cpu_supports("avx512vnni");
-    return &avx512_sets[bf16 * 2 + vnni];
+    pthread_once(&amx_once, amx_probe);   /* asked once: the answer holds for the process */
+    return &avx512_sets[(bf16 + (bf16 && amx_usable)) * 2 + vnni];
 }
 #endif
 

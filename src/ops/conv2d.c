@@ -188,7 +188,7 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
-        return conv2d_bf16_weight_floats(g.out_c, (long)g.in_c * g.k * g.k);
+        return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
 }
@@ -199,7 +199,7 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
-        conv2d_bf16_weights(param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
+        conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }

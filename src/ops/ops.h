@@ -119,8 +119,8 @@ void conv2d_epilogue(const conv_gemm_job *job, int image, long n0, int nc, int o
  * packed. conv2d_bf16_applies: the convs a bf16 context runs this way (all but the 3x3
  * stride-1 ones that kt runs by Winograd). */
 int conv2d_bf16_applies(const kernel_set *kt, int k, int stride, int pad);
-long conv2d_bf16_weight_floats(int out_c, long K);
-void conv2d_bf16_weights(const float *w, int out_c, long K, float *dst);
+long conv2d_bf16_weight_floats(const kernel_set *kt, int out_c, long K);
+void conv2d_bf16_weights(const kernel_set *kt, const float *w, int out_c, long K, float *dst);
 long conv2d_bf16_scratch_per_thread(void);
 void conv2d_bf16_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                          const tensor4 *out, const conv_epilogue *ep);

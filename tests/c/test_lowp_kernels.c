@@ -185,19 +185,32 @@ static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config 
     for (int t = 0; t < 80; t++) {
         int mr = rint_in(1, 8), nr = rint_in(1, 32), kp = rint_in(1, 300), acc = t % 2;
         long lda = kp + rint_in(0, 3), ldb = nr + rint_in(0, 5), ldc = nr + rint_in(0, 3);
-        if (fast_bf16 != ref_bf16) {
-            uint16_t *a = malloc((size_t)(mr * lda * 2) * 2), *b = malloc((size_t)(kp * ldb * 2) * 2);
-            float *c0 = malloc((size_t)(mr * ldc) * 4), *c1 = malloc((size_t)(mr * ldc) * 4);
-            for (long i = 0; i < mr * lda * 2; i++)
-                a[i] = bf16_from_f32(runi(-0.5f, 0.5f));
-            for (long i = 0; i < kp * ldb * 2; i++)
+        if (fast_bf16 != ref_bf16) {   /* operands padded as the config asks (lowp_kernels.h) */
+            int mrb = rint_in(1, fast_bf16->mr), kpa = (kp + fast_bf16->k_align - 1) / fast_bf16->k_align * fast_bf16->k_align;
+            long la = (lda + fast_bf16->k_align - 1) / fast_bf16->k_align * fast_bf16->k_align;
+            long lb = ldb > fast_bf16->nr ? ldb : fast_bf16->nr, rows = mrb + fast_bf16->m_align + fast_bf16->mr;
+            uint16_t *a = calloc((size_t)(rows * la * 2), 2), *b = calloc((size_t)(kpa * lb * 2), 2);
+            float *c0 = malloc((size_t)(mrb * ldc) * 4), *c1 = malloc((size_t)(mrb * ldc) * 4);
+            for (long i = 0; i < mrb; i++)
+                for (long k = 0; k < 2 * kp; k++)
+                    a[i * la * 2 + k] = bf16_from_f32(runi(-0.5f, 0.5f));
+            for (long i = 0; i < kp * lb * 2; i++)
                 b[i] = bf16_from_f32(runi(-4.0f, 4.0f));
-            fill(c0, mr * ldc, -1, 1);
-            memcpy(c1, c0, (size_t)(mr * ldc) * 4);
-            ref_bf16->gemm(kp, a, lda, b, ldb, c0, ldc, mr, nr, acc);
-            fast_bf16->gemm(kp, a, lda, b, ldb, c1, ldc, mr, nr, acc);
-            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "bf16 gemm %s %dx%d kp %d acc %d", fast_bf16->name, mr,
-                  nr, kp, acc);
+            fill(c0, mrb * ldc, -1, 1);
+            memcpy(c1, c0, (size_t)(mrb * ldc) * 4);
+            ref_bf16->gemm(kp, a, la, b, lb, c0, ldc, mrb, nr, acc);
+            fast_bf16->gemm(kpa, a, la, b, lb, c1, ldc, mrb, nr, acc);
+            double worst = 0;   /* exact configs: 0; others: against |c| + sum |a b| (fp32 accumulation) */
+            for (int i = 0; i < mrb; i++)
+                for (int j = 0; j < nr; j++) {
+                    double mag = fabs(c0[i * ldc + j]);
+                    for (int k = 0; k < 2 * kp; k++)
+                        mag += fabs((double)f32_from_bf16(a[i * la * 2 + k]) * f32_from_bf16(b[((k / 2) * lb + j) * 2 + k % 2]));
+                    worst = fmax(worst, fabs((double)c0[i * ldc + j] - c1[i * ldc + j]) / (1e-5 * mag + 1e-6));
+                }
+            int same = memcmp(c0, c1, (size_t)(mrb * ldc) * 4) == 0;
+            CHECK(fast_bf16->exact ? same : worst <= 1.0, "bf16 gemm %s %dx%d kp %d acc %d (%.3g of the bound)",
+                  fast_bf16->name, mrb, nr, kp, acc, worst);
             free(a), free(b), free(c0), free(c1);
         }
         if (fast_int8 != ref_int8) {
@@ -232,5 +245,15 @@ int main(void)
     int isas = (best->bf16 != &bf16_gemm_config_ref) + (best->int8 != &u8s8_gemm_config_ref);
     test_fast(best->bf16, best->int8);
     printf("isas tested: %d (bf16 %s, int8 %s)\n", isas, best->bf16->name, best->int8->name);
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* where AMX is chosen, the AVX-512 BF16 tile still runs on CPUs without AMX: test it too */
+    __builtin_cpu_init();
+    if (!best->bf16->exact && __builtin_cpu_supports("avx512bf16")) {
+        static const bf16_gemm_config avx512bf16 = {"bf16-gemm-8x32-avx512bf16", 8, 32, bf16_gemm_8x32__avx512bf16,
+                                                    bf16_pack_pairs__avx512bf16, 1, 1, 1};
+        test_fast(&avx512bf16, &u8s8_gemm_config_ref);
+        printf("also tested: %s\n", avx512bf16.name);
+    }
+#endif
     return harness_done();
 }
