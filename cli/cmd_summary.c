@@ -241,10 +241,12 @@ int cmd_summary(int argc, char **argv)
         cfg = *cspresnet_model_config(m);
         if (cspresnet_model_is_deployed(m))
             deploy = 1;
-        print_file_arch(o.weights, &cfg, cspresnet_model_is_deployed(m));
-        if (detector) {
+        if (detector)
             cspresnet_model_detector_config(m, &det);
-            print_file_head(&det);
+        if (!o.cf.quiet) {
+            print_file_arch(o.weights, &cfg, cspresnet_model_is_deployed(m));
+            if (detector)
+                print_file_head(&det);
         }
         cspresnet_model_free(m);
     } else if (detector ? detector_from_flags(&o.af, o.classes, &det) != 0

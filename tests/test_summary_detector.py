@@ -283,6 +283,9 @@ def test_weights_file_gives_the_detector_table(tmp_path, alpha):
     dep_file = summary("--weights", path, "--deploy", "--input-size", "1,3,96,128")
     dep_flags = summary("--detector", *flags, "--deploy", "--input-size", "1,3,96,128")
     assert after_arch_lines(dep_file) == dep_flags.rstrip("\n")
+    # -q: nothing printed, the file checked
+    quiet = run_cli(["summary", "--weights", path, "-q"])
+    assert quiet.returncode == 0 and quiet.stdout == "", describe_proc(quiet)
     # and it can fail: the file's table is not that of 4 classes
     other = summary("--detector", *CUSTOM["flags"][:-1], "4", "--input-size", "1,3,96,128")
     assert after_arch_lines(from_file) != other.rstrip("\n")
