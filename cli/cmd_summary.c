@@ -1,10 +1,13 @@
-/* cmd_summary.c - `cspresnet summary`: paddle.summary's table, params, MACs, FLOPs.
+/* cmd_summary.c - `cspresnet summary`: paddle.summary's table, params, MACs, FLOPs,
+ * of the backbone or (--detector) the whole PP-YOLOE detector.
  * With --weights, the architecture comes from the file, and so does the deployed form:
- * a deployed file is summarised as the network it holds. */
+ * a deployed file is summarised as the network it holds; a detector checkpoint is
+ * summarised as the detector. */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -49,12 +52,25 @@ static void print_file_arch(const char *path, const cspresnet_config *c, int dep
     printf("%s\n", deployed ? ", deployed" : "");
 }
 
+/* The neck and head of a detector file, after print_file_arch's backbone line. */
+static void print_file_head(const cspresnet_detector_config *d)
+{
+    static const char *const attn[] = {"ConvBN", "RepVGG", "none"};
+    printf("detector: neck channels ");
+    print_list(d->neck_channels, 3);
+    printf(", %d block%s per CSPStage%s, %d classes, reg_max %d, ESEAttn conv %s\n", d->neck_blocks,
+           d->neck_blocks == 1 ? "" : "s", d->spp ? ", SPP" : "", d->num_classes, d->reg_max,
+           attn[(unsigned)d->head_attn <= 2 ? d->head_attn : 0]);
+}
+
 typedef struct summary_opts {
     arch_flags af;
     common_flags cf;
     int input[4];
     const char *weights;
     int deploy;
+    int detector;
+    int classes;              /* 0: not given (80) */
 } summary_opts;
 
 /* --input-size N,3,H,W with N, H, W >= 1. */
@@ -71,11 +87,13 @@ static const char SYNOPSIS[] =
     "                         [--layers L0,L1,L2,L3] [--channels C0,C1,C2,C3,C4]\n"
     "                         [--act A] [--large-stem | --small-stem] [--alpha | --no-alpha]\n"
     "                         [--return-idx 1,2,3] [--input-size N,C,H,W] [--weights FILE] [--deploy]\n"
-    "                         [-q|-v]\n"
+    "                         [--detector [--classes C]] [-q|-v]\n"
     "\n"
     "Prints every layer with its input and output shapes and parameters, as paddle.summary\n"
     "does, the total / trainable / non-trainable parameter counts (BN statistics are\n"
     "non-trainable parameters, as in Paddle), sizes in MB, and MACs and FLOPs per stage.\n"
+    "--detector (or a detector checkpoint in --weights): the whole PP-YOLOE detector, then\n"
+    "the PP-YOLOE paper's deployed parameters and FLOPs per part.\n"
     "\n";
 
 static const char NOTES[] =
@@ -95,6 +113,13 @@ static const cli_flag FLAGS[] = {
      .parse = cli_str, .off = offsetof(summary_opts, weights)},
     {CLI_FLAG("--deploy", NULL, NULL, "the fused network: BN folded into convs, one 3x3 conv per RepVGG block"),
      .parse = cli_set, .off = offsetof(summary_opts, deploy), .lo = 1},
+    CLI_HEADING("Detector:"),
+    {CLI_FLAG("--detector", NULL, NULL, "the whole PP-YOLOE detector (backbone, CustomCSPPAN neck, PPYOLOEHead) of\n"
+                                        "--arch or --width-mult/--depth-mult; the backbone's flags apply"),
+     .parse = cli_set, .off = offsetof(summary_opts, detector), .lo = 1},
+    {CLI_FLAG("--classes", NULL, "C", "the head's classes (default 80, COCO; 365 for Objects365)"),
+     .parse = cli_count, .off = offsetof(summary_opts, classes), .lo = 1, .hi = 1 << 20,
+     .bad = "--classes '%s' must be a count from 1 to 1048576"},
     {CLI_FLAG("--quiet", "-q", NULL, "print nothing: only check the configuration (the exit status says)"),
      .parse = cli_quiet, .off = offsetof(summary_opts, cf), .lo = 1},
     {CLI_FLAG("--verbose", "-v", NULL, "the default output (the table is all there is)"),
@@ -104,6 +129,92 @@ static const cli_flag FLAGS[] = {
 
 static const cli_command SUMMARY = {.name = "summary", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS};
 
+/* A regular .pdparams file (pickle) is tried as a detector checkpoint first. */
+static int pickle_file(const char *path)
+{
+    struct stat sb;
+    FILE *f = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
+    int c = f ? fgetc(f) : EOF;
+    if (f)
+        fclose(f);
+    return c == 0x80;
+}
+
+/* The model of a --weights file: a detector when it is one (*detector set), else the
+ * backbone. A file whose keys are a detector's backbone ('backbone.' prefix) but whose
+ * neck or head does not load is summarised as its backbone with a note saying why, or
+ * refused when want_detector. */
+static int load_summary_weights(const char *path, const cspresnet_load_options *opt, int want_detector,
+                                cspresnet_model **m, int *detector)
+{
+    char err[1024], det_err[1024] = "", log[512] = "";
+    *detector = 0;
+    if (pickle_file(path) && cspresnet_model_load_detector(path, opt, m, det_err, sizeof det_err) == CSPRESNET_OK) {
+        *detector = 1;
+        return 0;
+    }
+    if (want_detector) {
+        fprintf(stderr, "cspresnet summary: %s\n", det_err[0] ? det_err : "--detector: not a .pdparams detector checkpoint");
+        return 1;
+    }
+    cspresnet_load_options o = *opt;
+    o.log = log;
+    o.log_size = sizeof log;
+    if (cli_load_weights(path, &o, m, err, sizeof err) != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet summary: %s\n", err);
+        return 1;
+    }
+    if (det_err[0] && strstr(log, "under prefix 'backbone.'"))
+        fprintf(stderr, "cspresnet summary: note: the backbone only, not the detector: %s\n", det_err);
+    return 0;
+}
+
+/* --detector's architecture from the flags (a preset or the multipliers; the backbone's
+ * flags apply to its backbone). Returns -1 after a usage error. */
+static int detector_from_flags(const arch_flags *f, int classes, cspresnet_detector_config *d)
+{
+    if (f->have_layers || f->have_channels || f->num_return > 0) {
+        fprintf(stderr, "cspresnet summary: --detector takes --arch or --width-mult/--depth-mult, not "
+                        "--layers, --channels or --return-idx (the neck's widths follow the multipliers)\n");
+        return -1;
+    }
+    cspresnet_config b;
+    if (arch_flags_config(f, &b, "summary") != 0)
+        return -1;
+    if (f->arch ? cspresnet_detector_config_preset(f->arch, d) != CSPRESNET_OK
+                : cspresnet_detector_config_scaled(d, f->width > 0 ? f->width : 1.0, f->depth > 0 ? f->depth : 1.0) !=
+                      CSPRESNET_OK)
+        return -1;
+    d->backbone = b;
+    if (classes)
+        d->num_classes = classes;
+    return 0;
+}
+
+/* The summary of a backbone or detector; quiet: only the check, to /dev/null. */
+static int print_summary(const cspresnet_config *cfg, const cspresnet_detector_config *det, int deploy,
+                         const int *input, int quiet)
+{
+    char err[1024];
+    FILE *out = quiet ? fopen("/dev/null", "w") : stdout;
+    cspresnet_status s;
+    if (!out)
+        s = CSPRESNET_ERR_IO, snprintf(err, sizeof err, "cannot open /dev/null");
+    else if (det)
+        s = cspresnet_detector_summary_print(det, deploy, input[0], input[2], input[3], out, err, sizeof err);
+    else if (quiet)
+        s = cspresnet_config_validate(cfg, err, sizeof err);
+    else
+        s = cspresnet_summary_print(cfg, deploy, input[0], input[2], input[3], out, err, sizeof err);
+    if (out && out != stdout)
+        fclose(out);
+    if (s != CSPRESNET_OK) {
+        fprintf(stderr, "cspresnet summary: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_summary(int argc, char **argv)
 {
     summary_opts o = {.input = {1, 3, 640, 640}};
@@ -112,36 +223,35 @@ int cmd_summary(int argc, char **argv)
     int r = cli_parse(&SUMMARY, &o, argc, argv);
     if (r != CLI_PARSED)
         return r;
-    const char *weights = o.weights;
-    int deploy = o.deploy, *input = o.input;
-    arch_flags f = o.af;
-    common_flags cf = o.cf;
+    int deploy = o.deploy, detector = o.detector;
     cspresnet_config cfg;
-    char err[1024];
-    if (weights) {
+    cspresnet_detector_config det;
+    if (o.classes && (o.weights || !detector)) {
+        fprintf(stderr, "cspresnet summary: --classes goes with --detector (a weight file has its own)\n");
+        return EXIT_USAGE;
+    }
+    if (o.weights) {
         cspresnet_load_options opt;
         cspresnet_config expect;
-        if (arch_flags_load_options(&f, &opt, &expect, "summary") != 0)
+        if (arch_flags_load_options(&o.af, &opt, &expect, "summary") != 0)
             return EXIT_USAGE;
         cspresnet_model *m;
-        if (cli_load_weights(weights, &opt, &m, err, sizeof err) != CSPRESNET_OK) {
-            fprintf(stderr, "cspresnet summary: %s\n", err);
+        if (load_summary_weights(o.weights, &opt, o.detector, &m, &detector) != 0)
             return 1;
-        }
         cfg = *cspresnet_model_config(m);
         if (cspresnet_model_is_deployed(m))
             deploy = 1;
-        print_file_arch(weights, &cfg, cspresnet_model_is_deployed(m));
+        if (detector)
+            cspresnet_model_detector_config(m, &det);
+        if (!o.cf.quiet) {
+            print_file_arch(o.weights, &cfg, cspresnet_model_is_deployed(m));
+            if (detector)
+                print_file_head(&det);
+        }
         cspresnet_model_free(m);
-    } else if (arch_flags_config(&f, &cfg, "summary") != 0) {
+    } else if (detector ? detector_from_flags(&o.af, o.classes, &det) != 0
+                        : arch_flags_config(&o.af, &cfg, "summary") != 0) {
         return EXIT_USAGE;
     }
-    cspresnet_status s = cf.quiet ? cspresnet_config_validate(&cfg, err, sizeof err)
-                                  : cspresnet_summary_print(&cfg, deploy, input[0], input[2], input[3], stdout, err,
-                                                            sizeof err);
-    if (s != CSPRESNET_OK) {
-        fprintf(stderr, "cspresnet summary: %s\n", err);
-        return 1;
-    }
-    return 0;
+    return print_summary(&cfg, detector ? &det : NULL, deploy, o.input, o.cf.quiet);
 }

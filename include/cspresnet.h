@@ -359,6 +359,53 @@ void cspresnet_context_free(cspresnet_context *ctx);
 cspresnet_status cspresnet_summary_print(const cspresnet_config *cfg, int deployed, int n,
                                          int h, int w, FILE *out, char *err, size_t err_size);
 
+/* A PP-YOLOE / PP-YOLOE+ detector's architecture (SPEC section 5): the backbone, the
+ * CustomCSPPAN neck and the PPYOLOEHead. */
+typedef enum cspresnet_head_attn {
+    CSPRESNET_HEAD_ATTN_CONVBN = 0,  /* ESEAttn's conv: ConvBN 1x1 + act (every config but t) */
+    CSPRESNET_HEAD_ATTN_REPVGG,      /* a RepVggBlock without alpha (PP-YOLOE+ t) */
+    CSPRESNET_HEAD_ATTN_NONE         /* no conv (the t-relu configs) */
+} cspresnet_head_attn;
+
+typedef struct cspresnet_detector_config {
+    cspresnet_config backbone;       /* return_idx is not used: the neck takes stages 1, 2, 3 */
+    int neck_channels[3];            /* the neck's outputs at strides 32, 16, 8 (the head's inputs) */
+    int neck_blocks;                 /* BasicBlocks per CSPStage */
+    int spp;                         /* 1: SPP in the first FPN stage (every release) */
+    int num_classes;                 /* pred_cls outputs: 80 for COCO, 365 for Objects365 */
+    int reg_max;                     /* DFL bins - 1: 16 */
+    cspresnet_head_attn head_attn;
+} cspresnet_detector_config;
+
+/* Upstream's detector for width_mult and depth_mult: the backbone of
+ * cspresnet_config_scaled, neck channels max(round(c * width_mult), 1) from
+ * [768, 384, 192], neck_blocks max(round(3 * depth_mult), 1), SPP, 80 classes, reg_max
+ * 16, ESEAttn with ConvBN. Multipliers must be > 0 and finite. */
+cspresnet_status cspresnet_detector_config_scaled(cspresnet_detector_config *cfg, double width_mult,
+                                                  double depth_mult);
+/* The released detectors "t", "s", "m", "l", "x" (80 classes): backbones as
+ * cspresnet_config_preset gives them (alpha off but for t: set backbone.use_alpha for
+ * PP-YOLOE+); t is PP-YOLOE+ t: neck [384, 384, 384] scaled by 0.375, ESEAttn with a
+ * RepVggBlock. CSPRESNET_ERR_ARGUMENT for an unknown name. */
+cspresnet_status cspresnet_detector_config_preset(const char *name, cspresnet_detector_config *cfg);
+/* The architecture of a detector model (cspresnet_model_load_detector);
+ * CSPRESNET_ERR_ARGUMENT for a backbone model. */
+cspresnet_status cspresnet_model_detector_config(const cspresnet_model *model, cspresnet_detector_config *cfg);
+
+/* cspresnet_summary_print for a whole detector at an n x 3 x h x w input: the rows of
+ * the backbone, neck and head (and of CSPResNet, CustomCSPPAN and PPYOLOEHead, whose
+ * shapes are lists, as paddle.summary prints them), the totals (every state-dict
+ * element: 8,105,517 for s at 80 classes), sizes, MACs and FLOPs of backbone, neck and
+ * head. Then the PP-YOLOE paper's convention: the form upstream's convert_to_deploy
+ * leaves (each RepVggBlock one 3x3 conv with bias, every other BN kept), its trainable
+ * parameters (BN statistics not counted: 7.93 M for s) and per part 2 x its conv MACs
+ * (the DFL's proj_conv included), plus the total with every bias add and BN element
+ * counted as one multiply-add more. deployed = 1: the table is of the fully fused
+ * network (cspresnet_model_deploy's form). No weights are allocated. h and w must let
+ * the FPN's upsampled maps meet the next level (any multiple of 32 does). */
+cspresnet_status cspresnet_detector_summary_print(const cspresnet_detector_config *cfg, int deployed, int n, int h,
+                                                  int w, FILE *out, char *err, size_t err_size);
+
 /* Output size of a 3x3 stride-2 pad-1 conv: (size + 1) / 2. Stage i output of an
  * h x w input is h reduced i + 2 times. */
 int cspresnet_stage_size(int input_size, int stage);

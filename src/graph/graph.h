@@ -107,11 +107,24 @@ typedef struct gnode {
 } gnode;
 
 /* A layer as paddle.summary sees it: a row when its forward ends. cls names the
- * class ("Conv2D", "ConvBNLayer", ...); own parameters are params [p0, p1). */
+ * class ("Conv2D", "ConvBNLayer", ...); own parameters are params [p0, p1). The row
+ * shows the shapes of its forward's arguments (in_list: one list argument holding them
+ * all, as the neck and head take the levels) and of its result (a list when n_out > 1),
+ * each tensor as its view says. */
+#define GMOD_MAX_IO 4
+typedef enum gmod_view {
+    GMOD_NCHW,                   /* [n, c, h, w] */
+    GMOD_POOLED,                 /* [n, c, 1, 1] (ESE's fc, ESEAttn's avg_feat) */
+    GMOD_NCL,                    /* [n, c, h]: the head's scores [N, C, L], boxes [N, L, 4] */
+    GMOD_DFL_IN,                 /* [n, c/4, h*w, 4]: proj_conv's input from pred_reg */
+    GMOD_DFL_OUT                 /* [n, 1, h*w, 4]: proj_conv's output */
+} gmod_view;
+
 typedef struct gmodule {
     const char *cls;
-    int in, out;                 /* tensors for the row's shapes */
-    int pooled;                  /* the row's shapes are [n, c, 1, 1] (ESE's fc) */
+    int n_in, n_out, in_list;
+    int in[GMOD_MAX_IO], out[GMOD_MAX_IO];      /* tensors for the row's shapes */
+    unsigned char in_view[GMOD_MAX_IO], out_view[GMOD_MAX_IO];
     int p0, p1;
 } gmodule;
 

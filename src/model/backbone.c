@@ -2,8 +2,8 @@
  * backbone.c - the CSPResNet backbone into a graph (builder.h has the layers):
  *   stem        : ConvBNLayer 3x3/2 to channels[0]/2, then one (two with the large
  *                 stem) 3x3 ConvBNLayers to channels[0]           (segment 0)
- *   BasicBlock  : y = convbn3x3_act(x); out = x + repvgg(y)      (deployed: the
- *                 RepVGG conv's epilogue adds x)
+ *   BasicBlock  : y = convbn3x3_act(x); out = x + repvgg(y)      (RepVGG fused: the
+ *                 conv's epilogue adds x)
  *   CSPResStage : x = conv_down(x); y1 = conv1(x); z = blocks(conv2(x));
  *                 out = conv3(ese(concat(y1, z)))                  (segment i + 1)
  * The stage outputs are named "stage0".."stage3"; those in return_idx are forward's
@@ -21,7 +21,7 @@ static int basic_block(builder *b, const char *path, int x, int c)
     int y = bld_conv_bn(b, p, x, c, c, 3, 1, cfg->act);
     snprintf(p, sizeof p, "%s.conv2", path);
     int out;
-    if (b->m->deployed) {
+    if (bld_repvgg_fused(b)) {
         out = bld_repvgg(b, p, y, c, cfg->act, cfg->use_alpha, x);
     } else {
         int r = bld_repvgg(b, p, y, c, cfg->act, cfg->use_alpha, -1);

@@ -1,6 +1,7 @@
 /*
  * build.c - a model from a config: the backbone's builder (backbone.c) emits its
- * parameters and graph; then the weight arena (zeroed) is allocated. Also the
+ * parameters and graph; then the weight arena (zeroed) is allocated, unless only the
+ * layout is wanted (a summary). Also the
  * model's public accessors and its release.
  */
 #include <stdlib.h>
@@ -8,16 +9,16 @@
 
 #include "model/builder.h"
 
-cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresnet_model **out,
-                             error_buf *err)
+static cspresnet_status build_backbone(const cspresnet_config *cfg, model_form form, int weights,
+                                       cspresnet_model **out, error_buf *err)
 {
     *out = NULL;
     cspresnet_model *m = calloc(1, sizeof *m);
     if (!m)
         return error_set(err, CSPRESNET_ERR_MEMORY, "out of memory building the model");
     m->cfg = *cfg;
-    m->deployed = deployed;
-    builder b = {.m = m};
+    m->deployed = form == MODEL_FORM_DEPLOYED;
+    builder b = {.m = m, .fuse_repvgg = form == MODEL_FORM_REPVGG_FUSED, .no_weights = !weights};
     bld_tensor(&b, MODEL_INPUT_CHANNELS); /* tensor 0: the caller's input */
     if (!b.failed)
         m->g.tensors[0].seg = -1;
@@ -29,6 +30,18 @@ cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresne
     }
     *out = m;
     return CSPRESNET_OK;
+}
+
+cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresnet_model **out,
+                             error_buf *err)
+{
+    return build_backbone(cfg, deployed ? MODEL_FORM_DEPLOYED : MODEL_FORM_TRAINED, 1, out, err);
+}
+
+cspresnet_status model_build_layout(const cspresnet_config *cfg, const struct detector_config *dc, model_form form,
+                                    cspresnet_model **out, error_buf *err)
+{
+    return dc ? detector_build(cfg, dc, form, 0, out, err) : build_backbone(cfg, form, 0, out, err);
 }
 
 long model_find_param(const cspresnet_model *m, const char *key)

@@ -99,15 +99,26 @@ int bld_node(builder *b, const op_desc *op, const char *name, int n_in, const in
     return out;
 }
 
-void bld_module(builder *b, const char *cls, int in, int out, int p0, int p1, int pooled)
+int bld_module_add(builder *b, const gmodule *md)
 {
     graph *g = &b->m->g;
     if (b->failed ||
         !grow((void **)&g->modules, sizeof *g->modules, &b->cap_modules, (size_t)g->n_modules + 1)) {
         b->failed = 1;
-        return;
+        return -1;
     }
-    g->modules[g->n_modules++] = (gmodule){cls, in, out, pooled, p0 < 0 ? 0 : p0, p0 < 0 ? 0 : p1};
+    gmodule *d = &g->modules[g->n_modules];
+    *d = *md;
+    if (d->p0 < 0)
+        d->p0 = d->p1 = 0;
+    return g->n_modules++;
+}
+
+void bld_module(builder *b, const char *cls, int in, int out, int p0, int p1, int pooled)
+{
+    const unsigned char v = pooled ? GMOD_POOLED : GMOD_NCHW;
+    bld_module_add(b, &(gmodule){.cls = cls, .n_in = 1, .n_out = 1, .in = {in}, .out = {out}, .in_view = {v},
+                                 .out_view = {v}, .p0 = p0, .p1 = p1});
 }
 
 void bld_name(builder *b, int t, const char *name, int returned, int tag, int stride)
@@ -185,7 +196,7 @@ int bld_repvgg(builder *b, const char *path, int y, int c, cspresnet_act act, in
                int residual)
 {
     char p1[GRAPH_NAME_MAX], p2[GRAPH_NAME_MAX];
-    if (b->m->deployed) {
+    if (bld_repvgg_fused(b)) {
         int out = conv_fused(b, path, y, c, c, 3, 1, act, residual);
         bld_module(b, "RepVggBlock", y, out, -1, -1, 0);
         return out;
@@ -215,8 +226,8 @@ cspresnet_status bld_finish(builder *b, error_buf *err)
     cspresnet_model *m = b->m;
     if (!b->failed) {
         m->weight_floats = (long)(b->bytes / sizeof(float));
-        m->weights = calloc(b->bytes / sizeof(float), sizeof(float));
-        if (!m->weights)
+        m->weights = b->no_weights ? NULL : calloc(b->bytes / sizeof(float), sizeof(float));
+        if (!m->weights && !b->no_weights)
             b->failed = 1;
     }
     if (b->failed)

@@ -10,6 +10,8 @@
  *   RepVggBlock : convbn3x3(x) + alpha * convbn1x1(x) -> act; deployed: one 3x3 conv
  *                 ("<path>.conv.weight/bias", as upstream's convert_to_deploy names it)
  * The current segment and FLOP section (b->seg, b->section) mark every node emitted.
+ * With fuse_repvgg (a model not deployed) only the RepVGG blocks are fused, the form
+ * upstream's convert_to_deploy leaves: the summary counts the paper's numbers on it.
  */
 #ifndef CSPRESNET_MODEL_BUILDER_H
 #define CSPRESNET_MODEL_BUILDER_H
@@ -23,7 +25,12 @@ typedef struct builder {
     size_t bytes;              /* the weight arena so far */
     int failed;
     int seg, section;
+    int fuse_repvgg;           /* RepVggBlocks as one 3x3 conv with bias, ConvBN kept */
+    int no_weights;            /* bld_finish allocates no weight arena (a layout only) */
 } builder;
+
+/* A RepVggBlock is emitted as one conv (deployed, or fuse_repvgg). */
+static inline int bld_repvgg_fused(const builder *b) { return b->m->deployed || b->fuse_repvgg; }
 
 /* A parameter "<prefix><suffix>"; returns its index (-1 after a failed allocation). */
 int bld_param(builder *b, const char *prefix, const char *suffix, param_role role, int ndim,
@@ -38,8 +45,11 @@ int bld_tensor(builder *b, int c);
  * params -1-terminated is not used: n_param entries. Returns the output tensor. */
 int bld_node(builder *b, const op_desc *op, const char *name, int n_in, const int *in, int out_c,
              int n_param, const int *param, const op_attrs *a);
-/* A summary row of class cls (own params [p0, p1)). */
+/* A summary row of class cls (own params [p0, p1); p0 < 0: none), one input and one
+ * output (pooled: both [n, c, 1, 1]). bld_module_add: any row (md's p0 < 0: no
+ * parameters); returns its index, -1 after a failed allocation. */
 void bld_module(builder *b, const char *cls, int in, int out, int p0, int p1, int pooled);
+int bld_module_add(builder *b, const gmodule *md);
 /* A named tensor; returned >= 0 makes it forward's output of that index. */
 void bld_name(builder *b, int t, const char *name, int returned, int tag, int stride);
 
@@ -52,6 +62,7 @@ int bld_repvgg(builder *b, const char *path, int y, int c, cspresnet_act act, in
 /* add: a + alpha * b (alpha param index or -1 for 1). */
 int bld_add(builder *b, const char *name, int a, int bb, int alpha);
 
+/* The weight arena (zeroed), unless b->no_weights; reports a failed allocation. */
 cspresnet_status bld_finish(builder *b, error_buf *err);
 
 /* backbone.c: the CSPResNet of m->cfg into b; returns the last stage's output. */
@@ -63,5 +74,9 @@ int backbone_build(builder *b, const char *prefix);
 struct detector_config;
 void neck_build(builder *b, const struct detector_config *dc, const int c345[3], int outs[3]);
 void head_build(builder *b, const struct detector_config *dc, const int feats[3]);
+/* detector.c: the detector of cfg and dc in form (weights: allocate the arena);
+ * model_build_detector is the trained form with weights. */
+cspresnet_status detector_build(const cspresnet_config *cfg, const struct detector_config *dc, model_form form,
+                                int weights, cspresnet_model **out, error_buf *err);
 
 #endif

@@ -11,7 +11,9 @@
  * and modules' indices and the arena offsets follow; a parameter list that does not
  * match that order key for key is an internal error, reported.
  * FLOP sections: "backbone", "neck", "head". Training segments: the backbone's (stem,
- * stages), then the neck, then the head.
+ * stages), then the neck, then the head. The summary's rows add the containers Paddle's
+ * hooks see: CSPResNet (the image to C3, C4, C5), CustomCSPPAN, PPYOLOEHead. Layouts of
+ * the fused forms (model_build_layout) keep the execution order of their parameters.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,8 +100,17 @@ done:
     return s;
 }
 
-cspresnet_status model_build_detector(const cspresnet_config *cfg, const detector_config *dc,
-                                      cspresnet_model **out, error_buf *err)
+/* The CSPResNet row: the image in, the stage maps C3, C4, C5 out (a list). */
+static void backbone_row(builder *b, const int c345[DET_LEVELS])
+{
+    gmodule md = {.cls = "CSPResNet", .n_in = 1, .n_out = DET_LEVELS, .p0 = -1};
+    for (int i = 0; i < DET_LEVELS; i++)
+        md.out[i] = c345[i];
+    bld_module_add(b, &md);
+}
+
+cspresnet_status detector_build(const cspresnet_config *cfg, const detector_config *dc, model_form form,
+                                int weights, cspresnet_model **out, error_buf *err)
 {
     *out = NULL;
     if (dc->deployed)
@@ -116,7 +127,8 @@ cspresnet_status model_build_detector(const cspresnet_config *cfg, const detecto
     }
     m->cfg = *cfg;
     *m->det = *dc;
-    builder b = {.m = m};
+    m->deployed = m->det->deployed = form == MODEL_FORM_DEPLOYED;
+    builder b = {.m = m, .fuse_repvgg = form == MODEL_FORM_REPVGG_FUSED, .no_weights = !weights};
     bld_tensor(&b, MODEL_INPUT_CHANNELS);
     if (!b.failed)
         m->g.tensors[0].seg = -1;
@@ -133,6 +145,7 @@ cspresnet_status model_build_detector(const cspresnet_config *cfg, const detecto
         name[5] = (char)('1' + i);
         c345[i] = graph_find_named(g, name);
     }
+    backbone_row(&b, c345);
     b.seg = backbone_segments;
     b.section = 1;
     neck_build(&b, dc, c345, feats);
@@ -144,8 +157,10 @@ cspresnet_status model_build_detector(const cspresnet_config *cfg, const detecto
     static const char *const sections[3] = {"backbone", "neck", "head"};
     for (int i = 0; i < 3; i++)
         snprintf(g->section_names[i], sizeof g->section_names[i], "%s", sections[i]);
+    /* only the trained form has Paddle's keys to order by; the others are layouts */
     cspresnet_status s = b.failed ? error_set(err, CSPRESNET_ERR_MEMORY, "out of memory building the detector")
-                                  : reorder_params(m, dc, backbone_params, err);
+                         : form == MODEL_FORM_TRAINED ? reorder_params(m, dc, backbone_params, err)
+                                                      : CSPRESNET_OK;
     if (s == CSPRESNET_OK)
         s = bld_finish(&b, err);
     if (s != CSPRESNET_OK) {
@@ -154,4 +169,10 @@ cspresnet_status model_build_detector(const cspresnet_config *cfg, const detecto
     }
     *out = m;
     return CSPRESNET_OK;
+}
+
+cspresnet_status model_build_detector(const cspresnet_config *cfg, const detector_config *dc,
+                                      cspresnet_model **out, error_buf *err)
+{
+    return detector_build(cfg, dc, MODEL_FORM_TRAINED, 1, out, err);
 }

@@ -28,7 +28,9 @@ static int ese_attn(builder *b, const char *path, int f, int c, det_attn_conv at
         y = bld_conv_bn(b, p, y, c, c, 1, 1, b->m->cfg.act);
     else if (attn == DET_ATTN_REPVGG)
         y = bld_repvgg(b, p, y, c, b->m->cfg.act, 0, -1);
-    bld_module(b, "ESEAttn", f, y, -1, -1, 0);
+    /* forward(feat, avg_feat) */
+    bld_module_add(b, &(gmodule){.cls = "ESEAttn", .n_in = 2, .n_out = 1, .in = {f, f}, .out = {y},
+                                 .in_view = {GMOD_NCHW, GMOD_POOLED}, .p0 = -1});
     return y;
 }
 
@@ -49,7 +51,7 @@ void head_build(builder *b, const detector_config *dc, const int feats[DET_LEVEL
 {
     const int bins = dc->reg_max + 1;
     char p[GRAPH_NAME_MAX];
-    int cls[DET_LEVELS], reg[DET_LEVELS];
+    int cls[DET_LEVELS], reg[DET_LEVELS], proj_row = -1;
     for (int i = 0; i < DET_LEVELS; i++) {
         const int f = feats[i], c = dc->neck_out[i];
         snprintf(p, sizeof p, "yolo_head.stem_cls.%d", i);
@@ -62,11 +64,27 @@ void head_build(builder *b, const detector_config *dc, const int feats[DET_LEVEL
         s = ese_attn(b, p, f, c, dc->attn_conv);
         snprintf(p, sizeof p, "yolo_head.pred_reg.%d", i);
         reg[i] = pred_conv(b, p, s, c, 4 * bins);
+        /* proj_conv runs once per level; paddle.summary keeps one row, where the first
+         * call put it, with the last call's shapes (filled in below) */
+        if (i == 0)
+            proj_row = bld_module_add(b, &(gmodule){.cls = "Conv2D", .n_in = 1, .n_out = 1, .p0 = -1});
     }
     int proj = bld_param(b, "yolo_head.", "proj_conv.weight", PARAM_CONV_WEIGHT, 4, 1, bins, 1, 1);
+    if (proj_row >= 0 && proj >= 0)
+        b->m->g.modules[proj_row] = (gmodule){.cls = "Conv2D", .n_in = 1, .n_out = 1,
+                                              .in = {reg[DET_LEVELS - 1]}, .out = {reg[DET_LEVELS - 1]},
+                                              .in_view = {GMOD_DFL_IN}, .out_view = {GMOD_DFL_OUT},
+                                              .p0 = proj, .p1 = proj + 1};
     op_attrs a = {.stride = 32};
     int boxes = bld_node(b, &op_det_boxes, "yolo_head.boxes", DET_LEVELS, reg, 0, 1, &proj, &a);
     int scores = bld_node(b, &op_det_scores, "yolo_head.scores", DET_LEVELS, cls, dc->num_classes, 0, NULL, NULL);
     bld_name(b, boxes, "boxes", 1, -1, 0);
     bld_name(b, scores, "scores", 1, -1, 0);
+    /* forward(feats): one list argument; (scores [N, C, L], distances [N, L, 4]), the
+     * distances' shape being the boxes' */
+    gmodule md = {.cls = "PPYOLOEHead", .n_in = DET_LEVELS, .n_out = 2, .in_list = 1, .out = {scores, boxes},
+                  .out_view = {GMOD_NCL, GMOD_NCL}, .p0 = -1};
+    for (int i = 0; i < DET_LEVELS; i++)
+        md.in[i] = feats[i];
+    bld_module_add(b, &md);
 }

@@ -59,6 +59,20 @@ cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresne
 cspresnet_status model_build_detector(const cspresnet_config *cfg, const struct detector_config *dc,
                                       cspresnet_model **out, error_buf *err);
 
+/* The forms a network's layout is built in. */
+typedef enum model_form {
+    MODEL_FORM_TRAINED,        /* upstream's layers: ConvBN, RepVGG's two branches */
+    MODEL_FORM_REPVGG_FUSED,   /* upstream's convert_to_deploy: each RepVggBlock one 3x3
+                                  conv with bias, every other BN kept (never run) */
+    MODEL_FORM_DEPLOYED        /* cspresnet_model_deploy's: every BN folded as well */
+} model_form;
+
+/* The parameters and graph of a backbone (dc NULL) or a detector in form, without a
+ * weight arena (weights NULL): what a summary reads, at no cost in memory for the
+ * largest models. Never run or fill such a model; cspresnet_model_free frees it. */
+cspresnet_status model_build_layout(const cspresnet_config *cfg, const struct detector_config *dc, model_form form,
+                                    cspresnet_model **out, error_buf *err);
+
 /* load.c: the architecture of a state dict read off its shapes, as
  * cspresnet_model_load does (SPEC §3: channels, blocks, large stem, alpha, and
  * *deployed when the convs carry the folded biases), checked against opt and

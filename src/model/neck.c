@@ -101,5 +101,11 @@ void neck_build(builder *b, const detector_config *dc, const int c345[DET_LEVELS
         snprintf(p, sizeof p, "neck.pan_stages.%d.0", i);
         outs[i] = route = csp_stage(b, p, x, o[i + 1] + o[i], o[i], n, 0);
     }
-    bld_module(b, "CustomCSPPAN", levels[2], outs[0], -1, -1, 0);
+    /* forward(blocks): one list argument [C3, C4, C5]; the list of outs */
+    gmodule md = {.cls = "CustomCSPPAN", .n_in = DET_LEVELS, .n_out = DET_LEVELS, .in_list = 1, .p0 = -1};
+    for (int i = 0; i < DET_LEVELS; i++) {
+        md.in[i] = c345[i];
+        md.out[i] = outs[i];
+    }
+    bld_module_add(b, &md);
 }

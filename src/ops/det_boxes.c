@@ -45,5 +45,13 @@ static void boxes_forward(op_run *r)
     }
 }
 
+/* The DFL expectation is upstream's proj_conv, a 1x1 conv bins -> 1 over [N, bins, L, 4]:
+ * the summary counts it with the convs. */
+static double boxes_macs(const gnode *nd, const tshape *in, const tshape *out)
+{
+    (void)nd;
+    return (double)out->n * out->c * 4 * (in[0].c / 4);
+}
+
 const op_desc op_det_boxes = {"det_boxes", OP_OUT_OF_PLACE,
-    boxes_infer, boxes_plan, boxes_forward, NULL, NULL, NULL, NULL, NULL};
+    boxes_infer, boxes_plan, boxes_forward, NULL, NULL, boxes_macs, NULL, NULL};
