@@ -79,6 +79,9 @@ const char *cli_isa(void);
 /* cspresnet_context_create_ex with `threads` and cli_isa(). */
 cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
                                     char *err, size_t err_size);
+/* The same with the kernel set isa (NULL: the best this CPU runs). */
+cspresnet_status cli_context_create_isa(const cspresnet_model *model, int threads, const char *isa,
+                                        cspresnet_context **out, char *err, size_t err_size);
 
 /* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */
 double cli_peak_rss_mib(void);
@@ -90,5 +93,6 @@ int cmd_train(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 
 #endif

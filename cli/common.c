@@ -17,14 +17,20 @@ const char *cli_isa(void)
     return isa && isa[0] ? isa : NULL;
 }
 
-cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
-                                    char *err, size_t err_size)
+cspresnet_status cli_context_create_isa(const cspresnet_model *model, int threads, const char *isa,
+                                        cspresnet_context **out, char *err, size_t err_size)
 {
     cspresnet_context_options opt;
     cspresnet_context_options_init(&opt);
     opt.threads = threads;
-    opt.isa = cli_isa();
+    opt.isa = isa;
     return cspresnet_context_create_ex(model, &opt, out, err, err_size);
+}
+
+cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
+                                    char *err, size_t err_size)
+{
+    return cli_context_create_isa(model, threads, cli_isa(), out, err, err_size);
 }
 
 int cli_random_input(cspresnet_array *x, const int shape[4])
