@@ -303,3 +303,16 @@ def test_visualize_draws_boxes(tmp_path_factory, tmp_path, pictures):
         near[max(y0 - 14, 0):y0 + 14, max(x0 - 3, 0):x0 + 120] = True  # its label strip
     assert near.sum() < 0.8 * near.size, "too few pixels away from the drawn outlines"
     np.testing.assert_array_equal(pic[~near], orig[~near])
+
+
+def test_unreadable_image_is_skipped_and_ids_keep_input_order(tmp_path_factory, tmp_path, pictures):
+    _, _, weights = image_case(tmp_path_factory, pictures, "custom-3cls")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    p = detect(["--weights", weights, tmp_path / "broken.png", pictures / "b.png", "--size", f"{NET[0]},{NET[1]}",
+                "-q"], out)
+    assert p.returncode == 1 and "broken.png" in p.stderr and not p.stdout, describe_proc(p)
+    images = json.loads((out / "images.json").read_text())
+    assert [(d["id"], d["file_name"]) for d in images] == [(1, "b.png")], images
+    dets = json.loads((out / "detections.json").read_text())
+    assert dets and {d["image_id"] for d in dets} == {1}, dets[:3]
