@@ -64,6 +64,7 @@ typedef struct common_flags {
     int quiet;
     int verbose;
     int precision;   /* cspresnet_precision: --precision on infer, bench, detect */
+    const char *isa; /* kernel set for cli_prepare and cli_context_create_cf (NULL: cli_isa()) */
 } common_flags;
 void common_flags_init(common_flags *c);
 
@@ -80,11 +81,11 @@ const char *cli_isa(void);
 /* cspresnet_context_create_ex with `threads` and cli_isa(). */
 cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
                                     char *err, size_t err_size);
-/* The same for cf's threads and precision; the model must have been through
- * cli_prepare with cf. */
+/* The same for cf's threads, precision and kernel set; the model must have been
+ * through cli_prepare with cf. */
 cspresnet_status cli_context_create_cf(const cspresnet_model *model, const common_flags *cf,
                                        cspresnet_context **out, char *err, size_t err_size);
-/* Packs the model's weights for cf->precision and cli_isa() (cspresnet_model_prepare_ex;
+/* Packs the model's weights for cf's precision and kernel set (cspresnet_model_prepare_ex;
  * fp32: nothing to do). */
 cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size);
 
@@ -98,5 +99,6 @@ int cmd_train(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 
 #endif

@@ -17,22 +17,27 @@ const char *cli_isa(void)
     return isa && isa[0] ? isa : NULL;
 }
 
+static cspresnet_status context_create(const cspresnet_model *model, int threads, const char *isa, int precision,
+                                       cspresnet_context **out, char *err, size_t err_size)
+{
+    cspresnet_context_options opt;
+    cspresnet_context_options_init(&opt);
+    opt.threads = threads;
+    opt.isa = isa;
+    opt.precision = (cspresnet_precision)precision;
+    return cspresnet_context_create_ex(model, &opt, out, err, err_size);
+}
+
 cspresnet_status cli_context_create(const cspresnet_model *model, int threads, cspresnet_context **out,
                                     char *err, size_t err_size)
 {
-    common_flags cf = {.threads = threads, .precision = CSPRESNET_PRECISION_FP32};
-    return cli_context_create_cf(model, &cf, out, err, err_size);
+    return context_create(model, threads, cli_isa(), CSPRESNET_PRECISION_FP32, out, err, err_size);
 }
 
 cspresnet_status cli_context_create_cf(const cspresnet_model *model, const common_flags *cf,
                                        cspresnet_context **out, char *err, size_t err_size)
 {
-    cspresnet_context_options opt;
-    cspresnet_context_options_init(&opt);
-    opt.threads = cf->threads;
-    opt.isa = cli_isa();
-    opt.precision = (cspresnet_precision)cf->precision;
-    return cspresnet_context_create_ex(model, &opt, out, err, err_size);
+    return context_create(model, cf->threads, cf->isa ? cf->isa : cli_isa(), cf->precision, out, err, err_size);
 }
 
 cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size)
@@ -41,7 +46,7 @@ cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, cha
         return CSPRESNET_OK;
     cspresnet_prepare_options opt;
     cspresnet_prepare_options_init(&opt);
-    opt.isa = cli_isa();
+    opt.isa = cf->isa ? cf->isa : cli_isa();
     opt.precision = (cspresnet_precision)cf->precision;
     return cspresnet_model_prepare_ex(model, &opt, err, err_size);
 }

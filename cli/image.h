@@ -92,6 +92,29 @@ typedef struct image_job_result {
     size_t done, failed;
     double forward_seconds;    /* time spent in cspresnet_forward */
 } image_job_result;
+/* One forward's worth of images (image_batch.c): decoded, resized to height x width
+ * (bicubic, or letterbox when the job says so), pre-processed with the job's preset. */
+typedef struct image_batch {
+    int cap, n, height, width;
+    float *tensor;       /* cap x 3 x height x width; slots 0 .. n-1 filled */
+    uint8_t *resized;    /* cap x height x width x 3: what the network saw, as pixels */
+    size_t *input;       /* input index of each slot */
+    int (*orig)[2];      /* h, w of each slot's decoded image (before the resize) */
+    image_rgb *decoded;  /* NULL, or each slot's decoded image (image_batch_init keep_decoded) */
+} image_batch;
+struct progress;
+/* 0, or -1 out of memory (b then empty). */
+int image_batch_init(image_batch *b, int cap, int height, int width, int keep_decoded);
+void image_batch_free(image_batch *b);
+/* Fills b with the next images from inputs->paths[*next] on, until cap are in or the
+ * inputs end; *next moves past every input tried. An image that cannot be read or
+ * resized is reported (job->cmd prefix, the bar cleared first) and counted in *failed.
+ * Returns b->n (0 only when the inputs ran out). */
+int image_batch_fill(image_batch *b, const input_list *inputs, const image_job *job, size_t *next,
+                     const struct progress *bar, size_t *failed);
+/* "cspresnet CMD: msg" on stderr, after clearing the progress line when one is drawn. */
+void image_job_report(const struct progress *bar, const char *cmd, const char *msg);
+
 /* 0 when every image was done, 1 when some failed, -1 on a fatal error (message printed). */
 int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_job *job,
                  image_job_result *result);

@@ -1,8 +1,7 @@
 /*
  * infer_images.c - the image workflow of `infer` and `demo`: a list of JPEG/PNG files
- * through the backbone in batches. Per image: decode (image_read.c), resize to the
- * network size with cv2's INTER_CUBIC or letterbox (library, src/preprocess/), apply
- * the pre-processing preset, forward, then write <out>/<stem>/stage{i}.npy and the
+ * through the backbone in batches (image_batch.c: decode, resize, pre-process). Per
+ * image: forward, then write <out>/<stem>/stage{i}.npy and the
  * optional visualisation. A file that fails is reported and skipped; the rest go on.
  */
 #include <errno.h>
@@ -44,13 +43,6 @@ void infer_images_folder_name(const input_list *inputs, size_t index, char *out,
         snprintf(out, n, "%s", stems[1]);
 }
 
-static void report(progress *bar, const char *cmd, const char *msg)
-{
-    if (bar->enabled)
-        fputs("\r\033[K", stderr);
-    fprintf(stderr, "cspresnet %s: %s\n", cmd, msg);
-}
-
 /* One image of a forward's batch: its input index, slot, tensor and resized pixels. */
 typedef struct batch_slot {
     size_t input;
@@ -70,7 +62,7 @@ static int write_outputs(const image_job *job, const input_list *inputs, const b
     snprintf(dir, sizeof dir, "%s/%s", job->out_dir, name);
     if (cli_make_dir(dir) != 0) {
         snprintf(err, sizeof err, "cannot create output folder %s: %s", dir, strerror(errno));
-        report(bar, job->cmd, err);
+        image_job_report(bar, job->cmd, err);
         return -1;
     }
     for (int r = 0; r < n_out; r++) {
@@ -79,7 +71,7 @@ static int write_outputs(const image_job *job, const input_list *inputs, const b
         snprintf(path, sizeof path, "%s/stage%d.npy", dir, o->stage);
         if (cspresnet_npy_write(path, o->data + (size_t)b * o->c * o->h * o->w, 4, shape, err, sizeof err) !=
             CSPRESNET_OK) {
-            report(bar, job->cmd, err);
+            image_job_report(bar, job->cmd, err);
             return -1;
         }
     }
@@ -87,7 +79,7 @@ static int write_outputs(const image_job *job, const input_list *inputs, const b
         int64_t shape[4] = {1, 3, H, W};
         snprintf(path, sizeof path, "%s/input.npy", dir);
         if (cspresnet_npy_write(path, slot->tensor, 4, shape, err, sizeof err) != CSPRESNET_OK) {
-            report(bar, job->cmd, err);
+            image_job_report(bar, job->cmd, err);
             return -1;
         }
     }
@@ -100,7 +92,7 @@ static int write_outputs(const image_job *job, const input_list *inputs, const b
             snprintf(vis, sizeof vis, "%s/%s", dir, base ? base + 1 : job->visualize);
         }
         if (visualize_write(vis, slot->rgb, H, W, outs, n_out, b, err, sizeof err) != 0) {
-            report(bar, job->cmd, err);
+            image_job_report(bar, job->cmd, err);
             return -1;
         }
     }
@@ -119,57 +111,25 @@ static int write_outputs(const image_job *job, const input_list *inputs, const b
 int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_job *job,
                  image_job_result *result)
 {
-    const int H = job->height, W = job->width, B = job->batch < 1 ? 1 : job->batch;
+    const int H = job->height, W = job->width;
     size_t plane = (size_t)H * W;
-    float *tensor = malloc(sizeof(float) * 3 * plane * B);
-    uint8_t *resized = malloc(3 * plane * B);
-    size_t *which = malloc(sizeof(size_t) * B); /* input index of each batch slot */
-    char err[1024];
+    image_batch batch;
     int fatal = 0;
     memset(result, 0, sizeof *result);
-    if (!tensor || !resized || !which) {
-        fprintf(stderr, "cspresnet %s: out of memory for a batch of %d x 3 x %d x %d\n", job->cmd, B, H, W);
-        free(tensor), free(resized), free(which);
+    if (image_batch_init(&batch, job->batch, H, W, 0) != 0) {
+        fprintf(stderr, "cspresnet %s: out of memory for a batch of %d x 3 x %d x %d\n", job->cmd, job->batch, H, W);
         return -1;
     }
     if (cli_make_dir(job->out_dir) != 0) {
         fprintf(stderr, "cspresnet %s: cannot create output folder %s: %s\n", job->cmd, job->out_dir,
                 strerror(errno));
-        free(tensor), free(resized), free(which);
+        image_batch_free(&batch);
         return -1;
     }
     progress bar;
     progress_init(&bar, inputs->count, "images", job->quiet);
     for (size_t next = 0; next < inputs->count && !fatal;) {
-        int n = 0;
-        for (; next < inputs->count && n < B; next++) {
-            image_rgb img;
-            const char *path = inputs->paths[next];
-            int bad = next == 0 && inputs->first_data
-                          ? image_decode(path, inputs->first_data, inputs->first_size, &img, err, sizeof err)
-                          : image_read(path, &img, err, sizeof err);
-            if (bad != 0) {
-                char msg[1200];
-                snprintf(msg, sizeof msg, "%s (skipped)", err);
-                report(&bar, job->cmd, msg);
-                result->failed++;
-                continue;
-            }
-            uint8_t *dst = resized + 3 * plane * n;
-            cspresnet_status st = job->letterbox
-                                      ? cspresnet_letterbox_u8(img.data, img.h, img.w, dst, H, W, NULL, err, sizeof err)
-                                      : cspresnet_resize_cubic_u8(img.data, img.h, img.w, 3, dst, H, W, err, sizeof err);
-            image_free(&img);
-            if (st != CSPRESNET_OK) {
-                char msg[1200];
-                snprintf(msg, sizeof msg, "%s: %s (skipped)", path, err);
-                report(&bar, job->cmd, msg);
-                result->failed++;
-                continue;
-            }
-            cspresnet_image_to_tensor(dst, H, W, job->pre, tensor + 3 * plane * n);
-            which[n++] = next;
-        }
+        int n = image_batch_fill(&batch, inputs, job, &next, &bar, &result->failed);
         if (n == 0) {
             progress_update(&bar, result->done + result->failed);
             continue;
@@ -177,14 +137,14 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
         int n_out = 0;
         double t0 = now_seconds();
-        if (cspresnet_forward(ctx, tensor, n, 3, H, W, outs, &n_out) != CSPRESNET_OK) {
-            report(&bar, job->cmd, cspresnet_context_last_error(ctx));
+        if (cspresnet_forward(ctx, batch.tensor, n, 3, H, W, outs, &n_out) != CSPRESNET_OK) {
+            image_job_report(&bar, job->cmd, cspresnet_context_last_error(ctx));
             fatal = 1;
             break;
         }
         result->forward_seconds += now_seconds() - t0;
         for (int b = 0; b < n && !fatal; b++) {
-            const batch_slot slot = {which[b], b, tensor + 3 * plane * b, resized + 3 * plane * b};
+            const batch_slot slot = {batch.input[b], b, batch.tensor + 3 * plane * b, batch.resized + 3 * plane * b};
             fatal = write_outputs(job, inputs, &slot, outs, n_out, &bar) != 0;
             if (fatal)
                 break;
@@ -195,7 +155,7 @@ int infer_images(cspresnet_context *ctx, const input_list *inputs, const image_j
         progress_update(&bar, result->done + result->failed);
     }
     progress_finish(&bar);
-    free(tensor), free(resized), free(which);
+    image_batch_free(&batch);
     if (fatal)
         return -1;
     return result->failed ? 1 : 0;

@@ -15,6 +15,7 @@ static const struct command {
 } commands[] = {
     {"summary", cmd_summary, "layer table, parameter counts, MACs and FLOPs of a configuration"},
     {"infer", cmd_infer, "feature maps of images (JPEG/PNG, folders, lists) or an .npy batch"},
+    {"detect", cmd_detect, "PP-YOLOE detections of images or an .npy batch: NMS rows, COCO results json"},
     {"demo", cmd_demo, "the whole product in one go: summary, fine-tune, pictures, speed"},
     {"bench", cmd_bench, "latency, images/s, GFLOP/s and peak memory of the forward pass; --profile per layer"},
     {"convert", cmd_convert, "weights between .pdparams and safetensors (optionally deployed)"},

@@ -59,6 +59,10 @@ cspresnet_status cspresnet_npy_read_memory(const void *data, size_t size, const 
 cspresnet_status cspresnet_npy_write(const char *path, const float *data, int ndim, const int64_t *shape,
                                      char *err, size_t err_size);
 
+/* The same for int32 values: a '<i4' file (counts, labels). */
+cspresnet_status cspresnet_npy_write_int32(const char *path, const int32_t *data, int ndim, const int64_t *shape,
+                                           char *err, size_t err_size);
+
 /* Frees a->data and empties *a. NULL and an empty array are fine. */
 void cspresnet_array_free(cspresnet_array *a);
 

@@ -65,6 +65,13 @@ cspresnet_status cspresnet_npy_write(const char *path, const float *data, int nd
     return done(npy_write(path, data, ndim, shape, &e), &e, err, err_size);
 }
 
+cspresnet_status cspresnet_npy_write_int32(const char *path, const int32_t *data, int ndim, const int64_t *shape,
+                                           char *err, size_t err_size)
+{
+    error_buf e;
+    return done(npy_write_int32(path, data, ndim, shape, &e), &e, err, err_size);
+}
+
 void cspresnet_array_free(cspresnet_array *a)
 {
     if (!a)

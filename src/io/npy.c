@@ -20,7 +20,7 @@
  * for a stream of unknown size (a pipe, npy_read_memory) the buffer grows only with
  * the bytes that arrive, so a header claiming 10^12 values costs nothing.
  *
- * Writing produces version 1.0 ('<f4', C order, header padded to 64 bytes as numpy
+ * Writing produces version 1.0 ('<f4', or '<i4' for counts; C order, header padded to 64 bytes as numpy
  * does) into "<path>.tmp.<pid>.<n>" in the same folder, flushed with fsync, then
  * renamed over path; on any error the temporary file is removed and path untouched.
  */
@@ -501,13 +501,13 @@ cspresnet_status npy_read_memory(const uint8_t *data, size_t size, const char *n
 
 /* ---------------------------------------------------------------- writing */
 
-/* Header (preamble included) for a version 1.0 '<f4' C-order file; returns its
- * length, padded so that the data starts on a 64-byte boundary. */
-static size_t make_header(char *buf, size_t cap, int ndim, const int64_t *shape)
+/* Header (preamble included) for a version 1.0 C-order file of descr ('<f4', '<i4');
+ * returns its length, padded so that the data starts on a 64-byte boundary. */
+static size_t make_header(char *buf, size_t cap, const char *descr, int ndim, const int64_t *shape)
 {
     char dict[512];
     size_t o = (size_t)snprintf(dict, sizeof dict,
-                                "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+                                "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
     for (int i = 0; i < ndim; i++)
         o += (size_t)snprintf(dict + o, sizeof dict - o, "%s%lld", i ? ", " : "",
                               (long long)shape[i]);
@@ -528,14 +528,15 @@ static size_t make_header(char *buf, size_t cap, int ndim, const int64_t *shape)
     return total;
 }
 
-static cspresnet_status write_data(atomic_file *f, const float *data, size_t numel, error_buf *err)
+/* numel 4-byte values (float32 or int32), little-endian on any host. */
+static cspresnet_status write_data(atomic_file *f, const void *data, size_t numel, error_buf *err)
 {
     if (!host_big_endian())
         return atomic_file_write(f, data, numel * 4, err);
     uint8_t chunk[4096];
     for (size_t i = 0; i < numel;) {
         size_t k = numel - i < sizeof chunk / 4 ? numel - i : sizeof chunk / 4;
-        memcpy(chunk, data + i, k * 4);
+        memcpy(chunk, (const uint8_t *)data + i * 4, k * 4);
         swap4(chunk, k);
         cspresnet_status st = atomic_file_write(f, chunk, k * 4, err);
         if (st != CSPRESNET_OK)
@@ -545,8 +546,9 @@ static cspresnet_status write_data(atomic_file *f, const float *data, size_t num
     return CSPRESNET_OK;
 }
 
-cspresnet_status npy_write(const char *path, const float *data, int ndim,
-                           const int64_t *shape, error_buf *err)
+/* An .npy file of 4-byte values of descr. */
+static cspresnet_status write_4byte(const char *path, const char *descr, const void *data, int ndim,
+                                    const int64_t *shape, error_buf *err)
 {
     if (!path || (ndim > 0 && !shape))
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "npy_write: NULL argument");
@@ -566,7 +568,7 @@ cspresnet_status npy_write(const char *path, const float *data, int ndim,
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: no data for %lld values", path,
                          (long long)numel);
     char header[1024];
-    size_t hsize = make_header(header, sizeof header, ndim, shape);
+    size_t hsize = make_header(header, sizeof header, descr, ndim, shape);
     if (hsize == 0)
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "%s: header too long", path);
 
@@ -582,4 +584,16 @@ cspresnet_status npy_write(const char *path, const float *data, int ndim,
         return st;
     }
     return atomic_file_commit(&f, err);
+}
+
+cspresnet_status npy_write(const char *path, const float *data, int ndim,
+                           const int64_t *shape, error_buf *err)
+{
+    return write_4byte(path, "<f4", data, ndim, shape, err);
+}
+
+cspresnet_status npy_write_int32(const char *path, const int32_t *data, int ndim,
+                                 const int64_t *shape, error_buf *err)
+{
+    return write_4byte(path, "<i4", data, ndim, shape, err);
 }

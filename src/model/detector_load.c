@@ -86,8 +86,8 @@ static cspresnet_status load_detector(const state_dict *sd, const char *path, co
         return s;
     if (strcmp(prefix, "backbone.") != 0)
         return error_set(e, CSPRESNET_ERR_WEIGHTS,
-                         "%s: not a detector checkpoint: the backbone's keys are under '%s', not 'backbone.' "
-                         "(a backbone-only file has no neck or head)", path, prefix);
+                         "%s is a backbone checkpoint, not a detector checkpoint: the backbone's keys are under "
+                         "'%s', not 'backbone.' (a backbone-only file has no neck or head)", path, prefix);
     if (deployed)
         return error_set(e, CSPRESNET_ERR_UNSUPPORTED, "%s: a deployed (fused) detector file is not supported yet",
                          path);
