@@ -42,6 +42,13 @@ typedef void (*bf16_gemm_fn)(int kp, const uint16_t *a, long lda, const uint16_t
  * Columns nc..ldo-1 are untouched. */
 typedef void (*bf16_pack_fn)(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
 
+/* The same sums with B gathered per K step, for a conv read straight from a bf16 pair
+ * image (ops/conv2d_bf16_taps.c): K is ntaps runs of kpt pairs (kpt a multiple of 16);
+ * pair p of run t of column j is b[tap_off[t] + (p*ldb + j)*2 + (0|1)], A row i holds
+ * the runs back to back (lda >= ntaps*kpt pairs). accumulate = 0 overwrites c. */
+typedef void (*bf16_taps_fn)(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda,
+                             const uint16_t *b, long ldb, float *c, long ldc, int mr, int nr, int accumulate);
+
 /* c[i*ldc + j] = (sum_{q < kq, t < 4} (int)b[(q*ldb + j)*4 + t] * (int)a[i*lda*4 + 4q + t]
  *                 - comp[i]) * scale[i], for i < mr, j < nr. */
 typedef void (*u8s8_gemm_fn)(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
@@ -55,6 +62,8 @@ typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_s
 void bf16_gemm_8x32__ref(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
                          int mr, int nr, int accumulate);
 void bf16_pack_pairs__ref(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
+void bf16_taps_32x32__ref(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda, const uint16_t *b,
+                          long ldb, float *c, long ldc, int mr, int nr, int accumulate);
 void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                          const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
@@ -63,6 +72,8 @@ void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scal
  * (the tile sums a pair's products in its own order). */
 void bf16_gemm_32x32__amx(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
                           int mr, int nr, int accumulate);
+void bf16_taps_32x32__amx(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda, const uint16_t *b,
+                          long ldb, float *c, long ldc, int mr, int nr, int accumulate);
 
 /* AVX-512 BF16 (kernels/x86/bf16_avx512.c) and AVX-512 VNNI (kernels/x86/i8_avx512.c). */
 void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c,
@@ -87,6 +98,10 @@ struct bf16_gemm_config {
      * kp is passed rounded up to k_align. */
     int k_align, m_align;
     int exact;              /* 1: the reference tile's bits; 0: the fp32 accumulation bound */
+    /* The tap form for convs read from a pair image (32 x 32 tiles, A rows padded to
+     * m_align, B columns read up to 32), where the tile is fast enough that a direct
+     * 3x3 conv beats fp32 Winograd (AMX); NULL elsewhere. */
+    bf16_taps_fn taps;
 };
 
 struct u8s8_gemm_config {

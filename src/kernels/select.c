@@ -36,7 +36,7 @@ const f32_train_config f32_train_config_ref = {
     .transpose = f32_transpose__ref,
 };
 const bf16_gemm_config bf16_gemm_config_ref = {"bf16-gemm-8x32-ref", 8, 32, bf16_gemm_8x32__ref,
-                                               bf16_pack_pairs__ref, 1, 1, 1};
+                                               bf16_pack_pairs__ref, 1, 1, 1, NULL};
 const u8s8_gemm_config u8s8_gemm_config_ref = {"u8s8-gemm-8x32-ref", 8, 32, u8s8_gemm_8x32__ref,
                                                u8_pack_quads__ref};
 
@@ -105,9 +105,10 @@ static const f32_train_config train_avx512 = {
     .transpose = f32_transpose__avx512,
 };
 static const bf16_gemm_config bf16_avx512 = {"bf16-gemm-8x32-avx512bf16", 8, 32, bf16_gemm_8x32__avx512bf16,
-                                             bf16_pack_pairs__avx512bf16, 1, 1, 1};
+                                             bf16_pack_pairs__avx512bf16, 1, 1, 1, NULL};
 static const bf16_gemm_config bf16_amx = {"bf16-gemm-32x32-amx", 32, 32, bf16_gemm_32x32__amx,
-                                          bf16_pack_pairs__avx512bf16, 16, 32, 0};
+                                          bf16_pack_pairs__avx512bf16, 16, 32, 0,
+                                          bf16_taps_32x32__amx};
 static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
                                              u8_pack_quads__avx512};
 

@@ -127,11 +127,17 @@ static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *i
 {
     conv_geom g = conv_geom_of(nd, &in[0], out);
     const kernel_set *kt = env->kernels;
-    if (env->mode == GRAPH_EVAL && env->precision == CSPRESNET_PRECISION_BF16 && np->prepared &&
-        conv2d_bf16_applies(kt, g.k, g.stride, g.pad)) {
-        np->path = CONV_PATH_BF16;
-        np->ws_thread = conv2d_bf16_scratch_per_thread();
-        return;
+    if (env->mode == GRAPH_EVAL && env->precision == CSPRESNET_PRECISION_BF16 && np->prepared) {
+        if (conv2d_bf16_taps_applies(kt, &g)) {
+            np->path = CONV_PATH_BF16_TAPS;
+            np->ws_shared = conv2d_bf16_taps_shared(&g);
+            return;
+        }
+        if (conv2d_bf16_applies(kt, &g)) {
+            np->path = CONV_PATH_BF16;
+            np->ws_thread = conv2d_bf16_scratch_per_thread();
+            return;
+        }
     }
     if (env->mode == GRAPH_EVAL) {
         np->path = conv2d_plan(kt, &g, in[0].n, env->threads, env->winograd, &np->ws_thread, &np->ws_shared);
@@ -164,6 +170,8 @@ static void conv_forward_node(op_run *r)
         conv_cols_forward(&r->ex, &g, r->p[0], &r->in[0], &r->out);
     else if (r->np->path == CONV_PATH_BF16)
         conv2d_bf16_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
+    else if (r->np->path == CONV_PATH_BF16_TAPS)
+        conv2d_bf16_taps_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
     else
         conv2d_run(&r->ex, r->np->path, &g, r->p[0], &r->in[0], &r->out, plain ? NULL : &ep);
 }
@@ -180,14 +188,16 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
     return (double)out->n * out->c * out->h * out->w * in[0].c * nd->a.k * nd->a.k;
 }
 
-/* Packed at load: for bf16 contexts the bf16 weight rows of the convs that run in
- * bf16 (conv2d_bf16.c), otherwise the Winograd U of a 3x3 stride-1 conv for tables
+/* Packed at load: for bf16 contexts the bf16 weights of the convs that run in bf16
+ * (the tap form of conv2d_bf16_taps.c, else conv2d_bf16.c's rows), otherwise the Winograd U of a 3x3 stride-1 conv for tables
  * with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
-    if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
+    if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_taps_applies(pe->kernels, &g))
+        return conv2d_bf16_taps_weight_floats(pe->kernels, g.out_c, g.in_c, g.k);
+    if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
@@ -198,7 +208,9 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
 {
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
-    if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
+    if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_taps_applies(pe->kernels, &g))
+        conv2d_bf16_taps_weights(pe->kernels, param_at(weights, w), g.out_c, g.in_c, g.k, dst);
+    else if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);

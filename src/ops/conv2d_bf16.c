@@ -22,11 +22,13 @@
 _Static_assert(CONV_KC % 32 == 0, "bf16 K blocks start on a pair and on a 16-pair tile step");
 
 /* Winograd F(4,3) does 4x fewer multiplies than a direct 3x3 conv, more than the 2x
- * that bf16's doubled rate gives, so the convs a kernel set runs by Winograd stay
- * fp32 Winograd (measured in bench/lowp.md). */
-int conv2d_bf16_applies(const kernel_set *kt, int k, int stride, int pad)
+ * that bf16's doubled rate gives, so the convs a kernel set runs by Winograd stay fp32
+ * Winograd unless the tap form takes them (conv2d_bf16_taps.c). The stem's first conv
+ * (3 channels, K = 27) stays fp32: it reads the image itself, the most sensitive input
+ * to rounding, and its K fills too little of a bf16 tile to gain. */
+int conv2d_bf16_applies(const kernel_set *kt, const conv_geom *g)
 {
-    return !(kt->winograd && k == 3 && stride == 1 && pad == 1);
+    return (long)g->in_c * g->k * g->k >= 32 && !(kt->winograd && g->k == 3 && g->stride == 1 && g->pad == 1);
 }
 
 static long round_up(long x, long m)

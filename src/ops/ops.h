@@ -75,7 +75,7 @@ long conv2d_scratch_per_thread(void);
  * stride-1 convs (conv2d_winograd.c; the few-tiles form conv2d_winograd_few.c), or in
  * training the column-chunk engine (conv2d_cols.c). */
 enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WINOGRAD_FEW, CONV_PATH_COLS,
-                 CONV_PATH_BF16 };
+                 CONV_PATH_BF16, CONV_PATH_BF16_TAPS };
 /* The path for this conv on n images with `threads` threads (winograd 0: never
  * Winograd) and its workspace: per thread and shared floats, laid out as
  * ex->scratch (= ex->fast_scratch) + t * per_thread, shared at threads * per_thread
@@ -116,14 +116,25 @@ void conv2d_epilogue(const conv_gemm_job *job, int image, long n0, int nc, int o
 
 /* conv2d_bf16.c: the conv as a bf16 GEMM (fp32 accumulation), weights prepared once as
  * bfloat16 rows of K rounded up to even (conv2d_bf16_weights), activations rounded while
- * packed. conv2d_bf16_applies: the convs a bf16 context runs this way (all but the 3x3
- * stride-1 ones that kt runs by Winograd). */
-int conv2d_bf16_applies(const kernel_set *kt, int k, int stride, int pad);
+ * packed. conv2d_bf16_applies: the convs a bf16 context runs this way when the tap form
+ * does not take them (all but the 3x3 stride-1 ones that kt runs by Winograd and the
+ * 3-channel stem conv, which stay fp32). */
+int conv2d_bf16_applies(const kernel_set *kt, const conv_geom *g);
 long conv2d_bf16_weight_floats(const kernel_set *kt, int out_c, long K);
 void conv2d_bf16_weights(const kernel_set *kt, const float *w, int out_c, long K, float *dst);
 long conv2d_bf16_scratch_per_thread(void);
 void conv2d_bf16_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                          const tensor4 *out, const conv_epilogue *ep);
+
+/* conv2d_bf16_taps.c: bf16 3x3 stride-1 convs straight from a bf16 pair image of the
+ * input, for kernel sets with the tap form (AMX), instead of fp32 Winograd. Workspace:
+ * conv2d_bf16_taps_shared floats. */
+int conv2d_bf16_taps_applies(const kernel_set *kt, const conv_geom *g);
+long conv2d_bf16_taps_weight_floats(const kernel_set *kt, int out_c, int in_c, int k);
+void conv2d_bf16_taps_weights(const kernel_set *kt, const float *w, int out_c, int in_c, int k, float *dst);
+long conv2d_bf16_taps_shared(const conv_geom *g);
+void conv2d_bf16_taps_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
+                              const tensor4 *out, const conv_epilogue *ep);
 
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
 int conv2d_winograd_applies(const kernel_set *ks, int allow_winograd, const conv_geom *g);

@@ -36,6 +36,12 @@ static float act_ref(cspresnet_act act, float v)
     }
 }
 
+/* The tap form (conv2d_bf16_taps.c) where the set has it and the conv is 3x3 stride 1. */
+static int use_taps(const kernel_set *kt, const conv_geom *g)
+{
+    return conv2d_bf16_taps_applies(kt, g);
+}
+
 static void run(const kernel_set *kt, int threads, const conv_geom *g, const float *prepared, const tensor4 *in,
                 const tensor4 *out, const conv_epilogue *ep)
 {
@@ -45,13 +51,30 @@ static void run(const kernel_set *kt, int threads, const conv_geom *g, const flo
         CHECK(0, "threadpool: %s", e.text);
         return;
     }
-    long pt = conv2d_bf16_scratch_per_thread();
-    float *scratch = malloc(sizeof(float) * (size_t)(pt * threads + 16));
+    int taps = use_taps(kt, g);
+    long pt = taps ? 0 : conv2d_bf16_scratch_per_thread(), sh = taps ? conv2d_bf16_taps_shared(g) : 0;
+    float *scratch = malloc(sizeof(float) * (size_t)(pt * threads + sh + 16));
     op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt,
                   .op_scratch = scratch + pt * threads, .fast_scratch = scratch, .fast_per_thread = pt};
-    conv2d_bf16_forward(&ex, g, prepared, in, out, ep);
+    if (taps)
+        conv2d_bf16_taps_forward(&ex, g, prepared, in, out, ep);
+    else
+        conv2d_bf16_forward(&ex, g, prepared, in, out, ep);
     free(scratch);
     threadpool_free(pool);
+}
+
+static float *prepare(const kernel_set *kt, const conv_geom *g, const float *w)
+{
+    const long K = (long)g->in_c * g->k * g->k;
+    int taps = use_taps(kt, g);
+    long n = taps ? conv2d_bf16_taps_weight_floats(kt, g->out_c, g->in_c, g->k) : conv2d_bf16_weight_floats(kt, g->out_c, K);
+    float *prep = malloc(sizeof(float) * (size_t)n);
+    if (taps)
+        conv2d_bf16_taps_weights(kt, w, g->out_c, g->in_c, g->k, prep);
+    else
+        conv2d_bf16_weights(kt, w, g->out_c, K, prep);
+    return prep;
 }
 
 static void check_oracle(int id, const kernel_set *kt, const conv_geom *gp, int n, const float *w, const float *x,
@@ -90,8 +113,7 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     const long out_len = n * wide_c * P;
     float *first = NULL;   /* the first exact set's 1-thread result */
     for (int s = 0; s < n_sets; s++) {
-        float *prep = malloc(sizeof(float) * (size_t)conv2d_bf16_weight_floats(sets[s], g.out_c, K));
-        conv2d_bf16_weights(sets[s], w, g.out_c, K, prep);
+        float *prep = prepare(sets[s], &g, w);
         float *one = NULL;
         for (int t = 1; t <= 2; t++) {
             float *y = calloc((size_t)out_len, sizeof(float));
@@ -107,7 +129,7 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
         }
         free(prep);
         check_oracle(id, sets[s], &g, n, w, x, epi ? &ep : NULL, res, one, wide_c);
-        if (!sets[s]->bf16->exact) {
+        if (!sets[s]->bf16->exact || use_taps(sets[s], &g)) {   /* another order of K: the oracle only */
             free(one);
         } else if (!first) {
             first = one;
@@ -180,15 +202,27 @@ static void check_oracle(int id, const kernel_set *kt, const conv_geom *gp, int 
 int main(void)
 {
     static const char *const names[] = {"ref", "generic", "avx2", "avx512"};
-    const kernel_set *sets[4];
+    const kernel_set *sets[5];
     int n_sets = 0;
     for (int i = 0; i < 4; i++) {
         const kernel_set *kt = kernel_set_select(names[i]);
         if (strcmp(kt->isa, names[i]) == 0)
             sets[n_sets++] = kt;
     }
+    /* the reference set with the reference tap form: the tap path on every CPU */
+    static bf16_gemm_config ref_taps;
+    static kernel_set ref_taps_set;
+    ref_taps = bf16_gemm_config_ref;
+    ref_taps.name = "bf16-taps-32x32-ref";
+    ref_taps.mr = 32;
+    ref_taps.k_align = 16;
+    ref_taps.m_align = 32;
+    ref_taps.taps = bf16_taps_32x32__ref;
+    ref_taps_set = *kernel_set_select("ref");
+    ref_taps_set.bf16 = &ref_taps;
+    sets[n_sets++] = &ref_taps_set;
     for (int s = 0; s < n_sets; s++)
-        printf("kernel set %s: %s\n", sets[s]->isa, sets[s]->bf16->name);
+        printf("kernel set %s: %s%s\n", sets[s]->isa, sets[s]->bf16->name, sets[s]->bf16->taps ? " (+ tap form)" : "");
     for (int id = 0; id < 40; id++)
         one_case(id, sets, n_sets);
     printf("kernel sets: %d\n", n_sets);

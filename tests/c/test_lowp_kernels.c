@@ -250,7 +250,7 @@ int main(void)
     __builtin_cpu_init();
     if (!best->bf16->exact && __builtin_cpu_supports("avx512bf16")) {
         static const bf16_gemm_config avx512bf16 = {"bf16-gemm-8x32-avx512bf16", 8, 32, bf16_gemm_8x32__avx512bf16,
-                                                    bf16_pack_pairs__avx512bf16, 1, 1, 1};
+                                                    bf16_pack_pairs__avx512bf16, 1, 1, 1, NULL};
         test_fast(&avx512bf16, &u8s8_gemm_config_ref);
         printf("also tested: %s\n", avx512bf16.name);
     }

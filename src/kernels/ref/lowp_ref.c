@@ -57,6 +57,13 @@ void bf16_gemm_8x32__ref(int kp, const uint16_t *a, long lda, const uint16_t *b,
         }
 }
 
+void bf16_taps_32x32__ref(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda, const uint16_t *b,
+                          long ldb, float *c, long ldc, int mr, int nr, int accumulate)
+{
+    for (int t = 0; t < ntaps; t++)
+        bf16_gemm_8x32__ref(kpt, a + 2L * t * kpt, lda, b + tap_off[t], ldb, c, ldc, mr, nr, accumulate || t > 0);
+}
+
 void bf16_pack_pairs__ref(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo)
 {
     for (int p = 0; p < (kc + 1) / 2; p++)

@@ -33,7 +33,9 @@ typedef struct amx_tilecfg {
     uint8_t rows[16];
 } amx_tilecfg;
 
-static _Thread_local int amx_configured;
+/* initial-exec: a plain %fs-relative load, no __tls_get_addr (nor a dependency on the
+ * dynamic loader) in the shared library */
+static _Thread_local int amx_configured __attribute__((tls_model("initial-exec")));
 
 static void amx_configure(void)
 {
@@ -83,6 +85,55 @@ void bf16_gemm_32x32__amx(int kp, const uint16_t *a, long lda, const uint16_t *b
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, cc, ldcc * 4);
+    _tile_stored(1, cc + 16, ldcc * 4);
+    _tile_stored(2, cc + 16 * ldcc, ldcc * 4);
+    _tile_stored(3, cc + 16 * ldcc + 16, ldcc * 4);
+    if (!full)
+        for (int i = 0; i < mr; i++)
+            memcpy(c + i * ldc, buf + i * 32, sizeof(float) * (size_t)nr);
+}
+
+/* The tap form: the same 2 x 2 tiles, B's K steps read at each run's own base. */
+void bf16_taps_32x32__amx(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda, const uint16_t *b,
+                          long ldb, float *c, long ldc, int mr, int nr, int accumulate)
+{
+    if (!amx_configured)
+        amx_configure();
+    float buf[32 * 32] __attribute__((aligned(64)));
+    const int full = mr == 32 && nr == 32;
+    float *cc = full ? c : buf;
+    const long ldcc = full ? ldc : 32;
+    if (!full && accumulate) {
+        memset(buf, 0, sizeof buf);
+        for (int i = 0; i < mr; i++)
+            memcpy(buf + i * 32, c + i * ldc, sizeof(float) * (size_t)nr);
+    }
+    if (accumulate) {
+        _tile_loadd(0, cc, ldcc * 4);
+        _tile_loadd(1, cc + 16, ldcc * 4);
+        _tile_loadd(2, cc + 16 * ldcc, ldcc * 4);
+        _tile_loadd(3, cc + 16 * ldcc + 16, ldcc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    const long sa = lda * 4, sb = ldb * 4;
+    for (int t = 0; t < ntaps; t++) {
+        const uint16_t *at = a + 2L * t * kpt, *bt = b + tap_off[t];
+        for (int p = 0; p < kpt; p += 16) {
+            _tile_loadd(4, at + 2L * p, sa);
+            _tile_loadd(5, at + 2L * (16 * lda + p), sa);
+            _tile_loadd(6, bt + 2L * p * ldb, sb);
+            _tile_loadd(7, bt + 2L * p * ldb + 32, sb);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
     }
     _tile_stored(0, cc, ldcc * 4);
     _tile_stored(1, cc + 16, ldcc * 4);
