@@ -92,3 +92,70 @@ def test_unknown_precision_is_a_usage_error(tmp_path):
     assert proc.returncode == 2, describe_proc(proc)
     assert "--precision must be fp32 or bf16" in proc.stderr, describe_proc(proc)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def _iou(a, b):
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def _kept(fp32_rows, fp32_num, other_rows, other_num, threshold=0.3):
+    """(kept, total): fp32 detections with score >= threshold that `other` also has (same
+    image and label, IoU >= 0.9)."""
+    kept = total = 0
+    fs = bs = 0
+    for nf, nb in zip(fp32_num, other_num):
+        f, b = fp32_rows[fs:fs + nf], other_rows[bs:bs + nb]
+        fs, bs = fs + nf, bs + nb
+        for r in f[f[:, 1] >= threshold]:
+            total += 1
+            same = b[b[:, 0] == r[0]]
+            kept += bool(len(same)) and float(_iou(r[2:6], same[:, 2:6]).max()) >= 0.9
+    return kept, total
+
+
+def test_bf16_detector_against_pytorch_bf16(tmp_path):
+    """The detector in bf16 (`detect --precision bf16`, tensor mode) against the port in
+    float64 and against PyTorch's own bf16 inference (CPU autocast) of the same port, weights
+    and input: our scores' and boxes' errors must not exceed PyTorch bf16's, and of our fp32
+    detections with score >= 0.3 (after NMS) ours must keep at least as many as PyTorch's
+    bf16 does (same label, IoU >= 0.9). The issue asks for 98% kept on real photos; these
+    random weights (BN statistics from the input, head biases spreading the scores) give
+    many near-equal boxes, and PyTorch's bf16 keeps fewer than ours (printed)."""
+    import ppyoloe_torch as P
+    import cspresnet_torch as bb
+    cfg = P.DetectorConfig(backbone=bb.Config(width_mult=0.5, depth_mult=0.33), num_classes=8)
+    x = np.random.default_rng(31).random((2, 3, 224, 256)).astype(np.float32)
+    state = P.random_detector_state(cfg, seed=32, calib_input=x)
+    weights = tmp_path / "det.pdparams"
+    pdw.write_pdparams(weights, state)
+    np.save(tmp_path / "x.npy", x)
+    out = {}
+    for p in ("fp32", "bf16"):
+        proc = run_cli(["detect", "--weights", weights, "--input", tmp_path / "x.npy", "--out", tmp_path / p,
+                        "--precision", p, "--threads", "2", "-q"])
+        assert proc.returncode == 0, describe_proc(proc)
+        out[p] = {k: np.load(tmp_path / p / f"{k}.npy") for k in ("boxes", "scores", "nms", "bbox_num")}
+    ref_boxes, ref_scores = P.detector_outputs(cfg, state, x)
+    compare(ref_scores, out["fp32"]["scores"], config="fp32 scores vs port", rtol=1e-3)
+    model = cfg.build()
+    bb.load_numpy_state(model, state)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        tb, ts = (t.float().numpy() for t in model(torch.from_numpy(x)))
+    t_rows, t_num = P.multiclass_nms3(tb, ts)
+
+    def errs(b, s):
+        return float(np.abs(s - ref_scores).max()), float(np.abs(b - ref_boxes).max() / np.abs(ref_boxes).max())
+
+    ours, theirs = errs(out["bf16"]["boxes"], out["bf16"]["scores"]), errs(tb, ts)
+    assert ours[0] <= theirs[0] and ours[1] <= theirs[1], f"bf16 scores/boxes error {ours}, PyTorch bf16 {theirs}"
+    k_ours, total = _kept(out["fp32"]["nms"], out["fp32"]["bbox_num"], out["bf16"]["nms"], out["bf16"]["bbox_num"])
+    k_torch, _ = _kept(out["fp32"]["nms"], out["fp32"]["bbox_num"], np.asarray(t_rows), np.asarray(t_num))
+    assert total >= 20, f"only {total} fp32 detections above 0.3: nothing to compare"
+    assert k_ours >= k_torch, f"bf16 keeps {k_ours} of {total} fp32 detections, PyTorch bf16 {k_torch}"
+    print(f"bf16 keeps {k_ours}/{total} of fp32's detections (PyTorch bf16 {k_torch}/{total}); "
+          f"score / box errors {ours[0]:.3g} / {ours[1]:.3g} (PyTorch bf16 {theirs[0]:.3g} / {theirs[1]:.3g})")
