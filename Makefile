@@ -118,6 +118,8 @@ install: all
 # Speed against ONNX Runtime (npm onnxruntime-node) and PyTorch, each on the network as its users
 # export and run it (bench/anchors.py); writes bench/results.md. Deps: scripts/install-deps.sh bench.
 # BENCH_MODELS=s, BENCH_ROUNDS=1, BENCH_RUNS=2 shorten it; BENCH_OLD_ANCHOR=1 also times the port's graph.
+# BENCH_MODELS=s,l,det-s,det-l adds the detector rows (bench/det_bench.py: "Detector" section of
+# results.md, kept when a run leaves them out); BENCH_SIZE=160 makes a quick dry run.
 bench: all
 	CSPRESNET_BUILD=$(BUILD) /usr/bin/python3 bench/run_bench.py
 

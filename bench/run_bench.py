@@ -19,7 +19,13 @@ timing RUNS forwards after WARMUP; the row reports the median of the per-round m
 the deployed network (`cspresnet bench --deploy`) with the kernels this CPU selects. Peak RSS:
 VmHWM of each engine's own process (batch 1, 1 thread row; l if measured).
 
-Environment: BENCH_ROUNDS (3), BENCH_RUNS (5), BENCH_MODELS (s,l: the rows of these presets),
+Detector rows (bench/det_bench.py; BENCH_MODELS entries det-s, det-l) time the whole PP-YOLOE
+detector: ours end to end (tensor in, NMS rows out) against ORT on the export without NMS (boxes
+and scores out, as upstream's exclude_nms), with our NMS time beside; they go into the "Detector"
+section of results.md, which a run without them keeps (and a run of them alone keeps the rest).
+
+Environment: BENCH_ROUNDS (3), BENCH_RUNS (5), BENCH_MODELS (s,l: the rows of these presets;
+det-s,det-l: the detector rows), BENCH_SIZE (640: the input's height and width),
 BENCH_TORCH_MODES (eager,frozen,optimized), BENCH_OUT (bench/results.md), BENCH_OLD_ANCHOR=1
 also times the port itself (its ONNX export with the arithmetic BN, and PyTorch eager on it)
 in the same rounds and adds those columns.
@@ -43,6 +49,7 @@ import torch  # noqa: E402
 
 import anchors  # noqa: E402
 import cspresnet_torch as ref  # noqa: E402
+import det_bench  # noqa: E402
 import pdparams_writer as pdw  # noqa: E402
 
 WORK = os.path.join(HERE, "work")
@@ -51,11 +58,13 @@ CLI = os.path.join(ROOT, os.environ.get("CSPRESNET_BUILD", "build"), "cspresnet"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 WARMUP = 2
+SIZE = int(os.environ.get("BENCH_SIZE", "640"))
 ALL_ROWS = [  # arch, batch, threads
     ("s", 1, 1), ("s", 1, 2), ("l", 1, 1), ("l", 1, 2), ("l", 8, 2),
 ]
 MODELS = os.environ.get("BENCH_MODELS", "s,l").split(",")
 ROWS = [r for r in ALL_ROWS if r[0] in MODELS]
+DET_ROWS = det_bench.rows(MODELS)
 TORCH_MODES = os.environ.get("BENCH_TORCH_MODES", ",".join(anchors.TORCH_MODES)).split(",")
 OLD_ANCHOR = os.environ.get("BENCH_OLD_ANCHOR", "") not in ("", "0")
 OUT = os.environ.get("BENCH_OUT", os.path.join(HERE, "results.md"))
@@ -87,9 +96,9 @@ def prepare(arch):
     os.makedirs(WORK, exist_ok=True)
     cfg = ref.preset(arch)
     w = os.path.join(WORK, f"{arch}.pdparams")
-    onnx = {"bn": os.path.join(WORK, f"{arch}_bn.onnx")}
+    onnx = {"bn": os.path.join(WORK, f"{arch}_bn_{SIZE}.onnx")}
     if OLD_ANCHOR:
-        onnx["port"] = os.path.join(WORK, f"{arch}_port.onnx")
+        onnx["port"] = os.path.join(WORK, f"{arch}_port_{SIZE}.onnx")
     model = cfg.build()
     if os.path.exists(w):
         with open(w, "rb") as f:
@@ -101,9 +110,9 @@ def prepare(arch):
     model.eval()
     names = [f"stage{i}" for i in cfg.return_idx]
     if not os.path.exists(onnx["bn"]):
-        anchors.export_onnx(anchors.standard(model), onnx["bn"], names)
+        anchors.export_onnx(anchors.standard(model), onnx["bn"], names, size=SIZE)
     if OLD_ANCHOR and not os.path.exists(onnx["port"]):
-        anchors.export_onnx(model, onnx["port"], names, keep_bn=False)
+        anchors.export_onnx(model, onnx["port"], names, keep_bn=False, size=SIZE)
     ops = anchors.check_onnx_graph(onnx["bn"], anchors.bn_count(model))
     check_ort_fuses_bn(onnx["bn"])
     print(f"{arch}: {onnx['bn']}: {ops['BatchNormalization']} BatchNormalization, {ops['Conv']} Conv, "
@@ -113,9 +122,9 @@ def prepare(arch):
 
 def prepare_input(batch):
     os.makedirs(WORK, exist_ok=True)
-    x = np.random.default_rng(batch).random((batch, 3, 640, 640), dtype=np.float32)
-    npy = os.path.join(WORK, f"x{batch}.npy")
-    raw = os.path.join(WORK, f"x{batch}.f32")
+    x = np.random.default_rng(batch).random((batch, 3, SIZE, SIZE), dtype=np.float32)
+    npy = os.path.join(WORK, f"x{batch}_{SIZE}.npy")
+    raw = os.path.join(WORK, f"x{batch}_{SIZE}.f32")
     np.save(npy, x)
     x.tofile(raw)
     return npy, raw
@@ -136,7 +145,7 @@ def run_ours(w, npy, threads):
 
 
 def run_ort(onnx, raw, batch, threads, runs=None, warmup=None, dump=None):
-    out = sh([*pin(threads), "node", os.path.join(HERE, "ort_runner.js"), onnx, raw, f"{batch},3,640,640", str(threads),
+    out = sh([*pin(threads), "node", os.path.join(HERE, "ort_runner.js"), onnx, raw, f"{batch},3,{SIZE},{SIZE}", str(threads),
               str(RUNS if runs is None else runs), str(WARMUP if warmup is None else warmup),
               *([dump] if dump else [])])
     return json.loads(out.strip().splitlines()[-1])
@@ -204,8 +213,8 @@ def cpu_name():
 
 def main():
     global CLI
-    if not ROWS or not TORCH_MODES or any(m not in anchors.TORCH_MODES for m in TORCH_MODES):
-        raise SystemExit(f"BENCH_MODELS={','.join(MODELS)} selects no row (presets: s, l) or BENCH_TORCH_MODES="
+    if not (ROWS or DET_ROWS) or not TORCH_MODES or any(m not in anchors.TORCH_MODES for m in TORCH_MODES):
+        raise SystemExit(f"BENCH_MODELS={','.join(MODELS)} selects no row (s, l, det-s, det-l) or BENCH_TORCH_MODES="
                          f"{','.join(TORCH_MODES)} is not a list of {','.join(anchors.TORCH_MODES)}")
     # a private copy of the CLI: others rebuilding build/ mid-run must not change what is timed
     os.makedirs(WORK, exist_ok=True)
@@ -214,7 +223,17 @@ def main():
     CLI = private
     ort_version = ensure_ort()
     cpu = cpu_name()
-    inputs = {b: prepare_input(b) for b in sorted({r[1] for r in ROWS} | {1})}
+    inputs = {b: prepare_input(b) for b in sorted({r[1] for r in ROWS + DET_ROWS} | {1})}
+    lines = backbone_section(ort_version, cpu, inputs) if ROWS else None
+    det_lines = det_bench.section(sys.modules[__name__], ort_version, cpu, inputs, DET_ROWS) if DET_ROWS else None
+    text = det_bench.merge_results(OUT, lines, det_lines)
+    with open(OUT, "w") as f:
+        f.write(text)
+    print(text)
+
+
+def backbone_section(ort_version, cpu, inputs):
+    """Times the backbone rows; the lines of results.md's backbone part."""
     files = {a: prepare(a) for a in sorted({r[0] for r in ROWS})}
     for arch, (w, onnx, state) in files.items():
         check_outputs(arch, w, onnx, state, *inputs[1])
@@ -252,7 +271,7 @@ def main():
         f"Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.",
         f"ONNX Runtime {ort_version} (npm onnxruntime-node, CPU EP), PyTorch {torch.__version__}, "
         f"cspresnet {isa} kernels on the deployed network.",
-        f"Backbone only, float32, 3x640x640 inputs, random weights shared by all three. Median of {ROUNDS} "
+        f"Backbone only, float32, 3x{SIZE}x{SIZE} inputs, random weights shared by all three. Median of {ROUNDS} "
         f"interleaved rounds, each the median of {RUNS} runs after {WARMUP} warm-up. 1-thread rows: all "
         f"pinned to CPU 0 (taskset); 2-thread rows unpinned.",
         "Anchors as users run them (bench/anchors.py): ORT on an export with BatchNormalization nodes (fused "
@@ -291,9 +310,7 @@ def main():
     lines += ["", "Ratios > 1 mean cspresnet is faster. Targets (issue 14, fair anchors): >= 1.5x ORT for s and l "
               "at 1 and 2 threads (goal 2x), >= 1.5x ORT images/s for l batch 8, >= 2x PyTorch everywhere, "
               "l 1 -> 2 threads >= 1.75x, l peak RSS <= 150 MB.", ""]
-    with open(OUT, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -392,6 +392,29 @@ cspresnet_status cspresnet_detector_config_preset(const char *name, cspresnet_de
  * CSPRESNET_ERR_ARGUMENT for a backbone model. */
 cspresnet_status cspresnet_model_detector_config(const cspresnet_model *model, cspresnet_detector_config *cfg);
 
+/* Builds a detector of cfg with deterministic pseudo-random weights (seeded), for
+ * benchmarks, examples and tests of the pipeline; its detections mean nothing. Convs,
+ * BN, alpha and ESE as cspresnet_model_create's (He-uniform, identity BN: the maps keep
+ * their scale), proj_conv upstream's linspace(0, reg_max), and the head's predictions
+ * set so that scores spread from about 0.005 to 0.4 and boxes are a few cells wide and
+ * overlap (work for NMS like a trained model's). The BN statistics come from a seeded
+ * 1 x 3 x 320 x 320 batch in [0, 1) (one forward); inputs unlike it may drive the deep
+ * random network's maps far from unit scale: cspresnet_model_calibrate_bn on them. The
+ * model is a detector as cspresnet_model_load_detector's are; CSPRESNET_ERR_CONFIG
+ * with the field for a cfg upstream cannot build. *out is owned by the caller. */
+cspresnet_status cspresnet_detector_create(const cspresnet_detector_config *cfg, uint64_t seed,
+                                           cspresnet_model **out, char *err, size_t err_size);
+
+/* Sets every BN's running statistics (_mean, _variance) from one eval forward of the
+ * n x 3 x h x w batch: each BN's per-channel mean and variance of its input, the
+ * variance plus 0.2 x the layer's mean variance. Every BN then gives about unit-scale
+ * maps on that batch: what random weights need to keep their signal on it. Backbones
+ * and detectors; call it before preparing the model or creating contexts (it writes
+ * the weights). A deployed model is refused (CSPRESNET_ERR_ARGUMENT), and so are
+ * prepared or mapped read-only weights (CSPRESNET_ERR_UNSUPPORTED). */
+cspresnet_status cspresnet_model_calibrate_bn(cspresnet_model *model, const float *input, int n, int h, int w,
+                                              char *err, size_t err_size);
+
 /* cspresnet_summary_print for a whole detector at an n x 3 x h x w input: the rows of
  * the backbone, neck and head (and of CSPResNet, CustomCSPPAN and PPYOLOEHead, whose
  * shapes are lists, as paddle.summary prints them), the totals (every state-dict

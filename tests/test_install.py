@@ -4,7 +4,9 @@ Installs from the build folder under test into a temporary prefix, checks the la
 (static library, versioned shared library with soname links, header, CLI, pkg-config
 file, man page), that the shared library needs nothing beyond libc/libm/pthreads, then
 builds examples/features.c with `pkg-config --cflags --libs cspresnet` (shared) and
-`pkg-config --static` (static), runs both and checks their output.
+`pkg-config --static` (static), runs both and checks their output, and examples/detect.c
+(shared): on a port checkpoint and batch its NMS rows must be the port's multiclass_nms3
+rows, and on its own random detector it prints detections.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import re
 import subprocess
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, get_build_dir
@@ -96,6 +99,60 @@ def test_example_builds_against_installed_library(prefix, tmp_path):
     out_static = sh([str(static)])
     check_output(out_static)
     assert out_static == out_shared, "static and shared builds disagree"
+
+
+DETECT_ROW = re.compile(r"  label (\d+) score (\S+) box (\S+) (\S+) (\S+) (\S+)$")
+
+
+def detect_rows(text):
+    """The example's output -> (header line, rows [M, 6], detections per image)."""
+    lines = text.strip().splitlines()
+    rows, nums = [], []
+    for ln in lines[1:]:
+        m = re.match(r"image (\d+): (\d+) detections$", ln)
+        if m:
+            nums.append(int(m.group(2)))
+            continue
+        m = DETECT_ROW.match(ln)
+        assert m, f"unexpected line {ln!r} in\n{text}"
+        rows.append([float(g) for g in m.groups()])
+    return lines[0], np.array(rows, dtype=np.float64).reshape(-1, 6), nums
+
+
+def test_detect_example_matches_port(prefix, tmp_path):
+    import cspresnet_torch as bb
+    import pdparams_writer
+    import ppyoloe_torch as P
+    lib = prefix / "lib" / f"libcspresnet.so.{VERSION}"
+    exe = tmp_path / "detect"
+    sh(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *sanitizer_flags(lib), str(REPO_ROOT / "examples" / "detect.c"),
+        "-o", str(exe), *pkg_config(prefix, "--cflags", "--libs"), f"-Wl,-rpath,{prefix / 'lib'}"])
+    cfg = P.DetectorConfig(backbone=bb.Config(width_mult=0.25, depth_mult=0.5), num_classes=3)
+    x = np.random.default_rng(8).random((2, 3, 96, 128), dtype=np.float32)
+    state = P.random_detector_state(cfg, seed=9, calib_input=x)
+    pdparams_writer.write_pdparams(tmp_path / "det.pdparams", state)
+    np.save(tmp_path / "x.npy", x)
+    head, rows, nums = detect_rows(sh([str(exe), str(tmp_path / "det.pdparams"), str(tmp_path / "x.npy")]))
+    assert head == f"detector: 3 classes, input 2x3x96x128, 252 anchors, {len(rows)} detections", head
+    boxes, scores = P.detector_outputs(cfg, state, x)
+    want, want_nums = P.multiclass_nms3(boxes.astype(np.float32), scores.astype(np.float32), **P.NMS_DEFAULTS)
+    assert nums == list(want_nums) and len(want) > 10, (nums, want_nums)
+    assert np.array_equal(rows[:, 0], want[:, 0]), "labels differ"
+    # rows in the port's order, but scores a float32 rounding apart may swap: each row must
+    # have its own port row of the same image and label with the same score and box (the
+    # fast kernels' tolerance of tests/test_detector.py: 1e-3 of the largest value)
+    image = np.repeat(np.arange(len(nums)), nums)
+    s_tol, b_tol = 1e-3 * want[:, 1].max(), 1e-3 * np.abs(want[:, 2:]).max()
+    unused = set(range(len(want)))
+    for i, r in enumerate(rows):
+        match = [j for j in unused if image[j] == image[i] and want[j, 0] == r[0] and abs(want[j, 1] - r[1]) < s_tol
+                 and np.abs(want[j, 2:] - r[2:]).max() < b_tol]
+        assert match, f"row {i} {r} has no port row (port row {i}: {want[i]})"
+        unused.remove(min(match, key=lambda j: abs(j - i)))
+    # no arguments: its own random PP-YOLOE-s, some but not all 80 x 2100 candidates kept
+    head, rows, nums = detect_rows(sh([str(exe)]))
+    assert head.startswith("detector: 80 classes, input 1x3x320x320, 2100 anchors") and 0 < nums[0] <= 300, head
+    assert len(set(rows[:, 0])) > 1 and (rows[:, 1] > 0.01).all(), rows[:5]
 
 
 FORMATS_PROGRAM = r"""

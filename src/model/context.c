@@ -157,6 +157,31 @@ static cspresnet_status plan(cspresnet_context *ctx, int n, int h, int w)
     return CSPRESNET_OK;
 }
 
+static graph_runner runner(const cspresnet_context *ctx, const float *input)
+{
+    const cspresnet_model *m = ctx->model;
+    const long *off = prepared_off(ctx);
+    return (graph_runner){&m->g, &ctx->plan, ctx->block, m->params, m->weights, NULL, input,
+                          {.pool = ctx->pool, .kernels = ctx->kernels}, NULL, ctx->prof,
+                          off ? m->prepared : NULL, off};
+}
+
+cspresnet_status context_forward_each(cspresnet_context *ctx, const float *input, int n, int h, int w,
+                                      void (*before)(void *arg, const graph_runner *run, int node), void *arg)
+{
+    if (n != ctx->plan_n || h != ctx->plan_h || w != ctx->plan_w) {
+        cspresnet_status s = plan(ctx, n, h, w);
+        if (s != CSPRESNET_OK)
+            return s;
+    }
+    graph_runner run = runner(ctx, input);
+    for (int i = 0; i < ctx->model->g.n_nodes; i++) {
+        before(arg, &run, i);
+        graph_forward(&run, i, i + 1, 0, 0);
+    }
+    return CSPRESNET_OK;
+}
+
 cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n, int c,
                                    int h, int w, cspresnet_output outs[CSPRESNET_MAX_OUTPUTS],
                                    int *n_out)
@@ -178,11 +203,7 @@ cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, i
             return s;
     }
     const graph *g = &ctx->model->g;
-    const cspresnet_model *m = ctx->model;
-    const long *off = prepared_off(ctx);
-    graph_runner run = {g, &ctx->plan, ctx->block, m->params, m->weights, NULL, input,
-                        {.pool = ctx->pool, .kernels = ctx->kernels}, NULL, ctx->prof,
-                        off ? m->prepared : NULL, off};
+    graph_runner run = runner(ctx, input);
     graph_forward(&run, 0, g->n_nodes, 0, 0);
     for (int r = 0; r < g->n_outputs; r++) {
         tensor4 v = graph_view(&run, g->outputs[r], 0);

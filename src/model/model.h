@@ -92,6 +92,13 @@ long model_find_param(const cspresnet_model *m, const char *key);
 void model_adopt_weights(cspresnet_model *m, const float *weights, long floats,
                          void (*release)(void *owner), void *owner);
 
+/* context.c: an eval forward of ctx's model calling before(arg, run, i) ahead of each
+ * node i, when its inputs are computed; before may write the model's weights if the
+ * caller owns the model (init_detector.c sets BN statistics there). Plans for
+ * n x 3 x h x w as cspresnet_forward does. */
+cspresnet_status context_forward_each(cspresnet_context *ctx, const float *input, int n, int h, int w,
+                                      void (*before)(void *arg, const graph_runner *run, int node), void *arg);
+
 /* init.c: deterministic random weights (seeded). */
 void model_init_random(cspresnet_model *m, uint64_t seed);
 
