@@ -5,9 +5,9 @@ The bound on every output is max|diff| <= tol * max|ref| with tol the larger of 
 issue's 1e-2 and the error of PyTorch's own bf16 inference (CPU autocast) on the same
 network and input: bf16's rounding measured by the reference framework. On these
 signal-keeping random weights the deepest stage's bf16 error is 1.4-2.4% for us and
-2.2-3.4% for PyTorch's autocast (docs/ARCHITECTURE.md, "bf16"). The test also shows that bf16 really ran: its outputs
-differ from the fp32 run of the same file by more than fp32 rounding (1e-5 of the
-scale), and are the same bits for 1 and 2 threads. Weights keep the input's signal (BN
+2.2-3.4% for PyTorch's autocast (docs/ARCHITECTURE.md, "bf16 inference"). The test also
+shows that bf16 really ran: its outputs differ from the fp32 run of the same file by more
+than fp32 rounding (1e-5 of the scale), and are the same bits for 1 and 2 threads. Weights keep the input's signal (BN
 statistics from the data, SPEC §5), so a bf16 error in an early layer shows at the end.
 """
 from __future__ import annotations

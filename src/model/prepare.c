@@ -1,8 +1,8 @@
 /*
  * prepare.c - the load-time step that packs weights for the kernels that will run
  * them (each op's prepare: a conv's Winograd U, 4x its 3x3 weights, or for bf16
- * contexts its weights as bfloat16 rows, conv2d_bf16.c), so that no forward transforms
- * them again. Nodes are packed in graph order while the total fits
+ * contexts its weights in bfloat16, conv2d_bf16.c and conv2d_bf16_taps.c), so that no
+ * forward transforms them again. Nodes are packed in graph order while the total fits
  * the caller's budget. The packed data belongs to the model and, like its weights, is
  * only read by contexts, so one prepared model still serves many threads. A context
  * uses it when its kernel table and precision are the ones the model was prepared for.
