@@ -166,7 +166,8 @@ TORCH_MODES = ("eager", "frozen", "optimized")
 
 def torch_inference(net, x, mode):
     """A callable running ``net`` (standard modules, eval) on tensors like ``x``:
-    eager (the module under no_grad), frozen (torch.jit.trace + torch.jit.freeze: constants
+    eager (the module under no_grad), bf16 (eager under CPU autocast to bfloat16: oneDNN's
+    bf16 convolutions, AMX where the CPU has it), frozen (torch.jit.trace + torch.jit.freeze: constants
     folded, Conv+BN fused) or optimized (trace + torch.jit.optimize_for_inference, which freezes
     and may move convs to oneDNN). Returns fn(x) -> tuple of outputs."""
     net.eval()
@@ -174,6 +175,11 @@ def torch_inference(net, x, mode):
         def run(t):
             with torch.no_grad():
                 return tuple(net(t))
+        return run
+    if mode == "bf16":   # bench/lowp_bench.py: CPU autocast, outputs back to float32
+        def run(t):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return tuple(o.float() for o in net(t))
         return run
     if mode not in TORCH_MODES:
         raise AnchorError(f"unknown torch mode {mode!r}; known: {TORCH_MODES}")

@@ -1,10 +1,11 @@
-"""lowp_bench.py - bf16 against fp32 and ONNX Runtime fp32, same weights, same input,
-interleaved, on this machine. Writes bench/lowp.md.
+"""lowp_bench.py - bf16 against fp32, ONNX Runtime fp32 and PyTorch bf16, same weights,
+same input, interleaved, on this machine. Writes bench/lowp.md.
 
 Uses run_bench.py's files and runners (random weights of the port as .pdparams, ORT on the
 export with BatchNormalization nodes, 3x640x640 input, 1-thread runs pinned to CPU 0). Each
 row runs ROUNDS rounds of: ours fp32, ours bf16 (`cspresnet bench --deploy --precision bf16`),
-ORT fp32; the row reports the median of the per-round medians. Accuracy: our bf16 outputs of
+ORT fp32, PyTorch bf16 (CPU autocast on the standard network, bench/anchors.py); the row
+reports the median of the per-round medians. Accuracy: our bf16 outputs of
 the batch-1 input (`cspresnet infer --deploy --precision bf16`) against the port in float64,
 max|diff| / max|ref| and cosine per output stage, printed next to the speed.
 
@@ -34,18 +35,26 @@ def run_ours(w, npy, threads, precision):
 
 
 def accuracy(arch, w, state, npy):
+    """{engine: [(max|diff| / max|ref|, cosine) per output]} for our bf16 and PyTorch's bf16."""
     cfg = rb.ref.preset(arch)
     x = np.load(npy)
     refs = rb.ref.reference_outputs(cfg, state, x)
     with tempfile.TemporaryDirectory() as d:
         rb.sh([rb.CLI, "infer", "--weights", w, "--input", npy, "--out", d, "--deploy", "--precision", "bf16", "-q"])
-        got = [np.load(os.path.join(d, f"stage{i}.npy")).astype(np.float64) for i in cfg.return_idx]
-    rows = []
-    for g, r in zip(got, refs):
-        rel = float(np.abs(g - r).max() / np.abs(r).max())
-        cos = float((g * r).sum() / np.sqrt((g * g).sum() * (r * r).sum()))
-        rows.append((rel, cos))
-    return rows
+        ours = [np.load(os.path.join(d, f"stage{i}.npy")) for i in cfg.return_idx]
+        dump = os.path.join(d, "torch.npz")
+        rb.run_torch(arch, w, npy, 1, "bf16", runs=1, warmup=0, dump=dump)
+        with np.load(dump) as z:
+            theirs = [z[f"out{i}"] for i in range(len(refs))]
+
+    def stats(got):
+        rows = []
+        for g, r in zip(got, refs):
+            g = g.astype(np.float64)
+            rows.append((float(np.abs(g - r).max() / np.abs(r).max()),
+                         float((g * r).sum() / np.sqrt((g * g).sum() * (r * r).sum()))))
+        return rows
+    return {"cspresnet bf16": stats(ours), "PyTorch bf16": stats(theirs)}
 
 
 def main():
@@ -62,7 +71,7 @@ def main():
     for arch, batch, threads in rows:
         w, onnx, _ = files[arch]
         npy, raw = inputs[batch]
-        per = {"fp32": [], "bf16": [], "ort": []}
+        per = {"fp32": [], "bf16": [], "ort": [], "torch_bf16": []}
         rss = {}
         for _ in range(rb.ROUNDS):
             for p in ("fp32", "bf16"):
@@ -71,6 +80,9 @@ def main():
             r = rb.run_ort(onnx["bn"], raw, batch, threads)
             per["ort"].append(r["median_ms"])
             rss["ort"] = r["rss_mb"]
+            r = rb.run_torch(arch, w, npy, threads, "bf16")
+            per["torch_bf16"].append(r["median_ms"])
+            rss["torch_bf16"] = r["rss_mb"]
         med = {k: statistics.median(v) for k, v in per.items()}
         results.append((arch, threads, med, rss))
         print(f"{arch} threads {threads}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items()), flush=True)
@@ -82,19 +94,20 @@ def main():
         f"Backbone, 3x640x640, batch 1, random weights of the port. Median of {rb.ROUNDS} interleaved rounds, each the "
         f"median of {rb.RUNS} runs after {rb.WARMUP} warm-up; 1-thread rows pinned to CPU 0.",
         "",
-        "| model | threads | ours fp32 ms | ours bf16 ms | ORT fp32 ms | bf16 vs our fp32 | bf16 vs ORT fp32 | "
-        "RSS fp32 / bf16 MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | threads | ours fp32 ms | ours bf16 ms | ORT fp32 ms | PyTorch bf16 ms | bf16 vs our fp32 | "
+        "bf16 vs ORT fp32 | bf16 vs PyTorch bf16 | RSS ours fp32 / bf16 MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arch, threads, med, rss in results:
         lines.append(f"| {arch} | {threads} | {med['fp32']:.1f} | {med['bf16']:.1f} | {med['ort']:.1f} | "
-                     f"{med['fp32'] / med['bf16']:.2f}x | {med['ort'] / med['bf16']:.2f}x | "
-                     f"{rss['fp32']:.0f} / {rss['bf16']:.0f} |")
-    lines += ["", "bf16 accuracy against the port (float64) on the batch-1 input, per returned stage: "
+                     f"{med['torch_bf16']:.1f} | {med['fp32'] / med['bf16']:.2f}x | {med['ort'] / med['bf16']:.2f}x | "
+                     f"{med['torch_bf16'] / med['bf16']:.2f}x | {rss['fp32']:.0f} / {rss['bf16']:.0f} |")
+    lines += ["", "Accuracy against the port (float64) on the batch-1 input, per returned stage: "
               "max|diff| / max|ref|, cosine:", ""]
-    for arch, rows_ in acc.items():
-        lines.append(f"- {arch}: " + "; ".join(f"stage{i} {rel:.4f}, {cos:.6f}"
-                                              for i, (rel, cos) in zip(rb.ref.preset(arch).return_idx, rows_)))
+    for arch, engines in acc.items():
+        for name, rows_ in engines.items():
+            lines.append(f"- {arch}, {name}: " + "; ".join(
+                f"stage{i} {rel:.4f}, {cos:.6f}" for i, (rel, cos) in zip(rb.ref.preset(arch).return_idx, rows_)))
     lines += ["", "Targets (issue 15): bf16 >= 2.5x ORT fp32 (goal 3x) and >= 1.7x our fp32; max|diff| <= 1e-2 "
               "max|ref|; l peak RSS <= 100 MB.", ""]
     with open(OUT, "w") as f:

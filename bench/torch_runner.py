@@ -1,8 +1,8 @@
 """torch_runner.py - times PyTorch (eval, float32) on CSPResNet for bench/run_bench.py.
 Usage: torch_runner.py ARCH WEIGHTS.pdparams INPUT.npy THREADS RUNS WARMUP MODE [OUT.npz]
 MODE: port (the port in tests/ref as it is: arithmetic BN, eager), or the standard network of
-bench/anchors.py (nn.BatchNorm2d) run eager, frozen (torch.jit.trace + freeze) or optimized
-(trace + torch.jit.optimize_for_inference). Tracing happens before the warm-up, on INPUT itself.
+bench/anchors.py (nn.BatchNorm2d) run eager, frozen (torch.jit.trace + freeze), optimized
+(trace + torch.jit.optimize_for_inference) or bf16 (eager under CPU autocast). Tracing happens before the warm-up, on INPUT itself.
 Prints one JSON line: median_ms, min_ms, max_ms, rss_mb (VmHWM), version, mode. With OUT.npz,
 also saves the outputs of the last run there (out0, out1, ...)."""
 import json
