@@ -37,6 +37,10 @@ struct cspresnet_model {
     long prepared_floats;
     const char *prepared_isa;  /* the table they were packed for */
     cspresnet_precision prepared_precision;  /* and the precision */
+    /* calibrate.c: per graph node, the int8 scale of a conv's input (0: the conv stays
+     * fp32; NULL: not calibrated), the method that chose them */
+    float *act_scale;
+    cspresnet_calibration calib_method;
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).
      * NULL when the model allocated its arena. Such params may be only float-aligned. */
@@ -91,6 +95,10 @@ long model_find_param(const cspresnet_model *m, const char *key);
  * caller has set every params[i].byte_offset so that it plus the data fits in floats. */
 void model_adopt_weights(cspresnet_model *m, const float *weights, long floats,
                          void (*release)(void *owner), void *owner);
+
+/* context.c: a function called before every node a context's forward runs (with the
+ * node index and its inputs' views), for calibration; NULL: none. */
+void context_set_observer(cspresnet_context *ctx, graph_observe_fn fn, void *arg);
 
 /* init.c: deterministic random weights (seeded). */
 void model_init_random(cspresnet_model *m, uint64_t seed);

@@ -133,6 +133,11 @@ static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *i
         np->ws_thread = conv2d_bf16_scratch_per_thread();
         return;
     }
+    if (env->mode == GRAPH_EVAL && env->precision == CSPRESNET_PRECISION_INT8 && np->prepared) {
+        np->path = CONV_PATH_INT8;   /* an int8 context packs only the convs that run int8 */
+        np->ws_thread = conv2d_int8_scratch_per_thread((long)g.in_c * g.k * g.k);
+        return;
+    }
     if (env->mode == GRAPH_EVAL) {
         np->path = conv2d_plan(kt, &g, in[0].n, env->threads, env->winograd, &np->ws_thread, &np->ws_shared);
         return;
@@ -164,6 +169,8 @@ static void conv_forward_node(op_run *r)
         conv_cols_forward(&r->ex, &g, r->p[0], &r->in[0], &r->out);
     else if (r->np->path == CONV_PATH_BF16)
         conv2d_bf16_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
+    else if (r->np->path == CONV_PATH_INT8)
+        conv2d_int8_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
     else
         conv2d_run(&r->ex, r->np->path, &g, r->p[0], &r->in[0], &r->out, plain ? NULL : &ep);
 }
@@ -181,7 +188,8 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
 }
 
 /* Packed at load: for bf16 contexts the bf16 weight rows of the convs that run in
- * bf16 (conv2d_bf16.c), otherwise the Winograd U of a 3x3 stride-1 conv for tables
+ * bf16 (conv2d_bf16.c), for int8 ones the quantized rows of the convs with a
+ * calibrated input scale (conv2d_int8.c; the others run fp32 unprepared), otherwise the Winograd U of a 3x3 stride-1 conv for tables
  * with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
@@ -189,6 +197,10 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
         return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
+    if (pe->precision == CSPRESNET_PRECISION_INT8) {
+        long K = (long)g.in_c * g.k * g.k;
+        return conv2d_int8_applies(K, pe->act_scale) ? conv2d_int8_weight_floats(g.out_c, K) : 0;
+    }
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
 }
@@ -200,6 +212,8 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
+    else if (pe->precision == CSPRESNET_PRECISION_INT8)
+        conv2d_int8_weights(param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale, dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }
