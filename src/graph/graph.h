@@ -171,6 +171,7 @@ typedef struct prepare_env {
     const kernel_set *kernels;
     cspresnet_precision precision;
     float act_scale;             /* int8: the node's input scale (0: it stays fp32) */
+    int act_zero;                /* and its zero point, 0..255 */
 } prepare_env;
 
 /* One node's plan: filled by its op's plan, then by the planner. */

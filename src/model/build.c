@@ -66,6 +66,7 @@ void cspresnet_model_free(cspresnet_model *model)
     free(model->prepared);
     free(model->prepared_off);
     free(model->act_scale);
+    free(model->act_zero);
     free(model);
 }
 

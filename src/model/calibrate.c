@@ -2,10 +2,11 @@
  * calibrate.c - post-training quantization's calibration: the fp32 network runs on the
  * caller's inputs through an ordinary context, with an observer on the graph runner
  * (graph/run.c) that sees every conv's input just before the conv runs, so nothing
- * walks the network a second time. Min-max keeps max|x| per conv input over all
- * inputs; percentile runs the inputs twice, first for max|x|, then for a histogram of
- * |x| over [0, max] in CALIB_BINS bins, and takes the CSPRESNET_CALIB_PERCENTILE_Q
- * quantile (the upper edge of its bin). The scale is that value / 127.
+ * walks the network a second time. Min-max keeps min and max per conv input over all
+ * inputs; percentile runs the inputs twice, first for them, then for a histogram over
+ * [min, max] in CALIB_BINS bins, and clips to the 1 - q and q quantiles (q =
+ * CSPRESNET_CALIB_PERCENTILE_Q, bin edges). The range [lo, hi], widened to hold 0, is
+ * mapped onto u8 0..255: scale (hi - lo) / 255, zero point rne(-lo / scale).
  *
  * The conv reading the network's input (the stem's first, 3 channels) keeps scale 0:
  * it stays fp32 (its K is 27, so int8 gains nothing there, and an image's 8-bit
@@ -22,9 +23,9 @@
 
 typedef struct calib_state {
     const graph *g;
-    int pass;                 /* 0: max|x|; 1: histogram */
-    double *maxabs;           /* per node */
-    double *hist;             /* per node CALIB_BINS counts (percentile only) */
+    int pass;                 /* 0: min and max; 1: histogram */
+    double *lo, *hi;          /* per node: min and max of its input */
+    double *hist;             /* per node CALIB_BINS counts over [lo, hi] (percentile only) */
 } calib_state;
 
 static int is_quantized_conv(const graph *g, int i)
@@ -39,38 +40,57 @@ static void observe(void *arg, int node, const op_run *run)
         return;
     const tensor4 *x = &run->in[0];
     const long plane = (long)x->c * x->h * x->w;
-    double m = st->maxabs[node];
+    const double lo = st->lo[node], width = st->hi[node] - lo;
     double *h = st->hist ? st->hist + (long)node * CALIB_BINS : NULL;
-    const double per_bin = st->pass == 1 && m > 0 ? CALIB_BINS / m : 0.0;
     for (int n = 0; n < x->n; n++) {
         const float *v = x->data + n * x->batch_stride;
         if (st->pass == 0) {
-            float mx = 0.0f;
-            for (long i = 0; i < plane; i++)
-                mx = fabsf(v[i]) > mx ? fabsf(v[i]) : mx;
-            m = mx > m ? mx : m;
+            float mn = v[0], mx = v[0];
+            for (long i = 1; i < plane; i++) {
+                mn = v[i] < mn ? v[i] : mn;
+                mx = v[i] > mx ? v[i] : mx;
+            }
+            st->lo[node] = mn < st->lo[node] ? mn : st->lo[node];
+            st->hi[node] = mx > st->hi[node] ? mx : st->hi[node];
             continue;
         }
-        for (long i = 0; i < plane && per_bin > 0; i++) {
-            long b = (long)(fabs((double)v[i]) * per_bin);
-            h[b < CALIB_BINS ? b : CALIB_BINS - 1] += 1.0;
+        const double per_bin = width > 0 ? CALIB_BINS / width : 0.0;
+        for (long i = 0; i < plane; i++) {
+            long b = (long)(((double)v[i] - lo) * per_bin);
+            h[b < 0 ? 0 : b < CALIB_BINS ? b : CALIB_BINS - 1] += 1.0;
         }
     }
-    st->maxabs[node] = m;
 }
 
-/* The q quantile of |x| from node's histogram over [0, max]. */
-static double percentile(const double *h, double max, double q)
+/* The (1 - q) and q quantiles of node's inputs (bin edges of its histogram). */
+static void clip_range(const double *h, double q, double *lo, double *hi)
 {
-    double total = 0, seen = 0;
+    double total = 0, seen = 0, width = (*hi - *lo) / CALIB_BINS;
     for (int b = 0; b < CALIB_BINS; b++)
         total += h[b];
-    for (int b = 0; b < CALIB_BINS; b++) {
-        seen += h[b];
-        if (seen >= q * total)
-            return max * (b + 1) / CALIB_BINS;
+    int first = 0, last = CALIB_BINS - 1;
+    while (first < last && seen + h[first] <= (1.0 - q) * total)
+        seen += h[first++];
+    seen = 0;
+    while (last > first && seen + h[last] <= (1.0 - q) * total)
+        seen += h[last--];
+    *hi = *lo + width * (last + 1);
+    *lo = *lo + width * first;
+}
+
+/* The scale and zero point putting u8 0..255 over [lo, hi] widened to hold 0. */
+static void scale_zero(double lo, double hi, float *scale, int *zero)
+{
+    lo = lo < 0 ? lo : 0;
+    hi = hi > 0 ? hi : 0;
+    if (!(hi - lo > 0) || !isfinite(hi - lo)) {   /* all-zero input: any scale */
+        *scale = 1.0f;
+        *zero = 128;
+        return;
     }
-    return max;
+    *scale = (float)((hi - lo) / 255.0);
+    double z = nearbyint(-lo / *scale);
+    *zero = z < 0 ? 0 : z > 255 ? 255 : (int)z;
 }
 
 static cspresnet_status run_pass(cspresnet_context *ctx, const float *inputs, int n, int h, int w, int batch,
@@ -109,14 +129,16 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
                     "cspresnet_model_calibrate: a model, at least one input, a batch >= 1 and the method "
                     "minmax or percentile are needed", err, err_size);
     const graph *g = &model->g;
-    calib_state st = {g, 0, calloc((size_t)g->n_nodes, sizeof(double)), NULL};
+    calib_state st = {g, 0, malloc(sizeof(double) * (size_t)g->n_nodes), malloc(sizeof(double) * (size_t)g->n_nodes),
+                      NULL};
     float *scale = calloc((size_t)g->n_nodes, sizeof(float));
+    int *zero = calloc((size_t)g->n_nodes, sizeof(int));
     if (method == CSPRESNET_CALIB_PERCENTILE)
         st.hist = calloc((size_t)g->n_nodes * CALIB_BINS, sizeof(double));
     cspresnet_context_options opt = {.threads = threads, .isa = isa};
     cspresnet_context *ctx = NULL;
     cspresnet_status s = CSPRESNET_ERR_MEMORY;
-    if (!st.maxabs || !scale || (method == CSPRESNET_CALIB_PERCENTILE && !st.hist)) {
+    if (!st.lo || !st.hi || !scale || !zero || (method == CSPRESNET_CALIB_PERCENTILE && !st.hist)) {
         fail(s, "out of memory calibrating the model", err, err_size);
         goto done;
     }
@@ -124,6 +146,8 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
         cspresnet_prepare_options none = {NULL, 0, CSPRESNET_PRECISION_FP32};
         cspresnet_model_prepare_ex(model, &none, NULL, 0);   /* budget 0: drops the int8 packing */
     }
+    for (int i = 0; i < g->n_nodes; i++)
+        st.lo[i] = INFINITY, st.hi[i] = -INFINITY;
     if ((s = cspresnet_context_create_ex(model, &opt, &ctx, err, err_size)) != CSPRESNET_OK)
         goto done;
     context_set_observer(ctx, observe, &st);
@@ -133,18 +157,24 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
     for (int i = 0; i < g->n_nodes; i++) {
         if (!is_quantized_conv(g, i))
             continue;
-        double t = st.hist ? percentile(st.hist + (long)i * CALIB_BINS, st.maxabs[i], CSPRESNET_CALIB_PERCENTILE_Q)
-                           : st.maxabs[i];
-        scale[i] = t > 0 && isfinite(t) ? (float)(t / 127.0) : 1.0f;   /* all-zero input: any scale */
+        double lo = st.lo[i], hi = st.hi[i];
+        if (st.hist && hi > lo)
+            clip_range(st.hist + (long)i * CALIB_BINS, CSPRESNET_CALIB_PERCENTILE_Q, &lo, &hi);
+        scale_zero(lo, hi, &scale[i], &zero[i]);
     }
     free(model->act_scale);
+    free(model->act_zero);
     model->act_scale = scale;
+    model->act_zero = zero;
     model->calib_method = method;
     scale = NULL;
+    zero = NULL;
 done:
     cspresnet_context_free(ctx);
     free(scale);
-    free(st.maxabs);
+    free(zero);
+    free(st.lo);
+    free(st.hi);
     free(st.hist);
     return s;
 }

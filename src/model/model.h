@@ -37,9 +37,10 @@ struct cspresnet_model {
     long prepared_floats;
     const char *prepared_isa;  /* the table they were packed for */
     cspresnet_precision prepared_precision;  /* and the precision */
-    /* calibrate.c: per graph node, the int8 scale of a conv's input (0: the conv stays
-     * fp32; NULL: not calibrated), the method that chose them */
+    /* calibrate.c: per graph node, the int8 scale and zero point of a conv's input (scale
+     * 0: the conv stays fp32; NULL: not calibrated), the method that chose them */
     float *act_scale;
+    int *act_zero;
     cspresnet_calibration calib_method;
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).

@@ -59,7 +59,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     drop(model);
     const graph *g = &model->g;
     const kernel_set *kt = kernel_set_select(opt->isa);
-    prepare_env pe = {kt, opt->precision, 0.0f};
+    prepare_env pe = {kt, opt->precision, 0.0f, 128};
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");
@@ -71,6 +71,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     for (int i = 0; i < g->n_nodes; i++) {
         const gnode *nd = &g->nodes[i];
         pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
+        pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
         long f = nd->op->prepare_floats ? nd->op->prepare_floats(nd, model->params, &pe) : 0;
         f = (f + 15) & ~15L;
         off[i] = f > 0 && total + f <= budget ? total : -1;
@@ -90,6 +91,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     }
     for (int i = 0; i < g->n_nodes; i++) {
         pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
+        pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
         if (off[i] >= 0)
             g->nodes[i].op->prepare(&g->nodes[i], model->params, model->weights, &pe, model->prepared + off[i]);
     }

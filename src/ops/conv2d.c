@@ -213,7 +213,8 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8)
-        conv2d_int8_weights(param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale, dst);
+        conv2d_int8_weights(param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale, pe->act_zero,
+                            dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }

@@ -7,12 +7,14 @@
  *
  * in (N,C,H,W) f32, weights prepared once (model/prepare.c) -> out (N,OC,OH,OW) f32.
  * The prepared block of a conv (floats):
- *   [0] 1 / act_scale, [1] act_scale, then from INT8_HEAD: comp[OC] (int32,
- *   128 * sum_k q[oc][k]), scale[OC] (w_scale[oc] * act_scale), w_scale[OC], then the
+ *   [0] 1 / act_scale, [1] act_scale, [2] the zero point z, then from INT8_HEAD:
+ *   comp[OC] (int32, z * sum_k q[oc][k]), scale[OC] (w_scale[oc] * act_scale), w_scale[OC], then the
  *   s8 rows: OC rows of lda = ceil(K/4) quads (K in OIHW order, zero past K).
  * w_scale[oc] = max_k |w[oc][k]| / 127 and q = rne(w / w_scale) (0 for an all-zero
- * row); activations q = clamp(rne(x * (1 / act_scale)), -128, 127), zero padding
- * quantizing to 0.
+ * row); activations u8 = clamp(rne(x * (1 / act_scale)) + z, 0, 255), standing for
+ * u8 - z (zero padding quantizes to z, exactly 0). z = 128 is the symmetric range;
+ * calibration puts [0, 255] over the input's own range (an activation output's range
+ * is mostly positive, so that is a bit more resolution than a symmetric one).
  *
  * A task (conv2d_fast.c's driver) packs all K rows of its pixels: each CONV_KC block of
  * f32 im2col rows (a 1x1 conv's are the input rows themselves) quantized into u8 quads,
@@ -61,7 +63,7 @@ float conv2d_int8_weight_scale(const float *w_row, long K)
     return m / 127.0f;
 }
 
-void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, float *dst)
+void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst)
 {
     const long lda = (K + 3) / 4;
     int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
@@ -70,6 +72,7 @@ void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, flo
     memset(dst, 0, sizeof(float) * (size_t)rows_offset(out_c));
     dst[0] = 1.0f / act_scale;
     dst[1] = act_scale;
+    dst[2] = (float)act_zero;
     for (int oc = 0; oc < out_c; oc++) {
         const float *wr = w + oc * K;
         float ws = conv2d_int8_weight_scale(wr, K);
@@ -80,7 +83,7 @@ void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, flo
             rows[oc * 4 * lda + k] = (int8_t)q;
             sum += (int32_t)q;
         }
-        comp[oc] = 128 * sum;
+        comp[oc] = act_zero * sum;
         w_scale[oc] = ws;
         scale[oc] = ws * act_scale;
     }
@@ -129,7 +132,7 @@ static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0
             im2col(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
         }
         for (int s = 0; s < nc; s += q8->nr)   /* strip s/nr: lda rows of nr quads from s * lda */
-            q8->pack(x + s, ldx, kc, nc - s < q8->nr ? nc - s : q8->nr, prep[0],
+            q8->pack(x + s, ldx, kc, nc - s < q8->nr ? nc - s : q8->nr, prep[0], (int)prep[2],
                      quads + (s * lda + k0 / 4 * q8->nr) * 4, q8->nr);
     }
     for (int m0 = oc_a; m0 < oc_b; m0 += q8->mr) {

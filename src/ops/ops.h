@@ -127,14 +127,14 @@ void conv2d_bf16_forward(op_exec *ex, const conv_geom *g, const float *prepared,
 
 /* conv2d_int8.c: the conv as an int8 GEMM (exact int32 sums, dequantized in the tile,
  * then the fp32 epilogue), weights prepared once by conv2d_int8_weights (per output
- * channel symmetric s8, with the input's calibrated scale act_scale), activations
+ * channel symmetric s8, with the input's calibrated scale and zero point), activations
  * quantized while packed. conv2d_int8_applies: a conv with a calibrated scale whose
  * int32 sums cannot overflow. conv2d_int8_rows / conv2d_int8_scales: the prepared s8
  * rows (OC x ceil(K/4) quads) and per-channel weight scales. */
 int conv2d_int8_applies(long K, float act_scale);
 long conv2d_int8_weight_floats(int out_c, long K);
 float conv2d_int8_weight_scale(const float *w_row, long K);
-void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, float *dst);
+void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst);
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c);
 const float *conv2d_int8_scales(const float *prepared, int out_c);
 long conv2d_int8_scratch_per_thread(long K);

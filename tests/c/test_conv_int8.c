@@ -2,7 +2,7 @@
  * test_conv_int8.c - the int8 convolution (ops/conv2d_int8.c) against an integer oracle
  * written here: weights quantized per output channel (w_scale = max|w| / 127,
  * q = rne(w / w_scale)), the input per tensor with a given scale s (q = clamp(rne(x *
- * (1/s)), -128, 127), padding 0), a direct convolution summed exactly in int64, then
+ * (1/s)) + z, 0, 255) - z with a zero point z, padding 0), a direct convolution summed exactly in int64, then
  * (float)sum * (w_scale * s) and the fp32 epilogue (bias, activation, residual) in the
  * same order as the library's. Without a swish epilogue the result must be the oracle's
  * bits on every kernel set this CPU runs (the reference u8s8 tile and the AVX-512 VNNI
@@ -38,6 +38,13 @@ static int qclamp(float v, int lo, int hi)
     return r < lo ? lo : r > hi ? hi : (int)r;
 }
 
+/* An activation's quantized value: clamp(rne(v) + zero, 0, 255) - zero. */
+static int quant_x(float v, int zero)
+{
+    long r = lrintf(v) + zero;
+    return (int)(r < 0 ? 0 : r > 255 ? 255 : r) - zero;
+}
+
 static void run(const kernel_set *kt, int threads, const conv_geom *g, const float *prepared, const tensor4 *in,
                 const tensor4 *out, const conv_epilogue *ep)
 {
@@ -61,6 +68,7 @@ typedef struct oracle {
     int n;
     const float *w, *x, *res;
     float act_scale;
+    int act_zero;
     const conv_epilogue *ep;
     long wide_c;
 } oracle;
@@ -102,7 +110,7 @@ static long check_oracle(const oracle *o, const float *got, double *worst, doubl
                             if (iy < 0 || ix < 0 || iy >= g.in_h || ix >= g.in_w)
                                 continue;
                             float xv = o->x[((long)(b * g.in_c + ci) * g.in_h + iy) * g.in_w + ix];
-                            acc += (long)q[(ci * g.k + ky) * g.k + kx] * qclamp(xv * inv, -128, 127);
+                            acc += (long)q[(ci * g.k + ky) * g.k + kx] * quant_x(xv * inv, o->act_zero);
                             exact += (double)o->w[oc * K + (ci * g.k + ky) * g.k + kx] * xv;
                         }
                 float want = (float)acc * scale, unq = (float)exact;
@@ -169,6 +177,7 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     if (id % 5 == 2)   /* an all-zero weight row: scale 0 */
         memset(w, 0, sizeof(float) * (size_t)K);
     float act_scale = (float)(0.7 + 0.4 * rng_uniform()) / 127.0f;   /* clamps |x| above 0.7..1.1 */
+    int act_zero = id % 2 ? 128 : rng_int(0, 255);                    /* symmetric, or anywhere */
     cspresnet_act act = (cspresnet_act)(id % 3 == 0 ? CSPRESNET_ACT_NONE : id % 3 == 1 ? CSPRESNET_ACT_RELU
                                                                                         : CSPRESNET_ACT_SWISH);
     int epi = id % 4 != 3;
@@ -176,9 +185,9 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     tensor4 rt = {res, n, g.out_c, g.out_h, g.out_w, g.out_c * P};
     conv_epilogue ep = {bias, act, id % 2 ? &rt : NULL};
     const long out_len = n * wide_c * P;
-    oracle o = {&g, n, w, x, res, act_scale, epi ? &ep : NULL, wide_c};
+    oracle o = {&g, n, w, x, res, act_scale, act_zero, epi ? &ep : NULL, wide_c};
     float *prep = aligned_alloc(64, sizeof(float) * (size_t)((conv2d_int8_weight_floats(g.out_c, K) + 15) & ~15L));
-    conv2d_int8_weights(w, g.out_c, K, act_scale, prep);
+    conv2d_int8_weights(w, g.out_c, K, act_scale, act_zero, prep);
     check_rows(id, &g, w, prep);
     for (int s = 0; s < n_sets; s++)
         for (int t = 1; t <= 2; t++) {
@@ -190,8 +199,8 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
             const char *what = epi && act == CSPRESNET_ACT_SWISH ? "swish" : "exact";
             if (epi && act == CSPRESNET_ACT_SWISH)
                 CHECK(worst <= 4e-6, "case %d (%s, %d threads, k%d s%d, %dx%dx%d -> %d, n %d): %.3g from the "
-                      "oracle", id, sets[s]->int8->name, t, g.k, g.stride, g.in_c, g.in_h, g.in_w, g.out_c, n,
-                      worst);
+                      "oracle (zero %d)", id, sets[s]->int8->name, t, g.k, g.stride, g.in_c, g.in_h, g.in_w, g.out_c, n,
+                      worst, act_zero);
             else
                 CHECK(bad == 0, "case %d (%s, %d threads, k%d s%d, %dx%dx%d -> %d, n %d): %ld of %ld outputs "
                       "differ from the integer oracle (worst %.3g)", id, sets[s]->int8->name, t, g.k, g.stride,
