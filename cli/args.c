@@ -206,7 +206,7 @@ int arch_flags_config(const arch_flags *f, cspresnet_config *cfg, const char *cm
 void common_flags_init(common_flags *c)
 {
     memset(c, 0, sizeof *c);
-    c->calib_method = CSPRESNET_CALIB_PERCENTILE;
+    c->calib_method = CSPRESNET_CALIB_MINMAX;
 }
 
 /* -q (lo 1) and -v (lo 0) on a common_flags: the later one wins. */

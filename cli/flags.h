@@ -100,8 +100,8 @@ int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cl
     {CLI_FLAG("--calibration", NULL, "SRC", "int8: the inputs that choose the activation scales: an .npy\n" \
                                             "batch (N x 3 x H x W) or random (4 seeded 256x256 images)"), \
      .parse = cli_str, .off = offsetof(type, cf) + offsetof(common_flags, calibration)},                   \
-    {CLI_FLAG("--calib-method", NULL, "M", "int8: percentile (default: the 99.99th percentile of |x|)\n"   \
-                                           "or minmax (max |x|)"),                                         \
+    {CLI_FLAG("--calib-method", NULL, "M", "int8: minmax (default: each conv input's min and max) or\n"   \
+                                           "percentile (its 0.01% and 99.99% quantiles)"),                \
      .parse = cli_calib_method_flag, .off = offsetof(type, cf),                                           \
      .bad = "--calib-method must be minmax or percentile"}
 

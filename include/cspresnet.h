@@ -248,16 +248,19 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
 /* int8 (post-training quantization). A conv runs in int8 when the model holds an
  * activation scale for its input: its weights are quantized per output channel,
  * symmetric (w_scale[oc] = max|w[oc]| / 127, q = rne(w / w_scale) in -127..127), its
- * input per tensor with the calibrated scale s (q = clamp(rne(x / s), -128, 127)), the
- * products summed exactly in int32 and dequantized by w_scale[oc] * s in the GEMM's
- * epilogue, before the fp32 bias, activation and residual. Every other op stays fp32.
- * Calibration runs the fp32 network on inputs and records, per conv input, max|x|
- * (min-max: s = max / 127) or a histogram of |x| (percentile: s = the
- * CSPRESNET_CALIB_PERCENTILE_Q quantile of |x| / 127, clipping the rare largest
- * values). The network's first conv (3 input channels, the stem) is left fp32: too
- * sensitive for its few multiplies (docs/ARCHITECTURE.md, "int8"). Calibrate the form
- * that will run (after cspresnet_model_deploy), then cspresnet_model_prepare_ex with
- * precision int8, then contexts of precision int8. */
+ * input per tensor with the calibrated scale s and zero point z (u8 = clamp(rne(x / s)
+ * + z, 0, 255), standing for u8 - z), the products summed exactly in int32 and
+ * dequantized by w_scale[oc] * s in the GEMM's epilogue, before the fp32 bias,
+ * activation and residual. Every other op stays fp32. Calibration runs the fp32
+ * network on inputs and records, per conv input, its min and max (min-max) or also a
+ * histogram (percentile: the 1 - q and q quantiles, q = CSPRESNET_CALIB_PERCENTILE_Q,
+ * clipping the rare extremes); [lo, hi] widened to hold 0 becomes s = (hi - lo) / 255,
+ * z = rne(-lo / s). Min-max measured better on our networks (docs/ARCHITECTURE.md,
+ * "int8"). The network's first conv (3 input channels, the stem) is left fp32, and so
+ * are the 3x3 stride-1 convs a kernel set runs by Winograd F(4,3) (as for bf16: its 4x
+ * fewer multiplies beat int8's rate; the "ref" set has no Winograd). Calibrate
+ * the form that will run (after cspresnet_model_deploy), then
+ * cspresnet_model_prepare_ex with precision int8, then contexts of precision int8. */
 typedef enum cspresnet_calibration {
     CSPRESNET_CALIB_MINMAX = 0,
     CSPRESNET_CALIB_PERCENTILE = 1

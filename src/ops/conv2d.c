@@ -189,7 +189,8 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
 
 /* Packed at load: for bf16 contexts the bf16 weight rows of the convs that run in
  * bf16 (conv2d_bf16.c), for int8 ones the quantized rows of the convs with a
- * calibrated input scale (conv2d_int8.c; the others run fp32 unprepared), otherwise the Winograd U of a 3x3 stride-1 conv for tables
+ * calibrated input scale that do not run Winograd (conv2d_int8.c; the others run fp32
+ * unprepared), otherwise the Winograd U of a 3x3 stride-1 conv for tables
  * with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
@@ -199,7 +200,10 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
         return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
     if (pe->precision == CSPRESNET_PRECISION_INT8) {
         long K = (long)g.in_c * g.k * g.k;
-        return conv2d_int8_applies(K, pe->act_scale) ? conv2d_int8_weight_floats(g.out_c, K) : 0;
+        /* bf16's rule too: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv
+         * (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
+        int direct = conv2d_bf16_applies(pe->kernels, g.k, g.stride, g.pad);
+        return direct && conv2d_int8_applies(K, pe->act_scale) ? conv2d_int8_weight_floats(g.out_c, K) : 0;
     }
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
