@@ -149,7 +149,9 @@ static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0
 void conv2d_int8_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                          const tensor4 *out, const conv_epilogue *ep)
 {
-    conv_gemm_job job = {ex, g, prepared, in, out, ep, 0, 0, 0, 0, int8_task};
-    conv2d_gemm_split(g, in->n, threadpool_size(ex->pool), ex->kernels->int8->mr, &job);
+    /* the driver's split for the int8 tile's rows, then its tasks */
+    conv_gemm_job job = {.ex = ex, .g = g, .weight = prepared, .in = in, .out = out, .ep = ep, .task = int8_task};
+    const int mr = ex->kernels->int8->mr;
+    conv2d_gemm_split(g, in->n, threadpool_size(ex->pool), mr, &job);
     conv2d_gemm_run(&job);
 }
