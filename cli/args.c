@@ -206,6 +206,7 @@ int arch_flags_config(const arch_flags *f, cspresnet_config *cfg, const char *cm
 void common_flags_init(common_flags *c)
 {
     memset(c, 0, sizeof *c);
+    c->calib_method = CSPRESNET_CALIB_MINMAX;
 }
 
 /* -q (lo 1) and -v (lo 0) on a common_flags: the later one wins. */
@@ -225,6 +226,16 @@ int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_c
     if (cspresnet_precision_parse(v, &p) != CSPRESNET_OK)
         return cli_refuse(f, v, cmd);
     c->precision = (int)p;
+    return 0;
+}
+
+int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    common_flags *c = dest;
+    cspresnet_calibration m;
+    if (cspresnet_calibration_parse(v, &m) != CSPRESNET_OK)
+        return cli_refuse(f, v, cmd);
+    c->calib_method = (int)m;
     return 0;
 }
 

@@ -65,6 +65,8 @@ typedef struct common_flags {
     int verbose;
     int precision;   /* cspresnet_precision: --precision on infer, bench, detect */
     const char *isa; /* kernel set for cli_prepare and cli_context_create_cf (NULL: cli_isa()) */
+    const char *calibration;  /* int8: "random" or an .npy batch for cli_prepare to calibrate on */
+    int calib_method;         /* cspresnet_calibration */
 } common_flags;
 void common_flags_init(common_flags *c);
 
@@ -86,7 +88,12 @@ cspresnet_status cli_context_create(const cspresnet_model *model, int threads, c
 cspresnet_status cli_context_create_cf(const cspresnet_model *model, const common_flags *cf,
                                        cspresnet_context **out, char *err, size_t err_size);
 /* Packs the model's weights for cf's precision and kernel set (cspresnet_model_prepare_ex;
- * fp32: nothing to do). */
+ * fp32: nothing to do). int8 on a model without scales calibrates it first on
+ * cf->calibration: an .npy batch (N x 3 x H x W) or "random" (CLI_CALIB_RANDOM_N seeded
+ * uniform [0, 1) images of 3 x CLI_CALIB_RANDOM_HW^2, drawn apart from
+ * cli_random_input's). */
+#define CLI_CALIB_RANDOM_N 4
+#define CLI_CALIB_RANDOM_HW 256
 cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size);
 
 /* Peak resident memory of this process in MiB (VmHWM; peak_rss.c). */

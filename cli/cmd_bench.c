@@ -88,6 +88,7 @@ static const cli_flag FLAGS[] = {
     {CLI_FLAG("--batch", NULL, "N", "images per forward (default 1)"), .parse = cli_count,
      .off = offsetof(bench_opts, batch), .lo = 1, .hi = 4096},
     CLI_PRECISION_ROW(bench_opts),
+    CLI_CALIBRATION_ROWS(bench_opts),
     {CLI_FLAG("--threads", NULL, "N", "worker threads (default: all online CPUs)"), .parse = cli_threads_flag,
      .off = offsetof(bench_opts, cf)},
     {CLI_FLAG("--detector", NULL, NULL, "time the PP-YOLOE detector: forward, decoding and NMS (--weights: a\n"

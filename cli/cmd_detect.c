@@ -103,6 +103,7 @@ static const cli_flag FLAGS[] = {
                                   "the best this CPU runs)"),
      .parse = cli_pick, .off = OPT(isa), .choices = ISA_CHOICES, .bad = "--isa must be ref, generic, avx2 or avx512"},
     CLI_PRECISION_ROW(detect_opts),
+    CLI_CALIBRATION_ROWS(detect_opts),
     {CLI_FLAG("--threads", NULL, "N", "worker threads (default and most: the online CPUs)"),
      .parse = cli_threads_flag, .off = OPT(cf)},
     {CLI_FLAG("--quiet", "-q", NULL, "print nothing on success"), .parse = cli_quiet, .off = OPT(cf), .lo = 1},

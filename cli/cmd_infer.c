@@ -123,6 +123,7 @@ static const cli_flag FLAGS[] = {
                                       "convert_to_deploy); same outputs within float rounding, fewer FLOPs"),
      .parse = cli_set, .off = offsetof(infer_opts, deploy), .lo = 1},
     CLI_PRECISION_ROW(infer_opts),
+    CLI_CALIBRATION_ROWS(infer_opts),
     {CLI_FLAG("--threads", NULL, "N", "worker threads (default and most: the online CPUs)"),
      .parse = cli_threads_flag, .off = offsetof(infer_opts, cf)},
     {CLI_FLAG("--quiet", "-q", NULL, "print nothing on success"), .parse = cli_quiet, .off = offsetof(infer_opts, cf),

@@ -1,7 +1,9 @@
 /* common.c - small helpers the subcommands share: output folders, the seeded input and
  * the kernel set named by the environment. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -40,10 +42,59 @@ cspresnet_status cli_context_create_cf(const cspresnet_model *model, const commo
     return context_create(model, cf->threads, cf->isa ? cf->isa : cli_isa(), cf->precision, out, err, err_size);
 }
 
+/* The calibration batch of cf->calibration (see cli_prepare). */
+static cspresnet_status calibration_input(const common_flags *cf, cspresnet_array *x, char *err, size_t err_size)
+{
+    if (strcmp(cf->calibration, "random") != 0) {
+        cspresnet_status s = cspresnet_npy_read(cf->calibration, x, err, err_size);
+        if (s == CSPRESNET_OK && (x->ndim != 4 || x->shape[1] != 3)) {
+            snprintf(err, err_size, "%s: a calibration batch must be N x 3 x H x W, not %d-d with %lld channels",
+                     cf->calibration, x->ndim, x->ndim > 1 ? (long long)x->shape[1] : 0LL);
+            cspresnet_array_free(x);
+            return CSPRESNET_ERR_SHAPE;
+        }
+        return s;
+    }
+    const int shape[4] = {CLI_CALIB_RANDOM_N, 3, CLI_CALIB_RANDOM_HW, CLI_CALIB_RANDOM_HW};
+    if (cli_random_input(x, shape) != 0) {
+        snprintf(err, err_size, "out of memory for the calibration batch");
+        return CSPRESNET_ERR_MEMORY;
+    }
+    uint64_t state = 0x9e3779b97f4a7c15ull;   /* not cli_random_input's values: held-out inputs stay unseen */
+    for (int64_t i = 0; i < x->numel; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        x->data[i] = (float)(state >> 40) / 16777216.0f;
+    }
+    return CSPRESNET_OK;
+}
+
+static cspresnet_status calibrate(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size)
+{
+    if (!cf->calibration) {
+        snprintf(err, err_size, "--precision int8 needs --calibration random|X.npy (or a quantized file from "
+                                "cspresnet quantize)");
+        return CSPRESNET_ERR_ARGUMENT;
+    }
+    cspresnet_array x = {0};
+    cspresnet_status s = calibration_input(cf, &x, err, err_size);
+    if (s != CSPRESNET_OK)
+        return s;
+    s = cspresnet_model_calibrate(model, x.data, (int)x.shape[0], (int)x.shape[2], (int)x.shape[3], 4,
+                                  (cspresnet_calibration)cf->calib_method, cf->threads, cf->isa ? cf->isa : cli_isa(),
+                                  err, err_size);
+    cspresnet_array_free(&x);
+    return s;
+}
+
 cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size)
 {
     if (cf->precision == CSPRESNET_PRECISION_FP32)
         return CSPRESNET_OK;
+    if (cf->precision == CSPRESNET_PRECISION_INT8 && cspresnet_model_quant_layer(model, 0, NULL, NULL, NULL) == 0) {
+        cspresnet_status s = calibrate(model, cf, err, err_size);
+        if (s != CSPRESNET_OK)
+            return s;
+    }
     cspresnet_prepare_options opt;
     cspresnet_prepare_options_init(&opt);
     opt.isa = cf->isa ? cf->isa : cli_isa();

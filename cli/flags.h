@@ -87,10 +87,23 @@ int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_com
 /* --precision fp32|bf16 into a common_flags; CLI_PRECISION_ROW(opts type) is its row. */
 int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 #define CLI_PRECISION_ROW(type)                                                                          \
-    {CLI_FLAG("--precision", NULL, "P", "fp32 (default) or bf16: convs multiply bfloat16 weights and\n"   \
+    {CLI_FLAG("--precision", NULL, "P", "fp32 (default), bf16: convs multiply bfloat16 weights and\n"     \
                                         "activations, accumulating in fp32 (3x3 stride-1 convs stay\n"    \
-                                        "fp32 Winograd); about 1e-3 relative from fp32"),                 \
-     .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32 or bf16"}
+                                        "fp32 Winograd); about 1e-3 relative from fp32; or int8: convs\n" \
+                                        "multiply int8 weights (per channel) and activations (per\n"     \
+                                        "tensor, calibrated: --calibration) in int32 (the stem's first\n" \
+                                        "conv stays fp32)"),                                              \
+     .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32, bf16 or int8"}
+/* --calibration SRC and --calib-method M into a common_flags (int8). */
+int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
+#define CLI_CALIBRATION_ROWS(type)                                                                        \
+    {CLI_FLAG("--calibration", NULL, "SRC", "int8: the inputs that choose the activation scales: an .npy\n" \
+                                            "batch (N x 3 x H x W) or random (4 seeded 256x256 images)"), \
+     .parse = cli_str, .off = offsetof(type, cf) + offsetof(common_flags, calibration)},                   \
+    {CLI_FLAG("--calib-method", NULL, "M", "int8: minmax (default: each conv input's min and max) or\n"   \
+                                           "percentile (its 0.01% and 99.99% quantiles)"),                \
+     .parse = cli_calib_method_flag, .off = offsetof(type, cf),                                           \
+     .bad = "--calib-method must be minmax or percentile"}
 
 /* Shared tables (args.c): ARCH_FLAGS fill an arch_flags; STANDARD_FLAGS, --help (-h)
  * and --version, end every command's table without being named in it. */

@@ -222,10 +222,11 @@ size_t cspresnet_model_prepared_bytes(const cspresnet_model *model);
  * multiplies than a direct conv: more than bf16's 2x; docs/ARCHITECTURE.md). */
 typedef enum cspresnet_precision {
     CSPRESNET_PRECISION_FP32 = 0,
-    CSPRESNET_PRECISION_BF16 = 1
+    CSPRESNET_PRECISION_BF16 = 1,
+    CSPRESNET_PRECISION_INT8 = 2   /* post-training quantization: cspresnet_model_calibrate */
 } cspresnet_precision;
 
-/* "fp32" | "bf16" -> *out; CSPRESNET_ERR_ARGUMENT for anything else. */
+/* "fp32" | "bf16" | "int8" -> *out; CSPRESNET_ERR_ARGUMENT for anything else. */
 cspresnet_status cspresnet_precision_parse(const char *name, cspresnet_precision *out);
 const char *cspresnet_precision_name(cspresnet_precision p);
 
@@ -243,6 +244,44 @@ void cspresnet_prepare_options_init(cspresnet_prepare_options *opt);
  * with the same isa and precision use it. */
 cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspresnet_prepare_options *opt,
                                             char *err, size_t err_size);
+
+/* int8 (post-training quantization). A conv runs in int8 when the model holds an
+ * activation scale for its input: its weights are quantized per output channel,
+ * symmetric (w_scale[oc] = max|w[oc]| / 127, q = rne(w / w_scale) in -127..127), its
+ * input per tensor with the calibrated scale s and zero point z (u8 = clamp(rne(x / s)
+ * + z, 0, 255), standing for u8 - z), the products summed exactly in int32 and
+ * dequantized by w_scale[oc] * s in the GEMM's epilogue, before the fp32 bias,
+ * activation and residual. Every other op stays fp32. Calibration runs the fp32
+ * network on inputs and records, per conv input, its min and max (min-max) or also a
+ * histogram (percentile: the 1 - q and q quantiles, q = CSPRESNET_CALIB_PERCENTILE_Q,
+ * clipping the rare extremes); [lo, hi] widened to hold 0 becomes s = (hi - lo) / 255,
+ * z = rne(-lo / s). Min-max measured better on our networks (docs/ARCHITECTURE.md,
+ * "int8"). The network's first conv (3 input channels, the stem) is left fp32, and so
+ * are the 3x3 stride-1 convs a kernel set runs by Winograd F(4,3) (as for bf16: its 4x
+ * fewer multiplies beat int8's rate; the "ref" set has no Winograd). Calibrate
+ * the form that will run (after cspresnet_model_deploy), then
+ * cspresnet_model_prepare_ex with precision int8, then contexts of precision int8. */
+typedef enum cspresnet_calibration {
+    CSPRESNET_CALIB_MINMAX = 0,
+    CSPRESNET_CALIB_PERCENTILE = 1
+} cspresnet_calibration;
+#define CSPRESNET_CALIB_PERCENTILE_Q 0.9999
+
+/* "minmax" | "percentile" -> *out; CSPRESNET_ERR_ARGUMENT for anything else. */
+cspresnet_status cspresnet_calibration_parse(const char *name, cspresnet_calibration *out);
+const char *cspresnet_calibration_name(cspresnet_calibration m);
+
+/* Runs the fp32 network (threads as cspresnet_context_create's, isa as its options')
+ * on `inputs` (n images of 3 x h x w, NCHW, in batches of at most `batch`) and stores
+ * one activation scale per conv input on the model, replacing earlier ones and any
+ * int8 preparation. Not thread-safe against contexts using the model. */
+cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *inputs, int n, int h, int w,
+                                           int batch, cspresnet_calibration method, int threads, const char *isa,
+                                           char *err, size_t err_size);
+/* Conv nodes of the model and, for node i < count, its name (the module path), whether
+ * it has an activation scale (runs int8) and the scale. Returns the number of conv
+ * nodes; 0 before calibration. */
+int cspresnet_model_quant_layer(const cspresnet_model *model, int i, const char **name, int *int8, float *scale);
 
 /* The model's architecture. Valid until cspresnet_model_free. */
 const cspresnet_config *cspresnet_model_config(const cspresnet_model *model);
@@ -281,9 +320,10 @@ typedef struct cspresnet_context_options {
                            A name this CPU cannot run, or an unknown one, falls back
                            to the best available; cspresnet_context_isa says which
                            set was chosen. The string is read during the call only. */
-    cspresnet_precision precision;  /* fp32 (default) or bf16: then the model must have
-                           been prepared (cspresnet_model_prepare_ex) for bf16 and the
-                           kernel set this context chooses; refused otherwise */
+    cspresnet_precision precision;  /* fp32 (default), bf16 or int8: then the model must
+                           have been prepared (cspresnet_model_prepare_ex) for that
+                           precision and the kernel set this context chooses (int8:
+                           calibrated first); refused otherwise */
 } cspresnet_context_options;
 
 void cspresnet_context_options_init(cspresnet_context_options *opt);

@@ -67,3 +67,13 @@ def test_bf16_convolution_matches_its_oracle_on_every_kernel_set():
     out = run_unit("test_conv_bf16")
     assert "kernel sets: 0" not in out, out
     assert " 0 failed: OK" in out, out
+
+
+def test_int8_convolution_matches_its_integer_oracle_on_every_kernel_set():
+    """ops/conv2d_int8.c against an integer oracle (per-channel s8 weights, per-tensor
+    activations with a zero point, exact int64 sums, the same fp32 epilogue): the oracle's
+    bits on the reference and AVX-512 VNNI tiles, for 1 and 2 threads (1x1, 3x3 s1/s2,
+    K not a multiple of 4, several K blocks, epilogues, channel slices)."""
+    out = run_unit("test_conv_int8")
+    assert "kernel sets: 0" not in out, out
+    assert " 0 failed: OK" in out, out

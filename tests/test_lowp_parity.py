@@ -90,7 +90,7 @@ def test_bf16_thread_count_gives_identical_bits(tmp_path):
 def test_unknown_precision_is_a_usage_error(tmp_path):
     proc = run_cli(["infer", "--arch", "s", "--random-input", "--out", tmp_path / "o", "--precision", "fp8"])
     assert proc.returncode == 2, describe_proc(proc)
-    assert "--precision must be fp32 or bf16" in proc.stderr, describe_proc(proc)
+    assert "--precision must be fp32, bf16 or int8" in proc.stderr, describe_proc(proc)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

@@ -170,6 +170,8 @@ typedef struct plan_env {
 typedef struct prepare_env {
     const kernel_set *kernels;
     cspresnet_precision precision;
+    float act_scale;             /* int8: the node's input scale (0: it stays fp32) */
+    int act_zero;                /* and its zero point, 0..255 */
 } prepare_env;
 
 /* One node's plan: filled by its op's plan, then by the planner. */
@@ -221,6 +223,10 @@ cspresnet_status graph_infer_shapes(const graph *g, const tshape *input, tensor_
 
 /* ---- running (run.c) ---- */
 
+/* Called before a node runs in eval (calibration, model/calibrate.c). */
+struct op_run;
+typedef void (*graph_observe_fn)(void *arg, int node, const struct op_run *run);
+
 typedef struct graph_runner {
     const graph *g;
     const graph_plan *p;
@@ -233,6 +239,8 @@ typedef struct graph_runner {
     double *prof;                /* per-node seconds added, or NULL */
     const float *prepared;       /* packed weights of the nodes with prepared_off >= 0 */
     const long *prepared_off;    /* per node, floats into prepared, or -1 (NULL: none) */
+    graph_observe_fn observe;    /* NULL: none */
+    void *observe_arg;
 } graph_runner;
 
 tensor4 graph_view(const graph_runner *r, int t, int grad);

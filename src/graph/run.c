@@ -102,6 +102,8 @@ void graph_forward(graph_runner *r, int first, int end, int bn_batch, int update
             copy_job job = {&run.in[0], &run.out};
             threadpool_run(r->ex.pool, copy_worker, &job);
         }
+        if (r->observe)
+            r->observe(r->observe_arg, i, &run);
         timed(r, i, train ? op->forward_train : op->forward, &run);
     }
 }

@@ -12,10 +12,12 @@
  *         flushed to zero); the reference does the same, so fast and reference tiles
  *         agree bit for bit.
  *   int8: K taken in quads. A (weights) is mr rows of kq quads of s8; B (activations)
- *         is kq rows of ldb quads of u8, u8 = s8 activation + 128 (vpdpbusd multiplies
- *         u8 by s8). The tile sums in int32 (exact: |acc| < 2^31 for K <= 2^16), then
- *         writes c = (acc - comp[i]) * scale[i] in fp32, comp[i] = 128 * sum_k a[i][k]
- *         removing the +128 shift, scale[i] = weight scale of row i x activation scale.
+ *         is kq rows of ldb quads of u8, u8 = the activation's quantized value + its
+ *         zero point z (vpdpbusd multiplies u8 by s8; z = 128 is the symmetric s8 range,
+ *         other z put the range where the activations are). The tile sums in int32
+ *         (exact: |acc| < 2^31 for K <= 2^16), then writes c = (acc - comp[i]) *
+ *         scale[i] in fp32, comp[i] = z * sum_k a[i][k] removing the shift, scale[i] =
+ *         weight scale of row i x activation scale.
  *
  * Kernels are pure tiles (no allocation, no threads, no globals); each fast one has
  * the reference twin of the same signature in kernels/ref/lowp_ref.c, the oracle of
@@ -54,9 +56,10 @@ typedef void (*bf16_taps_fn)(int ntaps, const long *tap_off, int kpt, const uint
 typedef void (*u8s8_gemm_fn)(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                              const float *scale, float *c, long ldc, int mr, int nr);
 /* Rows [0, kc) x columns [0, nc) of x into quads of u8: out[(q*ldo + j)*4 + t] =
- * clamp(rne(x[(4q+t)*ldx + j] * inv_scale), -128, 127) + 128 (NaN -> 128, i.e. 0),
- * 128 for the rows past kc. */
-typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
+ * clamp(rne(x[(4q+t)*ldx + j] * inv_scale) + zero, 0, 255) (NaN -> zero, i.e. 0), zero
+ * for the rows past kc; zero in 0..255. */
+typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
+                           long ldo);
 
 /* Reference kernels (any CPU), tile limit 8 x 32 so they stand in for any fast tile. */
 void bf16_gemm_8x32__ref(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
@@ -66,7 +69,8 @@ void bf16_taps_32x32__ref(int ntaps, const long *tap_off, int kpt, const uint16_
                           long ldb, float *c, long ldc, int mr, int nr, int accumulate);
 void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                          const float *scale, float *c, long ldc, int mr, int nr);
-void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
+void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
+                        long ldo);
 
 /* AMX-BF16 (kernels/x86/bf16_amx.c): 32 x 32, k_align 16, m_align 32, not bit-exact
  * (the tile sums a pair's products in its own order). */
@@ -81,7 +85,8 @@ void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint1
 void bf16_pack_pairs__avx512bf16(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
 void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                                 const float *scale, float *c, long ldc, int mr, int nr);
-void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo);
+void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
+                           long ldo);
 
 /* The bf16 and int8 families: a GEMM tile and the packing that feeds it. Chosen with
  * the kernel set (kernels.h, select.c): the AVX-512 BF16 / VNNI configs where the CPU

@@ -65,6 +65,8 @@ void cspresnet_model_free(cspresnet_model *model)
     graph_free(&model->g);
     free(model->prepared);
     free(model->prepared_off);
+    free(model->act_scale);
+    free(model->act_zero);
     free(model);
 }
 

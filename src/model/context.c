@@ -19,10 +19,12 @@ struct cspresnet_context {
     graph_plan plan;
     float *block;                 /* the plan's activations, then its workspace */
     double *prof;                 /* per-node seconds when profiling, else NULL */
+    graph_observe_fn observe;     /* calibration's hook, else NULL */
+    void *observe_arg;
     error_buf err;
 };
 
-static const char *const PRECISION_NAMES[] = {"fp32", "bf16"};
+static const char *const PRECISION_NAMES[] = {"fp32", "bf16", "int8"};
 
 const char *cspresnet_precision_name(cspresnet_precision p)
 {
@@ -77,8 +79,9 @@ cspresnet_status cspresnet_context_create_ex(const cspresnet_model *model,
     ctx->model = model;
     ctx->kernels = kernel_set_select(opt->isa);
     ctx->precision = opt->precision;
+    int lowp = opt->precision == CSPRESNET_PRECISION_BF16 || opt->precision == CSPRESNET_PRECISION_INT8;
     if (opt->precision != CSPRESNET_PRECISION_FP32 &&
-        (opt->precision != CSPRESNET_PRECISION_BF16 || !model->prepared ||
+        (!lowp || !model->prepared ||
          model->prepared_precision != opt->precision || strcmp(model->prepared_isa, ctx->kernels->isa) != 0)) {
         error_set(&e, CSPRESNET_ERR_ARGUMENT,
                   "cspresnet_context_create: precision %s needs the model prepared for it and for kernel set %s "
@@ -163,23 +166,7 @@ static graph_runner runner(const cspresnet_context *ctx, const float *input)
     const long *off = prepared_off(ctx);
     return (graph_runner){&m->g, &ctx->plan, ctx->block, m->params, m->weights, NULL, input,
                           {.pool = ctx->pool, .kernels = ctx->kernels}, NULL, ctx->prof,
-                          off ? m->prepared : NULL, off};
-}
-
-cspresnet_status context_forward_each(cspresnet_context *ctx, const float *input, int n, int h, int w,
-                                      void (*before)(void *arg, const graph_runner *run, int node), void *arg)
-{
-    if (n != ctx->plan_n || h != ctx->plan_h || w != ctx->plan_w) {
-        cspresnet_status s = plan(ctx, n, h, w);
-        if (s != CSPRESNET_OK)
-            return s;
-    }
-    graph_runner run = runner(ctx, input);
-    for (int i = 0; i < ctx->model->g.n_nodes; i++) {
-        before(arg, &run, i);
-        graph_forward(&run, i, i + 1, 0, 0);
-    }
-    return CSPRESNET_OK;
+                          off ? m->prepared : NULL, off, ctx->observe, ctx->observe_arg};
 }
 
 cspresnet_status cspresnet_forward(cspresnet_context *ctx, const float *input, int n, int c,
@@ -271,6 +258,12 @@ int cspresnet_context_profile(const cspresnet_context *ctx, int i, const char **
         }
     }
     return g->n_nodes;
+}
+
+void context_set_observer(cspresnet_context *ctx, graph_observe_fn fn, void *arg)
+{
+    ctx->observe = fn;
+    ctx->observe_arg = arg;
 }
 
 const char *cspresnet_context_isa(const cspresnet_context *ctx)

@@ -64,7 +64,7 @@ static void init_head(cspresnet_model *m, uint64_t seed)
 
 /* A pred conv (weights He-uniform: output variance 2 x its input's mean square):
  * weights scaled for a unit output deviation on its input x. */
-static void scale_pred(const graph_runner *run, const gnode *nd, const tensor4 *x)
+static void scale_pred(const op_run *run, const tensor4 *x)
 {
     double s2 = 0;
     const long hw = (long)x->h * x->w;
@@ -73,44 +73,43 @@ static void scale_pred(const graph_runner *run, const gnode *nd, const tensor4 *
         for (long j = 0; j < hw; j++)
             s2 += (double)v[j] * v[j];
     }
-    const param_info *wp = &run->params[nd->param[0]];
-    float *w = param_at(run->weights, wp);
+    float *w = run->p[0];
+    const long numel = (long)run->nd->a.cout * x->c * run->nd->a.k * run->nd->a.k;
     const double k = 1.0 / sqrt(2.0 * s2 / ((double)x->n * x->c * hw) + 1e-12);
-    for (long j = 0; j < wp->numel; j++)
+    for (long j = 0; j < numel; j++)
         w[j] = (float)(w[j] * k);
 }
 
-/* Before node i: a BN's running statistics from its input; with *scale_preds, a pred
- * conv's scale. */
-static void calibrate_node(void *arg, const graph_runner *run, int i)
+/* Before each node (the context's observer): a BN's running statistics from its input;
+ * with *scale_preds, a pred conv's scale. The model is the caller's own, so its weights
+ * may be written here. */
+static void calibrate_node(void *arg, int i, const op_run *run)
 {
+    (void)i;
     const int *scale_preds = arg;
-    const gnode *nd = &run->g->nodes[i];
+    const gnode *nd = run->nd;
+    const tensor4 *x = &run->in[0];
     if (*scale_preds && nd->op == &op_conv2d && (strncmp(nd->name, "yolo_head.pred_cls.", 19) == 0 ||
-                                 strncmp(nd->name, "yolo_head.pred_reg.", 19) == 0)) {
-        tensor4 x = graph_view(run, nd->in[0], 0);
-        scale_pred(run, nd, &x);
-    }
+                                 strncmp(nd->name, "yolo_head.pred_reg.", 19) == 0))
+        scale_pred(run, x);
     if (nd->op != &op_batchnorm)
         return;
-    tensor4 x = graph_view(run, nd->in[0], 0);
-    float *mean = param_at(run->weights, &run->params[nd->param[2]]);
-    float *var = param_at(run->weights, &run->params[nd->param[3]]);
-    const long hw = (long)x.h * x.w;
+    float *mean = run->p[2], *var = run->p[3];
+    const long hw = (long)x->h * x->w;
     double mean_var = 0;
-    for (int c = 0; c < x.c; c++) {
+    for (int c = 0; c < x->c; c++) {
         double s = 0, s2 = 0;
-        for (int n = 0; n < x.n; n++) {
-            const float *v = tensor4_plane(&x, (long)n * x.c + c);
+        for (int n = 0; n < x->n; n++) {
+            const float *v = tensor4_plane(x, (long)n * x->c + c);
             for (long j = 0; j < hw; j++)
                 s += v[j], s2 += (double)v[j] * v[j];
         }
-        double m = s / ((double)x.n * hw), d = s2 / ((double)x.n * hw) - m * m;
+        double m = s / ((double)x->n * hw), d = s2 / ((double)x->n * hw) - m * m;
         mean[c] = (float)m;
         var[c] = (float)(d > 0 ? d : 0);
-        mean_var += var[c] / x.c;
+        mean_var += var[c] / x->c;
     }
-    for (int c = 0; c < x.c; c++)
+    for (int c = 0; c < x->c; c++)
         var[c] += (float)(0.2 * mean_var + 1e-6);
 }
 
@@ -119,8 +118,13 @@ static cspresnet_status calibrate(cspresnet_model *m, const float *x, int n, int
 {
     cspresnet_context *ctx = NULL;
     cspresnet_status s = cspresnet_context_create(m, 1, &ctx, e->text, sizeof e->text);
-    if (s == CSPRESNET_OK && (s = context_forward_each(ctx, x, n, h, w, calibrate_node, &scale_preds)) != CSPRESNET_OK)
-        error_set(e, s, "%s", cspresnet_context_last_error(ctx));
+    if (s == CSPRESNET_OK) {
+        context_set_observer(ctx, calibrate_node, &scale_preds);
+        cspresnet_output outs[CSPRESNET_MAX_OUTPUTS];
+        int n_out = 0;
+        if ((s = cspresnet_forward(ctx, x, n, MODEL_INPUT_CHANNELS, h, w, outs, &n_out)) != CSPRESNET_OK)
+            error_set(e, s, "%s", cspresnet_context_last_error(ctx));
+    }
     cspresnet_context_free(ctx);
     return s;
 }

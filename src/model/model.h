@@ -37,6 +37,11 @@ struct cspresnet_model {
     long prepared_floats;
     const char *prepared_isa;  /* the table they were packed for */
     cspresnet_precision prepared_precision;  /* and the precision */
+    /* calibrate.c: per graph node, the int8 scale and zero point of a conv's input (scale
+     * 0: the conv stays fp32; NULL: not calibrated), the method that chose them */
+    float *act_scale;
+    int *act_zero;
+    cspresnet_calibration calib_method;
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).
      * NULL when the model allocated its arena. Such params may be only float-aligned. */
@@ -92,12 +97,9 @@ long model_find_param(const cspresnet_model *m, const char *key);
 void model_adopt_weights(cspresnet_model *m, const float *weights, long floats,
                          void (*release)(void *owner), void *owner);
 
-/* context.c: an eval forward of ctx's model calling before(arg, run, i) ahead of each
- * node i, when its inputs are computed; before may write the model's weights if the
- * caller owns the model (init_detector.c sets BN statistics there). Plans for
- * n x 3 x h x w as cspresnet_forward does. */
-cspresnet_status context_forward_each(cspresnet_context *ctx, const float *input, int n, int h, int w,
-                                      void (*before)(void *arg, const graph_runner *run, int node), void *arg);
+/* context.c: a function called before every node a context's forward runs (with the
+ * node index and its inputs' views), for calibration; NULL: none. */
+void context_set_observer(cspresnet_context *ctx, graph_observe_fn fn, void *arg);
 
 /* init.c: deterministic random weights (seeded). */
 void model_init_random(cspresnet_model *m, uint64_t seed);

@@ -1,8 +1,9 @@
 /*
  * prepare.c - the load-time step that packs weights for the kernels that will run
  * them (each op's prepare: a conv's Winograd U, 4x its 3x3 weights, or for bf16
- * contexts its weights in bfloat16, conv2d_bf16.c and conv2d_bf16_taps.c), so that no
- * forward transforms them again. Nodes are packed in graph order while the total fits
+ * contexts its weights in bfloat16, conv2d_bf16.c and conv2d_bf16_taps.c, for int8
+ * ones its quantized rows with their scales, conv2d_int8.c), so that no forward
+ * transforms them again. Nodes are packed in graph order while the total fits
  * the caller's budget. The packed data belongs to the model and, like its weights, is
  * only read by contexts, so one prepared model still serves many threads. A context
  * uses it when its kernel table and precision are the ones the model was prepared for.
@@ -42,16 +43,23 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
                                             char *err, size_t err_size)
 {
     error_buf e;
-    if (!model || !opt || (opt->precision != CSPRESNET_PRECISION_FP32 && opt->precision != CSPRESNET_PRECISION_BF16)) {
+    if (!model || !opt || (unsigned)opt->precision > CSPRESNET_PRECISION_INT8) {
         error_set(&e, CSPRESNET_ERR_ARGUMENT,
-                  "cspresnet_model_prepare: model and options must not be NULL, the precision fp32 or bf16");
+                  "cspresnet_model_prepare: model and options must not be NULL, the precision fp32, bf16 or int8");
+        error_copy_out(&e, err, err_size);
+        return CSPRESNET_ERR_ARGUMENT;
+    }
+    if (opt->precision == CSPRESNET_PRECISION_INT8 && !model->act_scale) {
+        error_set(&e, CSPRESNET_ERR_ARGUMENT,
+                  "cspresnet_model_prepare: int8 needs activation scales: calibrate the model first "
+                  "(cspresnet_model_calibrate) or load a quantized file");
         error_copy_out(&e, err, err_size);
         return CSPRESNET_ERR_ARGUMENT;
     }
     drop(model);
     const graph *g = &model->g;
     const kernel_set *kt = kernel_set_select(opt->isa);
-    const prepare_env pe = {kt, opt->precision};
+    prepare_env pe = {kt, opt->precision, 0.0f, 128};
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");
@@ -62,6 +70,8 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     long total = 0, budget = budget_floats > (size_t)LONG_MAX ? LONG_MAX : (long)budget_floats;
     for (int i = 0; i < g->n_nodes; i++) {
         const gnode *nd = &g->nodes[i];
+        pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
+        pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
         long f = nd->op->prepare_floats ? nd->op->prepare_floats(nd, model->params, &pe) : 0;
         f = (f + 15) & ~15L;
         off[i] = f > 0 && total + f <= budget ? total : -1;
@@ -79,9 +89,12 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
         error_copy_out(&e, err, err_size);
         return CSPRESNET_ERR_MEMORY;
     }
-    for (int i = 0; i < g->n_nodes; i++)
+    for (int i = 0; i < g->n_nodes; i++) {
+        pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
+        pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
         if (off[i] >= 0)
             g->nodes[i].op->prepare(&g->nodes[i], model->params, model->weights, &pe, model->prepared + off[i]);
+    }
     model->prepared_off = off;
     model->prepared_floats = total;
     model->prepared_isa = kt->isa;

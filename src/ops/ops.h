@@ -75,7 +75,7 @@ long conv2d_scratch_per_thread(void);
  * stride-1 convs (conv2d_winograd.c; the few-tiles form conv2d_winograd_few.c), or in
  * training the column-chunk engine (conv2d_cols.c). */
 enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WINOGRAD_FEW, CONV_PATH_COLS,
-                 CONV_PATH_BF16, CONV_PATH_BF16_TAPS };
+                 CONV_PATH_BF16, CONV_PATH_BF16_TAPS, CONV_PATH_INT8 };
 /* The path for this conv on n images with `threads` threads (winograd 0: never
  * Winograd) and its workspace: per thread and shared floats, laid out as
  * ex->scratch (= ex->fast_scratch) + t * per_thread, shared at threads * per_thread
@@ -135,6 +135,22 @@ void conv2d_bf16_taps_weights(const kernel_set *kt, const float *w, int out_c, i
 long conv2d_bf16_taps_shared(const conv_geom *g);
 void conv2d_bf16_taps_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                               const tensor4 *out, const conv_epilogue *ep);
+
+/* conv2d_int8.c: the conv as an int8 GEMM (exact int32 sums, dequantized in the tile,
+ * then the fp32 epilogue), weights prepared once by conv2d_int8_weights (per output
+ * channel symmetric s8, with the input's calibrated scale and zero point), activations
+ * quantized while packed. conv2d_int8_applies: a conv with a calibrated scale whose
+ * int32 sums cannot overflow. conv2d_int8_rows / conv2d_int8_scales: the prepared s8
+ * rows (OC x ceil(K/4) quads) and per-channel weight scales. */
+int conv2d_int8_applies(long K, float act_scale);
+long conv2d_int8_weight_floats(int out_c, long K);
+float conv2d_int8_weight_scale(const float *w_row, long K);
+void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst);
+const int8_t *conv2d_int8_rows(const float *prepared, int out_c);
+const float *conv2d_int8_scales(const float *prepared, int out_c);
+long conv2d_int8_scratch_per_thread(long K);
+void conv2d_int8_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
+                         const tensor4 *out, const conv_epilogue *ep);
 
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
 int conv2d_winograd_applies(const kernel_set *ks, int allow_winograd, const conv_geom *g);

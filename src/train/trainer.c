@@ -255,7 +255,7 @@ size_t cspresnet_trainer_state_bytes(const cspresnet_trainer *tr)
 static graph_runner runner(cspresnet_trainer *tr)
 {
     graph_runner r = {&tr->model->g, &tr->plan, tr->block, tr->model->params, tr->model->weights, tr->grads,
-                      NULL, {.pool = tr->pool, .kernels = tr->kernels}, tr->tk, NULL, NULL, NULL};
+                      NULL, {.pool = tr->pool, .kernels = tr->kernels}, tr->tk, NULL, NULL, NULL, NULL, NULL};
     return r;
 }
 

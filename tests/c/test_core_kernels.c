@@ -470,8 +470,9 @@ static void test_int8(const u8s8_gemm_config *cfg, const u8s8_gemm_config *ref)
             comp[i] = rng_int(-1000000, 1000000), scale[i] = 1e-4f * (1.0f + rng_float());
         int kc = 4 * kq - rng_int(0, 3); /* the rows past K are the zero point */
         float inv = 0.5f + 2.0f * (float)rng_uniform();
-        ref->pack(x, ldb, kc, nr, inv, b0, ldb);
-        cfg->pack(x, ldb, kc, nr, inv, b1, ldb);
+        int zero = rng_int(0, 255);
+        ref->pack(x, ldb, kc, nr, inv, zero, b0, ldb);
+        cfg->pack(x, ldb, kc, nr, inv, zero, b1, ldb);
         int ok = memcmp(b0, b1, (size_t)(kq * ldb * 4)) == 0;
         rng_fill(c0, mr * ldc);
         memcpy(c1, c0, sizeof(float) * (size_t)(mr * ldc));

@@ -142,12 +142,16 @@ static void test_packs_ref(void)
     x[10] = 2.5f;   /* * inv 1: a tie, to even (2) */
     x[11] = -3.5f;  /* to -4 */
     uint8_t q[2 * 5 * 4];
-    u8_pack_quads__ref(x, 5, 6, 5, 1.0f, q, 5);
+    u8_pack_quads__ref(x, 5, 6, 5, 1.0f, 128, q, 5);
     /* x[7..9] are row 1 (quad 0, t = 1), columns 2..4 */
     CHECK(q[(0 * 5 + 2) * 4 + 1] == 128, "NaN quantizes to the zero point, got %u", q[(0 * 5 + 2) * 4 + 1]);
     CHECK(q[(0 * 5 + 3) * 4 + 1] == 255 && q[(0 * 5 + 4) * 4 + 1] == 0, "saturation");
     CHECK(q[(0 * 5 + 0) * 4 + 2] == 130 && q[(0 * 5 + 1) * 4 + 2] == 124, "ties to even: %u %u", q[2], q[6]);
     CHECK(q[(1 * 5 + 0) * 4 + 2] == 128 && q[(1 * 5 + 0) * 4 + 3] == 128, "rows past kc are the zero point");
+    u8_pack_quads__ref(x, 5, 6, 5, 1.0f, 40, q, 5);   /* an asymmetric range: -40..215 */
+    CHECK(q[(0 * 5 + 2) * 4 + 1] == 40 && q[(1 * 5 + 0) * 4 + 3] == 40, "zero point 40: NaN and rows past kc");
+    CHECK(q[(0 * 5 + 3) * 4 + 1] == 255 && q[(0 * 5 + 4) * 4 + 1] == 0, "zero point 40: saturation");
+    CHECK(q[(0 * 5 + 0) * 4 + 2] == 42 && q[(0 * 5 + 1) * 4 + 2] == 36, "zero point 40: %u %u", q[2], q[6]);
     uint16_t h[3 * 5 * 2];
     bf16_pack_pairs__ref(x, 5, 5, 5, h, 5);
     CHECK(h[(2 * 5 + 3) * 2 + 0] == bf16_from_f32(x[4 * 5 + 3]) && h[(2 * 5 + 3) * 2 + 1] == 0,
@@ -176,9 +180,11 @@ static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config 
         }
         if (fast_int8 != ref_int8) {
             float inv = runi(0.5f, 12.0f);
-            ref_int8->pack(x, ldx, kc, nc, inv, q0, ldo);
-            fast_int8->pack(x, ldx, kc, nc, inv, q1, ldo);
-            CHECK(memcmp(q0, q1, (size_t)(nq * ldo * 4)) == 0, "u8 pack %s kc %d nc %d", fast_int8->name, kc, nc);
+            int zero = t % 2 ? 128 : rint_in(0, 255);
+            ref_int8->pack(x, ldx, kc, nc, inv, zero, q0, ldo);
+            fast_int8->pack(x, ldx, kc, nc, inv, zero, q1, ldo);
+            CHECK(memcmp(q0, q1, (size_t)(nq * ldo * 4)) == 0, "u8 pack %s kc %d nc %d zero %d", fast_int8->name, kc,
+                  nc, zero);
         }
         free(x), free(h0), free(h1), free(q0), free(q1);
     }

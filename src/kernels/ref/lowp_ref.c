@@ -87,25 +87,27 @@ void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, lo
         }
 }
 
-/* rne(v) clamped to the s8 range, shifted to u8; NaN gives the zero point. */
-static uint8_t quantize_u8(float v)
+/* rne(v) + zero clamped to the u8 range; NaN gives the zero point. */
+static uint8_t quantize_u8(float v, int zero)
 {
     if (!(v == v))
-        return 128;
-    float r = nearbyintf(v);       /* the default rounding mode: to nearest even */
-    if (r < -128.0f)
-        r = -128.0f;
-    if (r > 127.0f)
-        r = 127.0f;
-    return (uint8_t)((int)r + 128);
+        return (uint8_t)zero;
+    float r = nearbyintf(v) + (float)zero;   /* the default rounding mode: to nearest even */
+    if (r < 0.0f)
+        r = 0.0f;
+    if (r > 255.0f)
+        r = 255.0f;
+    return (uint8_t)(int)r;
 }
 
-void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo)
+void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
+                        long ldo)
 {
     for (int q = 0; q < (kc + 3) / 4; q++)
         for (int j = 0; j < nc; j++)
             for (int t = 0; t < 4; t++) {
                 int k = 4 * q + t;
-                out[((long)q * ldo + j) * 4 + t] = k < kc ? quantize_u8(x[(long)k * ldx + j] * inv_scale) : 128;
+                out[((long)q * ldo + j) * 4 + t] = k < kc ? quantize_u8(x[(long)k * ldx + j] * inv_scale, zero)
+                                                          : (uint8_t)zero;
             }
 }

@@ -50,52 +50,8 @@ static void amx_configure(void)
     amx_configured = 1;
 }
 
-void bf16_gemm_32x32__amx(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
-                          int mr, int nr, int accumulate)
-{
-    if (!amx_configured)
-        amx_configure();
-    float buf[32 * 32] __attribute__((aligned(64)));
-    const int full = mr == 32 && nr == 32;
-    float *cc = full ? c : buf;
-    const long ldcc = full ? ldc : 32;
-    if (!full && accumulate) {
-        memset(buf, 0, sizeof buf);
-        for (int i = 0; i < mr; i++)
-            memcpy(buf + i * 32, c + i * ldc, sizeof(float) * (size_t)nr);
-    }
-    if (accumulate) {
-        _tile_loadd(0, cc, ldcc * 4);
-        _tile_loadd(1, cc + 16, ldcc * 4);
-        _tile_loadd(2, cc + 16 * ldcc, ldcc * 4);
-        _tile_loadd(3, cc + 16 * ldcc + 16, ldcc * 4);
-    } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-    }
-    const long sa = lda * 4, sb = ldb * 4;   /* row strides in bytes */
-    for (int p = 0; p < kp; p += 16) {
-        _tile_loadd(4, a + 2L * p, sa);
-        _tile_loadd(5, a + 2L * (16 * lda + p), sa);
-        _tile_loadd(6, b + 2L * p * ldb, sb);
-        _tile_loadd(7, b + 2L * p * ldb + 32, sb);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, cc, ldcc * 4);
-    _tile_stored(1, cc + 16, ldcc * 4);
-    _tile_stored(2, cc + 16 * ldcc, ldcc * 4);
-    _tile_stored(3, cc + 16 * ldcc + 16, ldcc * 4);
-    if (!full)
-        for (int i = 0; i < mr; i++)
-            memcpy(c + i * ldc, buf + i * 32, sizeof(float) * (size_t)nr);
-}
-
-/* The tap form: the same 2 x 2 tiles, B's K steps read at each run's own base. */
+/* 2 x 2 tiles of C; per K step of 16 pairs two A halves and two B halves, each run of
+ * the tap form read from its own base. */
 void bf16_taps_32x32__amx(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda, const uint16_t *b,
                           long ldb, float *c, long ldc, int mr, int nr, int accumulate)
 {
@@ -142,6 +98,14 @@ void bf16_taps_32x32__amx(int ntaps, const long *tap_off, int kpt, const uint16_
     if (!full)
         for (int i = 0; i < mr; i++)
             memcpy(c + i * ldc, buf + i * 32, sizeof(float) * (size_t)nr);
+}
+
+/* The plain GEMM is the tap form with one run at offset 0. */
+void bf16_gemm_32x32__amx(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
+                          int mr, int nr, int accumulate)
+{
+    static const long zero = 0;
+    bf16_taps_32x32__amx(1, &zero, kp, a, lda, b, ldb, c, ldc, mr, nr, accumulate);
 }
 
 #if defined(__clang__)

@@ -46,18 +46,23 @@ void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t
     }
 }
 
-/* 16 columns of one row: clamp(rne(x * inv), -128, 127) + 128 as int32 lanes (NaN -> 128). */
-static __m512i quant16(const float *r, __mmask16 m, __m512 inv)
+/* 16 columns of one row: clamp(rne(x * inv) + zero, 0, 255) as int32 lanes (NaN ->
+ * zero). The clamp bounds -zero and 255 - zero are integers, so clamping before the
+ * rounding conversion gives the same values. */
+static __m512i quant16(const float *r, __mmask16 m, __m512 inv, __m512 lo, __m512 hi, __m512i zero)
 {
     __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, r), inv);
     v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
-    return _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(128));
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    return _mm512_add_epi32(_mm512_cvtps_epi32(v), zero);
 }
 
-void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, uint8_t *out, long ldo)
+void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
+                           long ldo)
 {
     __m512 inv = _mm512_set1_ps(inv_scale);
+    __m512 lo = _mm512_set1_ps((float)-zero), hi = _mm512_set1_ps((float)(255 - zero));
+    __m512i z = _mm512_set1_epi32(zero);
     for (int q = 0; q < (kc + 3) / 4; q++) {
         uint8_t *o = out + (long)q * ldo * 4;
         for (int j = 0; j < nc; j += 16) {
@@ -65,7 +70,7 @@ void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_s
             __m512i word = _mm512_setzero_si512();
             for (int t = 0; t < 4; t++) {
                 int k = 4 * q + t;
-                __m512i v = k < kc ? quant16(x + (long)k * ldx + j, m, inv) : _mm512_set1_epi32(128);
+                __m512i v = k < kc ? quant16(x + (long)k * ldx + j, m, inv, lo, hi, z) : z;
                 word = _mm512_or_si512(word, _mm512_slli_epi32(v, 8 * t));
             }
             _mm512_mask_storeu_epi32(o + 4 * j, m, word);

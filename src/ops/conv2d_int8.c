@@ -1,0 +1,157 @@
+/*
+ * conv2d_int8.c - the int8 forward convolution: an implicit GEMM of s8 weights
+ * (per-output-channel symmetric scales) by u8-shifted s8 activations (one per-tensor
+ * scale, calibrated: model/calibrate.c), summed exactly in int32 by the kernel set's
+ * u8s8 tile (kernels/lowp_kernels.h), which dequantizes in its epilogue; the fp32
+ * epilogue of the other paths (bias, activation, residual) follows.
+ *
+ * in (N,C,H,W) f32, weights prepared once (model/prepare.c) -> out (N,OC,OH,OW) f32.
+ * The prepared block of a conv (floats):
+ *   [0] 1 / act_scale, [1] act_scale, [2] the zero point z, then from INT8_HEAD:
+ *   comp[OC] (int32, z * sum_k q[oc][k]), scale[OC] (w_scale[oc] * act_scale), w_scale[OC], then the
+ *   s8 rows: OC rows of lda = ceil(K/4) quads (K in OIHW order, zero past K).
+ * w_scale[oc] = max_k |w[oc][k]| / 127 and q = rne(w / w_scale) (0 for an all-zero
+ * row); activations u8 = clamp(rne(x * (1 / act_scale)) + z, 0, 255), standing for
+ * u8 - z (zero padding quantizes to z, exactly 0). z = 128 is the symmetric range;
+ * calibration puts [0, 255] over the input's own range (an activation output's range
+ * is mostly positive, so that is a bit more resolution than a symmetric one).
+ *
+ * A task (conv2d_fast.c's driver) packs all K rows of its pixels: each CONV_KC block of
+ * f32 im2col rows (a 1x1 conv's are the input rows themselves) quantized into u8 quads,
+ * stored strip by strip (nr columns each, so a strip's B is contiguous), then the tile
+ * over the task's output channels reduces the whole K at once (it writes, it does not
+ * accumulate). Integer sums are exact, so every kernel set and thread count gives the
+ * same GEMM bits.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/lowp_kernels.h"
+#include "ops/ops.h"
+
+_Static_assert(CONV_KC % 4 == 0, "int8 K blocks start on a quad");
+
+#define INT8_HEAD 16   /* floats before comp: keeps comp and the rows 64-byte aligned */
+
+static long round16(long x)
+{
+    return (x + 15) & ~15L;
+}
+
+/* int32 sums stay exact while 255 * 127 * K < 2^31. */
+int conv2d_int8_applies(long K, float act_scale)
+{
+    return act_scale > 0.0f && isfinite(act_scale) && K <= 65536;
+}
+
+static long rows_offset(int out_c)
+{
+    return INT8_HEAD + round16(3L * out_c);
+}
+
+long conv2d_int8_weight_floats(int out_c, long K)
+{
+    return rows_offset(out_c) + (long)out_c * ((K + 3) / 4);
+}
+
+float conv2d_int8_weight_scale(const float *w_row, long K)
+{
+    float m = 0.0f;
+    for (long k = 0; k < K; k++)
+        m = fabsf(w_row[k]) > m ? fabsf(w_row[k]) : m;
+    return m / 127.0f;
+}
+
+void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst)
+{
+    const long lda = (K + 3) / 4;
+    int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
+    float *scale = dst + INT8_HEAD + out_c, *w_scale = scale + out_c;
+    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
+    memset(dst, 0, sizeof(float) * (size_t)rows_offset(out_c));
+    dst[0] = 1.0f / act_scale;
+    dst[1] = act_scale;
+    dst[2] = (float)act_zero;
+    for (int oc = 0; oc < out_c; oc++) {
+        const float *wr = w + oc * K;
+        float ws = conv2d_int8_weight_scale(wr, K);
+        int32_t sum = 0;
+        for (long k = 0; k < 4 * lda; k++) {
+            float q = k < K && ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
+            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+            rows[oc * 4 * lda + k] = (int8_t)q;
+            sum += (int32_t)q;
+        }
+        comp[oc] = act_zero * sum;
+        w_scale[oc] = ws;
+        scale[oc] = ws * act_scale;
+    }
+}
+
+const int8_t *conv2d_int8_rows(const float *prepared, int out_c)
+{
+    return (const int8_t *)(const void *)(prepared + rows_offset(out_c));
+}
+
+const float *conv2d_int8_scales(const float *prepared, int out_c)
+{
+    return prepared + INT8_HEAD + 2L * out_c;
+}
+
+/* The f32 im2col panel (CONV_KC x CONV_NC), then the u8 quads of every K row for
+ * CONV_NC pixels (a quad per float). */
+long conv2d_int8_scratch_per_thread(long K)
+{
+    return (long)CONV_KC * CONV_NC + (long)CONV_NC * ((K + 3) / 4);
+}
+
+static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
+{
+    const conv_geom *g = job->g;
+    const kernel_set *kt = job->ex->kernels;
+    const u8s8_gemm_config *q8 = kt->int8;
+    im2col_rows_fn im2col = kt->conv ? kt->conv->im2col_rows : f32_im2col_rows__ref;
+    const long K = (long)g->in_c * g->k * g->k, N = job->pixels, lda = (K + 3) / 4;
+    const float *prep = job->weight;
+    const int32_t *comp = (const int32_t *)(const void *)(prep + INT8_HEAD);
+    const float *scale = prep + INT8_HEAD + g->out_c;
+    const int8_t *w = conv2d_int8_rows(prep, g->out_c);
+    uint8_t *quads = (uint8_t *)(void *)(panel + (long)CONV_KC * CONV_NC);
+    const float *src = job->in->data + image * job->in->batch_stride;
+    float *dst = job->out->data + image * job->out->batch_stride + n0;
+    const int direct = g->k == 1 && g->stride == 1 && g->pad == 0;
+    for (long k0 = 0; k0 < K; k0 += CONV_KC) {
+        int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
+        const float *x = panel;
+        long ldx = CONV_NC;
+        if (direct) {
+            x = src + k0 * N + n0;
+            ldx = N;
+        } else {
+            im2col(g, src, (int)k0, kc, n0, nc, panel, CONV_NC);
+        }
+        for (int s = 0; s < nc; s += q8->nr)   /* strip s/nr: lda rows of nr quads from s * lda */
+            q8->pack(x + s, ldx, kc, nc - s < q8->nr ? nc - s : q8->nr, prep[0], (int)prep[2],
+                     quads + (s * lda + k0 / 4 * q8->nr) * 4, q8->nr);
+    }
+    for (int m0 = oc_a; m0 < oc_b; m0 += q8->mr) {
+        int mr = oc_b - m0 < q8->mr ? oc_b - m0 : q8->mr;
+        for (int s = 0; s < nc; s += q8->nr) {
+            int nr = nc - s < q8->nr ? nc - s : q8->nr;
+            q8->gemm((int)lda, w + m0 * lda * 4, lda, quads + s * lda * 4, q8->nr, comp + m0, scale + m0,
+                     dst + m0 * N + s, N, mr, nr);
+        }
+    }
+    conv2d_epilogue(job, image, n0, nc, oc_a, oc_b);
+}
+
+void conv2d_int8_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
+                         const tensor4 *out, const conv_epilogue *ep)
+{
+    /* the driver's split for the int8 tile's rows, then its tasks */
+    conv_gemm_job job = {.ex = ex, .g = g, .weight = prepared, .in = in, .out = out, .ep = ep, .task = int8_task};
+    const int mr = ex->kernels->int8->mr;
+    conv2d_gemm_split(g, in->n, threadpool_size(ex->pool), mr, &job);
+    conv2d_gemm_run(&job);
+}
