@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pages.h"
 #include "model/model.h"
 
 static void drop(cspresnet_model *m)
@@ -92,8 +93,18 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     for (int i = 0; i < g->n_nodes; i++) {
         pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
         pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
-        if (off[i] >= 0)
-            g->nodes[i].op->prepare(&g->nodes[i], model->params, model->weights, &pe, model->prepared + off[i]);
+        if (off[i] < 0)
+            continue;
+        const gnode *nd = &g->nodes[i];
+        nd->op->prepare(nd, model->params, model->weights, &pe, model->prepared + off[i]);
+        /* A bf16 or int8 conv runs from its packed weights: where the weights are a
+         * read-only file mapping, their pages leave memory now (they come back from the
+         * file if anything reads them again), so the model holds the packed copy, not
+         * both. An allocated arena is kept: its pages would read back as zeros. */
+        if (model->weights_release && opt->precision != CSPRESNET_PRECISION_FP32 && nd->op == &op_conv2d) {
+            const param_info *w = &model->params[nd->param[0]];
+            pages_release(param_at(model->weights, w), (size_t)w->numel * elem_size(w->dt));
+        }
     }
     model->prepared_off = off;
     model->prepared_floats = total;
