@@ -165,8 +165,10 @@ cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, cons
  * unexpected tensors are reported together, by key. A backbone-only file is refused
  * (cspresnet_model_load still reads a detector file's backbone alone). Such a model
  * runs through a normal context: cspresnet_detector_forward, or cspresnet_forward
- * (which then returns the two outputs described there). Deploying, training and
- * deployed detector files are not supported yet (CSPRESNET_ERR_UNSUPPORTED). */
+ * (which then returns the two outputs described there). cspresnet_model_deploy works
+ * on it; a deployed detector's state dict (every conv with a bias, no BN: the deployed
+ * model's keys) loads as a deployed detector. Training a detector is not supported yet
+ * (CSPRESNET_ERR_UNSUPPORTED). */
 cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet_load_options *opt,
                                                cspresnet_model **out, char *err, size_t err_size);
 
@@ -180,7 +182,12 @@ int cspresnet_model_is_detector(const cspresnet_model *model);
  * and the activation (and the BasicBlock shortcut) run in the conv's epilogue. The
  * result is a new model (the caller owns it); `model` is unchanged. A deployed model's
  * parameters are "<layer>.conv.weight" and "<layer>.conv.bias" for every conv layer
- * (RepVGG blocks: "...blocks.j.conv2.conv.*", upstream's deploy names) and the ESE fc. */
+ * (RepVGG blocks: "...blocks.j.conv2.conv.*", upstream's deploy names) and the ESE fc.
+ * A detector deploys whole: the neck's RepVGG blocks ("neck....convs.j.conv2.conv.*", no
+ * alpha there) and PP-YOLOE+ t's head RepVGG convs ("yolo_head.stem_*.i.conv.conv.*")
+ * merged, every neck and head BN folded, the class branch's residual in the stem_cls
+ * conv's epilogue; pred_cls, pred_reg, proj_conv and the ESEAttn fc are kept as they are.
+ * Its forward gives the same boxes and scores within float rounding. */
 cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_model **out,
                                         char *err, size_t err_size);
 
