@@ -172,6 +172,11 @@ cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, cons
 cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet_load_options *opt,
                                                cspresnet_model **out, char *err, size_t err_size);
 
+/* The same from the bytes of a .pdparams file in memory (read, not kept). */
+cspresnet_status cspresnet_model_load_detector_memory(const void *data, size_t size, const char *name,
+                                                      const cspresnet_load_options *opt,
+                                                      cspresnet_model **out, char *err, size_t err_size);
+
 /* 1 when the model is a detector (cspresnet_model_load_detector), 0 for a backbone. */
 int cspresnet_model_is_detector(const cspresnet_model *model);
 
@@ -201,7 +206,8 @@ cspresnet_status cspresnet_model_deploy_replace(cspresnet_model **model, char *e
 int cspresnet_model_is_deployed(const cspresnet_model *model);
 
 /* Writes the model's weights as a .pdparams file that Python's pickle.load (with numpy)
- * reads into the dict a paddle.save of the backbone gives: the upstream keys in
+ * reads into the dict a paddle.save of the backbone (or of the whole detector, for a
+ * detector model: "backbone.*", "neck.*", "yolo_head.*") gives: the upstream keys in
  * Paddle's state_dict order, each a float32 C-order numpy.ndarray, then the entry
  * "StructuredToParameterName@@" (dict str -> str of Paddle-style internal names).
  * Pickle protocol 4 (paddle.save's default since Paddle 2.1), written atomically.

@@ -148,4 +148,29 @@ cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet
     return error_finish(&e, s, err, err_size);
 }
 
+cspresnet_status cspresnet_model_load_detector_memory(const void *data, size_t size, const char *name,
+                                                      const cspresnet_load_options *opt, cspresnet_model **out,
+                                                      char *err, size_t err_size)
+{
+    error_buf e = {{0}};
+    cspresnet_load_options defaults;
+    state_dict sd = {0};
+    cspresnet_status s;
+    if (!name || !out || (!data && size)) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load_detector_memory: data, name and out must "
+                      "not be NULL");
+    } else {
+        *out = NULL;
+        if (!opt) {
+            cspresnet_load_options_init(&defaults);
+            opt = &defaults;
+        }
+        s = pdparams_read_memory(data ? data : (const void *)"", size, name, &sd, &e);
+        if (s == CSPRESNET_OK)
+            s = detector_load_state_dict(&sd, name, opt, out, &e);
+    }
+    state_dict_free(&sd);
+    return error_finish(&e, s, err, err_size);
+}
+
 int cspresnet_model_is_detector(const cspresnet_model *model) { return model && model->det; }
