@@ -165,7 +165,9 @@ cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, cons
  * unexpected tensors are reported together, by key. A backbone-only file is refused
  * (cspresnet_model_load still reads a detector file's backbone alone). Such a model
  * runs through a normal context: cspresnet_detector_forward, or cspresnet_forward
- * (which then returns the two outputs described there). cspresnet_model_deploy works
+ * (which then returns the two outputs described there). A detector converted to
+ * safetensors loads with cspresnet_model_load_detector_safetensors (cspresnet_formats.h).
+ * cspresnet_model_deploy works
  * on it; a deployed detector's state dict (every conv with a bias, no BN: the deployed
  * model's keys) loads as a deployed detector. Training a detector is not supported yet
  * (CSPRESNET_ERR_UNSUPPORTED). */

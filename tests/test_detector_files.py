@@ -98,7 +98,7 @@ def test_safetensors_roundtrip_gives_identical_detections(det_s, tmp_path):
     cfg, state, weights, x_path, _ = det_s
     st = tmp_path / "det.safetensors"
     p = run_cli(["convert", "--weights", weights, "-o", st])
-    assert p.returncode == 0 and "detector" in p.stdout, describe_proc(p)
+    assert p.returncode == 0 and "(safetensors, detector, " in p.stdout, describe_proc(p)
     meta, tensors = read_safetensors(st)
     assert meta["detector"] == "1" and meta["deployed"] == "0" and meta["alpha"] == "1", meta
     assert list(tensors) == list(state), "the tensors are not the checkpoint's keys in its order"
@@ -114,6 +114,28 @@ def test_safetensors_roundtrip_gives_identical_detections(det_s, tmp_path):
         maps.append([np.load(tmp_path / tag / f"stage{i}.npy") for i in (1, 2, 3)])
     for a, b in zip(*maps):
         np.testing.assert_array_equal(a, b)
+
+
+def test_detector_files_through_a_pipe(det_s, tmp_path):
+    """A stream is read once: a detector safetensors or .pdparams on standard input
+    detects as the file does; a backbone-only file through a pipe still converts."""
+    _, state, weights, x_path, _ = det_s
+    st = tmp_path / "det.safetensors"
+    assert run_cli(["convert", "--weights", weights, "-o", st]).returncode == 0
+    want = detect_npy(weights, x_path, tmp_path / "file")
+    for src, tag in ((st, "st"), (weights, "pd")):
+        with open(src, "rb") as f:
+            p = run_cli(["detect", "--weights", "/dev/stdin", "--input", x_path, "--out", tmp_path / tag, "-q"],
+                        stdin=f)
+        assert p.returncode == 0, describe_proc(p)
+        got = {k: np.load(tmp_path / tag / f"{k}.npy") for k in want}
+        assert_same_outputs(want, got, f"detect from a pipe ({tag})")
+    bk = tmp_path / "b.pdparams"
+    assert run_cli(["convert", "--weights", weights, "-o", bk, "--backbone"]).returncode == 0
+    with open(bk, "rb") as f:
+        p = run_cli(["convert", "--weights", "/dev/stdin", "-o", tmp_path / "b.safetensors"], stdin=f)
+    assert p.returncode == 0 and "(safetensors, detector" not in p.stdout, describe_proc(p)
+    assert all(not k.startswith("backbone.") for k in read_safetensors(tmp_path / "b.safetensors")[1])
 
 
 def fused_layers(state):
