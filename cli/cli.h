@@ -55,6 +55,14 @@ int cli_threads(int requested, const char *cmd);
 /* Opens a weight file in any supported format (weights.c). */
 cspresnet_status cli_load_weights(const char *path, const cspresnet_load_options *opt,
                                   cspresnet_model **out, char *err, size_t err_size);
+/* The same for a whole detector (cspresnet_model_load_detector or its safetensors twin). */
+cspresnet_status cli_load_detector(const char *path, const cspresnet_load_options *opt,
+                                   cspresnet_model **out, char *err, size_t err_size);
+/* A detector when the file holds a whole one; a backbone when it has no PP-YOLOE neck
+ * (a backbone file, or a checkpoint's backbone keys alone). A detector whose neck or
+ * head is refused (missing, mis-shaped keys) is an error, not a backbone. */
+cspresnet_status cli_load_model(const char *path, const cspresnet_load_options *opt, cspresnet_model **out,
+                                char *err, size_t err_size);
 
 /* What every subcommand that runs a network takes: --threads N (default 0: one per
  * online CPU), -q/--quiet (nothing on stdout on success) and -v/--verbose; summary and

@@ -1,10 +1,11 @@
 /*
  * cmd_convert.c - `cspresnet convert`: weights from one format to another.
  *
- * Input: .pdparams or safetensors (told apart by content, cli_load_weights). Output by
- * the extension of -o: ".safetensors" (optionally deployed: BN folded, RepVGG merged)
- * or ".pdparams" (a pickle that PaddleDetection's paddle.load reads; never deployed,
- * since upstream has no layout for fused weights).
+ * Input: .pdparams or safetensors (told apart by content), a whole PP-YOLOE detector
+ * when it holds one (cli_load_model), else a backbone; --backbone takes a detector
+ * file's backbone alone. Output by the extension of -o: ".safetensors" (optionally
+ * deployed: BN folded, RepVGG merged) or ".pdparams" (a pickle that PaddleDetection's
+ * paddle.load reads; never deployed, since upstream has no layout for fused weights).
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -17,24 +18,28 @@ typedef struct convert_opts {
     arch_flags af;
     common_flags cf;
     const char *in, *out;
-    int deploy;
+    int deploy, backbone;
 } convert_opts;
 
 static const char SYNOPSIS[] =
-    "usage: cspresnet convert --weights IN -o OUT.safetensors [--deploy] [--act A] [--return-idx 1,2,3]\n"
-    "       cspresnet convert --weights IN -o OUT.pdparams [--act A]\n"
+    "usage: cspresnet convert --weights IN -o OUT.safetensors [--deploy] [--backbone] [--act A] [--return-idx 1,2,3]\n"
+    "       cspresnet convert --weights IN -o OUT.pdparams [--backbone] [--act A]\n"
     "                         [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha] [-q|-v]\n"
     "\n"
     "Reads IN (.pdparams, backbone-only or a full detector checkpoint, or safetensors; the\n"
-    "format is told by content) and writes OUT in the format its extension names:\n"
+    "format is told by content) and writes OUT in the format its extension names. A full\n"
+    "PP-YOLOE detector (backbone.*, neck.*, yolo_head.*) is converted whole (its neck and\n"
+    "head must load: a missing or mis-shaped key is named and nothing is written); a file\n"
+    "without a PP-YOLOE neck, or any file with --backbone, gives the backbone alone.\n"
     "\n"
     "  .safetensors  the safetensors layout (8-byte header length, JSON header, tensors\n"
     "                float32 back to back, data 64-byte aligned so loads can map the file);\n"
     "                tensor names are the upstream keys; __metadata__ records channels,\n"
     "                layers, act, large stem, alpha, return_idx, deployed and IN's name.\n"
-    "  .pdparams     a pickle (protocol 4, as paddle.save writes) of the backbone's state\n"
-    "                dict: upstream keys in Paddle's order, float32 numpy arrays and the\n"
-    "                StructuredToParameterName@@ table; paddle.load / pickle.load read it.\n"
+    "  .pdparams     a pickle (protocol 4, as paddle.save writes) of the backbone's or the\n"
+    "                detector's state dict: upstream keys in Paddle's order, float32 numpy\n"
+    "                arrays and the StructuredToParameterName@@ table; paddle.load /\n"
+    "                pickle.load read it.\n"
     "\n";
 
 static const char NOTES[] =
@@ -50,6 +55,8 @@ static const cli_flag FLAGS[] = {
                                       "conv with bias, alpha included, as upstream's convert_to_deploy);\n"
                                       "safetensors only: upstream has no .pdparams layout for it"),
      .parse = cli_set, .off = offsetof(convert_opts, deploy), .lo = 1},
+    {CLI_FLAG("--backbone", NULL, NULL, "a detector file's backbone alone (keys without 'backbone.')"),
+     .parse = cli_set, .off = offsetof(convert_opts, backbone), .lo = 1},
     CLI_HEADING("Architecture: --act (default swish, relu for the t-relu variants) and --return-idx (default\n"
                 "1,2,3) are recorded in the safetensors metadata (a .pdparams file cannot say them); the\n"
                 "others are optional checks on IN, as for infer (--alpha on a file without alpha writes\n"
@@ -104,7 +111,8 @@ int cmd_convert(int argc, char **argv)
 
     cspresnet_model *model = NULL;
     int rc = 1;
-    if (cli_load_weights(in, &opt, &model, err, sizeof err) != CSPRESNET_OK) {
+    if ((o.backbone ? cli_load_weights(in, &opt, &model, err, sizeof err)
+                    : cli_load_model(in, &opt, &model, err, sizeof err)) != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet convert: %s\n", err);
         goto done;
     }
@@ -130,8 +138,9 @@ int cmd_convert(int argc, char **argv)
         goto done;
     }
     if (!cf.quiet)
-        printf("wrote %s (%s, %zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams",
-               cspresnet_model_param_count(model), cspresnet_model_is_deployed(model) ? ", deployed" : "");
+        printf("wrote %s (%s, %s%zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams",
+               cspresnet_model_is_detector(model) ? "detector, " : "", cspresnet_model_param_count(model),
+               cspresnet_model_is_deployed(model) ? ", deployed" : "");
     rc = 0;
 done:
     cspresnet_model_free(model);

@@ -47,8 +47,9 @@ static const char SYNOPSIS[] =
     "       cspresnet detect --weights FILE --out DIR INPUT... [--size H,W] [--visualize] [options]\n"
     "\n"
     "FILE is a PP-YOLOE or PP-YOLOE+ checkpoint (.pdparams with backbone.*, neck.* and\n"
-    "yolo_head.* keys; any class count). With one .npy batch (float32 N x 3 x H x W, used as\n"
-    "is; H, W as the FPN takes them, a multiple of 32 always works) it writes\n"
+    "yolo_head.* keys, or one that convert wrote as safetensors; any class count). With one\n"
+    ".npy batch (float32 N x 3 x H x W, used as is; H, W as the FPN takes them, a multiple\n"
+    "of 32 always works) it writes\n"
     "  DIR/boxes.npy     float32 [N, L, 4]  x1, y1, x2, y2 / (sx, sy, sx, sy), before NMS\n"
     "  DIR/scores.npy    float32 [N, C, L]  after the sigmoid\n"
     "  DIR/nms.npy       float32 [M, 6]     label, score, x1, y1, x2, y2; all images in order\n"
@@ -71,7 +72,12 @@ static const char NOTES[] =
 #define JOB(field) (offsetof(detect_opts, job) + offsetof(image_job, field))
 
 static const cli_flag FLAGS[] = {
-    {CLI_FLAG("--weights", NULL, "FILE", "the detector checkpoint (.pdparams)"), .parse = cli_str, .off = OPT(weights)},
+    {CLI_FLAG("--weights", NULL, "FILE", "the detector checkpoint (.pdparams or safetensors, told by content;\n"
+                                         "a deployed file runs as the deployed network)"),
+     .parse = cli_str, .off = OPT(weights)},
+    {CLI_FLAG("--deploy", NULL, NULL, "run the fused network (every BN folded, RepVGG blocks merged); the same\n"
+                                      "detections within float rounding, fewer FLOPs"),
+     .parse = cli_set, .off = OPT(deploy), .lo = 1},
     {CLI_FLAG("--out", NULL, "DIR", "where the outputs go"), .parse = cli_str, .off = OPT(out_dir)},
     {CLI_FLAG("--input", NULL, "INPUT", "one more input (as the INPUT words)"), .parse = input_flag},
     {CLI_FLAG("--scale-factor", NULL, "S", "with an .npy batch: sy,sx for every image, or an .npy of float32\n"
@@ -386,7 +392,8 @@ static int load_detector(const detect_opts *o, cspresnet_model **model)
     cspresnet_load_options_init(&opt);
     opt.log = log;
     opt.log_size = sizeof log;
-    if (cspresnet_model_load_detector(o->weights, &opt, model, err, sizeof err) != CSPRESNET_OK) {
+    if (cli_load_detector(o->weights, &opt, model, err, sizeof err) != CSPRESNET_OK ||
+        (o->deploy && cli_deploy(model, err, sizeof err) != CSPRESNET_OK)) {
         fprintf(stderr, "cspresnet detect: %s\n", err);
         return 1;
     }

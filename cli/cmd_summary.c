@@ -129,15 +129,12 @@ static const cli_flag FLAGS[] = {
 
 static const cli_command SUMMARY = {.name = "summary", .synopsis = SYNOPSIS, .notes = NOTES, .flags = FLAGS};
 
-/* A regular .pdparams file (pickle) is tried as a detector checkpoint first. */
-static int pickle_file(const char *path)
+/* A regular file (a stream cannot be read twice) is tried as a detector checkpoint
+ * first, .pdparams or safetensors. */
+static int regular_file(const char *path)
 {
     struct stat sb;
-    FILE *f = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
-    int c = f ? fgetc(f) : EOF;
-    if (f)
-        fclose(f);
-    return c == 0x80;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 /* The model of a --weights file: a detector when it is one (*detector set), else the
@@ -149,12 +146,12 @@ static int load_summary_weights(const char *path, const cspresnet_load_options *
 {
     char err[1024], det_err[1024] = "", log[512] = "";
     *detector = 0;
-    if (pickle_file(path) && cspresnet_model_load_detector(path, opt, m, det_err, sizeof det_err) == CSPRESNET_OK) {
+    if (regular_file(path) && cli_load_detector(path, opt, m, det_err, sizeof det_err) == CSPRESNET_OK) {
         *detector = 1;
         return 0;
     }
     if (want_detector) {
-        fprintf(stderr, "cspresnet summary: %s\n", det_err[0] ? det_err : "--detector: not a .pdparams detector checkpoint");
+        fprintf(stderr, "cspresnet summary: %s\n", det_err[0] ? det_err : "--detector: not a detector checkpoint");
         return 1;
     }
     cspresnet_load_options o = *opt;

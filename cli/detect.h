@@ -18,6 +18,7 @@ typedef struct detect_opts {
     double score_threshold, nms_threshold;
     int nms_top_k, keep_top_k;
     image_job job;              /* --size, --preprocess, --batch */
+    int deploy;                 /* --deploy: run the deployed (fused) detector */
     int visualize;              /* --visualize: DIR/<image name>.png */
     double draw_threshold;      /* --draw-threshold */
     const char *labels;         /* --labels FILE: class names, one a line */

@@ -165,10 +165,19 @@ cspresnet_status cspresnet_model_load_memory(const void *data, size_t size, cons
  * unexpected tensors are reported together, by key. A backbone-only file is refused
  * (cspresnet_model_load still reads a detector file's backbone alone). Such a model
  * runs through a normal context: cspresnet_detector_forward, or cspresnet_forward
- * (which then returns the two outputs described there). Deploying, training and
- * deployed detector files are not supported yet (CSPRESNET_ERR_UNSUPPORTED). */
+ * (which then returns the two outputs described there). A detector converted to
+ * safetensors loads with cspresnet_model_load_detector_safetensors (cspresnet_formats.h).
+ * cspresnet_model_deploy works
+ * on it; a deployed detector's state dict (every conv with a bias, no BN: the deployed
+ * model's keys) loads as a deployed detector. Training a detector is not supported yet
+ * (CSPRESNET_ERR_UNSUPPORTED). */
 cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet_load_options *opt,
                                                cspresnet_model **out, char *err, size_t err_size);
+
+/* The same from the bytes of a .pdparams file in memory (read, not kept). */
+cspresnet_status cspresnet_model_load_detector_memory(const void *data, size_t size, const char *name,
+                                                      const cspresnet_load_options *opt,
+                                                      cspresnet_model **out, char *err, size_t err_size);
 
 /* 1 when the model is a detector (cspresnet_model_load_detector), 0 for a backbone. */
 int cspresnet_model_is_detector(const cspresnet_model *model);
@@ -180,7 +189,12 @@ int cspresnet_model_is_detector(const cspresnet_model *model);
  * and the activation (and the BasicBlock shortcut) run in the conv's epilogue. The
  * result is a new model (the caller owns it); `model` is unchanged. A deployed model's
  * parameters are "<layer>.conv.weight" and "<layer>.conv.bias" for every conv layer
- * (RepVGG blocks: "...blocks.j.conv2.conv.*", upstream's deploy names) and the ESE fc. */
+ * (RepVGG blocks: "...blocks.j.conv2.conv.*", upstream's deploy names) and the ESE fc.
+ * A detector deploys whole: the neck's RepVGG blocks ("neck....convs.j.conv2.conv.*", no
+ * alpha there) and PP-YOLOE+ t's head RepVGG convs ("yolo_head.stem_*.i.conv.conv.*")
+ * merged, every neck and head BN folded, the class branch's residual in the stem_cls
+ * conv's epilogue; pred_cls, pred_reg, proj_conv and the ESEAttn fc are kept as they are.
+ * Its forward gives the same boxes and scores within float rounding. */
 cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_model **out,
                                         char *err, size_t err_size);
 
@@ -194,7 +208,8 @@ cspresnet_status cspresnet_model_deploy_replace(cspresnet_model **model, char *e
 int cspresnet_model_is_deployed(const cspresnet_model *model);
 
 /* Writes the model's weights as a .pdparams file that Python's pickle.load (with numpy)
- * reads into the dict a paddle.save of the backbone gives: the upstream keys in
+ * reads into the dict a paddle.save of the backbone (or of the whole detector, for a
+ * detector model: "backbone.*", "neck.*", "yolo_head.*") gives: the upstream keys in
  * Paddle's state_dict order, each a float32 C-order numpy.ndarray, then the entry
  * "StructuredToParameterName@@" (dict str -> str of Paddle-style internal names).
  * Pickle protocol 4 (paddle.save's default since Paddle 2.1), written atomically.

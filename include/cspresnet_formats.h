@@ -17,7 +17,10 @@
  * "<layer>.conv.bias", RepVGG blocks "...blocks.j.conv2.conv.*"). __metadata__ holds
  * the architecture as strings: format_version ("1"), producer, channels ("c0,..,c4"),
  * layers ("l0,..,l3"), act, large_stem ("0"/"1"), alpha ("0"/"1"), return_idx
- * ("1,2,3"), deployed ("0"/"1") and source (the file converted from).
+ * ("1,2,3"), deployed ("0"/"1"), source (the file converted from) and, for a
+ * detector, detector ("1"; its backbone's tensors are under "backbone.", the neck's and
+ * head's are "neck.*" and "yolo_head.*", deployed or not, as cspresnet_model_deploy
+ * names them; the neck and head architecture is read off their shapes).
  *
  * Thread-safety and errors as in cspresnet.h.
  */
@@ -78,6 +81,25 @@ cspresnet_status cspresnet_model_load_safetensors_memory(const void *data, size_
                                                          const cspresnet_load_options *opt,
                                                          cspresnet_model **out, char *err,
                                                          size_t err_size);
+
+/* A PP-YOLOE / PP-YOLOE+ detector from a safetensors file (one that
+ * cspresnet_model_save_safetensors wrote from a detector, deployed or not, or another
+ * tool's with the same keys): cspresnet_model_load_detector's rules on the tensors'
+ * names and shapes (backbone, neck and head architecture; deployed when the convs carry
+ * biases and there is no BN; missing, mis-shaped and unexpected tensors named together),
+ * with __metadata__'s act unless opt gives another. The weights are copied (no mapping
+ * is kept). cspresnet_model_load_safetensors on such a file gives its backbone (the
+ * "backbone." tensors; __metadata__ "detector" is "1"). */
+cspresnet_status cspresnet_model_load_detector_safetensors(const char *path,
+                                                           const cspresnet_load_options *opt,
+                                                           cspresnet_model **out, char *err,
+                                                           size_t err_size);
+/* The same from the bytes of such a file in memory (copied; name stands for the file). */
+cspresnet_status cspresnet_model_load_detector_safetensors_memory(const void *data, size_t size,
+                                                                  const char *name,
+                                                                  const cspresnet_load_options *opt,
+                                                                  cspresnet_model **out, char *err,
+                                                                  size_t err_size);
 
 /* 1 if the first bytes of a file (head, n of them, n >= 9 to decide) look like
  * safetensors: a header length >= 2 followed by '{' at byte 8. Pickles (.pdparams)

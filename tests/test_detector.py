@@ -47,10 +47,11 @@ _cache = {}
 f32_err = {}
 
 
-def case(tmp_path_factory, name):
-    """(cfg, state, weights path, input path, x, reference boxes and scores), built once."""
+def case(tmp_path_factory, name, cases=None):
+    """(cfg, state, weights path, input path, x, reference boxes and scores), built once;
+    name from cases (default CASES: other test files add their own)."""
     if name not in _cache:
-        make_cfg, shape, protocol = CASES[name]
+        make_cfg, shape, protocol = (cases or CASES)[name]
         cfg = make_cfg()
         # BN statistics from the test's own input (SPEC §5): statistics from another draw
         # on maps of a few cells leave the neck amplifying a new input 10-100x, and

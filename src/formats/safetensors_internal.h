@@ -17,6 +17,7 @@
 #define ST_META_RETURN_IDX "return_idx"
 #define ST_META_DEPLOYED "deployed"
 #define ST_META_SOURCE "source"
+#define ST_META_DETECTOR "detector"  /* "1": a PP-YOLOE detector (backbone under "backbone.") */
 
 #define ST_DATA_ALIGN 64                 /* bytes: where the writer starts the data */
 #define ST_MAX_HEADER (100u * 1000 * 1000) /* the reference implementation's limit */

@@ -35,6 +35,7 @@
 #include "core/stream_read.h"
 #include "formats/safetensors_internal.h"
 #include "io/pdparams.h"
+#include "model/detector_infer.h"
 #include "model/model.h"
 
 typedef struct st_tensor {
@@ -492,6 +493,20 @@ static cspresnet_status index_tensors(st_file *sf, error_buf *e)
     return CSPRESNET_OK;
 }
 
+/* Marks the tensors outside a->prefix's backbone (neck.*, yolo_head.*, ...) as used, counted. */
+static void skip_non_backbone(st_file *sf, st_arch *a)
+{
+    size_t plen = strlen(a->prefix);
+    for (size_t i = 0; i < sf->n; i++) {
+        const char *k = sf->tensors[i].name;
+        if (strncmp(k, a->prefix, plen) != 0 ||
+            (strncmp(k + plen, "stem.", 5) != 0 && strncmp(k + plen, "stages.", 7) != 0)) {
+            sf->tensors[i].used = 1;
+            a->skipped++;
+        }
+    }
+}
+
 /* Step 4, first half: the architecture from __metadata__, or from the tensor shapes. */
 static cspresnet_status find_architecture(st_file *sf, const cspresnet_load_options *options, st_arch *a,
                                           error_buf *e)
@@ -500,23 +515,23 @@ static cspresnet_status find_architecture(st_file *sf, const cspresnet_load_opti
     a->from_metadata = md && (!json_is_object(md) || json_object_get(md, ST_META_VERSION) ||
                               json_object_get(md, ST_META_CHANNELS) || json_object_get(md, ST_META_LAYERS) ||
                               json_object_get(md, ST_META_DEPLOYED));
-    if (a->from_metadata)
+    if (a->from_metadata) {
+        json_t *det = json_object_get(md, ST_META_DETECTOR);
+        if (json_is_string(det) && strcmp(json_string_value(det), "1") == 0) {
+            /* a detector's file: its backbone, as from a detector .pdparams */
+            snprintf(a->prefix, sizeof a->prefix, "backbone.");
+            skip_non_backbone(sf, a);
+        }
         return read_metadata(sf->path, md, options, &a->cfg, &a->deployed, e);
+    }
     /* Another tool's file (no __metadata__, or one such as {"format": "pt"}): the
      * architecture from the shapes, as for .pdparams; tensors outside the backbone
      * (neck.*, yolo_head.*) are skipped the same way. */
     state_dict view = {.entries = sf->entries, .count = sf->n};
     cspresnet_status s = model_infer_config(&view, sf->path, options, &a->cfg, &a->deployed, a->prefix,
                                             sizeof a->prefix, e);
-    size_t plen = strlen(a->prefix);
-    for (size_t i = 0; s == CSPRESNET_OK && i < sf->n; i++) {
-        const char *k = sf->tensors[i].name;
-        if (strncmp(k, a->prefix, plen) != 0 ||
-            (strncmp(k + plen, "stem.", 5) != 0 && strncmp(k + plen, "stages.", 7) != 0)) {
-            sf->tensors[i].used = 1;
-            a->skipped++;
-        }
-    }
+    if (s == CSPRESNET_OK)
+        skip_non_backbone(sf, a);
     return s;
 }
 
@@ -610,17 +625,47 @@ static cspresnet_status build_model(st_file *sf, st_arch *a, mapping *map, const
     return CSPRESNET_OK;
 }
 
+/* A detector from the indexed file: detector_load_state_dict over a view of the
+ * tensors (the architecture from the keys and shapes, as for .pdparams; the weights
+ * copied), with the metadata's act unless the caller gave one, and its alpha on a
+ * deployed model (whose alpha keys are folded away). */
+static cspresnet_status load_detector(st_file *sf, const cspresnet_load_options *options, cspresnet_model **out,
+                                      error_buf *e)
+{
+    cspresnet_load_options opt = *options;
+    json_t *md = json_object_get(sf->root, ST_METADATA_KEY);
+    const char *act = json_string_value(json_object_get(md, ST_META_ACT));
+    const char *alpha = json_string_value(json_object_get(md, ST_META_ALPHA));
+    if (act && opt.act == CSPRESNET_ACT_SWISH && cspresnet_act_parse(act, &opt.act) != CSPRESNET_OK)
+        return error_set(e, CSPRESNET_ERR_FORMAT, "%s: __metadata__ act '%.40s' is not a known activation", sf->path,
+                         act);
+    state_dict view = {.entries = sf->entries, .count = sf->n};
+    cspresnet_status s = detector_load_state_dict(&view, sf->path, &opt, out, e);
+    if (s == CSPRESNET_OK && (*out)->deployed && alpha && strcmp(alpha, "1") == 0)
+        (*out)->cfg.use_alpha = 1;
+    if (s == CSPRESNET_OK && options->log && options->log_size)
+        snprintf(options->log, options->log_size, "%s: %zu tensors loaded (safetensors detector%s, copied)",
+                 sf->path, (*out)->n_params, (*out)->deployed ? ", deployed" : "");
+    return s;
+}
+
 /* A model from the file's bytes (size of them, at least 8). map: the read-only mapping
  * holding them, which the model adopts when the weights can be used in place (zero-copy;
  * *map is then set to MAP_FAILED), or NULL for bytes the caller keeps (always copied). */
 static cspresnet_status load_bytes(const char *path, const unsigned char *bytes, uint64_t size, mapping *map,
-                                   const cspresnet_load_options *options, cspresnet_model **out, error_buf *e)
+                                   const cspresnet_load_options *options, int detector, cspresnet_model **out,
+                                   error_buf *e)
 {
     st_file sf = {.path = path, .bytes = bytes};
     st_arch a = {.prefix = ""};
     cspresnet_status s = read_header(&sf, size, e);
     if (s == CSPRESNET_OK)
         s = index_tensors(&sf, e);
+    if (s == CSPRESNET_OK && detector) {
+        s = load_detector(&sf, options, out, e);
+        st_file_free(&sf);
+        return s;
+    }
     if (s == CSPRESNET_OK)
         s = find_architecture(&sf, options, &a, e);
     if (s == CSPRESNET_OK) {
@@ -639,8 +684,8 @@ static int not_safetensors(const uint8_t *head, size_t n)
 
 /* path (a file) or data/size (the caller's bytes) to a model. */
 static cspresnet_status load_any(const char *path, const void *bytes, size_t size,
-                                 const cspresnet_load_options *options, cspresnet_model **out, char *err,
-                                 size_t err_size, const char *fn)
+                                 const cspresnet_load_options *options, int detector, cspresnet_model **out,
+                                 char *err, size_t err_size, const char *fn)
 {
     error_buf e = {{0}};
     cspresnet_status s = CSPRESNET_OK;
@@ -659,7 +704,7 @@ static cspresnet_status load_any(const char *path, const void *bytes, size_t siz
         options = &defaults;
     }
     if (bytes) {
-        s = load_bytes(path, bytes, size, NULL, options, out, &e);
+        s = load_bytes(path, bytes, size, NULL, options, detector, out, &e);
         goto done;
     }
     f = fopen(path, "rb");
@@ -677,12 +722,12 @@ static cspresnet_status load_any(const char *path, const void *bytes, size_t siz
         size_t got = 0;
         s = stream_read_all(f, path, ST_MAX_STREAM_BYTES, not_safetensors, &stream, &got, &e);
         if (s == CSPRESNET_OK)
-            s = load_bytes(path, stream, got, NULL, options, out, &e);
+            s = load_bytes(path, stream, got, NULL, options, detector, out, &e);
         goto done;
     }
     uint64_t fsize = (uint64_t)sb.st_size;
     if (fsize < 8) {
-        s = load_bytes(path, (const unsigned char *)"", fsize, NULL, options, out, &e);
+        s = load_bytes(path, (const unsigned char *)"", fsize, NULL, options, detector, out, &e);
         goto done;
     }
     if (fsize > SIZE_MAX) {
@@ -695,7 +740,7 @@ static cspresnet_status load_any(const char *path, const void *bytes, size_t siz
         s = error_set(&e, CSPRESNET_ERR_IO, "%s: cannot map the file: %s", path, strerror(errno));
         goto done;
     }
-    s = load_bytes(path, map.addr, fsize, &map, options, out, &e);
+    s = load_bytes(path, map.addr, fsize, &map, options, detector, out, &e);
 done:
     if (map.addr != MAP_FAILED)
         munmap(map.addr, map.len);
@@ -708,13 +753,27 @@ done:
 cspresnet_status cspresnet_model_load_safetensors(const char *path, const cspresnet_load_options *options,
                                                   cspresnet_model **out, char *err, size_t err_size)
 {
-    return load_any(path, NULL, 0, options, out, err, err_size, "cspresnet_model_load_safetensors");
+    return load_any(path, NULL, 0, options, 0, out, err, err_size, "cspresnet_model_load_safetensors");
 }
 
 cspresnet_status cspresnet_model_load_safetensors_memory(const void *data, size_t size, const char *name,
                                                          const cspresnet_load_options *options,
                                                          cspresnet_model **out, char *err, size_t err_size)
 {
-    return load_any(name, data ? data : (size ? NULL : ""), size, options, out, err, err_size,
+    return load_any(name, data ? data : (size ? NULL : ""), size, options, 0, out, err, err_size,
                     "cspresnet_model_load_safetensors_memory");
+}
+
+cspresnet_status cspresnet_model_load_detector_safetensors(const char *path, const cspresnet_load_options *options,
+                                                           cspresnet_model **out, char *err, size_t err_size)
+{
+    return load_any(path, NULL, 0, options, 1, out, err, err_size, "cspresnet_model_load_detector_safetensors");
+}
+
+cspresnet_status cspresnet_model_load_detector_safetensors_memory(const void *data, size_t size, const char *name,
+                                                                  const cspresnet_load_options *options,
+                                                                  cspresnet_model **out, char *err, size_t err_size)
+{
+    return load_any(name, data ? data : (size ? NULL : ""), size, options, 1, out, err, err_size,
+                    "cspresnet_model_load_detector_safetensors_memory");
 }

@@ -47,7 +47,8 @@ static json_t *metadata_json(const cspresnet_model *m, const char *source_name)
              set_str(md, ST_META_LARGE_STEM, c->use_large_stem ? "1" : "0") &&
              set_str(md, ST_META_ALPHA, c->use_alpha ? "1" : "0") && set_str(md, ST_META_RETURN_IDX, ret) &&
              set_str(md, ST_META_DEPLOYED, m->deployed ? "1" : "0") &&
-             set_str(md, ST_META_SOURCE, source_name ? source_name : "");
+             set_str(md, ST_META_SOURCE, source_name ? source_name : "") &&
+             (!m->det || set_str(md, ST_META_DETECTOR, "1"));
     if (!ok) {
         json_decref(md);
         return NULL;

@@ -493,8 +493,14 @@ void state_dict_release(const state_dict *sd, const array_entry *e)
 
 const array_entry *state_dict_find(const state_dict *sd, const char *key)
 {
-    if (!sd || !key || !sd->storage || sd->count == 0)
+    if (!sd || !key || sd->count == 0)
         return NULL;
+    if (!sd->storage) { /* a view another reader built: no sorted index */
+        for (size_t i = 0; i < sd->count; i++)
+            if (strcmp(key, sd->entries[i].key) == 0)
+                return &sd->entries[i];
+        return NULL;
+    }
     const sd_storage *s = sd->storage;
     size_t lo = 0, hi = sd->count;
     while (lo < hi) {

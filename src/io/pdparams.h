@@ -91,7 +91,7 @@ void state_dict_free(state_dict *sd);
  * used later, so this is only about memory, never about correctness). */
 void state_dict_release(const state_dict *sd, const array_entry *e);
 
-/* Finds a key; NULL when absent. */
+/* Finds a key; NULL when absent (a view without storage is searched in order). */
 const array_entry *state_dict_find(const state_dict *sd, const char *key);
 
 /* Converts an entry to float32 C order into dst (numel floats): f32 copied, f64,

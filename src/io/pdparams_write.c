@@ -322,7 +322,8 @@ static void save_array(pickler *p, const pdparams_array *a)
 }
 
 /* Paddle-style internal name of a parameter: "<kind>_<n>.<suffix>", n counting the
- * layers of that kind in order of first appearance. layers/kinds are scratch tables
+ * layers of that kind in order of first appearance (a layer's kind is set by its first
+ * parameter: a detector's pred_cls weight makes "yolo_head.pred_cls.0" a conv2d). layers/kinds are scratch tables
  * of `count` entries. */
 typedef struct name_table {
     char (*layer)[MODEL_KEY_MAX];
@@ -331,7 +332,7 @@ typedef struct name_table {
     int counters[4];
 } name_table;
 
-static void param_name(name_table *t, const char *key, char *out, size_t out_size)
+static void param_name(name_table *t, const char *key, int ndim, char *out, size_t out_size)
 {
     static const char *const kinds[4] = {"conv2d", "batch_norm2d", "create_parameter", "param"};
     char layer[MODEL_KEY_MAX];
@@ -352,7 +353,7 @@ static void param_name(name_table *t, const char *key, char *out, size_t out_siz
         kind = 2;
         snprintf(layer, sizeof layer, "%s", key);
     } else
-        kind = 3;
+        kind = ndim == 4 ? 0 : 3; /* a conv by its weight (the head's pred_cls, proj_conv) */
     size_t i = 0;
     for (; i < t->n_layers; i++)
         if (strcmp(t->layer[i], layer) == 0)
@@ -390,7 +391,7 @@ static void save_name_table(pickler *p, const pdparams_array *arrays, size_t cou
             op(p, OP_MARK);
         for (size_t j = i; j < end; j++) {
             char name[MODEL_KEY_MAX + 32];
-            param_name(&t, arrays[j].key, name, sizeof name);
+            param_name(&t, arrays[j].key, arrays[j].ndim, name, sizeof name);
             /* paddle.save fills the table with the state dict's own key objects, which
              * pickle's memo turns into BINGETs */
             binget(p, p->key_memo[j]);

@@ -157,10 +157,20 @@ static int conv_fused(builder *b, const char *path, int x, int cin, int cout, in
 int bld_conv_bn(builder *b, const char *path, int x, int cin, int cout, int k, int stride,
                 cspresnet_act act)
 {
+    return bld_conv_bn_res(b, path, x, cin, cout, k, stride, act, -1);
+}
+
+int bld_conv_bn_res(builder *b, const char *path, int x, int cin, int cout, int k, int stride,
+                    cspresnet_act act, int residual)
+{
     if (b->m->deployed) {
-        int out = conv_fused(b, path, x, cin, cout, k, stride, act, -1);
+        int out = conv_fused(b, path, x, cin, cout, k, stride, act, residual);
         bld_module(b, "ConvBNLayer", x, out, -1, -1, 0);
         return out;
+    }
+    if (residual >= 0) { /* only the deployed conv has an epilogue to add it in */
+        b->failed = 1;
+        return 0;
     }
     char prefix[GRAPH_NAME_MAX], name[GRAPH_NAME_MAX];
     snprintf(prefix, sizeof prefix, "%s.", path);

@@ -1,7 +1,7 @@
 /*
  * builder.h - building a network into a model: its parameters (Paddle's state_dict
  * order, one weight arena) and its graph (graph/graph.h). One builder file per network
- * part emits into the same graph: backbone.c now, the neck and head next.
+ * part emits into the same graph: backbone.c, neck.c, head.c.
  *
  * Layers as Paddle has them (each emits its nodes and its paddle.summary rows when its
  * forward would end; `path` is the module path, e.g. "stages.0.conv_down"):
@@ -55,6 +55,9 @@ void bld_name(builder *b, int t, const char *name, int returned, int tag, int st
 
 int bld_conv_bn(builder *b, const char *path, int x, int cin, int cout, int k, int stride,
                 cspresnet_act act);
+/* The same with residual (>= 0: deployed only) added after the act by the conv's epilogue. */
+int bld_conv_bn_res(builder *b, const char *path, int x, int cin, int cout, int k, int stride,
+                    cspresnet_act act, int residual);
 /* RepVggBlock at path on y (c channels, 3x3 + 1x1, alpha when use_alpha) then act;
  * residual >= 0 (deployed only) is added after the act by the conv's epilogue. */
 int bld_repvgg(builder *b, const char *path, int y, int c, cspresnet_act act, int use_alpha,

@@ -6,7 +6,9 @@
  *   kernel' = kernel * t;  bias' = bias - _mean * weight / std   (left to right)
  *   RepVGG: K = K3' + alpha * pad(K1'), b = b3' + alpha * b1'   (without alpha: K3' + pad(K1'))
  * Every ConvBNLayer is folded with the same rule (upstream keeps BN there; the
- * arithmetic is that of the RepVGG branches). The operations are written one by one so
+ * arithmetic is that of the RepVGG branches), in a detector's neck and head too (no
+ * alpha there); convs without BN (the ESE fc, the head's pred_cls / pred_reg and
+ * proj_conv) are copied. The operations are written one by one so
  * that the compiler cannot contract them; C11 mode keeps -ffp-contract=off.
  */
 #include <math.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "core/pages.h"
+#include "model/detector_infer.h"
 #include "model/model.h"
 
 /* Gives the pages wholly inside parameter idx of src back to the system (their
@@ -98,6 +101,39 @@ static int fuse_repvgg(const cspresnet_model *src, const char *block, float *ker
     return 1;
 }
 
+/* Copies d's parameter i from src's parameter of the same key and size (the ESE fc, a
+ * detector's pred_cls / pred_reg convs and proj_conv: layers without BN). */
+static int copy_param(const cspresnet_model *src, cspresnet_model *d, size_t i, int fill, int release)
+{
+    const param_info *p = &d->params[i];
+    long si = model_find_param(src, p->key);
+    if (si < 0 || src->params[si].numel != p->numel)
+        return 0;
+    if (fill)
+        memcpy(param_at(d->weights, p), param_at(src->weights, &src->params[si]), sizeof(float) * (size_t)p->numel);
+    if (fill && release)
+        release_param(src, si);
+    return 1;
+}
+
+/* How d's conv weight `key` comes from src: its layer path (key less "conv.weight")
+ * into path, then 2 a RepVGG block (path + "conv1.*", "conv2.*"), 1 a ConvBNLayer
+ * (path + "bn.*"), 0 a conv without BN, copied as it is. */
+static int conv_source(const cspresnet_model *src, const char *key, char path[MODEL_KEY_MAX])
+{
+    char probe[MODEL_KEY_MAX];
+    size_t klen = strlen(key), tail = strlen("conv.weight");
+    if (klen < tail || strcmp(key + klen - tail, "conv.weight") != 0)
+        return 0;
+    memcpy(path, key, klen - tail);
+    path[klen - tail] = '\0';
+    snprintf(probe, sizeof probe, "%sconv1.conv.weight", path);
+    if (model_find_param(src, probe) >= 0)
+        return 2;
+    snprintf(probe, sizeof probe, "%sbn.weight", path);
+    return model_find_param(src, probe) >= 0 ? 1 : 0;
+}
+
 /* Writes every parameter of the deployed model d from src. fill 0: only checks that
  * every source layer exists (nothing written); release: src's layers are released
  * as they are consumed. Returns the index of the failing parameter, or -1. */
@@ -106,29 +142,22 @@ static long deploy_params(const cspresnet_model *src, cspresnet_model *d, float 
 {
     for (size_t i = 0; i < d->n_params; i++) {
         const param_info *p = &d->params[i];
-        float *dst = param_at(d->weights, p);
-        if (p->role == PARAM_FC_WEIGHT || p->role == PARAM_FC_BIAS) {
-            long si = model_find_param(src, p->key);
-            if (si < 0 || src->params[si].numel != p->numel)
+        char path[MODEL_KEY_MAX];
+        int kind = p->role == PARAM_CONV_WEIGHT ? conv_source(src, p->key, path) : 0;
+        if (kind == 0) {
+            /* a folded conv's bias was written with its weight (src has no such key) */
+            int folded_bias = p->role == PARAM_CONV_BIAS && i > 0 && d->params[i - 1].role == PARAM_CONV_WEIGHT &&
+                              model_find_param(src, p->key) < 0 && conv_source(src, d->params[i - 1].key, path);
+            if (!folded_bias && !copy_param(src, d, i, fill, release))
                 return (long)i;
-            if (fill)
-                memcpy(dst, param_at(src->weights, &src->params[si]), sizeof(float) * (size_t)p->numel);
             continue;
         }
-        if (p->role != PARAM_CONV_WEIGHT)
-            continue; /* biases are written with their weights */
         const param_info *pb = &d->params[i + 1]; /* conv.bias follows conv.weight */
-        char path[MODEL_KEY_MAX];
-        size_t plen = strlen(p->key) - strlen("conv.weight");
-        memcpy(path, p->key, plen);
-        path[plen] = '\0';
         long cout = p->shape[0], per_out = p->shape[1] * p->shape[2] * p->shape[3];
-        float *kernel = fill ? dst : NULL, *bias = param_at(d->weights, pb);
-        char probe[MODEL_KEY_MAX];
-        snprintf(probe, sizeof probe, "%sconv1.conv.weight", path);
-        int ok = model_find_param(src, probe) >= 0
-                     ? fuse_repvgg(src, path, kernel, bias, cout, tmp, tmp + max_c * max_c, release)
-                     : fold_conv_bn(src, path, kernel, bias, cout, per_out, release);
+        float *kernel = fill ? param_at(d->weights, p) : NULL, *bias = param_at(d->weights, pb);
+        int ok = i + 1 < d->n_params && pb->role == PARAM_CONV_BIAS && pb->numel == cout &&
+                 (kind == 2 ? fuse_repvgg(src, path, kernel, bias, cout, tmp, tmp + max_c * max_c, release)
+                            : fold_conv_bn(src, path, kernel, bias, cout, per_out, release));
         if (!ok)
             return (long)i;
     }
@@ -141,14 +170,21 @@ static cspresnet_status deploy(const cspresnet_model *src, int release, cspresne
 {
     cspresnet_model *d = NULL;
     float *tmp = NULL;
-    cspresnet_status s = model_build(&src->cfg, 1, &d, e);
+    cspresnet_status s;
+    if (src->det) {
+        detector_config dc = *src->det;
+        dc.deployed = 1;
+        s = model_build_detector(&src->cfg, &dc, &d, e);
+    } else {
+        s = model_build(&src->cfg, 1, &d, e);
+    }
     if (s != CSPRESNET_OK)
         return s;
-    long max_c = 0;
-    for (int i = 0; i <= CSPRESNET_NUM_STAGES; i++)
-        if (src->cfg.channels[i] > max_c)
-            max_c = src->cfg.channels[i];
-    /* the largest 1x1 branch is half x half of a stage's mid width <= max channels */
+    /* a RepVGG block's 1x1 branch is c x c for c its output channels */
+    long max_c = 1;
+    for (size_t i = 0; i < d->n_params; i++)
+        if (d->params[i].role == PARAM_CONV_WEIGHT && d->params[i].shape[0] > max_c)
+            max_c = d->params[i].shape[0];
     tmp = malloc(sizeof(float) * (size_t)(max_c * max_c + max_c));
     if (!tmp) {
         s = error_set(e, CSPRESNET_ERR_MEMORY, "out of memory deploying the model");
@@ -179,8 +215,6 @@ cspresnet_status cspresnet_model_deploy(const cspresnet_model *model, cspresnet_
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_deploy: model and out must not be NULL");
     else if ((*out = NULL, model->deployed))
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "the model is already deployed");
-    else if (model->det)
-        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "deploying a detector is not supported yet");
     else
         s = deploy(model, 0, out, &e);
     if (s != CSPRESNET_OK)
@@ -197,8 +231,6 @@ cspresnet_status cspresnet_model_deploy_replace(cspresnet_model **model, char *e
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_deploy_replace: model must not be NULL");
     } else if ((*model)->deployed) {
         s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "the model is already deployed");
-    } else if ((*model)->det) {
-        s = error_set(&e, CSPRESNET_ERR_UNSUPPORTED, "deploying a detector is not supported yet");
     } else {
         /* weights it does not own (a mapped file, a caller's buffer) are never released */
         s = deploy(*model, (*model)->weights_release == NULL, &d, &e);

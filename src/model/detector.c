@@ -12,8 +12,10 @@
  * match that order key for key is an internal error, reported.
  * FLOP sections: "backbone", "neck", "head". Training segments: the backbone's (stem,
  * stages), then the neck, then the head. The summary's rows add the containers Paddle's
- * hooks see: CSPResNet (the image to C3, C4, C5), CustomCSPPAN, PPYOLOEHead. Layouts of
- * the fused forms (model_build_layout) keep the execution order of their parameters.
+ * hooks see: CSPResNet (the image to C3, C4, C5), CustomCSPPAN, PPYOLOEHead. The
+ * deployed form (deploy.c's output, a deployed file's model) is ordered the same way,
+ * by the deployed key list; the layout of the RepVGG-fused form (model_build_layout)
+ * keeps the execution order of its parameters.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,8 +115,8 @@ cspresnet_status detector_build(const cspresnet_config *cfg, const detector_conf
                                 int weights, cspresnet_model **out, error_buf *err)
 {
     *out = NULL;
-    if (dc->deployed)
-        return error_set(err, CSPRESNET_ERR_UNSUPPORTED, "a deployed (fused) detector cannot be built yet");
+    if (dc->deployed && form != MODEL_FORM_DEPLOYED)
+        return error_set(err, CSPRESNET_ERR_CONFIG, "internal: a deployed detector config built in another form");
     for (int i = 0; i < DET_LEVELS; i++)
         if (dc->backbone_out[i] != cfg->channels[i + 2])
             return error_set(err, CSPRESNET_ERR_CONFIG,
@@ -157,10 +159,11 @@ cspresnet_status detector_build(const cspresnet_config *cfg, const detector_conf
     static const char *const sections[3] = {"backbone", "neck", "head"};
     for (int i = 0; i < 3; i++)
         snprintf(g->section_names[i], sizeof g->section_names[i], "%s", sections[i]);
-    /* only the trained form has Paddle's keys to order by; the others are layouts */
+    /* the trained and deployed forms have key lists to order by (detector_visit_params);
+     * the RepVGG-fused form is a layout only */
     cspresnet_status s = b.failed ? error_set(err, CSPRESNET_ERR_MEMORY, "out of memory building the detector")
-                         : form == MODEL_FORM_TRAINED ? reorder_params(m, dc, backbone_params, err)
-                                                      : CSPRESNET_OK;
+                         : form != MODEL_FORM_REPVGG_FUSED ? reorder_params(m, m->det, backbone_params, err)
+                                                           : CSPRESNET_OK;
     if (s == CSPRESNET_OK)
         s = bld_finish(&b, err);
     if (s != CSPRESNET_OK) {
@@ -174,5 +177,5 @@ cspresnet_status detector_build(const cspresnet_config *cfg, const detector_conf
 cspresnet_status model_build_detector(const cspresnet_config *cfg, const detector_config *dc,
                                       cspresnet_model **out, error_buf *err)
 {
-    return detector_build(cfg, dc, MODEL_FORM_TRAINED, 1, out, err);
+    return detector_build(cfg, dc, dc->deployed ? MODEL_FORM_DEPLOYED : MODEL_FORM_TRAINED, 1, out, err);
 }

@@ -68,4 +68,13 @@ void detector_visit_params(const detector_config *cfg, det_param_visit visit, vo
 cspresnet_status detector_infer_config(const det_key *keys, size_t count, const int *backbone_out,
                                        const char *path, detector_config *cfg, error_buf *err);
 
+/* detector_load.c: a detector from a state dict, cspresnet_model_load_detector's rules
+ * (architecture from the keys and shapes, every parameter by key, deployed when the
+ * convs carry biases). sd may be a view another reader built (the safetensors
+ * tensors): its entries' keys, shapes, dtypes and raw bytes are read. */
+struct state_dict;
+cspresnet_status detector_load_state_dict(const struct state_dict *sd, const char *path,
+                                          const cspresnet_load_options *opt, cspresnet_model **out,
+                                          error_buf *err);
+
 #endif

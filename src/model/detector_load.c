@@ -6,7 +6,10 @@
  * unexpected neck and head keys together), then every parameter filled by key.
  * "yolo_head.anchor_points" / "stride_tensor" and the training-only "aux_*" heads are
  * ignored; a backbone key the model does not have is an error, as in load.c; a missing
- * backbone alpha is 1.0 (upstream's rule).
+ * backbone alpha is 1.0 (upstream's rule). A deployed state dict (every conv with a
+ * bias, no BN: cspresnet_model_deploy's keys) gives a deployed detector; backbone and
+ * neck must agree on the form. The safetensors reader comes in through
+ * detector_load_state_dict with a view of its tensors.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,8 +78,8 @@ static cspresnet_status fill(cspresnet_model *m, const state_dict *sd, unsigned 
                      p.count > 1 ? "s" : "", p.msg, p.count > PROBLEMS_SHOWN ? "; ..." : "");
 }
 
-static cspresnet_status load_detector(const state_dict *sd, const char *path, const cspresnet_load_options *opt,
-                                      cspresnet_model **out, error_buf *e)
+cspresnet_status detector_load_state_dict(const state_dict *sd, const char *path, const cspresnet_load_options *opt,
+                                          cspresnet_model **out, error_buf *e)
 {
     cspresnet_config cfg;
     int deployed = 0;
@@ -88,9 +91,6 @@ static cspresnet_status load_detector(const state_dict *sd, const char *path, co
         return error_set(e, CSPRESNET_ERR_WEIGHTS,
                          "%s is a backbone checkpoint, not a detector checkpoint: the backbone's keys are under "
                          "'%s', not 'backbone.' (a backbone-only file has no neck or head)", path, prefix);
-    if (deployed)
-        return error_set(e, CSPRESNET_ERR_UNSUPPORTED, "%s: a deployed (fused) detector file is not supported yet",
-                         path);
     det_key *keys = malloc(sizeof *keys * (sd->count + 1));
     unsigned char *used = calloc(sd->count + 1, 1);
     cspresnet_model *m = NULL;
@@ -103,6 +103,11 @@ static cspresnet_status load_detector(const state_dict *sd, const char *path, co
     detector_config dc;
     const int c345[DET_LEVELS] = {cfg.channels[2], cfg.channels[3], cfg.channels[4]};
     s = detector_infer_config(keys, sd->count, c345, path, &dc, e);
+    if (s == CSPRESNET_OK && dc.deployed != deployed)
+        s = error_set(e, CSPRESNET_ERR_WEIGHTS,
+                      "%s: the backbone's convs are %s but the neck's are %s ('neck.fpn_stages.0.0.conv1.%s'): "
+                      "one file must hold one form", path, deployed ? "deployed (with biases, no BN)" : "ConvBN",
+                      dc.deployed ? "deployed" : "ConvBN", dc.deployed ? "conv.bias" : "bn.*");
     if (s == CSPRESNET_OK)
         s = model_build_detector(&cfg, &dc, &m, e);
     if (s == CSPRESNET_OK)
@@ -137,7 +142,32 @@ cspresnet_status cspresnet_model_load_detector(const char *path, const cspresnet
         }
         s = pdparams_read_file(path, &sd, &e);
         if (s == CSPRESNET_OK)
-            s = load_detector(&sd, path, opt, out, &e);
+            s = detector_load_state_dict(&sd, path, opt, out, &e);
+    }
+    state_dict_free(&sd);
+    return error_finish(&e, s, err, err_size);
+}
+
+cspresnet_status cspresnet_model_load_detector_memory(const void *data, size_t size, const char *name,
+                                                      const cspresnet_load_options *opt, cspresnet_model **out,
+                                                      char *err, size_t err_size)
+{
+    error_buf e = {{0}};
+    cspresnet_load_options defaults;
+    state_dict sd = {0};
+    cspresnet_status s;
+    if (!name || !out || (!data && size)) {
+        s = error_set(&e, CSPRESNET_ERR_ARGUMENT, "cspresnet_model_load_detector_memory: data, name and out must "
+                      "not be NULL");
+    } else {
+        *out = NULL;
+        if (!opt) {
+            cspresnet_load_options_init(&defaults);
+            opt = &defaults;
+        }
+        s = pdparams_read_memory(data ? data : (const void *)"", size, name, &sd, &e);
+        if (s == CSPRESNET_OK)
+            s = detector_load_state_dict(&sd, name, opt, out, &e);
     }
     state_dict_free(&sd);
     return error_finish(&e, s, err, err_size);

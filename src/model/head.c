@@ -5,7 +5,9 @@
  *                  RepVggBlock without alpha (PP-YOLOE+ t) or none (t-relu)
  *   cls          : pred_cls[i](stem_cls[i](f) + f)   (3x3 conv with bias -> classes)
  *   reg          : pred_reg[i](stem_reg[i](f))       (3x3 conv with bias -> 4 * bins)
- * then "boxes" (det_boxes: DFL with proj_conv's weight, anchors, strides; [N, L, 4]
+ * Deployed, the class branch's residual is added in stem_cls's conv epilogue (after its
+ * act, as the backbone's BasicBlock shortcut) where ESEAttn has a conv.
+ * Then "boxes" (det_boxes: DFL with proj_conv's weight, anchors, strides; [N, L, 4]
  * before any scale factor) and "scores" (det_scores: sigmoid, [N, C, L]), the graph's
  * outputs in that order. Parameters come out in execution order (detector.c reorders).
  */
@@ -14,7 +16,8 @@
 #include "model/builder.h"
 #include "model/detector_infer.h"
 
-static int ese_attn(builder *b, const char *path, int f, int c, det_attn_conv attn)
+/* residual >= 0 (deployed, with a conv): added after the conv's act in its epilogue */
+static int ese_attn(builder *b, const char *path, int f, int c, det_attn_conv attn, int residual)
 {
     char p[GRAPH_NAME_MAX];
     snprintf(p, sizeof p, "%s.", path);
@@ -25,9 +28,9 @@ static int ese_attn(builder *b, const char *path, int f, int c, det_attn_conv at
     bld_module(b, "Conv2D", f, y, fc[0], fc[1] + 1, 1);
     snprintf(p, sizeof p, "%s.conv", path);
     if (attn == DET_ATTN_CONVBN)
-        y = bld_conv_bn(b, p, y, c, c, 1, 1, b->m->cfg.act);
+        y = bld_conv_bn_res(b, p, y, c, c, 1, 1, b->m->cfg.act, residual);
     else if (attn == DET_ATTN_REPVGG)
-        y = bld_repvgg(b, p, y, c, b->m->cfg.act, 0, -1);
+        y = bld_repvgg(b, p, y, c, b->m->cfg.act, 0, residual);
     /* forward(feat, avg_feat) */
     bld_module_add(b, &(gmodule){.cls = "ESEAttn", .n_in = 2, .n_out = 1, .in = {f, f}, .out = {y},
                                  .in_view = {GMOD_NCHW, GMOD_POOLED}, .p0 = -1});
@@ -55,13 +58,17 @@ void head_build(builder *b, const detector_config *dc, const int feats[DET_LEVEL
     for (int i = 0; i < DET_LEVELS; i++) {
         const int f = feats[i], c = dc->neck_out[i];
         snprintf(p, sizeof p, "yolo_head.stem_cls.%d", i);
-        int s = ese_attn(b, p, f, c, dc->attn_conv);
-        snprintf(p, sizeof p, "yolo_head.stem_cls.%d.residual", i);
-        s = bld_add(b, p, s, f, -1);
+        /* deployed: the residual in the conv's epilogue, as the backbone's shortcut */
+        const int fused = b->m->deployed && dc->attn_conv != DET_ATTN_NONE;
+        int s = ese_attn(b, p, f, c, dc->attn_conv, fused ? f : -1);
+        if (!fused) {
+            snprintf(p, sizeof p, "yolo_head.stem_cls.%d.residual", i);
+            s = bld_add(b, p, s, f, -1);
+        }
         snprintf(p, sizeof p, "yolo_head.pred_cls.%d", i);
         cls[i] = pred_conv(b, p, s, c, dc->num_classes);
         snprintf(p, sizeof p, "yolo_head.stem_reg.%d", i);
-        s = ese_attn(b, p, f, c, dc->attn_conv);
+        s = ese_attn(b, p, f, c, dc->attn_conv, -1);
         snprintf(p, sizeof p, "yolo_head.pred_reg.%d", i);
         reg[i] = pred_conv(b, p, s, c, 4 * bins);
         /* proj_conv runs once per level; paddle.summary keeps one row, where the first

@@ -59,8 +59,8 @@ cspresnet_status model_build(const cspresnet_config *cfg, int deployed, cspresne
                              error_buf *err);
 /* detector.c: a PP-YOLOE detector (backbone cfg, keys "backbone.*", then dc's neck and
  * head), parameters in Paddle's state_dict order, weights zeroed; its forward's outputs
- * are "boxes" [N, L, 4] and "scores" [N, C, L] (det_boxes.c, det_scores.c). Only the
- * un-deployed form (dc->deployed 0). */
+ * are "boxes" [N, L, 4] and "scores" [N, C, L] (det_boxes.c, det_scores.c). The
+ * deployed form when dc->deployed (every conv with a bias, as deploy.c makes it). */
 cspresnet_status model_build_detector(const cspresnet_config *cfg, const struct detector_config *dc,
                                       cspresnet_model **out, error_buf *err);
 

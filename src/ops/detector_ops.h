@@ -66,6 +66,7 @@ void channel_fc_part(const float *mean, int n, int cin, int cout, const float *w
                      const float *bias, float *z, int t, int nt);
 void channel_fc_forward(threadpool *pool, const float *mean, int n, int cin, int cout,
                         const float *weight, const float *bias, float *z);
+/* z NULL: out = sigmoid(x) (sigmoid_part) */
 void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int t, int nt);
 void sigmoid_gate_forward(threadpool *pool, const tensor4 *x, const float *z, const tensor4 *out);
 void sigmoid_part(const tensor4 *x, const tensor4 *out, int t, int nt);

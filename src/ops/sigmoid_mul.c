@@ -56,6 +56,11 @@ void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int
     for (long p = begin; p < end; p++) {
         const float *src = tensor4_plane(x, p);
         float *dst = tensor4_plane(out, p);
+        if (!z) {
+            for (long i = 0; i < plane; i++)
+                dst[i] = sigmoid_f32(src[i]);
+            continue;
+        }
         float g = sigmoid_f32(z[p]);
         for (long i = 0; i < plane; i++)
             dst[i] = src[i] * g;
@@ -64,15 +69,7 @@ void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int
 
 void sigmoid_part(const tensor4 *x, const tensor4 *out, int t, int nt)
 {
-    const long plane = (long)x->h * x->w;
-    long begin, end;
-    plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        const float *src = tensor4_plane(x, p);
-        float *dst = tensor4_plane(out, p);
-        for (long i = 0; i < plane; i++)
-            dst[i] = sigmoid_f32(src[i]);
-    }
+    sigmoid_gate_part(x, NULL, out, t, nt);
 }
 
 /* ---------------------------------------------------------------- on a pool */

@@ -2,14 +2,18 @@
  * detector_driver.c - runs a PP-YOLOE checkpoint through the library's detector for
  * tests/test_detector.py, which compares the outputs with the PyTorch port:
  *
- *   detector_driver WEIGHTS INPUT.npy OUT_DIR ISA
+ *   detector_driver WEIGHTS INPUT.npy OUT_DIR ISA [deploy]
  *
  * Loads WEIGHTS with cspresnet_model_load_detector, runs INPUT (N,3,H,W) on contexts of
  * the kernel set ISA ("" = the best) with 1 and 2 threads, CHECKs both bit-identical
  * and consistent (cspresnet_forward's outputs are the detector's), and writes
  * OUT_DIR/boxes.npy [N, L, 4] and OUT_DIR/scores.npy [N, C, L] from the 1-thread run.
  * Also CHECKs that cspresnet_model_load on the same file still gives the backbone
- * (three feature maps at strides 8, 16, 32). Prints "isa: NAME" and the closing line.
+ * (three feature maps at strides 8, 16, 32). With "deploy" the loaded detector is
+ * deployed first (cspresnet_model_deploy) and the deployed one runs; the driver CHECKs
+ * that it has fewer parameters and graph nodes than the original, is refused a second
+ * deploy, and equals cspresnet_model_deploy_replace's bit for bit; it prints
+ * "params: A -> B, nodes: X -> Y". Prints "isa: NAME" and the closing line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,10 +73,56 @@ static run_out run(const cspresnet_model *m, const npy_array *x, const char *isa
     return r;
 }
 
+static int node_count(const cspresnet_model *m)
+{
+    char err[1024];
+    cspresnet_context *ctx;
+    if (cspresnet_context_create(m, 1, &ctx, err, sizeof err) != CSPRESNET_OK)
+        die("context", err);
+    int n = cspresnet_context_profile(ctx, -1, NULL, NULL, NULL);
+    cspresnet_context_free(ctx);
+    return n;
+}
+
+/* *m replaced by its deployed form, checked against the original and deploy_replace. */
+static void deploy(cspresnet_model **m, const char *weights)
+{
+    char err[1024];
+    cspresnet_model *d, *again = NULL, *r;
+    if (cspresnet_model_deploy(*m, &d, err, sizeof err) != CSPRESNET_OK)
+        die("deploy", err);
+    CHECK(cspresnet_model_is_deployed(d) && cspresnet_model_is_detector(d), "the deployed model is not a detector");
+    CHECK(cspresnet_model_deploy(d, &again, err, sizeof err) == CSPRESNET_ERR_ARGUMENT && !again,
+          "a second deploy was not refused");
+    size_t p0 = cspresnet_model_param_count(*m), p1 = cspresnet_model_param_count(d);
+    int n0 = node_count(*m), n1 = node_count(d);
+    printf("params: %zu -> %zu, nodes: %d -> %d\n", p0, p1, n0, n1);
+    CHECK(p1 < p0 && n1 < n0, "deploying did not shrink the graph");
+    if (cspresnet_model_load_detector(weights, NULL, &r, err, sizeof err) != CSPRESNET_OK ||
+        cspresnet_model_deploy_replace(&r, err, sizeof err) != CSPRESNET_OK)
+        die("deploy_replace", err);
+    int same = cspresnet_model_param_count(r) == p1;
+    for (size_t i = 0; same && i < p1; i++) {
+        const char *ka, *kb;
+        int64_t sa[4], sb[4];
+        const float *da, *db;
+        cspresnet_model_param(d, i, &ka, NULL, sa, &da, NULL);
+        cspresnet_model_param(r, i, &kb, NULL, sb, &db, NULL);
+        same = strcmp(ka, kb) == 0 && memcmp(sa, sb, sizeof sa) == 0 &&
+               memcmp(da, db, sizeof(float) * (size_t)(sa[0] * sa[1] * sa[2] * sa[3])) == 0;
+        if (!same)
+            fprintf(stderr, "parameter %zu: '%s' / '%s'\n", i, ka, kb);
+    }
+    CHECK(same, "cspresnet_model_deploy and cspresnet_model_deploy_replace differ");
+    cspresnet_model_free(r);
+    cspresnet_model_free(*m);
+    *m = d;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 5)
-        die("usage: detector_driver WEIGHTS INPUT.npy OUT_DIR ISA", NULL);
+    if (argc != 5 && !(argc == 6 && strcmp(argv[5], "deploy") == 0))
+        die("usage: detector_driver WEIGHTS INPUT.npy OUT_DIR ISA [deploy]", NULL);
     char err[1024];
     error_buf e = {{0}};
     npy_array x = {0};
@@ -84,6 +134,8 @@ int main(int argc, char **argv)
     if (cspresnet_model_load_detector(argv[1], NULL, &m, err, sizeof err) != CSPRESNET_OK)
         die(err, NULL);
     CHECK(cspresnet_model_is_detector(m), "the loaded model is not a detector");
+    if (argc == 6)
+        deploy(&m, argv[1]);
     const char *isa = argv[4][0] ? argv[4] : NULL;
     run_out a = run(m, &x, isa, 1), b = run(m, &x, isa, 2);
     const int n = (int)x.shape[0];
