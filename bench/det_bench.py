@@ -31,6 +31,7 @@ BATCHES = (1, 8)
 THREADS = (1, 2)
 HEADING = "## Detector"
 DECODE_OPS = {"Sub": 1}  # the box decoding's anchor points - distances, not a BN
+DET_RTOL = 1e-3          # the export's check against the port (float32 through a deep detector)
 
 
 def rows(models):
@@ -39,7 +40,8 @@ def rows(models):
 
 def prepare(rb, arch, x1_npy):
     """Weights (.pdparams) and ONNX export of the detector ``arch`` at rb.SIZE, in rb.WORK (kept
-    between runs: the weights depend on the batch-1 input, which is seeded); checks every time."""
+    between runs: the weights depend on the batch-1 input, which is seeded; delete them after
+    changing how they are made); checks every time."""
     cfg = P.detector_preset(arch)
     x1 = np.load(x1_npy)
     w = os.path.join(rb.WORK, f"det_{arch}_{rb.SIZE}.pdparams")
@@ -47,7 +49,10 @@ def prepare(rb, arch, x1_npy):
     if os.path.exists(w):
         state = {k: v for k, v in rb.pickle.load(open(w, "rb")).items() if isinstance(v, np.ndarray)}
     else:
-        state = P.random_detector_state(cfg, seed=1, calib_input=x1)
+        # class biases U(-8, -6): about 0.1% of the class scores above NMS's 0.01, as a
+        # trained model's on a photo (a few hundred candidates); the tests' default
+        # (-5, -1) puts 90% above it, which times NMS's worst case, not a deployment
+        state = P.random_detector_state(cfg, seed=1, calib_input=x1, cls_bias=(-8.0, -6.0))
         pdw.write_pdparams(w, state)
     model = cfg.build()
     bb.load_numpy_state(model, state)
@@ -67,7 +72,10 @@ def prepare(rb, arch, x1_npy):
         if flat.size != sum(sizes):
             raise anchors.AnchorError(f"ORT: {flat.size} output values, port has {sum(sizes)}")
         outs = [a.reshape(o.shape) for a, o in zip(np.split(flat, np.cumsum(sizes)[:-1]), want)]
-        err = anchors.check_close(outs, want, f"ORT on {onnx}")
+        # float32 through backbone, neck and head at 640: ORT's own rounding reaches
+        # 2-3e-4 of max|ref| on l (measured), so the detector's check is 1e-3, the
+        # tests' fast-path tolerance
+        err = anchors.check_close(outs, want, f"ORT on {onnx}", rtol=DET_RTOL)
     except anchors.AnchorError as e:
         raise SystemExit(f"det-{arch}: anchor check failed: {e}")
     print(f"det-{arch}: {onnx}: {ops['BatchNormalization']} BatchNormalization, {ops['Conv']} Conv, no NMS; "
@@ -124,7 +132,7 @@ def section(rb, ort_version, cpu, inputs, det_rows):
         f"each the median of {rb.RUNS} runs after {rb.WARMUP} warm-up; 1-thread rows pinned to CPU 0.",
         "cspresnet: tensor in, NMS rows out (forward, decoding, multiclass NMS with PP-YOLOE+'s defaults; NMS "
         "alone in its column). ORT: the export without NMS (boxes + scores out, upstream's exclude_nms), "
-        "BatchNormalization nodes fused by ORT, outputs checked against the port within 1e-4; ORT + NMS adds "
+        "BatchNormalization nodes fused by ORT, outputs checked against the port within 1e-3; ORT + NMS adds "
         "our NMS time.",
         "",
         "| model | batch | threads | cspresnet ms | of which NMS ms | ORT ms (no NMS) | ORT + NMS ms | "

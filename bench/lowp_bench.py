@@ -3,7 +3,8 @@ same input, interleaved, on this machine. Writes bench/lowp.md.
 
 Uses run_bench.py's files and runners (random weights of the port as .pdparams, ORT on the
 export with BatchNormalization nodes, 3x640x640 input, 1-thread runs pinned to CPU 0). Each
-row runs ROUNDS rounds of: ours fp32, ours bf16 (`cspresnet bench --deploy --precision bf16`),
+row runs ROUNDS rounds of: ours fp32, ours bf16 (`cspresnet bench --precision bf16` on the deployed
+network written by `convert --deploy` as safetensors),
 ORT fp32, PyTorch bf16 (CPU autocast on the standard network, bench/anchors.py); the row
 reports the median of the per-round medians. Accuracy: our bf16 outputs of
 the batch-1 input (`cspresnet infer --deploy --precision bf16`) against the port in float64,
@@ -27,23 +28,31 @@ import run_bench as rb  # noqa: E402
 OUT = os.environ.get("BENCH_LOWP_OUT", os.path.join(rb.HERE, "lowp.md"))
 
 
+def deployed(w):
+    """The deployed network as safetensors next to w (`convert --deploy`): what a deployment
+    loads; the file is mapped, so a bf16 model keeps only its packed weights in memory."""
+    out = w[:-len(".pdparams")] + "_deployed.safetensors"
+    rb.sh([rb.CLI, "convert", "--weights", w, "-o", out, "--deploy", "-q"])
+    return out
+
+
 def run_ours(w, npy, threads, precision):
-    out = rb.sh([*rb.pin(threads), rb.CLI, "bench", "--weights", w, "--input", npy, "--deploy", "--threads",
+    out = rb.sh([*rb.pin(threads), rb.CLI, "bench", "--weights", w, "--input", npy, "--threads",
                  str(threads), "--precision", precision, "--runs", str(rb.RUNS), "--warmup", str(rb.WARMUP)])
     kv = dict(re.findall(r"(\w+)=(\S+)", out.strip().splitlines()[-1]))
     return float(kv["median_ms"]), float(kv["rss_mb"]), kv["isa"]
 
 
-def accuracy(arch, w, state, npy):
+def accuracy(arch, w, torch_w, state, npy):
     """{engine: [(max|diff| / max|ref|, cosine) per output]} for our bf16 and PyTorch's bf16."""
     cfg = rb.ref.preset(arch)
     x = np.load(npy)
     refs = rb.ref.reference_outputs(cfg, state, x)
     with tempfile.TemporaryDirectory() as d:
-        rb.sh([rb.CLI, "infer", "--weights", w, "--input", npy, "--out", d, "--deploy", "--precision", "bf16", "-q"])
+        rb.sh([rb.CLI, "infer", "--weights", w, "--input", npy, "--out", d, "--precision", "bf16", "-q"])
         ours = [np.load(os.path.join(d, f"stage{i}.npy")) for i in cfg.return_idx]
         dump = os.path.join(d, "torch.npz")
-        rb.run_torch(arch, w, npy, 1, "bf16", runs=1, warmup=0, dump=dump)
+        rb.run_torch(arch, torch_w, npy, 1, "bf16", runs=1, warmup=0, dump=dump)
         with np.load(dump) as z:
             theirs = [z[f"out{i}"] for i in range(len(refs))]
 
@@ -66,7 +75,8 @@ def main():
     rows = [r for r in rb.ROWS if r[1] == 1]
     inputs = {1: rb.prepare_input(1)}
     files = {a: rb.prepare(a) for a in sorted({r[0] for r in rows})}
-    acc = {a: accuracy(a, files[a][0], files[a][2], inputs[1][0]) for a in files}
+    ours_w = {a: deployed(files[a][0]) for a in files}
+    acc = {a: accuracy(a, ours_w[a], files[a][0], files[a][2], inputs[1][0]) for a in files}
     results, isa = [], "?"
     for arch, batch, threads in rows:
         w, onnx, _ = files[arch]
@@ -75,7 +85,7 @@ def main():
         rss = {}
         for _ in range(rb.ROUNDS):
             for p in ("fp32", "bf16"):
-                ms, rss[p], isa = run_ours(w, npy, threads, p)
+                ms, rss[p], isa = run_ours(ours_w[arch], npy, threads, p)
                 per[p].append(ms)
             r = rb.run_ort(onnx["bn"], raw, batch, threads)
             per["ort"].append(r["median_ms"])
@@ -90,7 +100,8 @@ def main():
         "# bf16: cspresnet bf16 vs cspresnet fp32 vs ONNX Runtime fp32",
         "",
         f"Machine: {rb.cpu_name()}, {os.cpu_count()} CPUs. Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}. "
-        f"cspresnet {isa} kernels, deployed network; ORT on the BatchNormalization export (bench/run_bench.py).",
+        f"cspresnet {isa} kernels on the deployed network from a `convert --deploy` safetensors file (mapped); "
+        "ORT on the BatchNormalization export (bench/run_bench.py).",
         f"Backbone, 3x640x640, batch 1, random weights of the port. Median of {rb.ROUNDS} interleaved rounds, each the "
         f"median of {rb.RUNS} runs after {rb.WARMUP} warm-up; 1-thread rows pinned to CPU 0.",
         "",

@@ -199,8 +199,7 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
  * (the tap form of conv2d_bf16_taps.c, else conv2d_bf16.c's rows), for int8 ones the
  * quantized rows of the convs with a calibrated input scale that do not run Winograd
  * (conv2d_int8.c; the others run fp32 unprepared), otherwise the Winograd U of a 3x3
- * stride-1 conv for tables
- * with Winograd kernels. */
+ * stride-1 conv for tables with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
     const param_info *w = &params[nd->param[0]];
