@@ -233,8 +233,9 @@ size_t cspresnet_model_prepared_bytes(const cspresnet_model *model);
  * weights are rounded to bfloat16 (nearest even) once, when the model is prepared for
  * bf16, activations while the convs pack them, and every product is accumulated in
  * fp32; bias, activation, residual, BN, ESE and the detector's post-processing stay
- * fp32. 3x3 stride-1 convs keep fp32 Winograd F(4,3) where the kernels have it (4x fewer
- * multiplies than a direct conv: more than bf16's 2x; docs/ARCHITECTURE.md). */
+ * fp32, and so does the 3-channel stem conv. With AMX every other conv runs in bf16;
+ * without it, 3x3 stride-1 convs keep fp32 Winograd F(4,3) where the kernels have it (4x
+ * fewer multiplies than a direct conv: more than bf16's 2x; docs/ARCHITECTURE.md). */
 typedef enum cspresnet_precision {
     CSPRESNET_PRECISION_FP32 = 0,
     CSPRESNET_PRECISION_BF16 = 1,
@@ -253,10 +254,13 @@ typedef struct cspresnet_prepare_options {
 
 void cspresnet_prepare_options_init(cspresnet_prepare_options *opt);
 
-/* cspresnet_model_prepare for contexts of opt->precision. bf16: every conv that will
- * not run Winograd gets its weights as bfloat16 rows (half their fp32 bytes), the
- * others their Winograd U; a conv left out by the budget runs in fp32. Contexts made
- * with the same isa and precision use it. */
+/* cspresnet_model_prepare for contexts of opt->precision. bf16: every conv that runs in
+ * bf16 gets its weights in bfloat16 (about half their fp32 bytes), the others their
+ * Winograd U; int8: see below; a conv left out by the budget runs in fp32. Where the
+ * weights are a read-only file mapping (a safetensors file), the fp32 pages of each conv
+ * packed for bf16 or int8 are handed back to the system (they are read from the file
+ * again if used), so the model then holds mainly the packed copy. Contexts made with the
+ * same isa and precision use it. */
 cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspresnet_prepare_options *opt,
                                             char *err, size_t err_size);
 
