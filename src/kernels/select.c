@@ -126,7 +126,9 @@ static const kernel_set avx512_sets[6] = {
 };
 
 /* AMX-BF16 with tile data enabled by the OS (XCR0 bits 17 and 18) and, on Linux, the
- * process's permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM, asked once). */
+ * process's permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM, asked once, at the
+ * first kernel-set choice on an AMX CPU; Linux refuses it when a thread's signal stack is
+ * too small for the tile state, and then the AVX-512 BF16 tile is chosen). */
 static int have_amx_bf16(void)
 {
     unsigned a, b, c, d;
