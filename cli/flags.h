@@ -84,15 +84,15 @@ int cli_num(const cli_flag *f, const char *v, void *dest, const cli_command *cmd
  * in lo..hi, cut to the online CPUs with a note. */
 int cli_quiet(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
-/* --precision fp32|bf16 into a common_flags; CLI_PRECISION_ROW(opts type) is its row. */
+/* --precision fp32|bf16|int8 into a common_flags; CLI_PRECISION_ROW(opts type) is its row. */
 int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 #define CLI_PRECISION_ROW(type)                                                                          \
-    {CLI_FLAG("--precision", NULL, "P", "fp32 (default), bf16: convs multiply bfloat16 weights and\n"     \
-                                        "activations, accumulating in fp32 (3x3 stride-1 convs stay\n"    \
-                                        "fp32 Winograd); about 1e-3 relative from fp32; or int8: convs\n" \
-                                        "multiply int8 weights (per channel) and activations (per\n"     \
-                                        "tensor, calibrated: --calibration) in int32 (the stem's first\n" \
-                                        "conv stays fp32)"),                                              \
+    {CLI_FLAG("--precision", NULL, "P", "fp32 (default); bf16: convs multiply bfloat16 weights and\n"     \
+                                        "activations, accumulating in fp32 (AMX where the CPU has it;\n"  \
+                                        "outputs about 1-3% of their largest value from fp32's); int8:\n" \
+                                        "convs multiply int8 weights (per channel) and activations (per\n" \
+                                        "tensor, calibrated: --calibration) in int32; the stem's first\n" \
+                                        "conv stays fp32 in both"),                                       \
      .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32, bf16 or int8"}
 /* --calibration SRC and --calib-method M into a common_flags (int8). */
 int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
