@@ -161,12 +161,16 @@ fuzz: fuzz-build
 	done
 
 # ThreadSanitizer: several threads, each with its own context, on one shared loaded model;
-# and the fast convolutions split over 2 threads (tests/c/test_kernels_conv).
+# and the fast convolutions split over 2 threads (tests/c/test_kernels_conv), the bf16 ones
+# (AMX tiles configured per thread) and the int8 ones (test_conv_bf16, test_conv_int8).
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 CFLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
-	  LDFLAGS= build-tsan/tests/test_threads_shared_model build-tsan/tests/test_kernels_conv
+	  LDFLAGS= build-tsan/tests/test_threads_shared_model build-tsan/tests/test_kernels_conv \
+	  build-tsan/tests/test_conv_bf16 build-tsan/tests/test_conv_int8
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_threads_shared_model 4
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_kernels_conv
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_conv_bf16
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_conv_int8
 
 # valgrind memcheck of a forward pass (and a training step when the CLI has one); not in the
 # suite because it is slow; see tests/valgrind.sh.
