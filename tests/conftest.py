@@ -61,6 +61,20 @@ def describe_proc(proc: subprocess.CompletedProcess) -> str:
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
 
 
+def infer_deployed(weights, x_path, out_dir, precision, extra=(), threads=2, isa=None):
+    """`cspresnet infer --deploy --precision P` of an .npy batch with every stage returned
+    (CSPRESNET_ISA=isa, or unset for this CPU's best kernels); the four stage maps."""
+    env = dict(os.environ)
+    env.pop("CSPRESNET_ISA", None)
+    if isa:
+        env["CSPRESNET_ISA"] = isa
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    proc = run_cli(["infer", "--weights", weights, "--input", x_path, "--out", out_dir, "--return-idx", "0,1,2,3",
+                    "--deploy", "--precision", precision, "--threads", threads, "-q", *extra], env=env)
+    assert proc.returncode == 0, describe_proc(proc)
+    return [np.load(Path(out_dir) / f"stage{i}.npy") for i in range(4)]
+
+
 def compare(ref, out, config="", rtol=1e-4) -> float:
     """Asserts max|out - ref| <= rtol * max|ref| (and equal shapes, finite values).
     ``config`` (any printable) is shown on failure. Returns the relative error."""

@@ -12,14 +12,13 @@ bits, and the CLI's refusals.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 import cspresnet_torch as ref
 import pdparams_writer as pdw
-from conftest import describe_proc, run_cli
+from conftest import describe_proc, run_cli, infer_deployed
 
 COSINE_MIN = 0.99
 
@@ -42,18 +41,6 @@ def _cos(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def _infer(weights, x_path, out_dir, precision, extra=(), threads=2, isa=None):
-    env = dict(os.environ)
-    env.pop("CSPRESNET_ISA", None)
-    if isa:
-        env["CSPRESNET_ISA"] = isa
-    out_dir.mkdir(parents=True, exist_ok=True)
-    proc = run_cli(["infer", "--weights", weights, "--input", x_path, "--out", out_dir, "--return-idx", "0,1,2,3",
-                    "--deploy", "--precision", precision, "--threads", threads, "-q", *extra], env=env)
-    assert proc.returncode == 0, describe_proc(proc)
-    return [np.load(out_dir / f"stage{i}.npy") for i in range(4)]
-
-
 def _setup(tmp_path, name, seed):
     cfg = ref.preset(name, return_idx=(0, 1, 2, 3))
     state = ref.random_state(cfg.build(), seed=seed)
@@ -74,8 +61,8 @@ def _setup(tmp_path, name, seed):
 def test_int8_cosine_against_pytorch_on_held_out_inputs(tmp_path, name, method, isa):
     cfg, state, weights, calib, x, x_path = _setup(tmp_path, name, seed=41)
     args = ("--calibration", calib, "--calib-method", method)
-    q = _infer(weights, x_path, tmp_path / "int8", "int8", args, isa=isa)
-    f = _infer(weights, x_path, tmp_path / "fp32", "fp32", isa=isa)
+    q = infer_deployed(weights, x_path, tmp_path / "int8", "int8", args, isa=isa)
+    f = infer_deployed(weights, x_path, tmp_path / "fp32", "fp32", isa=isa)
     refs = ref.reference_outputs(cfg, state, x)
     for i, (qi, fi, r) in enumerate(zip(q, f, refs)):
         ctx = f"{cfg.describe()} {method} isa {isa or 'best'} stage{i}"
@@ -91,8 +78,8 @@ def test_int8_cosine_against_pytorch_on_held_out_inputs(tmp_path, name, method, 
 def test_int8_thread_count_gives_identical_bits(tmp_path):
     _, _, weights, calib, _, x_path = _setup(tmp_path, "s", seed=43)
     args = ("--calibration", calib)
-    one = _infer(weights, x_path, tmp_path / "t1", "int8", args, threads=1)
-    two = _infer(weights, x_path, tmp_path / "t2", "int8", args, threads=2)
+    one = infer_deployed(weights, x_path, tmp_path / "t1", "int8", args, threads=1)
+    two = infer_deployed(weights, x_path, tmp_path / "t2", "int8", args, threads=2)
     for i, (a, b) in enumerate(zip(one, two)):
         assert np.array_equal(a, b), f"stage{i}: 1 and 2 threads differ (max {np.abs(a - b).max()})"
 

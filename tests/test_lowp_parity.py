@@ -12,7 +12,6 @@ statistics from the data, SPEC §5), so a bf16 error in an early layer shows at 
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ import pytest
 import cspresnet_torch as ref
 import pdparams_writer as pdw
 import torch
-from conftest import compare, describe_proc, run_cli
+from conftest import compare, describe_proc, run_cli, infer_deployed
 
 BF16_TOL = 1e-2
 
@@ -36,18 +35,6 @@ def _torch_bf16_errors(cfg, state, x, refs):
     return [float(np.abs(o.float().numpy() - r).max() / np.abs(r).max()) for o, r in zip(outs, refs)]
 
 
-def _infer(weights, x_path, out_dir, precision, threads=2, isa=None):
-    env = dict(os.environ)
-    env.pop("CSPRESNET_ISA", None)
-    if isa:
-        env["CSPRESNET_ISA"] = isa
-    out_dir.mkdir(parents=True, exist_ok=True)
-    proc = run_cli(["infer", "--weights", weights, "--input", x_path, "--out", out_dir, "--return-idx", "0,1,2,3",
-                    "--deploy", "--precision", precision, "--threads", threads, "-q"], env=env)
-    assert proc.returncode == 0, describe_proc(proc)
-    return [np.load(out_dir / f"stage{i}.npy") for i in range(4)]
-
-
 @pytest.mark.parametrize("name,shape,isa", [
     ("s", (2, 3, 96, 128), None), ("m", (1, 3, 128, 96), None), ("t", (1, 3, 160, 160), None),
     ("s", (1, 3, 64, 96), "ref"),
@@ -60,8 +47,8 @@ def test_bf16_matches_pytorch_within_its_rounding(tmp_path, name, shape, isa):
     x = np.random.default_rng(22).uniform(0, 1, shape).astype(np.float32)
     x_path = tmp_path / "x.npy"
     np.save(x_path, x)
-    bf16 = _infer(weights, x_path, tmp_path / "bf16", "bf16", isa=isa)
-    fp32 = _infer(weights, x_path, tmp_path / "fp32", "fp32", isa=isa)
+    bf16 = infer_deployed(weights, x_path, tmp_path / "bf16", "bf16", isa=isa)
+    fp32 = infer_deployed(weights, x_path, tmp_path / "fp32", "fp32", isa=isa)
     refs = ref.reference_outputs(cfg, state, x)
     torch_errs = _torch_bf16_errors(cfg, state, x, refs)
     for i, (b, f, r) in enumerate(zip(bf16, fp32, refs)):
@@ -81,8 +68,8 @@ def test_bf16_thread_count_gives_identical_bits(tmp_path):
     pdw.write_pdparams(weights, state)
     x_path = tmp_path / "x.npy"
     np.save(x_path, np.random.default_rng(24).uniform(0, 1, (1, 3, 83, 67)).astype(np.float32))
-    one = _infer(weights, x_path, tmp_path / "t1", "bf16", threads=1)
-    two = _infer(weights, x_path, tmp_path / "t2", "bf16", threads=2)
+    one = infer_deployed(weights, x_path, tmp_path / "t1", "bf16", threads=1)
+    two = infer_deployed(weights, x_path, tmp_path / "t2", "bf16", threads=2)
     for i, (a, b) in enumerate(zip(one, two)):
         assert np.array_equal(a, b), f"stage{i}: 1 and 2 threads differ (max {np.abs(a - b).max()})"
 
