@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_cases.h"
 #include "harness.h"
 #include "kernels/lowp_kernels.h"
 #include "ops/ops.h"
@@ -82,19 +83,8 @@ static void check_oracle(int id, const kernel_set *kt, const conv_geom *gp, int 
 
 static void one_case(int id, const kernel_set **sets, int n_sets)
 {
-    static const int kinds[4][2] = {{1, 1}, {3, 1}, {3, 2}, {3, 2}};
-    int kind = id < 4 ? id : rng_int(0, 3);
-    int n = rng_int(1, 3);
-    conv_geom g = {rng_int(1, 41) | 1, rng_int(1, 23), rng_int(1, 70), rng_int(1, 45), 0, 0, kinds[kind][0],
-                   kinds[kind][1], kinds[kind][0] / 2};
-    if (kind == 3)
-        g.in_c = 3;
-    if (id == 4) { /* several K blocks (K = 2403), channel parts */
-        g.in_c = 267; g.in_h = 11; g.in_w = 13; g.out_c = 70; g.k = 3; g.stride = 1; g.pad = 1;
-    }
-    if (id == 5) { g.in_c = 301; g.in_h = 16; g.in_w = 16; g.out_c = 19; g.k = 1; g.stride = 1; g.pad = 0; }
-    g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
-    g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+    int n;
+    conv_geom g = conv_case(id, &n);
     const long K = (long)g.in_c * g.k * g.k, P = (long)g.out_h * g.out_w, wide_c = g.out_c + 3;
     float *w = malloc(sizeof(float) * (size_t)(g.out_c * K));
     float *x = malloc(sizeof(float) * (size_t)(n * g.in_c * g.in_h * g.in_w));
