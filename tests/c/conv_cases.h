@@ -1,9 +1,9 @@
 /*
  * conv_cases.h - the convolution shapes the low-precision conv tests (test_conv_bf16.c,
- * test_conv_int8.c) draw, from harness.h's seeded generator: case 0..3 one of each kind
+ * test_conv_int8.c) draw, from harness.h's seeded generator: cases 0..3 one of each kind
  * (1x1, 3x3 stride 1, 3x3 stride 2, the 3-channel stem), 4 several K blocks and channel
- * parts (K = 2403), 5 a 1x1 conv over two K blocks (301 channels), the rest random kinds with odd input
- * channels, tiny and wide maps and batch 1-3. Header-only, as harness.h.
+ * parts (K = 2403), 5 a 1x1 conv over two K blocks (301 channels), the rest random kinds
+ * with odd input channels, tiny and wide maps and batch 1-3. Header-only, as harness.h.
  */
 #ifndef CSPRESNET_TESTS_CONV_CASES_H
 #define CSPRESNET_TESTS_CONV_CASES_H
