@@ -5,7 +5,7 @@ rounding, and the head's DFL decoding of boxes and scores against the port's own
 decoding code. Shapes include odd sizes, 1x1 maps and batch 2; per-tensor outputs are
 channel slices of a larger tensor whose other channels must stay untouched. The driver
 itself checks that every variant (reference, fast, in place) on 1, 2 and 3 threads is
-bit-identical."""
+bit-identical; each test runs with the reference kernels and with this CPU's best set."""
 from __future__ import annotations
 
 import subprocess
@@ -23,6 +23,18 @@ DRIVER = get_build_dir() / "tests" / "detector_ops_driver"
 SENTINEL = np.float32(-7777.0)
 SHAPES = [(2, 3, 7, 5), (1, 1, 1, 1), (2, 4, 13, 13), (1, 2, 20, 20), (2, 5, 3, 17)]
 SLICES = [(0, 0), (2, 3)]
+
+
+@pytest.fixture(params=["ref", "best"], autouse=True)
+def kernel_set(request, monkeypatch):
+    """Every test runs on the reference kernels and on the best set of this CPU (the
+    driver's CSPRESNET_ISA): the sigmoid, the gate's mean and the DFL exp differ between
+    them, and each must meet the same bounds against PyTorch and the port."""
+    if request.param == "ref":
+        monkeypatch.setenv("CSPRESNET_ISA", "ref")
+    else:
+        monkeypatch.delenv("CSPRESNET_ISA", raising=False)
+    return request.param
 
 
 def run_driver(*args, timeout=120):

@@ -105,9 +105,24 @@ typedef struct f32_winograd_config {
 /* ---- f32 reductions ---- */
 /* The mean of x[0..count) (ESE's global average pool), accumulated in double. */
 typedef float (*mean_fn)(const float *x, long count);
+/* Max-pool with stride 1 and -inf padding, separable (ops/maxpool.c), with
+ * max_nan(m, v) = (v > m || v != v) ? v : m folded in ascending order (so a NaN in
+ * the window gives NaN, the last one met): the row pass dst[x] = the max of src[x-r
+ * .. x+r] clipped to [0, w) for x < w (dst not aliasing src), and the column pass
+ * dst[i] = max_nan(dst[i], src[i]) for i < count. Exact, so every set's bits agree. */
+typedef void (*window_max_fn)(const float *src, float *dst, long w, int r);
+typedef void (*max_into_fn)(float *dst, const float *src, long count);
+/* The DFL expectation of `count` anchors (ops/dfl_decode.c): anchor i has bins values
+ * v[b*step + i]; d[i] = sum_b (e_b / S) * proj[b] with e_b = exp(v_b - max_b v_b),
+ * S = e_0 + ... + e_{bins-1}, both sums in bin order. The fast exp differs from libm's
+ * by ~2e-7 relative. */
+typedef void (*dfl_expect_fn)(const float *v, long step, int bins, const float *proj, long count, float *d);
 typedef struct f32_reduce_config {
-    const char *name;       /* "f32-mean-avx512" */
+    const char *name;       /* "f32-reduce-avx512" */
     mean_fn mean;
+    window_max_fn window_max;
+    max_into_fn max_into;
+    dfl_expect_fn dfl_expect;
 } f32_reduce_config;
 
 /* Families declared in their own headers: training (train_kernels.h), bf16 and int8
@@ -155,6 +170,9 @@ void f32_winograd43_input__ref(const wino_tiles *wt, const float *plane, int t0,
                                long v_stride_p);
 void f32_winograd43_output__ref(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
                                 float bias, cspresnet_act act, const float *res, float *out);
+void f32_window_max__ref(const float *src, float *dst, long w, int r);
+void f32_max_into__ref(float *dst, const float *src, long count);
+void f32_dfl_expect__ref(const float *v, long step, int bins, const float *proj, long count, float *d);
 
 /* Portable fast-path kernels (kernels/generic). */
 void f32_gemm_4x16__generic(int kc, const float *a, long lda, const float *b, long ldb, float *c,
@@ -182,6 +200,9 @@ void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, lon
                            long ldc, int mr, int nr, int accumulate);
 void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, const float *res);
 float f32_mean__avx512(const float *x, long count);
+void f32_window_max__avx512(const float *src, float *dst, long w, int r);
+void f32_max_into__avx512(float *dst, const float *src, long count);
+void f32_dfl_expect__avx512(const float *v, long step, int bins, const float *proj, long count, float *d);
 void f32_winograd43_input__avx512(const wino_tiles *wt, const float *plane, int t0, float *v,
                                   long v_stride_p);
 void f32_winograd43_output__avx512(const wino_tiles *wt, const float *m, long m_stride_p, int t0,

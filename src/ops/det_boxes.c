@@ -6,7 +6,7 @@
  * a.stride/2, a.stride/4 (32, 16, 8); params [proj (1, bins, 1, 1): proj_conv's weight].
  * out is stored as a 4-D tensor (N, L, 4, 1) = [N, L, 4] in C order, L = sum H_l*W_l
  * (levels in input order, each row-major, y outer), each row x1, y1, x2, y2 in input
- * pixels. Shared workspace: bins floats per thread (the exps). Eval only.
+ * pixels. No workspace. Eval only.
  */
 #include "graph/graph.h"
 #include "ops/detector_ops.h"
@@ -27,20 +27,13 @@ static cspresnet_status boxes_infer(const gnode *nd, const tshape *in, tshape *o
     return CSPRESNET_OK;
 }
 
-static void boxes_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
-{
-    (void)nd;
-    (void)out;
-    np->ws_shared = dfl_decode_workspace(in[0].c / 4, env->threads);
-}
-
 static void boxes_forward(op_run *r)
 {
     det_level_out dst = {r->out.data, r->out.c, 0};
     int bins = r->in[0].c / 4;
     for (int l = 0; l < r->nd->n_in; l++) {
         float stride = (float)(r->nd->a.stride >> l);
-        dfl_decode_forward(r->ex.pool, &r->in[l], r->p[0], bins, stride, NULL, &dst, r->ex.op_scratch);
+        dfl_decode_forward(r->ex.pool, r->ex.kernels->reduce, &r->in[l], r->p[0], bins, stride, NULL, &dst);
         dst.offset += (long)r->in[l].h * r->in[l].w;
     }
 }
@@ -54,4 +47,4 @@ static double boxes_macs(const gnode *nd, const tshape *in, const tshape *out)
 }
 
 const op_desc op_det_boxes = {"det_boxes", OP_OUT_OF_PLACE,
-    boxes_infer, boxes_plan, boxes_forward, NULL, NULL, boxes_macs, NULL, NULL};
+    boxes_infer, NULL, boxes_forward, NULL, NULL, boxes_macs, NULL, NULL};

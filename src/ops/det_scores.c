@@ -27,8 +27,9 @@ static cspresnet_status scores_infer(const gnode *nd, const tshape *in, tshape *
 static void scores_forward(op_run *r)
 {
     det_level_out dst = {r->out.data, r->out.h, 0};
+    bias_act_fn act = r->ex.kernels->conv ? r->ex.kernels->conv->bias_act : f32_bias_act__ref;
     for (int l = 0; l < r->nd->n_in; l++) {
-        scores_sigmoid_forward(r->ex.pool, &r->in[l], &dst);
+        scores_sigmoid_forward(r->ex.pool, act, &r->in[l], &dst);
         dst.offset += (long)r->in[l].h * r->in[l].w;
     }
 }

@@ -41,14 +41,16 @@ void upsample_nearest2x_forward(threadpool *pool, const tensor4 *in, const tenso
 /* floats of scratch for the separable and SPP versions; threads = the pool's size (1 for NULL) */
 long maxpool_workspace(int h, int w, int threads);
 void maxpool_same_ref_part(const tensor4 *in, const tensor4 *out, int k, int t, int nt);
-void maxpool_same_part(const tensor4 *in, const tensor4 *out, int k, float *scratch, int t, int nt);
+/* rk: the kernel set's reductions (window_max, max_into), any set's (all exact) */
+void maxpool_same_part(const f32_reduce_config *rk, const tensor4 *in, const tensor4 *out, int k, float *scratch,
+                       int t, int nt);
 void maxpool_same_ref_forward(threadpool *pool, const tensor4 *in, const tensor4 *out, int k);
-void maxpool_same_forward(threadpool *pool, const tensor4 *in, const tensor4 *out, int k,
-                          float *scratch);
+void maxpool_same_forward(threadpool *pool, const f32_reduce_config *rk, const tensor4 *in, const tensor4 *out,
+                          int k, float *scratch);
 /* out5, out9, out13: (N,C,H,W) each (typically channel slices 1..3 of SPP's concat). */
-void spp_maxpool_part(const tensor4 *in, const tensor4 *out5, const tensor4 *out9,
+void spp_maxpool_part(const f32_reduce_config *rk, const tensor4 *in, const tensor4 *out5, const tensor4 *out9,
                       const tensor4 *out13, float *scratch, int t, int nt);
-void spp_maxpool_forward(threadpool *pool, const tensor4 *in, const tensor4 *out5,
+void spp_maxpool_forward(threadpool *pool, const f32_reduce_config *rk, const tensor4 *in, const tensor4 *out5,
                          const tensor4 *out9, const tensor4 *out13, float *scratch);
 
 /* ---- sigmoid_mul.c: ESEAttn's gate and the class scores' sigmoid.
@@ -60,17 +62,18 @@ void spp_maxpool_forward(threadpool *pool, const tensor4 *in, const tensor4 *out
  * ESEAttn(feat) = conv(feat * sigmoid(fc(mean_hw(feat)))) is mean_hw, channel_fc and
  * sigmoid_gate; the conv is the caller's. */
 float sigmoid_f32(float v);
-void mean_hw_part(const tensor4 *x, float *mean, int t, int nt);
-void mean_hw_forward(threadpool *pool, const tensor4 *x, float *mean);
+/* mean_of: the kernel set's plane mean (reduce->mean); act: its epilogue (conv->bias_act,
+ * or f32_bias_act__ref), called with CSPRESNET_ACT_SIGMOID */
+void mean_hw_part(mean_fn mean_of, const tensor4 *x, float *mean, int t, int nt);
+void mean_hw_forward(threadpool *pool, mean_fn mean_of, const tensor4 *x, float *mean);
 void channel_fc_part(const float *mean, int n, int cin, int cout, const float *weight,
                      const float *bias, float *z, int t, int nt);
 void channel_fc_forward(threadpool *pool, const float *mean, int n, int cin, int cout,
                         const float *weight, const float *bias, float *z);
-/* z NULL: out = sigmoid(x) (sigmoid_part) */
 void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int t, int nt);
 void sigmoid_gate_forward(threadpool *pool, const tensor4 *x, const float *z, const tensor4 *out);
-void sigmoid_part(const tensor4 *x, const tensor4 *out, int t, int nt);
-void sigmoid_forward(threadpool *pool, const tensor4 *x, const tensor4 *out);
+void sigmoid_part(bias_act_fn act, const tensor4 *x, const tensor4 *out, int t, int nt);
+void sigmoid_forward(threadpool *pool, bias_act_fn act, const tensor4 *x, const tensor4 *out);
 
 /* ---- dfl_decode.c: one head level's outputs into the detector's [N, L, 4] boxes and
  * [N, C, L] scores, at anchors offset .. offset + H*W - 1 of L (levels in the order
@@ -80,21 +83,18 @@ void sigmoid_forward(threadpool *pool, const tensor4 *x, const tensor4 *out);
  *     floats, linspace(0, reg_max)); anchor (x + 0.5, y + 0.5);
  *     box = [ax - d_l, ay - d_t, ax + d_r, ay + d_b] * stride / [sx, sy, sx, sy]
  *     with scale_factor[n] = (sy, sx) (N*2 floats, or NULL for 1, 1), in that order.
- *     Scratch: dfl_decode_workspace(bins, threads) floats, threads = the pool's size.
  *   scores: scores[n][c][offset + i] = sigmoid(cls[n, c, i]), cls (N, C, H, W). */
 typedef struct det_level_out {
     float *data;   /* boxes [N, L, 4] or scores [N, C, L], the whole detector tensor */
     long anchors;  /* L: anchors of all levels */
     long offset;   /* this level's first anchor */
 } det_level_out;
-long dfl_decode_workspace(int bins, int threads);
-void dfl_decode_part(const tensor4 *reg, const float *proj, int bins, float stride,
-                     const float *scale_factor, const det_level_out *boxes, float *scratch,
-                     int t, int nt);
-void dfl_decode_forward(threadpool *pool, const tensor4 *reg, const float *proj, int bins,
-                        float stride, const float *scale_factor, const det_level_out *boxes,
-                        float *scratch);
-void scores_sigmoid_part(const tensor4 *cls, const det_level_out *scores, int t, int nt);
-void scores_sigmoid_forward(threadpool *pool, const tensor4 *cls, const det_level_out *scores);
+/* rk: the kernel set's reductions (dfl_expect); act: its epilogue (sigmoid) */
+void dfl_decode_part(const f32_reduce_config *rk, const tensor4 *reg, const float *proj, int bins, float stride,
+                     const float *scale_factor, const det_level_out *boxes, int t, int nt);
+void dfl_decode_forward(threadpool *pool, const f32_reduce_config *rk, const tensor4 *reg, const float *proj,
+                        int bins, float stride, const float *scale_factor, const det_level_out *boxes);
+void scores_sigmoid_part(bias_act_fn act, const tensor4 *cls, const det_level_out *scores, int t, int nt);
+void scores_sigmoid_forward(threadpool *pool, bias_act_fn act, const tensor4 *cls, const det_level_out *scores);
 
 #endif

@@ -9,114 +9,96 @@
  *   d_s = sum_b (e_b / S) * proj[b]   (in bin order: softmax, then proj_conv);
  *   box = [(ax - d_l) * stride / sx, (ay - d_t) * stride / sy,
  *          (ax + d_r) * stride / sx, (ay + d_b) * stride / sy],  ax = x + 0.5, ay = y + 0.5,
- * the port's operation order (float32 throughout), so results agree with it to a few
- * ulps. Scratch: bins floats per thread (the exps). Work is split by anchors of all images.
- * Scores: scores[n][c][offset + i] = sigmoid(cls[n, c, i]), split by (image, class) rows.
+ * the port's operation order (float32 throughout; the expectation is the kernel set's
+ * dfl_expect, 64 anchors a call, whose exp may differ from libm's by ~2e-7 relative), so
+ * results agree with it to a few ulps. Work is split by anchors of all images.
+ * Scores: scores[n][c][offset + i] = sigmoid(cls[n, c, i]) (the kernel set's epilogue),
+ * split by (image, class) rows.
  */
-#include <math.h>
+#include <string.h>
 
 #include "ops/detector_ops.h"
 
-long dfl_decode_workspace(int bins, int threads)
-{
-    return (long)bins * threads;
-}
+#define DFL_CHUNK 64   /* anchors per kernel call: 4 sides of them stay on the stack */
 
-/* The expected distance of one side: softmax over v[b * step], b < bins, dotted with
- * proj. e: bins floats of scratch. */
-static float dfl_side(const float *v, long step, const float *proj, int bins, float *e)
-{
-    float m = v[0];
-    for (int b = 1; b < bins; b++)
-        if (v[b * step] > m)
-            m = v[b * step];
-    float sum = 0.0f;
-    for (int b = 0; b < bins; b++) {
-        e[b] = expf(v[b * step] - m);
-        sum += e[b];
-    }
-    float d = 0.0f;
-    for (int b = 0; b < bins; b++)
-        d += (e[b] / sum) * proj[b];
-    return d;
-}
-
-void dfl_decode_part(const tensor4 *reg, const float *proj, int bins, float stride,
-                     const float *scale_factor, const det_level_out *boxes, float *scratch,
-                     int t, int nt)
+void dfl_decode_part(const f32_reduce_config *rk, const tensor4 *reg, const float *proj, int bins, float stride,
+                     const float *scale_factor, const det_level_out *boxes, int t, int nt)
 {
     const long plane = (long)reg->h * reg->w, side_step = bins * plane;
-    float *e = scratch + (long)t * bins;
+    float d[4][DFL_CHUNK];
     long begin, end;
     split_range((long)reg->n * plane, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
+    for (long p = begin; p < end;) {
         int n = (int)(p / plane);
-        long i = p % plane;
-        float ax = (float)(i % reg->w) + 0.5f, ay = (float)(i / reg->w) + 0.5f;
+        long i0 = p % plane, count = plane - i0;
+        count = count < end - p ? count : end - p;
+        count = count < DFL_CHUNK ? count : DFL_CHUNK;
+        const float *v = reg->data + n * reg->batch_stride + i0;
+        for (int side = 0; side < 4; side++)
+            rk->dfl_expect(v + side * side_step, plane, bins, proj, count, d[side]);
         float sy = scale_factor ? scale_factor[2 * n] : 1.0f;
         float sx = scale_factor ? scale_factor[2 * n + 1] : 1.0f;
-        const float *v = reg->data + n * reg->batch_stride + i;
-        float dl = dfl_side(v, plane, proj, bins, e);
-        float dt = dfl_side(v + side_step, plane, proj, bins, e);
-        float dr = dfl_side(v + 2 * side_step, plane, proj, bins, e);
-        float db = dfl_side(v + 3 * side_step, plane, proj, bins, e);
-        float *o = boxes->data + ((long)n * boxes->anchors + boxes->offset + i) * 4;
-        o[0] = (ax - dl) * stride / sx;
-        o[1] = (ay - dt) * stride / sy;
-        o[2] = (ax + dr) * stride / sx;
-        o[3] = (ay + db) * stride / sy;
+        for (long j = 0; j < count; j++) {
+            long i = i0 + j;
+            float ax = (float)(i % reg->w) + 0.5f, ay = (float)(i / reg->w) + 0.5f;
+            float *o = boxes->data + ((long)n * boxes->anchors + boxes->offset + i) * 4;
+            o[0] = (ax - d[0][j]) * stride / sx;
+            o[1] = (ay - d[1][j]) * stride / sy;
+            o[2] = (ax + d[2][j]) * stride / sx;
+            o[3] = (ay + d[3][j]) * stride / sy;
+        }
+        p += count;
     }
 }
 
-void scores_sigmoid_part(const tensor4 *cls, const det_level_out *scores, int t, int nt)
+void scores_sigmoid_part(bias_act_fn act, const tensor4 *cls, const det_level_out *scores, int t, int nt)
 {
     const long plane = (long)cls->h * cls->w;
     long begin, end;
     plane_split(cls, t, nt, &begin, &end);
     for (long p = begin; p < end; p++) {
-        const float *src = tensor4_plane(cls, p);
         float *dst = scores->data + p * scores->anchors + scores->offset;
-        for (long i = 0; i < plane; i++)
-            dst[i] = sigmoid_f32(src[i]);
+        memcpy(dst, tensor4_plane(cls, p), sizeof(float) * (size_t)plane);
+        act(dst, plane, 0.0f, CSPRESNET_ACT_SIGMOID, NULL);
     }
 }
 
 typedef struct decode_job {
+    const f32_reduce_config *rk;
+    bias_act_fn act;
     const tensor4 *t4;
     const float *proj, *scale_factor;
     int bins;
     float stride;
     const det_level_out *dst;
-    float *scratch;
 } decode_job;
 
 static void decode_worker(void *arg, int t, int nt)
 {
     const decode_job *job = arg;
-    dfl_decode_part(job->t4, job->proj, job->bins, job->stride, job->scale_factor, job->dst,
-                    job->scratch, t, nt);
+    dfl_decode_part(job->rk, job->t4, job->proj, job->bins, job->stride, job->scale_factor, job->dst, t, nt);
 }
 
 static void scores_worker(void *arg, int t, int nt)
 {
     const decode_job *job = arg;
-    scores_sigmoid_part(job->t4, job->dst, t, nt);
+    scores_sigmoid_part(job->act, job->t4, job->dst, t, nt);
 }
 
-void dfl_decode_forward(threadpool *pool, const tensor4 *reg, const float *proj, int bins,
-                        float stride, const float *scale_factor, const det_level_out *boxes,
-                        float *scratch)
+void dfl_decode_forward(threadpool *pool, const f32_reduce_config *rk, const tensor4 *reg, const float *proj,
+                        int bins, float stride, const float *scale_factor, const det_level_out *boxes)
 {
-    decode_job job = {reg, proj, scale_factor, bins, stride, boxes, scratch};
+    decode_job job = {.rk = rk, .t4 = reg, .proj = proj, .scale_factor = scale_factor, .bins = bins,
+                      .stride = stride, .dst = boxes};
     if (pool)
         threadpool_run(pool, decode_worker, &job);
     else
         decode_worker(&job, 0, 1);
 }
 
-void scores_sigmoid_forward(threadpool *pool, const tensor4 *cls, const det_level_out *scores)
+void scores_sigmoid_forward(threadpool *pool, bias_act_fn act, const tensor4 *cls, const det_level_out *scores)
 {
-    decode_job job = {.t4 = cls, .dst = scores};
+    decode_job job = {.act = act, .t4 = cls, .dst = scores};
     if (pool)
         threadpool_run(pool, scores_worker, &job);
     else

@@ -18,7 +18,10 @@
  *
  * Every op runs in each of its variants (reference and fast, in place and not) on 1, 2
  * and 3 threads; the driver CHECKs that all runs are bit-identical to the first and
- * writes the first. Exit 1 (and "FAILED") when any check fails.
+ * writes the first. Exit 1 (and "FAILED") when any check fails. The kernels are the set
+ * CSPRESNET_ISA names (kernel_set_select: unset = the best here): the max-pools are
+ * exact, so their variants also run the reference set's kernels; the sigmoid, the
+ * gate's mean and the DFL exp are not, so the test runs the driver once per set.
  */
 #include <math.h>
 #include <stdio.h>
@@ -33,6 +36,7 @@
 #define MAX_LEVELS 8
 
 static const int thread_counts[] = {1, 2, 3};
+static const kernel_set *kset;   /* CSPRESNET_ISA's, chosen in main */
 #define N_THREAD_COUNTS 3
 
 /* One run of an op: variant v of the op's variants, on pool (NULL: the caller's thread
@@ -151,7 +155,7 @@ static void run_maxpool(void *ctx, int v, threadpool *pool, int threads, float *
         return;
     }
     float *scratch = alloc_floats(maxpool_workspace(c->in.h, c->in.w, threads));
-    maxpool_same_forward(pool, &c->in, &o, c->k, scratch);
+    maxpool_same_forward(pool, v == 1 ? kset->reduce : &f32_reduce_config_ref, &c->in, &o, c->k, scratch);
     free(scratch);
 }
 
@@ -172,10 +176,10 @@ static void run_spp(void *ctx, int v, threadpool *pool, int threads, float *out)
         if (v == 0)
             maxpool_same_ref_forward(pool, x, &s[i + 1], ks[i]);
         else
-            maxpool_same_forward(pool, x, &s[i + 1], ks[i], scratch);
+            maxpool_same_forward(pool, kset->reduce, x, &s[i + 1], ks[i], scratch);
     }
-    if (v == 2)
-        spp_maxpool_forward(pool, x, &s[1], &s[2], &s[3], scratch);
+    if (v >= 2)
+        spp_maxpool_forward(pool, v == 2 ? kset->reduce : &f32_reduce_config_ref, x, &s[1], &s[2], &s[3], scratch);
     free(scratch);
 }
 
@@ -188,7 +192,7 @@ static void run_gate(void *ctx, int v, threadpool *pool, int threads, float *out
     tensor4 o = out_slice(c, out);
     long nc = (long)x->n * x->c;
     float *mean = alloc_floats(nc), *z = alloc_floats(nc);
-    mean_hw_forward(pool, x, mean);
+    mean_hw_forward(pool, kset->reduce->mean, x, mean);
     channel_fc_forward(pool, mean, x->n, x->c, x->c, c->fc_w, c->fc_b, z);
     if (v == 0) {
         sigmoid_gate_forward(pool, x, z, &o);
@@ -208,13 +212,14 @@ static void run_sigmoid(void *ctx, int v, threadpool *pool, int threads, float *
     tensor_ctx *c = ctx;
     const tensor4 *x = &c->in;
     tensor4 o = out_slice(c, out);
+    bias_act_fn act = kset->conv ? kset->conv->bias_act : f32_bias_act__ref;
     if (v == 0) {
-        sigmoid_forward(pool, x, &o);
+        sigmoid_forward(pool, act, x, &o);
     } else {
         for (int n = 0; n < x->n; n++)
             memcpy(o.data + n * o.batch_stride, x->data + n * x->batch_stride,
                    (size_t)x->c * x->h * x->w * sizeof(float));
-        sigmoid_forward(pool, &o, &o);
+        sigmoid_forward(pool, act, &o, &o);
     }
 }
 
@@ -256,11 +261,11 @@ static int tensor_op(int argc, char **argv)
         variants = 2;
     } else if (!strcmp(op, "maxpool")) {
         fn = run_maxpool;
-        variants = 2;
+        variants = 3;
     } else if (!strcmp(op, "spp")) {
         ctot = 4 * c.in.c;
         fn = run_spp;
-        variants = 3;
+        variants = 4;
     } else if (!strcmp(op, "gate")) {
         fn = run_gate;
         variants = 2;
@@ -293,15 +298,15 @@ typedef struct decode_ctx {
 static void run_decode(void *ctx, int v, threadpool *pool, int threads, float *out)
 {
     (void)v;
+    (void)threads;
     decode_ctx *d = ctx;
-    float *scratch = alloc_floats(dfl_decode_workspace(d->bins, threads));
+    bias_act_fn act = kset->conv ? kset->conv->bias_act : f32_bias_act__ref;
     for (int i = 0; i < d->levels; i++) {
         det_level_out boxes = {out, d->anchors, d->offset[i]};
         det_level_out scores = {out + (long)d->n * d->anchors * 4, d->anchors, d->offset[i]};
-        dfl_decode_forward(pool, &d->reg[i], d->proj, d->bins, d->stride[i], d->scale, &boxes, scratch);
-        scores_sigmoid_forward(pool, &d->cls[i], &scores);
+        dfl_decode_forward(pool, kset->reduce, &d->reg[i], d->proj, d->bins, d->stride[i], d->scale, &boxes);
+        scores_sigmoid_forward(pool, act, &d->cls[i], &scores);
     }
-    free(scratch);
 }
 
 static int decode_op(int argc, char **argv)
@@ -353,6 +358,8 @@ static int decode_op(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    kset = kernel_set_select(getenv("CSPRESNET_ISA"));
+    fprintf(stderr, "kernels: %s\n", kset->isa);
     if (argc >= 2 && !strcmp(argv[1], "decode"))
         return decode_op(argc, argv);
     static const char *ops[] = {"upsample", "maxpool", "spp", "gate", "sigmoid"};

@@ -265,6 +265,70 @@ static void test_winograd(const f32_winograd_config *cfg, const f32_winograd_con
 
 /* ---- f32 reductions ---- */
 
+static int same_bits(const float *a, const float *b, long n)
+{
+    return memcmp(a, b, sizeof(float) * (size_t)n) == 0;
+}
+
+/* The max-pool passes on a row of w (a few NaN, -inf and equal values among them):
+ * bit-identical to the reference, nothing written past w. */
+static int pool_case(const f32_reduce_config *cfg, const f32_reduce_config *ref, int t)
+{
+    long w = t < 40 ? t + 1 : rng_int(41, 700);
+    int r = rng_int(0, 7);
+    float *src = falloc(w), *acc = falloc(w), *d0 = falloc(w + 16), *d1 = falloc(w + 16);
+    for (long i = 0; i < w; i++) {
+        int kind = rng_int(0, 40);
+        src[i] = kind == 0 ? NAN : kind == 1 ? -INFINITY : kind == 2 ? 0.5f : 4.0f * rng_float() - 2.0f;
+        acc[i] = rng_int(0, 30) == 0 ? NAN : rng_float();
+    }
+    for (long i = 0; i < w + 16; i++)
+        d0[i] = d1[i] = GUARD;
+    ref->window_max(src, d0, w, r);
+    cfg->window_max(src, d1, w, r);
+    int ok = same_bits(d0, d1, w + 16);
+    CHECK(ok, "%s: window_max w %ld r %d differs from %s", cfg->name, w, r, ref->name);
+    memcpy(d0, acc, sizeof(float) * (size_t)w);
+    memcpy(d1, acc, sizeof(float) * (size_t)w);
+    ref->max_into(d0, src, w);
+    cfg->max_into(d1, src, w);
+    int ok2 = same_bits(d0, d1, w + 16);
+    CHECK(ok2, "%s: max_into of %ld differs from %s", cfg->name, w, ref->name);
+    free(src);
+    free(acc);
+    free(d0);
+    free(d1);
+    return ok && ok2;
+}
+
+/* The DFL expectation of count anchors over bins values (stride step): within 1e-5
+ * of the reference (its exp is libm's); NaN and infinite inputs give NaN in both. */
+static int dfl_case(const f32_reduce_config *cfg, const f32_reduce_config *ref, int t)
+{
+    int bins = t % 5 == 0 ? 1 : rng_int(2, 33);
+    long count = rng_int(1, 70), step = count + rng_int(0, 9);
+    float *v = falloc(bins * step), *proj = falloc(bins), *d0 = falloc(count + 16), *d1 = falloc(count + 16);
+    for (long i = 0; i < bins * step; i++)
+        v[i] = 6.0f * rng_float() - 3.0f + (t % 7 == 0 ? 80.0f : 0.0f);
+    if (t % 4 == 1)
+        v[rng_int(0, bins - 1) * step + rng_int(0, (int)count - 1)] = (float[]){NAN, INFINITY, -INFINITY}[t % 3];
+    for (int b = 0; b < bins; b++)
+        proj[b] = (float)b;
+    for (long i = 0; i < count + 16; i++)
+        d0[i] = d1[i] = GUARD;
+    ref->dfl_expect(v, step, bins, proj, count, d0);
+    cfg->dfl_expect(v, step, bins, proj, count, d1);
+    int ok = 1;
+    for (long i = 0; i < count + 16; i++)
+        ok &= isnan(d0[i]) ? isnan(d1[i]) : fabsf(d0[i] - d1[i]) <= 1e-5f * (1.0f + fabsf(d0[i]));
+    CHECK(ok, "%s: dfl_expect of %ld anchors, %d bins, differs from %s", cfg->name, count, bins, ref->name);
+    free(v);
+    free(proj);
+    free(d0);
+    free(d1);
+    return ok;
+}
+
 static void test_reduce(const f32_reduce_config *cfg, const f32_reduce_config *ref)
 {
     int bad = 0, cases = 0;
@@ -280,6 +344,10 @@ static void test_reduce(const f32_reduce_config *cfg, const f32_reduce_config *r
         bad += !ok;
     }
     free(x);
+    for (int t = 0; t < 200; t++, cases++)
+        bad += !pool_case(cfg, ref, t);
+    for (int t = 0; t < 80; t++, cases++)
+        bad += !dfl_case(cfg, ref, t);
     printf("%s vs %s: %d cases, %d failed\n", cfg->name, ref->name, cases, bad);
 }
 

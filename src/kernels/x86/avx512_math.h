@@ -1,6 +1,6 @@
 /*
  * avx512_math.h - inline AVX-512 helpers shared by the x86 kernel files: exp, the
- * fast activations (swish, relu, none) of the conv epilogues, lane masks and an
+ * fast activations (swish, relu, sigmoid, none) of the conv epilogues, lane masks and an
  * unaligned 32-bit load.
  *
  * Include only from a file compiled for avx512f (after avx512_target.h or its own
@@ -31,15 +31,27 @@ static inline __m512 exp512(__m512 x)
     return _mm512_scalef_ps(p, n); /* p * 2^n */
 }
 
+/* 1 / (1 + exp(-v)); a NaN v gives a number (the clamp in exp512) */
+static inline __m512 sigmoid512(__m512 v)
+{
+    return _mm512_div_ps(_mm512_set1_ps(1.0f),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+}
+
 static inline __m512 act512(__m512 v, cspresnet_act act)
 {
     if (act == CSPRESNET_ACT_SWISH)
         return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
     if (act == CSPRESNET_ACT_RELU)
         return _mm512_max_ps(v, _mm512_setzero_ps());
+    if (act == CSPRESNET_ACT_SIGMOID)   /* NaN stays NaN (exp512's clamp would drop it) */
+        return _mm512_mask_mov_ps(sigmoid512(v), _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v);
     return v; /* NONE; callers route other activations to the generic kernel */
 }
 
+/* The activations act512 computes for the conv and Winograd epilogues; sigmoid, which
+ * it also takes, is left out because the training kernels, which share this test,
+ * have no vector sigmoid derivative (bias_act takes it on its own). */
 static inline int act_is_fast(cspresnet_act act)
 {
     return act == CSPRESNET_ACT_SWISH || act == CSPRESNET_ACT_RELU || act == CSPRESNET_ACT_NONE;

@@ -1,6 +1,6 @@
 /*
  * f32_avx512.c - AVX-512F kernels of the fast path: the 8x32 GEMM tile, the conv
- * epilogue with a vectorised swish and the plane mean of the ESE (the Winograd transforms are in
+ * epilogue with a vectorised swish and sigmoid and the plane mean of the ESE (the Winograd transforms are in
  * f32_winograd43_avx512.c, im2col packing in f32_im2col_avx512.c).
  *
  * Compiled for avx512f+fma (avx512_target.h, never -march=native); select.c calls
@@ -72,7 +72,7 @@ void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, lon
 
 void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, const float *res)
 {
-    if (!act_is_fast(act)) {
+    if (!act_is_fast(act) && act != CSPRESNET_ACT_SIGMOID) {
         f32_bias_act__generic(x, count, bias, act, res);
         return;
     }

@@ -16,12 +16,6 @@
 #include "kernels/train_kernels.h"
 #include "kernels/x86/avx512_math.h"
 
-static inline __m512 sigmoid512(__m512 v)
-{
-    return _mm512_div_ps(_mm512_set1_ps(1.0f),
-                         _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
-}
-
 /* swish as v * sigmoid(v): the sigmoid is shared with the derivative below */
 static inline __m512 train_act512(__m512 v, cspresnet_act act)
 {
