@@ -117,9 +117,13 @@ typedef void (*max_into_fn)(float *dst, const float *src, long count);
  * S = e_0 + ... + e_{bins-1}, both sums in bin order. The fast exp differs from libm's
  * by ~2e-7 relative. */
 typedef void (*dfl_expect_fn)(const float *v, long step, int bins, const float *proj, long count, float *d);
+/* dst[i] = src[i] * g for i < count (dst may be src): the squeeze-excitation gates that
+ * follow a plane's mean (ops/ese.c, ESEAttn). Exact. */
+typedef void (*scale_fn)(const float *src, float g, float *dst, long count);
 typedef struct f32_reduce_config {
     const char *name;       /* "f32-reduce-avx512" */
     mean_fn mean;
+    scale_fn scale;
     window_max_fn window_max;
     max_into_fn max_into;
     dfl_expect_fn dfl_expect;
@@ -170,6 +174,7 @@ void f32_winograd43_input__ref(const wino_tiles *wt, const float *plane, int t0,
                                long v_stride_p);
 void f32_winograd43_output__ref(const wino_tiles *wt, const float *m, long m_stride_p, int t0,
                                 float bias, cspresnet_act act, const float *res, float *out);
+void f32_scale__ref(const float *src, float g, float *dst, long count);
 void f32_window_max__ref(const float *src, float *dst, long w, int r);
 void f32_max_into__ref(float *dst, const float *src, long count);
 void f32_dfl_expect__ref(const float *v, long step, int bins, const float *proj, long count, float *d);
@@ -200,6 +205,7 @@ void f32_gemm_8x32__avx512(int kc, const float *a, long lda, const float *b, lon
                            long ldc, int mr, int nr, int accumulate);
 void f32_bias_act__avx512(float *x, long count, float bias, cspresnet_act act, const float *res);
 float f32_mean__avx512(const float *x, long count);
+void f32_scale__avx512(const float *src, float g, float *dst, long count);
 void f32_window_max__avx512(const float *src, float *dst, long w, int r);
 void f32_max_into__avx512(float *dst, const float *src, long count);
 void f32_dfl_expect__avx512(const float *v, long step, int bins, const float *proj, long count, float *d);

@@ -25,7 +25,7 @@ const f32_gemm_config f32_gemm_config_ref = {"f32-gemm-8x32-ref", 8, 32, f32_gem
 const f32_conv_config f32_conv_config_ref = {"f32-conv-ref", f32_im2col_rows__ref, f32_bias_act__ref};
 const f32_winograd_config f32_winograd_config_ref = {"f32-winograd43-ref", f32_winograd43_weight__ref,
                                                      f32_winograd43_input__ref, f32_winograd43_output__ref};
-const f32_reduce_config f32_reduce_config_ref = {"f32-reduce-ref", f32_mean__ref, f32_window_max__ref,
+const f32_reduce_config f32_reduce_config_ref = {"f32-reduce-ref", f32_mean__ref, f32_scale__ref, f32_window_max__ref,
                                                  f32_max_into__ref, f32_dfl_expect__ref};
 const f32_train_config f32_train_config_ref = {
     .name = "f32-train-ref",
@@ -94,7 +94,8 @@ static const f32_conv_config conv_avx512 = {"f32-conv-avx512", f32_im2col_rows__
 static const f32_winograd_config winograd_avx512 = {"f32-winograd43-avx512", f32_winograd43_weight__avx512,
                                                     f32_winograd43_input__avx512,
                                                     f32_winograd43_output__avx512};
-static const f32_reduce_config reduce_avx512 = {"f32-reduce-avx512", f32_mean__avx512, f32_window_max__avx512,
+static const f32_reduce_config reduce_avx512 = {"f32-reduce-avx512", f32_mean__avx512, f32_scale__avx512,
+                                                f32_window_max__avx512,
                                                 f32_max_into__avx512, f32_dfl_expect__avx512};
 static const f32_train_config train_avx512 = {
     .name = "f32-train-avx512",

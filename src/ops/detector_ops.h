@@ -62,16 +62,17 @@ void spp_maxpool_forward(threadpool *pool, const f32_reduce_config *rk, const te
  * ESEAttn(feat) = conv(feat * sigmoid(fc(mean_hw(feat)))) is mean_hw, channel_fc and
  * sigmoid_gate; the conv is the caller's. */
 float sigmoid_f32(float v);
-/* mean_of: the kernel set's plane mean (reduce->mean); act: its epilogue (conv->bias_act,
- * or f32_bias_act__ref), called with CSPRESNET_ACT_SIGMOID */
+/* mean_of, scale: the kernel set's plane mean and gate scaling (reduce->mean, ->scale);
+ * act: its epilogue (conv->bias_act, or f32_bias_act__ref), called with
+ * CSPRESNET_ACT_SIGMOID */
 void mean_hw_part(mean_fn mean_of, const tensor4 *x, float *mean, int t, int nt);
 void mean_hw_forward(threadpool *pool, mean_fn mean_of, const tensor4 *x, float *mean);
 void channel_fc_part(const float *mean, int n, int cin, int cout, const float *weight,
                      const float *bias, float *z, int t, int nt);
 void channel_fc_forward(threadpool *pool, const float *mean, int n, int cin, int cout,
                         const float *weight, const float *bias, float *z);
-void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int t, int nt);
-void sigmoid_gate_forward(threadpool *pool, const tensor4 *x, const float *z, const tensor4 *out);
+void sigmoid_gate_part(scale_fn scale, const tensor4 *x, const float *z, const tensor4 *out, int t, int nt);
+void sigmoid_gate_forward(threadpool *pool, scale_fn scale, const tensor4 *x, const float *z, const tensor4 *out);
 void sigmoid_part(bias_act_fn act, const tensor4 *x, const tensor4 *out, int t, int nt);
 void sigmoid_forward(threadpool *pool, bias_act_fn act, const tensor4 *x, const tensor4 *out);
 

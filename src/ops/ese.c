@@ -27,6 +27,7 @@ typedef struct ese_train_job {
     const float *fc_weight, *fc_bias;
     float *save_s, *save_z, *dz, *ds, *dfc_w, *dfc_b;
     mean_fn mean;   /* the table's plane mean (forward) */
+    scale_fn scale; /* and its gate scaling */
 } ese_train_job;
 
 static float gate_of(float z)
@@ -65,9 +66,7 @@ static void ese_tr_scale_worker(const void *arg, long p, long plane)
     const tensor4 *x = job->x, *y = job->y;
     const float *src = tensor4_plane(x, p);
     float *dst = tensor4_plane(y, p);
-    float g = gate_of(job->save_z[p]);
-    for (long i = 0; i < plane; i++)
-        dst[i] = src[i] * g;
+    job->scale(src, gate_of(job->save_z[p]), dst, plane);
 }
 
 void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,
@@ -75,7 +74,8 @@ void ese_forward_train(op_exec *ex, const tensor4 *x, const tensor4 *y, const fl
 {
     ese_train_job job = {.x = x, .y = y, .fc_weight = fc_weight, .fc_bias = fc_bias,
                          .save_s = save_s, .save_z = save_z,
-                         .mean = ex->kernels ? ex->kernels->reduce->mean : f32_mean__ref};
+                         .mean = ex->kernels ? ex->kernels->reduce->mean : f32_mean__ref,
+                         .scale = ex->kernels ? ex->kernels->reduce->scale : f32_scale__ref};
     planes_run(ex->pool, job.x, ese_tr_mean_worker, &job);
     threadpool_run(ex->pool, ese_tr_fc_worker, &job);
     planes_run(ex->pool, job.x, ese_tr_scale_worker, &job);
@@ -224,9 +224,7 @@ static void ese_g_scale_worker(const void *arg, long p, long plane)
     job->b.save_z[p] = z;
     const float *src = tensor4_plane(x, p);
     float *dst = tensor4_plane(y, p);
-    float g = gate_of(z);
-    for (long i = 0; i < plane; i++)
-        dst[i] = src[i] * g;
+    job->kt->reduce->scale(src, gate_of(z), dst, plane);
 }
 
 void ese_forward_train_gemm(op_exec *ex, const tensor4 *x, const tensor4 *y, const float *fc_weight,

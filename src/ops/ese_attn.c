@@ -28,7 +28,7 @@ static void ese_attn_forward(op_run *r)
     float *mean = r->ex.op_scratch, *z = mean + (long)x->n * x->c;
     mean_hw_forward(r->ex.pool, r->ex.kernels->reduce->mean, x, mean);
     channel_fc_forward(r->ex.pool, mean, x->n, x->c, x->c, r->p[0], r->p[1], z);
-    sigmoid_gate_forward(r->ex.pool, x, z, &r->out);
+    sigmoid_gate_forward(r->ex.pool, r->ex.kernels->reduce->scale, x, z, &r->out);
 }
 
 /* the fc, counted as the summary counts the ESE's: a Conv2D on a 1x1 map */

@@ -52,18 +52,13 @@ void channel_fc_part(const float *mean, int n, int cin, int cout, const float *w
     }
 }
 
-void sigmoid_gate_part(const tensor4 *x, const float *z, const tensor4 *out, int t, int nt)
+void sigmoid_gate_part(scale_fn scale, const tensor4 *x, const float *z, const tensor4 *out, int t, int nt)
 {
     const long plane = (long)x->h * x->w;
     long begin, end;
     plane_split(x, t, nt, &begin, &end);
-    for (long p = begin; p < end; p++) {
-        const float *src = tensor4_plane(x, p);
-        float *dst = tensor4_plane(out, p);
-        float g = sigmoid_f32(z[p]);
-        for (long i = 0; i < plane; i++)
-            dst[i] = src[i] * g;
-    }
+    for (long p = begin; p < end; p++)
+        scale(tensor4_plane(x, p), sigmoid_f32(z[p]), tensor4_plane(out, p), plane);
 }
 
 void sigmoid_part(bias_act_fn act, const tensor4 *x, const tensor4 *out, int t, int nt)
@@ -82,6 +77,7 @@ void sigmoid_part(bias_act_fn act, const tensor4 *x, const tensor4 *out, int t, 
 
 typedef struct gate_job {
     mean_fn mean_of;
+    scale_fn scale;
     bias_act_fn act;
     const tensor4 *x, *out;
     const float *mean, *weight, *bias, *z;
@@ -104,7 +100,7 @@ static void fc_worker(void *arg, int t, int nt)
 static void gate_worker(void *arg, int t, int nt)
 {
     const gate_job *job = arg;
-    sigmoid_gate_part(job->x, job->z, job->out, t, nt);
+    sigmoid_gate_part(job->scale, job->x, job->z, job->out, t, nt);
 }
 
 static void sigmoid_worker(void *arg, int t, int nt)
@@ -135,9 +131,9 @@ void channel_fc_forward(threadpool *pool, const float *mean, int n, int cin, int
     gate_run(pool, fc_worker, &job);
 }
 
-void sigmoid_gate_forward(threadpool *pool, const tensor4 *x, const float *z, const tensor4 *out)
+void sigmoid_gate_forward(threadpool *pool, scale_fn scale, const tensor4 *x, const float *z, const tensor4 *out)
 {
-    gate_job job = {.x = x, .z = z, .out = out};
+    gate_job job = {.scale = scale, .x = x, .z = z, .out = out};
     gate_run(pool, gate_worker, &job);
 }
 

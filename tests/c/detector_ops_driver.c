@@ -195,12 +195,12 @@ static void run_gate(void *ctx, int v, threadpool *pool, int threads, float *out
     mean_hw_forward(pool, kset->reduce->mean, x, mean);
     channel_fc_forward(pool, mean, x->n, x->c, x->c, c->fc_w, c->fc_b, z);
     if (v == 0) {
-        sigmoid_gate_forward(pool, x, z, &o);
+        sigmoid_gate_forward(pool, kset->reduce->scale, x, z, &o);
     } else {
         for (int n = 0; n < x->n; n++)
             memcpy(o.data + n * o.batch_stride, x->data + n * x->batch_stride,
                    (size_t)x->c * x->h * x->w * sizeof(float));
-        sigmoid_gate_forward(pool, &o, z, &o);
+        sigmoid_gate_forward(pool, kset->reduce->scale, &o, z, &o);
     }
     free(mean);
     free(z);

@@ -270,8 +270,8 @@ static int same_bits(const float *a, const float *b, long n)
     return memcmp(a, b, sizeof(float) * (size_t)n) == 0;
 }
 
-/* The max-pool passes on a row of w (a few NaN, -inf and equal values among them):
- * bit-identical to the reference, nothing written past w. */
+/* The max-pool passes and the gate scaling on a row of w (a few NaN, -inf and equal
+ * values among them): bit-identical to the reference, nothing written past w. */
 static int pool_case(const f32_reduce_config *cfg, const f32_reduce_config *ref, int t)
 {
     long w = t < 40 ? t + 1 : rng_int(41, 700);
@@ -294,6 +294,13 @@ static int pool_case(const f32_reduce_config *cfg, const f32_reduce_config *ref,
     cfg->max_into(d1, src, w);
     int ok2 = same_bits(d0, d1, w + 16);
     CHECK(ok2, "%s: max_into of %ld differs from %s", cfg->name, w, ref->name);
+    float g = rng_float();
+    ref->scale(src, g, d0, w);
+    cfg->scale(src, g, d1, w);
+    memcpy(acc, src, sizeof(float) * (size_t)w);
+    cfg->scale(acc, g, acc, w);   /* in place */
+    ok2 &= same_bits(d0, d1, w + 16) && same_bits(d0, acc, w);
+    CHECK(ok2, "%s: scale of %ld differs from %s", cfg->name, w, ref->name);
     free(src);
     free(acc);
     free(d0);

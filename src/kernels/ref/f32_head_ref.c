@@ -1,7 +1,8 @@
 /*
  * f32_head_ref.c - reference kernels of the detector's reductions (kernels.h, "f32
- * reductions"): the two passes of SPP's separable max-pool and the DFL expectation
- * of the head's box branch, one element at a time in the documented order.
+ * reductions"): the squeeze-excitation gates' scaling, the two passes of SPP's
+ * separable max-pool and the DFL expectation of the head's box branch, one element at
+ * a time in the documented order.
  */
 #include <math.h>
 
@@ -10,6 +11,12 @@
 static inline float max_nan(float m, float v)
 {
     return (v > m || v != v) ? v : m;
+}
+
+void f32_scale__ref(const float *src, float g, float *dst, long count)
+{
+    for (long i = 0; i < count; i++)
+        dst[i] = src[i] * g;
 }
 
 void f32_window_max__ref(const float *src, float *dst, long w, int r)

@@ -1,7 +1,8 @@
 /*
- * f32_head_avx512.c - AVX-512F kernels of the detector's reductions (kernels.h, "f32
- * reductions"; reference twins in kernels/ref/f32_head_ref.c): SPP's max-pool passes,
- * 16 outputs a step with the reference's fold order (so the bits are the reference's,
+ * f32_head_avx512.c - AVX-512F kernels of the squeeze-excitation gates and the
+ * detector's reductions (kernels.h, "f32 reductions"; reference twins in
+ * kernels/ref/f32_head_ref.c): the gates' scaling and SPP's max-pool passes, 16
+ * outputs a step with the reference's fold order (so the bits are the reference's,
  * NaNs included), and the DFL expectation, 16 anchors a step, with the reference's
  * operation order except that exp is avx512_math.h's polynomial (~2e-7 relative).
  *
@@ -21,6 +22,15 @@ static inline __m512 max_nan512(__m512 m, __m512 v)
 {
     __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     return _mm512_mask_mov_ps(m, take, v);
+}
+
+void f32_scale__avx512(const float *src, float g, float *dst, long count)
+{
+    const __m512 vg = _mm512_set1_ps(g);
+    for (long i = 0; i < count; i += 16) {
+        __mmask16 k = first_lanes(count - i);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src + i), vg));
+    }
 }
 
 void f32_window_max__avx512(const float *src, float *dst, long w, int r)
