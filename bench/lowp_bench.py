@@ -21,7 +21,9 @@ and cosine per output stage; and ours int8 and ORT int8 against the float64 simu
 own quantization (qdq.simulate), which shows they use the scales computed here.
 
 Environment: as run_bench.py (BENCH_ROUNDS, BENCH_RUNS, BENCH_MODELS), BENCH_THREADS (1,2),
-BENCH_CALIB_N (4), BENCH_INT8_CONVS (default), BENCH_FX_ENGINE and BENCH_LOWP_OUT (bench/lowp.md).
+BENCH_CALIB_N (4), BENCH_INT8_CONVS (default), BENCH_FX_ENGINE, BENCH_LOWP_SKIP (engines not
+timed, of torch_int8 and ort_int8_all: qnnpack's int8 takes seconds per l forward) and
+BENCH_LOWP_OUT (bench/lowp.md).
 """
 import datetime
 import os
@@ -40,6 +42,7 @@ import run_bench as rb  # noqa: E402
 OUT = os.environ.get("BENCH_LOWP_OUT", os.path.join(rb.HERE, "lowp.md"))
 THREADS = [int(t) for t in os.environ.get("BENCH_THREADS", "1,2").split(",")]
 CALIB_N = int(os.environ.get("BENCH_CALIB_N", "4"))
+SKIP = set(filter(None, os.environ.get("BENCH_LOWP_SKIP", "").split(",")))   # engines not timed
 ENGINES = ("fp32", "bf16", "int8", "ort", "ort_int8", "ort_int8_all", "torch_bf16", "torch_int8")
 NAMES = {"fp32": "cspresnet fp32", "bf16": "cspresnet bf16", "int8": "cspresnet int8", "ort": "ORT fp32",
          "ort_int8": "ORT int8",
@@ -176,8 +179,9 @@ def main():
     rb.shutil.copy2(rb.CLI, private)
     rb.CLI = private
     archs = sorted({r[0] for r in rb.ROWS})
-    if not archs:
-        raise SystemExit(f"BENCH_MODELS={','.join(rb.MODELS)} selects no backbone (s, l)")
+    if not archs or not SKIP <= {"torch_int8", "ort_int8_all"}:
+        raise SystemExit(f"BENCH_MODELS={','.join(rb.MODELS)} selects no backbone (s, l), or BENCH_LOWP_SKIP="
+                         f"{','.join(sorted(SKIP))} is not a list of torch_int8, ort_int8_all")
     npy, raw = rb.prepare_input(1)
     calib = qdq.calibration_batch(CALIB_N, rb.SIZE)
     if any(np.array_equal(c, np.load(npy)[0]) for c in calib):
@@ -191,8 +195,8 @@ def main():
            for a in archs}
     results, isa = [], "?"
     for arch in archs:
-        skip = ({"torch_int8"} if "error" in acc[arch][2] else set()) | ({"ort_int8_all"} if "onnx_all" not in
-                                                                       int8[arch] else set())
+        skip = SKIP | ({"torch_int8"} if "error" in acc[arch][2] else set()) \
+            | ({"ort_int8_all"} if "onnx_all" not in int8[arch] else set())
         for threads in THREADS:
             med, rss, isa = time_row(arch, threads, ours_w[arch], files[arch], int8[arch], (npy, raw), calib_npy,
                                      skip)
@@ -219,16 +223,19 @@ def int8_notes(int8, torch_int8):
             f"activations with a zero point from each conv input's min-max over a calibration batch of {CALIB_N} "
             "U[0,1) images that does not hold the evaluation input. ORT: QDQ model of the BN-folded, RepVGG-merged "
             f"export; its optimized graph runs {per_arch('ort_ops', 'QLinearConv')} QLinearConv (one per quantized "
-            "conv, checked), each conv's output requantized to u8 (a QLinearConv writes u8). The int8 RSS of ours "
-            "and PyTorch holds the calibration too (the batch and its fp32 forwards run in the timed process).")
+            "conv, checked), each conv's output requantized to u8 (a QLinearConv writes u8).")
     if any("onnx_all" in v for v in int8.values()):
         text += (f" ORT int8 all convs: the same with every conv but the first quantized "
                  f"({per_arch('ort_ops_all', 'QLinearConv')} QLinearConv), as ORT's users quantize.")
+    why = {"qnnpack": "; Debian's torch has no fbgemm, and its onednn engine aborts with heap corruption; qnnpack "
+                      "is the mobile engine, its x86 speed says nothing of fbgemm's"}
     if "error" in torch_int8:
-        return text + f" PyTorch: FX post-training quantization failed: {torch_int8['error']}"
-    why = {"qnnpack": "; Debian's torch has no fbgemm, and its onednn engine aborts with heap corruption"}
-    return text + (f" PyTorch: FX post-training quantization on {torch_int8.get('engine')} "
-                   f"({torch_int8.get('int8_convs')} quantized convs{why.get(torch_int8.get('engine'), '')}).")
+        text += f" PyTorch: FX post-training quantization failed: {torch_int8['error']}."
+    else:
+        text += (f" PyTorch: FX post-training quantization on {torch_int8.get('engine')} "
+                 f"({torch_int8.get('int8_convs')} quantized convs{why.get(torch_int8.get('engine'), '')}).")
+    return text + (" The int8 RSS of ours and PyTorch holds the calibration too (the batch and its fp32 forwards "
+                   "run in the timed process).")
 
 
 def report(results, acc, int8, isa):

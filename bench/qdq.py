@@ -18,7 +18,7 @@ Here the same network and scales for the anchors:
                           each quantized conv's input, DequantizeLinear on its s8 weights (per
                           channel, axis 0) and int32 bias, and a Q/DQ pair on its output, so that
                           ONNX Runtime fuses each group into one QLinearConv (without the output
-                          pair it keeps a float Conv on dequantized tensors)
+                          pair ORT 1.30 keeps a float Conv on dequantized tensors)
   simulate(...)           the same quantization in float64 (fake quantization): with out_q the QDQ
                           model's, without it cspresnet's (no output rounding, float bias)
   fx_int8(...)            PyTorch FX post-training quantization (fbgemm, else qnnpack) of the same convs with
