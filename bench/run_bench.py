@@ -158,15 +158,20 @@ def run_torch(arch, w, npy, threads, mode, runs=None, warmup=None, dump=None):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def check_ort_fuses_bn(onnx):
-    """The graph ONNX Runtime runs (its optimized model, as saved by optimizedModelFilePath) holds
-    no BatchNormalization: ORT folded every one into its Conv."""
+def ort_optimized_ops(onnx):
+    """Op type -> count of the graph ONNX Runtime runs for ``onnx`` (its optimized model, as saved
+    by optimizedModelFilePath, level all, next to ``onnx``)."""
     mod = os.path.join(NODE_ENV, "node_modules", "onnxruntime-node")
     opt = onnx[:-len(".onnx")] + "_ort_optimized.onnx"
     sh(["node", "-e", f"require({json.dumps(mod)}).InferenceSession.create({json.dumps(onnx)}, "
         f"{{graphOptimizationLevel: 'all', intraOpNumThreads: 1, optimizedModelFilePath: {json.dumps(opt)}}})"
         ".catch((e) => { console.error(String(e)); process.exit(1); })"])
-    ops = anchors.graph_ops(opt, check=False)
+    return anchors.graph_ops(opt, check=False)
+
+
+def check_ort_fuses_bn(onnx):
+    """The graph ONNX Runtime runs holds no BatchNormalization: ORT folded every one into its Conv."""
+    ops = ort_optimized_ops(onnx)
     if ops["BatchNormalization"] or ops["Conv"] == 0:
         raise SystemExit(f"{onnx}: ONNX Runtime's optimized graph still has {ops['BatchNormalization']} "
                          f"BatchNormalization nodes: {dict(ops)}")

@@ -2,7 +2,9 @@
 Usage: torch_runner.py ARCH WEIGHTS.pdparams INPUT.npy THREADS RUNS WARMUP MODE [OUT.npz]
 MODE: port (the port in tests/ref as it is: arithmetic BN, eager), or the standard network of
 bench/anchors.py (nn.BatchNorm2d) run eager, frozen (torch.jit.trace + freeze), optimized
-(trace + torch.jit.optimize_for_inference) or bf16 (eager under CPU autocast). Tracing happens before the warm-up, on INPUT itself.
+(trace + torch.jit.optimize_for_inference) or bf16 (eager under CPU autocast), or int8:CALIB.npy
+(bench/qdq.py: FX post-training quantization of the deployed network, calibrated on CALIB.npy;
+the JSON line adds engine and int8_convs). Tracing and calibration happen before the warm-up.
 Prints one JSON line: median_ms, min_ms, max_ms, rss_mb (VmHWM), version, mode. With OUT.npz,
 also saves the outputs of the last run there (out0, out1, ...)."""
 import json
@@ -42,7 +44,20 @@ def main():
     del state  # the weights once in memory, as in the other engines' processes
     model.eval()
     x = torch.from_numpy(np.load(x_path))
-    if mode == "port":
+    info = {}
+    if mode.startswith("int8:"):
+        import qdq
+        net = qdq.deployed(model, inplace=True)
+        del model
+        qnet = qdq.fx_int8(net, qdq.quantized_convs(net), np.load(mode[len("int8:"):]))
+        del net
+        info = {"engine": torch.backends.quantized.engine, "int8_convs": qdq.fx_quantized_convs(qnet)}
+        mode = "int8"
+
+        def run(t):
+            with torch.no_grad():
+                return qnet(t)
+    elif mode == "port":
         def run(t):
             with torch.no_grad():
                 return model(t)
@@ -58,7 +73,7 @@ def main():
     if out_path:
         np.savez(out_path, **{f"out{i}": o.numpy() for i, o in enumerate(outs)})
     print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-                      "rss_mb": peak_rss_mb(), "version": torch.__version__, "mode": mode}))
+                      "rss_mb": peak_rss_mb(), "version": torch.__version__, "mode": mode, **info}))
 
 
 main()
