@@ -9,13 +9,14 @@
  * Tasks are (output-channel part, image, up to CONV_NC output pixels), each thread
  * taking an equal run of pixels; the channel parts only exist when there are too
  * few pixel blocks to keep every thread busy. Each
- * output element is reduced over K in the same fixed order (KC blocks, then the
+ * output element is reduced over K in the same fixed order (K blocks, then the
  * kernel's k loop) whatever the thread count or split, so 1 and N threads give
  * identical bits. The epilogue runs on a task's OC x nc block right after its last K
  * block, while it is in cache. The A operand is the OIHW weight itself (rows of
  * lda = C*k*k): the kernels broadcast from it, so no packed copy of the weights
  * exists and a model stays shared read-only.
  */
+#include "core/cpu_cache.h"
 #include "ops/ops.h"
 
 /* Output-channel parts exist only when there are too few pixel blocks to keep every
@@ -49,8 +50,25 @@ int conv2d_fast_plan(const kernel_set *kt, const conv_geom *g, int n, int thread
     }
     conv_gemm_job job;
     conv2d_gemm_split(g, n, threads, kt->gemm->mr, &job);
-    *per_thread = job.is_1x1 ? 0 : (long)CONV_KC * CONV_NC;
+    *per_thread = job.is_1x1 ? 0 : conv2d_f32_kc(kt, (long)g->in_c * g->k * g->k, g->k * g->k) * CONV_NC;
     return CONV_PATH_GEMM;
+}
+
+/* The K block of the im2col GEMM. The tile keeps its mr weight rows of kc floats in L1
+ * while it runs over the panel's strips (from L2), so kc is capped where those rows
+ * take a quarter of the L1 data cache the CPU reports (384 on a 48 KiB L1, 256 on a
+ * 32 KiB one); K is then cut into equal blocks, whole kernel windows (unit = k*k rows)
+ * each where they fit, so no short last block pays a C reload and a tile call for a few
+ * rows, and im2col packs a 3x3 stride-2 window's three kx rows from one load. From the
+ * CPU and K only, never the thread count: every thread count reduces each output in
+ * the same order. */
+long conv2d_f32_kc(const kernel_set *kt, long K, int unit)
+{
+    long cap = cpu_l1d_bytes() / 4 / ((long)sizeof(float) * kt->gemm->mr) / 8 * 8;
+    cap = cap < 32 ? 32 : cap;
+    long blocks = (K + cap - 1) / cap, kc = (K + blocks - 1) / blocks;
+    kc = (kc + unit - 1) / unit * unit;
+    return kc < cap ? kc : cap;
 }
 
 void conv2d_epilogue(const conv_gemm_job *job, int image, long n0, int nc, int oc_a, int oc_b)
@@ -75,8 +93,9 @@ static void gemm_task(const conv_gemm_job *job, float *panel, int image, long n0
     const float *weight = job->weight;
     const float *src = job->in->data + image * job->in->batch_stride;
     float *dst = job->out->data + image * job->out->batch_stride + n0;
-    for (long k0 = 0; k0 < K; k0 += CONV_KC) {
-        int kc = (int)(K - k0 < CONV_KC ? K - k0 : CONV_KC);
+    const long kc_max = job->is_1x1 ? CONV_KC : conv2d_f32_kc(kt, K, g->k * g->k);
+    for (long k0 = 0; k0 < K; k0 += kc_max) {
+        int kc = (int)(K - k0 < kc_max ? K - k0 : kc_max);
         const float *b;
         long ldb;
         if (job->is_1x1) {

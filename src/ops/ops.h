@@ -111,6 +111,9 @@ struct conv_gemm_job {
  * mr rows. */
 void conv2d_gemm_split(const conv_geom *g, int n, int threads, int mr, conv_gemm_job *job);
 void conv2d_gemm_run(conv_gemm_job *job);
+/* The f32 im2col GEMM's K block for K rows with table kt, from the L1 data cache size
+ * (a multiple of unit where one fits). */
+long conv2d_f32_kc(const kernel_set *kt, long K, int unit);
 /* The epilogue (bias, activation, residual) on rows [oc_a, oc_b), pixels [n0, n0+nc). */
 void conv2d_epilogue(const conv_gemm_job *job, int image, long n0, int nc, int oc_a, int oc_b);
 
