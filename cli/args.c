@@ -226,6 +226,7 @@ int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_c
     if (cspresnet_precision_parse(v, &p) != CSPRESNET_OK)
         return cli_refuse(f, v, cmd);
     c->precision = (int)p;
+    c->precision_given = 1;
     return 0;
 }
 

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "cspresnet.h"
+#include "io/pdparams.h"
 
 #define ST_METADATA_KEY "__metadata__"
 #define ST_META_VERSION "format_version"
@@ -53,6 +55,35 @@ typedef struct st_out {
 json_t *st_metadata_json(const struct cspresnet_model *m, const char *source_name);
 void st_out_of_param(const struct cspresnet_model *m, size_t i, st_out *o);
 cspresnet_status st_write_file(const char *path, json_t *md, const st_out *t, size_t n, error_buf *e);
+
+/* One tensor of a file being read (safetensors_read.c). */
+typedef struct st_tensor {
+    const char *name;             /* owned by the JSON tree */
+    array_dtype dtype;            /* F32, F16, BF16, I8 or I32 */
+    const char *dtype_name;       /* as in the header, for messages */
+    int ndim;
+    int64_t shape[ST_MAX_NDIM];
+    uint64_t begin, end;          /* relative to the data section */
+    int used;
+} st_tensor;
+
+/* What a file's __metadata__ says of its precision (safetensors_lowp_read.c). */
+typedef struct st_lowp {
+    cspresnet_precision precision;   /* fp32 when the file does not say */
+    cspresnet_calibration method;    /* int8 */
+    array_entry *view;               /* int8: the entries without the scale tensors, else NULL */
+    size_t n_view;
+} st_lowp;
+/* Reads the precision from root's __metadata__ and checks the dtypes against it (I8 and
+ * I32 only in int8 files, and only where an int8 file puts them); in an int8 file the
+ * scale tensors are marked used and left out of q->view (free it). */
+cspresnet_status st_lowp_begin(const char *path, json_t *root, st_tensor *t, const array_entry *entries, size_t n,
+                               st_lowp *q, error_buf *e);
+/* m loaded from the file (its parameters' keys under prefix): records the precision;
+ * for int8, every I8 conv weight's scales checked and attached (qw, act_scale), its
+ * arena values dequantized (q * scale), every scale tensor accounted for. */
+cspresnet_status st_lowp_attach(const char *path, struct cspresnet_model *m, const char *prefix, const st_tensor *t,
+                                const array_entry *entries, size_t n, const st_lowp *q, error_buf *e);
 
 static inline int st_host_is_little_endian(void)
 {
