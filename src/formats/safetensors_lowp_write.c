@@ -107,7 +107,7 @@ static int add_lowp_weight(lowp_out *o, const cspresnet_model *m, size_t i, int 
            add_scalar(o, key, ST_INPUT_ZERO, "I32", &zero) ? -1 : 0;
 }
 
-/* The names of the convs kept in float, comma separated, into log. */
+/* The names of the layers kept in float, comma separated, into log. */
 static void log_float(char *log, size_t size, size_t *used, const char *weight_key)
 {
     if (!log || *used >= size)
@@ -163,8 +163,12 @@ static void pick_layers(const cspresnet_model *m, const kernel_set *kt, const cs
     *n_lowp = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const gnode *nd = &g->nodes[i];
-        if (nd->op != &op_conv2d)
+        if (nd->op != &op_conv2d) {   /* ESE's 1x1 fc: fp32 in every precision */
+            for (int k = 0; k < GN_MAX_PARAM; k++)
+                if (nd->param[k] >= 0 && m->params[nd->param[k]].ndim == 4)
+                    log_float(opt->log, opt->log_size, &used, m->params[nd->param[k]].key);
             continue;
+        }
         prepare_env pe = {kt, opt->precision, m->act_scale ? m->act_scale[i] : 0.0f, m->act_zero ? m->act_zero[i] : 128,
                           m->qw ? m->qw[i] : NULL, m->qw_scale ? m->qw_scale[i] : NULL};
         if (conv2d_node_lowp(nd, m->params, &pe)) {
