@@ -240,6 +240,11 @@ int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cl
     return 0;
 }
 
+int cli_preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    return cspresnet_preprocess_parse(v, dest) == CSPRESNET_OK ? 0 : cli_refuse(f, v, cmd);
+}
+
 int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
 {
     common_flags *c = dest;

@@ -46,11 +46,6 @@ static int positional(void *opts, const char *arg, const cli_command *cmd)
     return 0;
 }
 
-static int preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
-{
-    return cspresnet_preprocess_parse(v, dest) == CSPRESNET_OK ? 0 : cli_refuse(f, v, cmd);
-}
-
 static const char SYNOPSIS[] =
     "usage: cspresnet quantize --weights F --calibration (X.npy | IMAGE... | random) --out Q.safetensors\n"
     "                          [--detector] [--size H,W] [--preprocess P] [--calib-method M] [--isa K]\n"
@@ -93,7 +88,7 @@ static const cli_flag FLAGS[] = {
      .parse = cli_size, .off = JOB(height), .hi = 16384,
      .bad = "--size must be H,W or N (for N,N) with H, W, N in 1..16384"},
     {CLI_FLAG("--preprocess", NULL, "P", "images: ppyoloe+ (RGB/255; default), ppyoloe, imagenet or none"),
-     .parse = preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
+     .parse = cli_preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
     {CLI_FLAG("--isa", NULL, "K", "kernel set whose rules pick the int8 convs and that calibrates: ref,\n"
                                   "generic, avx2 or avx512 (default CSPRESNET_ISA, else the best this CPU runs)"),
      .parse = cli_pick, .off = OPT(isa), .choices = ISA_CHOICES, .bad = "--isa must be ref, generic, avx2 or avx512"},

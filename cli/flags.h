@@ -94,6 +94,8 @@ int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_c
                                         "tensor, calibrated: --calibration) in int32; the stem's first\n" \
                                         "conv stays fp32 in both"),                                       \
      .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32, bf16 or int8"}
+/* --preprocess P into a cspresnet_preprocess (infer, detect, quantize). */
+int cli_preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 /* --calibration SRC and --calib-method M into a common_flags (int8). */
 int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 #define CLI_CALIBRATION_ROWS(type)                                                                        \
