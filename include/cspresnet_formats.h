@@ -90,7 +90,8 @@ cspresnet_status cspresnet_model_save_safetensors_ex(const cspresnet_model *mode
  *
  * Refused with a message naming the file, byte offset or tensor: a header length past
  * the end of the file, malformed JSON, a tensor whose offsets are out of range,
- * overlap another's or leave bytes unindexed, a dtype other than F32/F16/BF16, a tensor the
+ * overlap another's or leave bytes unindexed, a dtype other than F32/F16/BF16 (I8 and I32
+ * in int8 files, below), a tensor the
  * architecture needs that is missing (or one it does not know), metadata that
  * contradicts the shapes. Every size is checked against the file before allocating. */
 cspresnet_status cspresnet_model_load_safetensors(const char *path,

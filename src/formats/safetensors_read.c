@@ -7,8 +7,8 @@
  *   2. the header is JSON (jansson, duplicate keys refused), an object whose
  *      __metadata__ (optional) is an object of strings and whose other members are
  *      tensors with dtype, shape and data_offsets [begin, end];
- *   3. per tensor: dtype F32, F16 or BF16 (other safetensors dtypes are refused as
- *      unsupported), end - begin = itemsize * prod(shape) without overflow, end within
+ *   3. per tensor: dtype F32, F16, BF16, or I8 / I32 (int8 files only:
+ *      safetensors_lowp_read.c checks them; others refused as unsupported), end - begin = itemsize * prod(shape) without overflow, end within
  *      the data section; then, sorted by begin, no two tensors overlap and no byte is
  *      left unindexed (the format forbids gaps);
  *   4. the architecture from __metadata__, or, for a file without it (one written by
