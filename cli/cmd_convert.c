@@ -157,8 +157,8 @@ int cmd_convert(int argc, char **argv)
     const char *base = strrchr(in, '/');
     base = base ? base + 1 : in;
     if (cspresnet_model_file_precision(model) != CSPRESNET_PRECISION_FP32) {
-        fprintf(stderr, "cspresnet convert: %s is a %s file: convert the fp32 weights\n", in,
-                cspresnet_precision_name(cspresnet_model_file_precision(model)));
+        fprintf(stderr, "cspresnet convert: %s is %s file: convert the fp32 weights\n", in,
+                cspresnet_model_file_precision(model) == CSPRESNET_PRECISION_INT8 ? "an int8" : "a bf16");
         goto done;
     }
     cspresnet_save_options so;

@@ -242,8 +242,8 @@ static int quantize_run(quantize_opts *o)
     if (s == CSPRESNET_OK)
         s = quantize_model(o, &x, &model, err, sizeof err);
     if (s == CSPRESNET_OK && cspresnet_model_file_precision(model) != CSPRESNET_PRECISION_FP32) {
-        snprintf(err, sizeof err, "%s is already a %s file: quantize the fp32 weights", o->weights,
-                 cspresnet_precision_name(cspresnet_model_file_precision(model)));
+        snprintf(err, sizeof err, "%s is already %s file: quantize the fp32 weights", o->weights,
+                 cspresnet_model_file_precision(model) == CSPRESNET_PRECISION_INT8 ? "an int8" : "a bf16");
         s = CSPRESNET_ERR_ARGUMENT;
     }
     if (s == CSPRESNET_OK)
