@@ -379,13 +379,17 @@ def _edit(meta, t, case):
         return base + ".bias", "I8 conv weights and I32 zero points only"
     if case == "scale of a float conv":
         t["stem.conv1.conv.input_scale"] = f32(0.5)
-        return "stem.conv1.conv.input_scale", "belongs to no I8 conv weight"
+        return "stem.conv1.conv.input_scale", "belongs to no int8 conv"
+    if case == "I8 ESE weight":
+        dt, shape, data = t["stages.0.attn.fc.weight"]
+        t["stages.0.attn.fc.weight"] = ("I8", shape, bytes(int(np.prod(shape))))
+        return "stages.0.attn.fc.weight", "belongs to no int8 conv"
     raise AssertionError(case)
 
 
 BAD = ["missing weight_scale", "weight_scale shape", "weight_scale dtype", "weight_scale NaN", "weight_scale zero",
        "input_scale zero", "input_scale NaN", "input_scale shape", "zero point range", "zero point fraction",
-       "precision unknown", "precision missing", "calibration missing", "I8 bias", "scale of a float conv"]
+       "precision unknown", "precision missing", "calibration missing", "I8 bias", "scale of a float conv", "I8 ESE weight"]
 
 
 @pytest.mark.parametrize("case", BAD)

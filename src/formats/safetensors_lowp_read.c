@@ -161,21 +161,27 @@ static size_t weight_of(const cspresnet_model *m, int i, const char *prefix, con
     return find(t, n, prefix, key, strlen(key), "");
 }
 
-/* A scale tensor under prefix that no int8 conv of m took, or NULL. */
-static const char *stray_scale(const cspresnet_model *m, const char *prefix, const st_tensor *t, size_t n)
+/* Whether tensor name (without prefix) is conv node i's I8 weight or one of its scales. */
+static int belongs_to(const cspresnet_model *m, int i, const char *name)
 {
+    const char *key = m->params[m->g.nodes[i].param[0]].key;
+    size_t base = strlen(key) - strlen(".weight");
+    if (strcmp(name, key) == 0)
+        return 1;
+    return strncmp(name, key, base) == 0 && is_scale_name(name + base) && strchr(name + base + 1, '.') == NULL;
+}
+
+/* An I8 or scale tensor under prefix that no int8 conv of m took (an I8 ESE weight, the
+ * scales of a float conv), or NULL. */
+static const char *stray_tensor(const cspresnet_model *m, const char *prefix, const st_tensor *t, size_t n)
+{
+    const size_t pl = strlen(prefix);
     for (size_t j = 0; j < n; j++) {
-        if (!is_scale_name(t[j].name) || strncmp(t[j].name, prefix, strlen(prefix)) != 0)
+        if ((t[j].dtype != DTYPE_I8 && !is_scale_name(t[j].name)) || strncmp(t[j].name, prefix, pl) != 0)
             continue;
         int taken = 0;
-        for (int i = 0; i < m->g.n_nodes && !taken; i++) {
-            if (m->g.nodes[i].op != &op_conv2d || !m->qw[i])
-                continue;
-            const char *key = m->params[m->g.nodes[i].param[0]].key;
-            size_t base = strlen(key) - strlen(".weight"), pl = strlen(prefix);
-            taken = strncmp(t[j].name + pl, key, base) == 0 && is_scale_name(t[j].name + pl + base) &&
-                    strchr(t[j].name + pl + base + 1, '.') == NULL;
-        }
+        for (int i = 0; i < m->g.n_nodes && !taken; i++)
+            taken = m->g.nodes[i].op == &op_conv2d && m->qw[i] && belongs_to(m, i, t[j].name + pl);
         if (!taken)
             return t[j].name;
     }
@@ -222,9 +228,9 @@ cspresnet_status st_lowp_attach(const char *path, cspresnet_model *m, const char
         if (s != CSPRESNET_OK)
             return s;
     }
-    const char *stray = stray_scale(m, prefix, t, n);
+    const char *stray = stray_tensor(m, prefix, t, n);
     if (stray)
-        return error_set(e, CSPRESNET_ERR_WEIGHTS, "%s: '%s' belongs to no I8 conv weight (a float conv has no scales)",
-                         path, stray);
+        return error_set(e, CSPRESNET_ERR_WEIGHTS, "%s: '%s' belongs to no int8 conv (only a conv's weight is I8, "
+                         "and a float conv has no scales)", path, stray);
     return CSPRESNET_OK;
 }
