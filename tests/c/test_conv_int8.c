@@ -150,6 +150,24 @@ static void check_rows(int id, const conv_geom *g, const float *w, const float *
     free(q);
 }
 
+/* A quantized file's path: conv2d_int8_quantize's logical values (q OC x K, w_scale),
+ * packed by conv2d_int8_pack, must give the block conv2d_int8_weights gives, byte for byte. */
+static void check_pack(int id, int out_c, long K, const float *w, float act_scale, int act_zero, const float *prep)
+{
+    const long floats = conv2d_int8_weight_floats(out_c, K);
+    int8_t *q = malloc((size_t)(out_c * K) + 1);
+    float *ws = malloc(sizeof(float) * (size_t)out_c);
+    float *again = aligned_alloc(64, sizeof(float) * (size_t)((floats + 15) & ~15L));
+    conv2d_int8_quantize(w, out_c, K, K, q, ws);
+    conv2d_int8_pack(q, ws, out_c, K, act_scale, act_zero, again);
+    CHECK(memcmp(prep, again, sizeof(float) * (size_t)floats) == 0,
+          "case %d: conv2d_int8_pack of the quantized values differs from conv2d_int8_weights (%d x %ld)", id, out_c,
+          K);
+    free(q);
+    free(ws);
+    free(again);
+}
+
 static void one_case(int id, const kernel_set **sets, int n_sets)
 {
     int n;
@@ -179,6 +197,7 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     float *prep = aligned_alloc(64, sizeof(float) * (size_t)((conv2d_int8_weight_floats(g.out_c, K) + 15) & ~15L));
     conv2d_int8_weights(w, g.out_c, K, act_scale, act_zero, prep);
     check_rows(id, &g, w, prep);
+    check_pack(id, g.out_c, K, w, act_scale, act_zero, prep);
     for (int s = 0; s < n_sets; s++)
         for (int t = 1; t <= 2; t++) {
             float *y = calloc((size_t)out_len, sizeof(float));
