@@ -438,3 +438,20 @@ def test_truncated_and_flipped_int8_files_fail_cleanly(good_int8, tmp_path):
         assert proc.returncode in (0, 1), describe_proc(proc)
         if proc.returncode == 1:
             assert str(p) in proc.stderr, describe_proc(proc)
+
+
+def test_int8_file_of_the_undeployed_network(tmp_path):
+    """Another tool's int8 file of the un-deployed network (the fuzz seed's) runs int8 as
+    it is; --deploy is refused (folding BN would need new scales)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
+    import make_seeds
+    f = tmp_path / "u.safetensors"
+    f.write_bytes(make_seeds.tiny_int8_safetensors())
+    args = ["infer", "--weights", f, "--random-input", "--input-size", "1,3,64,64", "-q"]
+    run_ok(args + ["--out", tmp_path / "a"])
+    run_ok(args + ["--out", tmp_path / "b", "--precision", "fp32"])
+    a, b = np.load(tmp_path / "a" / "stage3.npy"), np.load(tmp_path / "b" / "stage3.npy")
+    assert not np.array_equal(a, b), "the int8 file ran as fp32 by default"
+    proc = run_cli(args + ["--out", tmp_path / "c", "--deploy"])
+    assert proc.returncode == 1 and "un-deployed" in proc.stderr, describe_proc(proc)
