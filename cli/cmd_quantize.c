@@ -267,10 +267,14 @@ static int quantize_run(quantize_opts *o)
     if (s != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet quantize: %s\n", err);
     } else {
-        if (!o->cf.quiet)
-            printf("wrote %s (int8, %s calibration on %s)\nkept in float: %s\n", o->out,
-                   cspresnet_calibration_name((cspresnet_calibration)o->cf.calib_method), source,
+        if (!o->cf.quiet) {
+            int n = floats[0] != '\0';
+            for (const char *c = floats; *c; c++)
+                n += *c == ',';
+            printf("wrote %s (int8, %s calibration on %s)\nkept in float (%d layers): %s\n", o->out,
+                   cspresnet_calibration_name((cspresnet_calibration)o->cf.calib_method), source, n,
                    floats[0] ? floats : "(none)");
+        }
         rc = 0;
     }
     cspresnet_model_free(model);

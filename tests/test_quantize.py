@@ -118,7 +118,8 @@ def test_int8_file_layout_is_numpys_quantization(backbone, tmp_path):
     assert meta["precision"] == "int8" and meta["calibration"] == "minmax", meta
     assert meta["calibration_source"] == "calib.npy" and meta["deployed"] == "1" and meta["kernels"], meta
     assert meta["channels"] == read_st(f32)[0]["channels"], meta
-    kept = out.split("kept in float:", 1)[1].split()[0].split(",")
+    kept = out.split("kept in float (", 1)[1].split(":", 1)[1].split()[0].split(",")
+    assert f"({len(kept)} layers)" in out, out
     assert "stem.conv1.conv" in kept, out
     n_int8 = 0
     for key, (dt, shape, _) in ft.items():
