@@ -456,3 +456,4 @@ def test_int8_file_of_the_undeployed_network(tmp_path):
     assert not np.array_equal(a, b), "the int8 file ran as fp32 by default"
     proc = run_cli(args + ["--out", tmp_path / "c", "--deploy"])
     assert proc.returncode == 1 and "un-deployed" in proc.stderr, describe_proc(proc)
+
