@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "cspresnet_formats.h"
+#include "core/pages.h"
 #include "core/stream_read.h"
 #include "formats/safetensors_internal.h"
 #include "io/pdparams.h"
@@ -564,6 +565,8 @@ static cspresnet_status fill_weights(st_file *sf, cspresnet_model *m, const char
         cspresnet_status s = array_to_f32(&sf->entries[j], dst, e);
         if (s != CSPRESNET_OK)
             return s;
+        if (map)   /* copied: its mapped pages leave memory (read again from the file if touched) */
+            pages_release(sf->entries[j].raw, sf->entries[j].raw_size);
     }
     return CSPRESNET_OK;
 }
