@@ -172,7 +172,8 @@ int cmd_convert(int argc, char **argv)
         goto done;
     }
     if (!cf.quiet)
-        printf("wrote %s (%s%s, %s%zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams", bf16 ? " bf16" : "",
+        printf("wrote %s (%s%s, %s%zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams",
+               bf16 ? " bf16" : "",
                cspresnet_model_is_detector(model) ? "detector, " : "", cspresnet_model_param_count(model),
                cspresnet_model_is_deployed(model) ? ", deployed" : "");
     rc = 0;

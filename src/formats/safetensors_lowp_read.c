@@ -81,7 +81,8 @@ static size_t find(const st_tensor *t, size_t n, const char *prefix, const char 
     size_t pl = strlen(prefix);
     for (size_t j = 0; j < n; j++) {
         const char *k = t[j].name;
-        if (strncmp(k, prefix, pl) == 0 && strncmp(k + pl, base, base_len) == 0 && strcmp(k + pl + base_len, suffix) == 0)
+        if (strncmp(k, prefix, pl) == 0 && strncmp(k + pl, base, base_len) == 0 &&
+            strcmp(k + pl + base_len, suffix) == 0)
             return j;
     }
     return n;

@@ -121,10 +121,11 @@ static json_t *lowp_metadata(const cspresnet_model *m, const char *source, const
                              const char *isa)
 {
     json_t *md = st_metadata_json(m, source);
-    int ok = md && json_object_set_new(md, ST_META_PRECISION, json_string(cspresnet_precision_name(opt->precision))) == 0 &&
+    const char *prec = cspresnet_precision_name(opt->precision), *calib = cspresnet_calibration_name(m->calib_method);
+    int ok = md && json_object_set_new(md, ST_META_PRECISION, json_string(prec)) == 0 &&
              json_object_set_new(md, ST_META_KERNELS, json_string(isa)) == 0;
     if (ok && opt->precision == CSPRESNET_PRECISION_INT8)
-        ok = json_object_set_new(md, ST_META_CALIBRATION, json_string(cspresnet_calibration_name(m->calib_method))) == 0 &&
+        ok = json_object_set_new(md, ST_META_CALIBRATION, json_string(calib)) == 0 &&
              json_object_set_new(md, ST_META_CALIB_SOURCE,
                                  json_string(opt->calibration_source ? opt->calibration_source : "")) == 0;
     if (!ok) {
@@ -145,7 +146,8 @@ static cspresnet_status check_model(const cspresnet_model *m, const char *path, 
                          path, cspresnet_precision_name(opt->precision));
     if (opt->precision == CSPRESNET_PRECISION_INT8 && !m->act_scale)
         return error_set(e, CSPRESNET_ERR_ARGUMENT,
-                         "%s: an int8 file needs activation scales: calibrate the model first (cspresnet_model_calibrate)",
+                         "%s: an int8 file needs activation scales: calibrate the model first "
+                         "(cspresnet_model_calibrate)",
                          path);
     return CSPRESNET_OK;
 }

@@ -7,10 +7,11 @@
  *   2. the header is JSON (jansson, duplicate keys refused), an object whose
  *      __metadata__ (optional) is an object of strings and whose other members are
  *      tensors with dtype, shape and data_offsets [begin, end];
- *   3. per tensor: dtype F32, F16, BF16, or I8 / I32 (int8 files only:
- *      safetensors_lowp_read.c checks them; others refused as unsupported), end - begin = itemsize * prod(shape) without overflow, end within
- *      the data section; then, sorted by begin, no two tensors overlap and no byte is
- *      left unindexed (the format forbids gaps);
+ *   3. per tensor: dtype F32, F16, BF16, or I8 / I32 (int8 files only, checked by
+ *      safetensors_lowp_read.c; the others are refused as unsupported), end - begin =
+ *      itemsize * prod(shape) without overflow, end within the data section; then,
+ *      sorted by begin, no two tensors overlap and no byte is left unindexed (the
+ *      format forbids gaps);
  *   4. the architecture from __metadata__, or, for a file without it (one written by
  *      another tool), read off the tensor shapes by the .pdparams loader's inference
  *      (model_infer_config, deployed form included), is validated and built, and every
@@ -669,7 +670,9 @@ static cspresnet_status load_bytes(const char *path, const unsigned char *bytes,
             a.cfg.use_alpha = 1;
         s = build_model(&sf, &a, map, options, out, e);
     }
-    if (s == CSPRESNET_OK && (s = st_lowp_attach(path, *out, a.prefix, sf.tensors, sf.entries, sf.n, &q, e)) != CSPRESNET_OK) {
+    if (s == CSPRESNET_OK)
+        s = st_lowp_attach(path, *out, a.prefix, sf.tensors, sf.entries, sf.n, &q, e);
+    if (s != CSPRESNET_OK && *out) {
         cspresnet_model_free(*out);
         *out = NULL;
     }

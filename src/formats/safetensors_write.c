@@ -67,8 +67,9 @@ static json_t *tensor_json(const st_out *o, uint64_t begin)
     int ok = t && shape && offs;
     for (int d = 0; ok && d < o->ndim; d++)
         ok = json_array_append_new(shape, json_integer((json_int_t)o->shape[d])) == 0;
+    const uint64_t end = begin + (uint64_t)o->numel * dtype_size(o->dtype);
     ok = ok && json_array_append_new(offs, json_integer((json_int_t)begin)) == 0 &&
-         json_array_append_new(offs, json_integer((json_int_t)(begin + (uint64_t)o->numel * dtype_size(o->dtype)))) == 0;
+         json_array_append_new(offs, json_integer((json_int_t)end)) == 0;
     ok = ok && set_str(t, "dtype", o->dtype) && json_object_set(t, "shape", shape) == 0 &&
          json_object_set(t, "data_offsets", offs) == 0;
     json_decref(shape);
