@@ -48,7 +48,8 @@ static int positional(void *opts, const char *arg, const cli_command *cmd)
 
 static const char SYNOPSIS[] =
     "usage: cspresnet quantize --weights F --calibration (X.npy | IMAGE... | random) --out Q.safetensors\n"
-    "                          [--detector] [--size H,W] [--preprocess P] [--calib-method M] [--isa K]\n"
+    "                          [--detector] [--size H,W] [--letterbox] [--preprocess P] [--calib-method M]\n"
+    "                          [--isa K]\n"
     "       cspresnet quantize --arch P [--detector] --calibration random --out Q.safetensors\n"
     "\n"
     "Writes Q, an int8 safetensors file: F's deployed network (BN folded, RepVGG blocks merged)\n"
@@ -61,8 +62,9 @@ static const char SYNOPSIS[] =
     "and detect run Q as int8 with no calibration, with the same outputs, bit for bit, as\n"
     "calibrating F at load. The calibration inputs: random (4 seeded 256x256 images), an .npy\n"
     "batch (N x 3 x H x W, used as is), or JPEG/PNG images, folders and list files (resized\n"
-    "to --size, pre-processed by --preprocess, as infer and detect do). --arch P with no\n"
-    "--weights quantizes seeded random weights (for benchmarks).\n"
+    "to --size, or letterboxed with --letterbox, and pre-processed by --preprocess, as infer\n"
+    "and detect do). --arch P with no --weights quantizes seeded random weights (for\n"
+    "benchmarks).\n"
     "\n";
 
 static const char NOTES[] =
@@ -87,6 +89,8 @@ static const cli_flag FLAGS[] = {
     {CLI_FLAG("--size", NULL, "H,W|N", "images: the network input size (default 640,640); N is N,N"),
      .parse = cli_size, .off = JOB(height), .hi = 16384,
      .bad = "--size must be H,W or N (for N,N) with H, W, N in 1..16384"},
+    {CLI_FLAG("--letterbox", NULL, NULL, "images: keep the aspect ratio, centre on grey (as infer --letterbox)"),
+     .parse = cli_set, .off = JOB(letterbox), .lo = 1},
     {CLI_FLAG("--preprocess", NULL, "P", "images: ppyoloe+ (RGB/255; default), ppyoloe, imagenet or none"),
      .parse = cli_preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
     {CLI_FLAG("--isa", NULL, "K", "kernel set whose rules pick the int8 convs and that calibrates: ref,\n"
@@ -223,8 +227,8 @@ static void source_name(const quantize_opts *o, const cspresnet_array *x, char *
     else if (o->n_inputs == 1 && strstr(o->inputs[0], ".npy"))
         snprintf(out, n, "%s", base ? base + 1 : o->inputs[0]);
     else
-        snprintf(out, n, "%lld images %dx%d, preprocess %s", (long long)x->shape[0], o->job.height, o->job.width,
-                 cspresnet_preprocess_name(o->job.pre));
+        snprintf(out, n, "%lld images %dx%d%s, preprocess %s", (long long)x->shape[0], o->job.height, o->job.width,
+                 o->job.letterbox ? " letterbox" : "", cspresnet_preprocess_name(o->job.pre));
 }
 
 static int quantize_run(quantize_opts *o)

@@ -249,7 +249,8 @@ def test_detector_int8_and_bf16_files(detector, tmp_path):
     assert "precision=int8" in proc.stdout, proc.stdout
 
 
-def test_quantize_images_equals_their_tensors(backbone, tmp_path):
+@pytest.mark.parametrize("resize", [[], ["--letterbox"]], ids=["bicubic", "letterbox"])
+def test_quantize_images_equals_their_tensors(backbone, tmp_path, resize):
     """Images through --preprocess and --size give the file that their pre-processed
     tensors (infer --save-input) give as an .npy batch."""
     from PIL import Image
@@ -260,7 +261,7 @@ def test_quantize_images_equals_their_tensors(backbone, tmp_path):
         p = tmp_path / f"img{i}.png"
         Image.fromarray(rng.integers(0, 256, (50 + 10 * i, 70, 3), dtype=np.uint8)).save(p)
         paths.append(p)
-    args = ["--size", "64,96", "--preprocess", "imagenet"]
+    args = ["--size", "64,96", "--preprocess", "imagenet", *resize]
     qi = tmp_path / "qi.safetensors"
     run_ok(["quantize", "--weights", w, "--calibration", paths[0], paths[1], "--out", qi, "-q", *args])
     run_ok(["infer", "--weights", w, paths[0], paths[1], "--out", tmp_path / "in", "--save-input", "-q", *args])
@@ -271,6 +272,7 @@ def test_quantize_images_equals_their_tensors(backbone, tmp_path):
     mi, ti = read_st(qi)
     mn, tn = read_st(qn)
     assert "2 images 64x96" in mi["calibration_source"] and "imagenet" in mi["calibration_source"], mi
+    assert ("letterbox" in mi["calibration_source"]) == bool(resize), mi
     assert ti == tn
 
 
