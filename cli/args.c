@@ -226,6 +226,7 @@ int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_c
     if (cspresnet_precision_parse(v, &p) != CSPRESNET_OK)
         return cli_refuse(f, v, cmd);
     c->precision = (int)p;
+    c->precision_given = 1;
     return 0;
 }
 
@@ -237,6 +238,11 @@ int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cl
         return cli_refuse(f, v, cmd);
     c->calib_method = (int)m;
     return 0;
+}
+
+int cli_preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
+{
+    return cspresnet_preprocess_parse(v, dest) == CSPRESNET_OK ? 0 : cli_refuse(f, v, cmd);
 }
 
 int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)

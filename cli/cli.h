@@ -72,6 +72,7 @@ typedef struct common_flags {
     int quiet;
     int verbose;
     int precision;   /* cspresnet_precision: --precision on infer, bench, detect */
+    int precision_given;      /* 0: the weight file's (cli_precision) */
     const char *isa; /* kernel set for cli_prepare and cli_context_create_cf (NULL: cli_isa()) */
     const char *calibration;  /* int8: "random" or an .npy batch for cli_prepare to calibrate on */
     int calib_method;         /* cspresnet_calibration */
@@ -100,6 +101,12 @@ cspresnet_status cli_context_create_cf(const cspresnet_model *model, const commo
  * cf->calibration: an .npy batch (N x 3 x H x W) or "random" (CLI_CALIB_RANDOM_N seeded
  * uniform [0, 1) images of 3 x CLI_CALIB_RANDOM_HW^2, drawn apart from
  * cli_random_input's). */
+/* The precision to run: --precision when given, else the one the weight file was
+ * written for (fp32, or a bf16 / int8 file's). An int8 file asked for fp32 or bf16
+ * runs its dequantized weights (q * scale); --calibration with an int8 file is refused. */
+int cli_precision(const cspresnet_model *model, const common_flags *cf);
+/* A calibration batch: "random" (below) or an .npy batch N x 3 x H x W. */
+cspresnet_status cli_calibration_batch(const char *src, cspresnet_array *x, char *err, size_t err_size);
 #define CLI_CALIB_RANDOM_N 4
 #define CLI_CALIB_RANDOM_HW 256
 cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size);
@@ -115,5 +122,6 @@ int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_detect(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

@@ -141,7 +141,7 @@ static int detector_model(const bench_opts *o, const cspresnet_config *cfg, cons
         cspresnet_load_options opt;
         cspresnet_load_options_init(&opt);
         opt.act = o->af.act;
-        st = cspresnet_model_load_detector(o->weights, &opt, model, err, sizeof err);
+        st = cli_load_detector(o->weights, &opt, model, err, sizeof err);
     } else {
         cspresnet_detector_config dc;
         if (o->af.arch)
@@ -285,7 +285,7 @@ static void bench_report(const bench_opts *o, const cspresnet_model *model, cons
                mc->layers[2], mc->layers[3], cspresnet_model_is_deployed(model) ? ", deployed" : "", o->batch,
                o->size[0], o->size[1]);
         printf("kernels    %s, %d threads, %s\n", cspresnet_context_isa(ctx), threads,
-               cspresnet_precision_name((cspresnet_precision)o->cf.precision));
+               cspresnet_precision_name((cspresnet_precision)cli_precision(model, &o->cf)));
         printf("latency    median %.2f ms, min %.2f ms, max %.2f ms (%d runs after %d warm-up)\n", med * 1e3,
                times[0] * 1e3, times[o->runs - 1] * 1e3, o->runs, o->warmup);
         if (nms)
@@ -312,7 +312,7 @@ static void bench_report(const bench_opts *o, const cspresnet_model *model, cons
     printf("RESULT median_ms=%.3f min_ms=%.3f max_ms=%.3f images_per_s=%.3f gflops=%.2f rss_mb=%.1f isa=%s "
            "precision=%s",
            med * 1e3, times[0] * 1e3, times[o->runs - 1] * 1e3, o->batch / med, flops * 1e-9 / med, rss_mb,
-           cspresnet_context_isa(ctx), cspresnet_precision_name((cspresnet_precision)o->cf.precision));
+           cspresnet_context_isa(ctx), cspresnet_precision_name((cspresnet_precision)cli_precision(model, &o->cf)));
     if (nms)
         printf(" nms_ms=%.3f detections=%zu detector=1", nms_med * 1e3, nms->n_rows);
     printf("\n");

@@ -19,10 +19,15 @@ typedef struct convert_opts {
     common_flags cf;
     const char *in, *out;
     int deploy, backbone;
+    int isa;                 /* --isa: index into ISA_NAMES, -1 unset */
 } convert_opts;
+
+static const char *const ISA_NAMES[] = {"ref", "generic", "avx2", "avx512"};
+static const cli_choice ISA_CHOICES[] = {{"ref", 0}, {"generic", 1}, {"avx2", 2}, {"avx512", 3}, {NULL, 0}};
 
 static const char SYNOPSIS[] =
     "usage: cspresnet convert --weights IN -o OUT.safetensors [--deploy] [--backbone] [--act A] [--return-idx 1,2,3]\n"
+    "       cspresnet convert --weights IN -o OUT.safetensors --precision bf16 [--isa K] [--backbone]\n"
     "       cspresnet convert --weights IN -o OUT.pdparams [--backbone] [--act A]\n"
     "                         [--arch P] [--large-stem|--small-stem] [--alpha|--no-alpha] [-q|-v]\n"
     "\n"
@@ -40,6 +45,12 @@ static const char SYNOPSIS[] =
     "                detector's state dict: upstream keys in Paddle's order, float32 numpy\n"
     "                arrays and the StructuredToParameterName@@ table; paddle.load /\n"
     "                pickle.load read it.\n"
+    "  --precision bf16  a bf16 .safetensors file of the deployed network (about half the\n"
+    "                size): every conv that runs in bf16 on the kernel set (--isa, else\n"
+    "                CSPRESNET_ISA, else this CPU's best) has its weight stored BF16, rounded to\n"
+    "                nearest even, the rest F32; infer, bench and detect run it in bf16 by\n"
+    "                default, with the outputs of the fp32 file run with --precision bf16.\n"
+    "                (int8 files: cspresnet quantize.)\n"
     "\n";
 
 static const char NOTES[] =
@@ -57,6 +68,13 @@ static const cli_flag FLAGS[] = {
      .parse = cli_set, .off = offsetof(convert_opts, deploy), .lo = 1},
     {CLI_FLAG("--backbone", NULL, NULL, "a detector file's backbone alone (keys without 'backbone.')"),
      .parse = cli_set, .off = offsetof(convert_opts, backbone), .lo = 1},
+    {CLI_FLAG("--precision", NULL, "P", "fp32 (default) or bf16: the deployed network with its bf16 convs'\n"
+                                        "weights stored BF16 (safetensors only; int8: cspresnet quantize)"),
+     .parse = cli_precision_flag, .off = offsetof(convert_opts, cf), .bad = "--precision must be fp32 or bf16"},
+    {CLI_FLAG("--isa", NULL, "K", "bf16: the kernel set whose rules pick the bf16 convs: ref, generic, avx2\n"
+                                  "or avx512 (default CSPRESNET_ISA, else the best this CPU runs)"),
+     .parse = cli_pick, .off = offsetof(convert_opts, isa), .choices = ISA_CHOICES,
+     .bad = "--isa must be ref, generic, avx2 or avx512"},
     CLI_HEADING("Architecture: --act (default swish, relu for the t-relu variants) and --return-idx (default\n"
                 "1,2,3) are recorded in the safetensors metadata (a .pdparams file cannot say them); the\n"
                 "others are optional checks on IN, as for infer (--alpha on a file without alpha writes\n"
@@ -80,7 +98,7 @@ static int ends_with(const char *s, const char *suffix)
 
 int cmd_convert(int argc, char **argv)
 {
-    convert_opts o = {0};
+    convert_opts o = {.isa = -1};
     arch_flags_init(&o.af);
     common_flags_init(&o.cf);
     int r = cli_parse(&CONVERT, &o, argc, argv);
@@ -101,6 +119,13 @@ int cmd_convert(int argc, char **argv)
         return EXIT_USAGE;
     }
 
+    const int bf16 = cf.precision == CSPRESNET_PRECISION_BF16;
+    if (cf.precision == CSPRESNET_PRECISION_INT8 || (bf16 && !to_safetensors)) {
+        fprintf(stderr, "cspresnet convert: --precision %s: %s\n", bf16 ? "bf16" : "int8",
+                bf16 ? "a bf16 file is .safetensors" : "int8 files are written by cspresnet quantize (calibration)");
+        return EXIT_USAGE;
+    }
+    deploy |= bf16;
     cspresnet_load_options opt;
     cspresnet_config expect;
     if (arch_flags_load_options(&f, &opt, &expect, "convert") != 0)
@@ -131,14 +156,24 @@ int cmd_convert(int argc, char **argv)
     }
     const char *base = strrchr(in, '/');
     base = base ? base + 1 : in;
-    cspresnet_status s = to_safetensors ? cspresnet_model_save_safetensors(model, out, base, err, sizeof err)
+    if (cspresnet_model_file_precision(model) != CSPRESNET_PRECISION_FP32) {
+        fprintf(stderr, "cspresnet convert: %s is %s file: convert the fp32 weights\n", in,
+                cspresnet_model_file_precision(model) == CSPRESNET_PRECISION_INT8 ? "an int8" : "a bf16");
+        goto done;
+    }
+    cspresnet_save_options so;
+    cspresnet_save_options_init(&so);
+    so.precision = (cspresnet_precision)cf.precision;
+    so.isa = o.isa >= 0 ? ISA_NAMES[o.isa] : cli_isa();
+    cspresnet_status s = to_safetensors ? cspresnet_model_save_safetensors_ex(model, out, base, &so, err, sizeof err)
                                         : cspresnet_model_save_pdparams(model, out, err, sizeof err);
     if (s != CSPRESNET_OK) {
         fprintf(stderr, "cspresnet convert: %s\n", err);
         goto done;
     }
     if (!cf.quiet)
-        printf("wrote %s (%s, %s%zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams",
+        printf("wrote %s (%s%s, %s%zu tensors%s)\n", out, to_safetensors ? "safetensors" : "pdparams",
+               bf16 ? " bf16" : "",
                cspresnet_model_is_detector(model) ? "detector, " : "", cspresnet_model_param_count(model),
                cspresnet_model_is_deployed(model) ? ", deployed" : "");
     rc = 0;

@@ -37,11 +37,6 @@ static int positional(void *opts, const char *arg, const cli_command *cmd)
     return add_input(opts, arg);
 }
 
-static int preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
-{
-    return cspresnet_preprocess_parse(v, dest) == CSPRESNET_OK ? 0 : cli_refuse(f, v, cmd);
-}
-
 static const char SYNOPSIS[] =
     "usage: cspresnet detect --weights FILE --out DIR --input X.npy [--scale-factor sy,sx|S.npy] [options]\n"
     "       cspresnet detect --weights FILE --out DIR INPUT... [--size H,W] [--visualize] [options]\n"
@@ -96,7 +91,7 @@ static const cli_flag FLAGS[] = {
      .bad = "--size must be H,W or N (for N,N) with H, W, N in 1..16384 (for example 640,640 or 640)"},
     {CLI_FLAG("--preprocess", NULL, "P", "ppyoloe+ (RGB/255; default, PP-YOLOE+), ppyoloe (RGB/255 then\n"
                                          "ImageNet mean/std: PP-YOLOE legacy), imagenet, none (0..255)"),
-     .parse = preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
+     .parse = cli_preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
     {CLI_FLAG("--batch", NULL, "N", "images per forward pass (default 1)"), .parse = cli_count, .off = JOB(batch),
      .lo = 1, .hi = 4096},
     {CLI_FLAG("--visualize", NULL, NULL, "also DIR/<image name>.png: the image with its boxes and labels"),

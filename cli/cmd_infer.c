@@ -60,11 +60,6 @@ static int input_size(const cli_flag *f, const char *v, void *dest, const cli_co
     return 0;
 }
 
-static int preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd)
-{
-    return cspresnet_preprocess_parse(v, dest) == CSPRESNET_OK ? 0 : cli_refuse(f, v, cmd);
-}
-
 static const char SYNOPSIS[] =
     "usage: cspresnet infer --weights FILE --out DIR INPUT... [options]\n"
     "       cspresnet infer --arch P --out DIR (INPUT... | --random-input)   (random weights, a try-out)\n"
@@ -109,7 +104,7 @@ static const cli_flag FLAGS[] = {
     {CLI_FLAG("--preprocess", NULL, "P", "ppyoloe+ (RGB/255; default, PP-YOLOE+), ppyoloe or imagenet\n"
                                          "(RGB/255 then ImageNet mean/std: PP-YOLOE legacy, CSPResNetb_*),\n"
                                          "none (0..255)"),
-     .parse = preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
+     .parse = cli_preprocess_flag, .off = JOB(pre), .bad = "--preprocess must be ppyoloe+, ppyoloe, imagenet or none"},
     {CLI_FLAG("--batch", NULL, "N", "images per forward pass (default 1)"), .parse = cli_count, .off = JOB(batch),
      .lo = 1, .hi = 4096},
     {CLI_FLAG("--save-input", NULL, NULL, "also write DIR/<image name>/input.npy: the 1 x 3 x H x W tensor the\n"

@@ -39,17 +39,22 @@ cspresnet_status cli_context_create(const cspresnet_model *model, int threads, c
 cspresnet_status cli_context_create_cf(const cspresnet_model *model, const common_flags *cf,
                                        cspresnet_context **out, char *err, size_t err_size)
 {
-    return context_create(model, cf->threads, cf->isa ? cf->isa : cli_isa(), cf->precision, out, err, err_size);
+    return context_create(model, cf->threads, cf->isa ? cf->isa : cli_isa(), cli_precision(model, cf), out, err,
+                          err_size);
 }
 
-/* The calibration batch of cf->calibration (see cli_prepare). */
-static cspresnet_status calibration_input(const common_flags *cf, cspresnet_array *x, char *err, size_t err_size)
+int cli_precision(const cspresnet_model *model, const common_flags *cf)
 {
-    if (strcmp(cf->calibration, "random") != 0) {
-        cspresnet_status s = cspresnet_npy_read(cf->calibration, x, err, err_size);
+    return cf->precision_given ? cf->precision : (int)cspresnet_model_file_precision(model);
+}
+
+cspresnet_status cli_calibration_batch(const char *src, cspresnet_array *x, char *err, size_t err_size)
+{
+    if (strcmp(src, "random") != 0) {
+        cspresnet_status s = cspresnet_npy_read(src, x, err, err_size);
         if (s == CSPRESNET_OK && (x->ndim != 4 || x->shape[1] != 3)) {
             snprintf(err, err_size, "%s: a calibration batch must be N x 3 x H x W, not %d-d with %lld channels",
-                     cf->calibration, x->ndim, x->ndim > 1 ? (long long)x->shape[1] : 0LL);
+                     src, x->ndim, x->ndim > 1 ? (long long)x->shape[1] : 0LL);
             cspresnet_array_free(x);
             return CSPRESNET_ERR_SHAPE;
         }
@@ -76,7 +81,7 @@ static cspresnet_status calibrate(cspresnet_model *model, const common_flags *cf
         return CSPRESNET_ERR_ARGUMENT;
     }
     cspresnet_array x = {0};
-    cspresnet_status s = calibration_input(cf, &x, err, err_size);
+    cspresnet_status s = cli_calibration_batch(cf->calibration, &x, err, err_size);
     if (s != CSPRESNET_OK)
         return s;
     s = cspresnet_model_calibrate(model, x.data, (int)x.shape[0], (int)x.shape[2], (int)x.shape[3], 4,
@@ -88,9 +93,16 @@ static cspresnet_status calibrate(cspresnet_model *model, const common_flags *cf
 
 cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, char *err, size_t err_size)
 {
-    if (cf->precision == CSPRESNET_PRECISION_FP32)
+    const int precision = cli_precision(model, cf);
+    const int quantized = cspresnet_model_file_precision(model) == CSPRESNET_PRECISION_INT8;
+    if (quantized && cf->calibration) {
+        snprintf(err, err_size, "--calibration: the weights are an int8 file (cspresnet quantize) that holds its "
+                                "scales; drop --calibration, or quantize the fp32 file again");
+        return CSPRESNET_ERR_ARGUMENT;
+    }
+    if (precision == CSPRESNET_PRECISION_FP32)
         return CSPRESNET_OK;
-    if (cf->precision == CSPRESNET_PRECISION_INT8 && cspresnet_model_quant_layer(model, 0, NULL, NULL, NULL) == 0) {
+    if (precision == CSPRESNET_PRECISION_INT8 && !quantized) {
         cspresnet_status s = calibrate(model, cf, err, err_size);
         if (s != CSPRESNET_OK)
             return s;
@@ -98,7 +110,7 @@ cspresnet_status cli_prepare(cspresnet_model *model, const common_flags *cf, cha
     cspresnet_prepare_options opt;
     cspresnet_prepare_options_init(&opt);
     opt.isa = cf->isa ? cf->isa : cli_isa();
-    opt.precision = (cspresnet_precision)cf->precision;
+    opt.precision = (cspresnet_precision)precision;
     return cspresnet_model_prepare_ex(model, &opt, err, err_size);
 }
 

@@ -87,18 +87,23 @@ int cli_threads_flag(const cli_flag *f, const char *v, void *dest, const cli_com
 /* --precision fp32|bf16|int8 into a common_flags; CLI_PRECISION_ROW(opts type) is its row. */
 int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 #define CLI_PRECISION_ROW(type)                                                                          \
-    {CLI_FLAG("--precision", NULL, "P", "fp32 (default); bf16: convs multiply bfloat16 weights and\n"     \
+    {CLI_FLAG("--precision", NULL, "P", "fp32; bf16: convs multiply bfloat16 weights and\n"     \
                                         "activations, accumulating in fp32 (AMX where the CPU has it;\n"  \
                                         "outputs about 1-3% of their largest value from fp32's); int8:\n" \
                                         "convs multiply int8 weights (per channel) and activations (per\n" \
                                         "tensor, calibrated: --calibration) in int32; the stem's first\n" \
-                                        "conv stays fp32 in both"),                                       \
+                                        "conv stays fp32 in both. Default: the weight file's (a bf16 or\n" \
+                                        "int8 file from convert / quantize runs so; fp32 or bf16 of an\n"  \
+                                        "int8 file runs its dequantized weights)"),                       \
      .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32, bf16 or int8"}
+/* --preprocess P into a cspresnet_preprocess (infer, detect, quantize). */
+int cli_preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 /* --calibration SRC and --calib-method M into a common_flags (int8). */
 int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);
 #define CLI_CALIBRATION_ROWS(type)                                                                        \
     {CLI_FLAG("--calibration", NULL, "SRC", "int8: the inputs that choose the activation scales: an .npy\n" \
-                                            "batch (N x 3 x H x W) or random (4 seeded 256x256 images)"), \
+                                            "batch (N x 3 x H x W) or random (4 seeded 256x256 images);\n" \
+                                            "an int8 file (cspresnet quantize) needs none"),               \
      .parse = cli_str, .off = offsetof(type, cf) + offsetof(common_flags, calibration)},                   \
     {CLI_FLAG("--calib-method", NULL, "M", "int8: minmax (default: each conv input's min and max) or\n"   \
                                            "percentile (its 0.01% and 99.99% quantiles)"),                \

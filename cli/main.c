@@ -18,7 +18,8 @@ static const struct command {
     {"detect", cmd_detect, "PP-YOLOE detections of images or an .npy batch: NMS rows, COCO results json"},
     {"demo", cmd_demo, "the whole product in one go: summary, fine-tune, pictures, speed"},
     {"bench", cmd_bench, "latency, images/s, GFLOP/s and peak memory of the forward pass; --profile per layer"},
-    {"convert", cmd_convert, "weights between .pdparams and safetensors (optionally deployed)"},
+    {"convert", cmd_convert, "weights between .pdparams and safetensors (optionally deployed, or bf16)"},
+    {"quantize", cmd_quantize, "an int8 safetensors file: the deployed network calibrated once, scales stored"},
     {"grad", cmd_grad, "gradients of the input and every parameter for given feature-map gradients"},
     {"train", cmd_train, "fine-tune a classifier (Fashion-MNIST) from weights or from scratch"},
 };

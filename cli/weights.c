@@ -112,5 +112,11 @@ cspresnet_status cli_deploy(cspresnet_model **model, char *err, size_t err_size)
 {
     if (cspresnet_model_is_deployed(*model))
         return CSPRESNET_OK;
+    if (cspresnet_model_file_precision(*model) == CSPRESNET_PRECISION_INT8) {
+        /* folding BN into int8 weights would need their scales chosen again */
+        snprintf(err, err_size, "--deploy: the weights are an int8 file of the un-deployed network; run it as it is, "
+                                "or quantize the fp32 weights (cspresnet quantize deploys them)");
+        return CSPRESNET_ERR_ARGUMENT;
+    }
     return cspresnet_model_deploy_replace(model, err, err_size);
 }

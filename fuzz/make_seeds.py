@@ -81,7 +81,8 @@ def safetensors_bytes(tensors, metadata=None):
     if metadata is not None:
         header["__metadata__"] = metadata
     names = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
-             np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+             np.dtype(np.float64): "F64", np.dtype(np.int64): "I64", np.dtype(np.int8): "I8",
+             np.dtype(np.int32): "I32"}
     for name, a in tensors.items():
         raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
         header[name] = {"dtype": names[a.dtype], "shape": list(a.shape),
@@ -104,6 +105,7 @@ def safetensors_seeds():
                                      "c": np.arange(2, dtype=np.int64), "d": f32(0, 2)}),
         "empty": safetensors_bytes({}),
         "model": tiny_model_safetensors(),
+        "int8": tiny_int8_safetensors(),
     }
 
 
@@ -118,6 +120,30 @@ def tiny_model_safetensors():
             "large_stem": "1", "alpha": "0", "return_idx": "1,2,3", "deployed": "0",
             "source": "make_seeds.py"}
     return safetensors_bytes(state, metadata=meta)
+
+
+def tiny_int8_safetensors():
+    """The tiny model as an int8 file (safetensors_lowp_read.c's layout): every conv but the
+    stem's first as I8 weights with weight scales, input scales and zero points."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
+    import cspresnet_torch as ref
+    cfg = ref.Config(width_mult=0.0625, depth_mult=0.33)
+    state, out = ref.random_state(cfg.build(), 5, calibrate=False), {}
+    for k, v in state.items():
+        v = np.asarray(v, np.float32)
+        if not k.endswith(".conv.weight") or k.startswith("stem.conv1.") or v.ndim != 4:
+            out[k] = v
+            continue
+        base, w = k[:-len(".weight")], v.reshape(v.shape[0], -1)
+        s = (np.abs(w).max(axis=1) / np.float32(127)).astype(np.float32)
+        out[k] = np.rint(w / np.where(s > 0, s, 1)[:, None]).clip(-127, 127).astype(np.int8).reshape(v.shape)
+        out[base + ".weight_scale"] = s
+        out[base + ".input_scale"] = np.array([0.01], np.float32)
+        out[base + ".input_zero_point"] = np.array([20], np.int32)
+    meta = {"format_version": "1", "channels": "4,8,16,32,64", "layers": "1,2,2,1", "act": "swish",
+            "large_stem": "1", "alpha": "0", "return_idx": "1,2,3", "deployed": "0",
+            "source": "make_seeds.py", "precision": "int8", "calibration": "minmax"}
+    return safetensors_bytes(out, metadata=meta)
 
 
 def image_seeds():

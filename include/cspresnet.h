@@ -245,6 +245,9 @@ typedef enum cspresnet_precision {
 /* "fp32" | "bf16" | "int8" -> *out; CSPRESNET_ERR_ARGUMENT for anything else. */
 cspresnet_status cspresnet_precision_parse(const char *name, cspresnet_precision *out);
 const char *cspresnet_precision_name(cspresnet_precision p);
+/* The precision the model's weight file was written for: bf16 or int8 for a file that
+ * cspresnet_model_save_safetensors_ex wrote so (cspresnet_formats.h), else fp32. */
+cspresnet_precision cspresnet_model_file_precision(const cspresnet_model *model);
 
 typedef struct cspresnet_prepare_options {
     const char *isa;               /* as cspresnet_model_prepare's isa */

@@ -44,6 +44,32 @@ cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *model, 
                                                   const char *source_name, char *err,
                                                   size_t err_size);
 
+/* bf16 and int8 files (docs/ARCHITECTURE.md, "bf16 and int8 files"): the deployed
+ * network with each conv that runs in the low precision on the options' kernel set
+ * (the rule prepare applies) stored in it, everything else F32:
+ *   bf16: "<conv>.weight" BF16 (rounded to nearest even);
+ *   int8: "<conv>.weight" I8 (the s8 values, OIHW), "<conv>.weight_scale" F32 [OC]
+ *         (w = q * scale), "<conv>.input_scale" F32 [1] and "<conv>.input_zero_point"
+ *         I32 [1] (u8 = rne(x / scale) + zero, 0..255); biases F32.
+ * __metadata__ adds precision ("bf16"/"int8"), kernels (the kernel set) and, for int8,
+ * calibration (minmax/percentile) and calibration_source. The loaders read them back:
+ * cspresnet_model_file_precision says which, and an int8 file's model runs int8 with
+ * the stored values (no calibration); its arena holds q * scale, so it also runs fp32
+ * or bf16 (the quantized network in float). */
+typedef struct cspresnet_save_options {
+    cspresnet_precision precision;   /* fp32 (init: the plain file), bf16 or int8 */
+    const char *isa;                 /* kernel set whose rules pick the layers (NULL: the best this CPU runs) */
+    const char *calibration_source;  /* int8: recorded as __metadata__ calibration_source */
+    char *log;                       /* NULL, or receives the convs kept F32, comma separated */
+    size_t log_size;
+} cspresnet_save_options;
+void cspresnet_save_options_init(cspresnet_save_options *opt);
+/* Writes model (deployed; int8: calibrated) as opt->precision says, atomically. */
+cspresnet_status cspresnet_model_save_safetensors_ex(const cspresnet_model *model, const char *path,
+                                                     const char *source_name,
+                                                     const cspresnet_save_options *opt, char *err,
+                                                     size_t err_size);
+
 /* Loads a safetensors file written by cspresnet_model_save_safetensors: the
  * architecture (and whether it is deployed) comes from __metadata__ and is checked
  * against every tensor's shape. A file without this library's __metadata__ (written
@@ -64,7 +90,8 @@ cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *model, 
  *
  * Refused with a message naming the file, byte offset or tensor: a header length past
  * the end of the file, malformed JSON, a tensor whose offsets are out of range,
- * overlap another's or leave bytes unindexed, a dtype other than F32/F16/BF16, a tensor the
+ * overlap another's or leave bytes unindexed, a dtype other than F32/F16/BF16 (I8 and I32
+ * in int8 files, below), a tensor the
  * architecture needs that is missing (or one it does not know), metadata that
  * contradicts the shapes. Every size is checked against the file before allocating. */
 cspresnet_status cspresnet_model_load_safetensors(const char *path,

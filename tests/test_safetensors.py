@@ -268,9 +268,9 @@ def test_refuse_gap(tmp_path, good):
 def test_refuse_unsupported_dtype(tmp_path, good):
     meta, tensors, _ = good
     def edit(h):
-        h["stem.conv2.conv.weight"]["dtype"] = "I32"
+        h["stem.conv2.conv.weight"]["dtype"] = "I64"   # I8 and I32 belong to int8 files (test_quantize.py)
     f = write_st(tmp_path / "d.safetensors", tensors, meta, header_edit=edit)
-    refused(f, "stem.conv2.conv.weight", "dtype I32")
+    refused(f, "stem.conv2.conv.weight", "dtype I64")
 
 
 def test_refuse_tensor_missing(tmp_path, good):

@@ -7,10 +7,11 @@
  *   2. the header is JSON (jansson, duplicate keys refused), an object whose
  *      __metadata__ (optional) is an object of strings and whose other members are
  *      tensors with dtype, shape and data_offsets [begin, end];
- *   3. per tensor: dtype F32, F16 or BF16 (other safetensors dtypes are refused as
- *      unsupported), end - begin = itemsize * prod(shape) without overflow, end within
- *      the data section; then, sorted by begin, no two tensors overlap and no byte is
- *      left unindexed (the format forbids gaps);
+ *   3. per tensor: dtype F32, F16, BF16, or I8 / I32 (int8 files only, checked by
+ *      safetensors_lowp_read.c; the others are refused as unsupported), end - begin =
+ *      itemsize * prod(shape) without overflow, end within the data section; then,
+ *      sorted by begin, no two tensors overlap and no byte is left unindexed (the
+ *      format forbids gaps);
  *   4. the architecture from __metadata__, or, for a file without it (one written by
  *      another tool), read off the tensor shapes by the .pdparams loader's inference
  *      (model_infer_config, deployed form included), is validated and built, and every
@@ -32,21 +33,12 @@
 #include <unistd.h>
 
 #include "cspresnet_formats.h"
+#include "core/pages.h"
 #include "core/stream_read.h"
 #include "formats/safetensors_internal.h"
 #include "io/pdparams.h"
 #include "model/detector_infer.h"
 #include "model/model.h"
-
-typedef struct st_tensor {
-    const char *name;             /* owned by the JSON tree */
-    array_dtype dtype;            /* F32, F16 or BF16 */
-    const char *dtype_name;       /* as in the header, for messages */
-    int ndim;
-    int64_t shape[ST_MAX_NDIM];
-    uint64_t begin, end;          /* relative to the data section */
-    int used;
-} st_tensor;
 
 typedef struct mapping {
     void *addr;
@@ -106,10 +98,13 @@ static cspresnet_status parse_tensor(const char *path, const char *name, json_t 
     } else if (strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0) {
         t->dtype = dtype[0] == 'F' ? DTYPE_F16 : DTYPE_BF16;
         itemsize = 2;
+    } else if (strcmp(dtype, "I8") == 0 || strcmp(dtype, "I32") == 0) { /* int8 files (safetensors_lowp_read.c) */
+        t->dtype = dtype[1] == '8' ? DTYPE_I8 : DTYPE_I32;
+        itemsize = dtype[1] == '8' ? 1 : 4;
     } else {
         if (dtype_known(dtype))
             return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
-                             "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 are supported", path, name,
+                             "%s: tensor '%s' has dtype %s; only F32, F16, BF16, I8 and I32 are supported", path, name,
                              dtype);
         return error_set(err, CSPRESNET_ERR_FORMAT, "%s: tensor '%s' has an unknown dtype '%.32s'", path, name,
                          dtype);
@@ -571,6 +566,8 @@ static cspresnet_status fill_weights(st_file *sf, cspresnet_model *m, const char
         cspresnet_status s = array_to_f32(&sf->entries[j], dst, e);
         if (s != CSPRESNET_OK)
             return s;
+        if (map)   /* copied: its mapped pages leave memory (read again from the file if touched) */
+            pages_release(sf->entries[j].raw, sf->entries[j].raw_size);
     }
     return CSPRESNET_OK;
 }
@@ -629,8 +626,8 @@ static cspresnet_status build_model(st_file *sf, st_arch *a, mapping *map, const
  * tensors (the architecture from the keys and shapes, as for .pdparams; the weights
  * copied), with the metadata's act unless the caller gave one, and its alpha on a
  * deployed model (whose alpha keys are folded away). */
-static cspresnet_status load_detector(st_file *sf, const cspresnet_load_options *options, cspresnet_model **out,
-                                      error_buf *e)
+static cspresnet_status load_detector(st_file *sf, const st_lowp *q, const cspresnet_load_options *options,
+                                      cspresnet_model **out, error_buf *e)
 {
     cspresnet_load_options opt = *options;
     json_t *md = json_object_get(sf->root, ST_METADATA_KEY);
@@ -639,7 +636,7 @@ static cspresnet_status load_detector(st_file *sf, const cspresnet_load_options 
     if (act && opt.act == CSPRESNET_ACT_SWISH && cspresnet_act_parse(act, &opt.act) != CSPRESNET_OK)
         return error_set(e, CSPRESNET_ERR_FORMAT, "%s: __metadata__ act '%.40s' is not a known activation", sf->path,
                          act);
-    state_dict view = {.entries = sf->entries, .count = sf->n};
+    state_dict view = {.entries = q->view ? q->view : sf->entries, .count = q->view ? q->n_view : sf->n};
     cspresnet_status s = detector_load_state_dict(&view, sf->path, &opt, out, e);
     if (s == CSPRESNET_OK && (*out)->deployed && alpha && strcmp(alpha, "1") == 0)
         (*out)->cfg.use_alpha = 1;
@@ -658,21 +655,28 @@ static cspresnet_status load_bytes(const char *path, const unsigned char *bytes,
 {
     st_file sf = {.path = path, .bytes = bytes};
     st_arch a = {.prefix = ""};
+    st_lowp q = {0};
     cspresnet_status s = read_header(&sf, size, e);
     if (s == CSPRESNET_OK)
         s = index_tensors(&sf, e);
-    if (s == CSPRESNET_OK && detector) {
-        s = load_detector(&sf, options, out, e);
-        st_file_free(&sf);
-        return s;
-    }
     if (s == CSPRESNET_OK)
+        s = st_lowp_begin(path, sf.root, sf.tensors, sf.entries, sf.n, &q, e);
+    if (s == CSPRESNET_OK && detector)
+        s = load_detector(&sf, &q, options, out, e);
+    if (s == CSPRESNET_OK && !detector)
         s = find_architecture(&sf, options, &a, e);
-    if (s == CSPRESNET_OK) {
+    if (s == CSPRESNET_OK && !detector) {
         if (options->expect_alpha == 1 && !a.deployed)
             a.cfg.use_alpha = 1;
         s = build_model(&sf, &a, map, options, out, e);
     }
+    if (s == CSPRESNET_OK)
+        s = st_lowp_attach(path, *out, a.prefix, sf.tensors, sf.entries, sf.n, &q, e);
+    if (s != CSPRESNET_OK && *out) {
+        cspresnet_model_free(*out);
+        *out = NULL;
+    }
+    free(q.view);
     st_file_free(&sf);
     return s;
 }

@@ -172,6 +172,8 @@ typedef struct prepare_env {
     cspresnet_precision precision;
     float act_scale;             /* int8: the node's input scale (0: it stays fp32) */
     int act_zero;                /* and its zero point, 0..255 */
+    const int8_t *qw;            /* int8: the conv's stored s8 weights (OC x K, a quantized file's), or NULL */
+    const float *qw_scale;       /* and their per-output-channel scales */
 } prepare_env;
 
 /* One node's plan: filled by its op's plan, then by the planner. */
@@ -303,6 +305,10 @@ cspresnet_status op_infer_same(const gnode *nd, const tshape *in, tshape *out, e
 
 /* registry.c */
 extern const op_desc op_conv2d, op_batchnorm, op_activation, op_add, op_ese, op_concat;
+/* ops/conv2d.c: 1 if the conv node runs at pe->precision (bf16 or int8) rather than fp32 on
+ * pe->kernels, with pe's int8 scale and stored weights: what prepare packs, and what a
+ * bf16 or int8 safetensors file stores in that precision. */
+int conv2d_node_lowp(const gnode *nd, const param_info *params, const prepare_env *pe);
 /* the detector's (eval only): nearest 2x, SPP's max-pool, ESEAttn's gate, the outputs */
 extern const op_desc op_upsample2x, op_maxpool, op_ese_attn, op_det_boxes, op_det_scores;
 const op_desc *op_find(const char *name);

@@ -55,10 +55,12 @@ static float double_to_float(double d)
 static float load_item(const uint8_t *p, array_dtype dtype, int swap)
 {
     uint8_t b[8];
-    size_t n = dtype == DTYPE_F64 ? 8 : dtype == DTYPE_F16 || dtype == DTYPE_BF16 ? 2 : 4;
+    size_t n = dtype == DTYPE_F64 ? 8 : dtype == DTYPE_F16 || dtype == DTYPE_BF16 ? 2 : dtype == DTYPE_I8 ? 1 : 4;
     for (size_t i = 0; i < n; i++)
         b[i] = swap ? p[n - 1 - i] : p[i];
     switch (dtype) {
+    case DTYPE_I8:
+        return (float)(int8_t)b[0];
     case DTYPE_F64: {
         double d;
         memcpy(&d, b, 8);
@@ -90,11 +92,12 @@ cspresnet_status array_to_f32(const array_entry *a, float *dst, error_buf *err)
     if (!a || (!dst && a->numel > 0))
         return error_set(err, CSPRESNET_ERR_ARGUMENT, "array_to_f32: NULL argument");
     if (a->dtype != DTYPE_F32 && a->dtype != DTYPE_F64 && a->dtype != DTYPE_F16 &&
-        a->dtype != DTYPE_BF16)
+        a->dtype != DTYPE_BF16 && a->dtype != DTYPE_I8)
         return error_set(err, CSPRESNET_ERR_UNSUPPORTED,
                          "key '%s': dtype '%s' cannot be converted to float32 (only f4, f8 "
                          "and f2 can)", a->key ? a->key : "?", a->dtype_str);
-    size_t itemsize = a->dtype == DTYPE_F64 ? 8 : a->dtype == DTYPE_F16 || a->dtype == DTYPE_BF16 ? 2 : 4;
+    size_t itemsize = a->dtype == DTYPE_F64 ? 8 : a->dtype == DTYPE_F16 || a->dtype == DTYPE_BF16 ? 2
+                    : a->dtype == DTYPE_I8 ? 1 : 4;
     if (a->numel < 0 || a->ndim < 0 || a->ndim > PDPARAMS_MAX_NDIM ||
         (uint64_t)a->numel > a->raw_size / itemsize)
         return error_set(err, CSPRESNET_ERR_ARGUMENT,

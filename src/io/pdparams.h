@@ -38,6 +38,8 @@ typedef enum array_dtype {
     DTYPE_F64,
     DTYPE_F16,
     DTYPE_BF16,  /* bfloat16: safetensors only (numpy has no such dtype) */
+    DTYPE_I8,    /* safetensors int8 files' conv weights (exact as float) */
+    DTYPE_I32,   /* safetensors int8 files' zero points; refused by array_to_f32 */
     DTYPE_OTHER  /* anything else numpy can describe; refused by array_to_f32 */
 } array_dtype;
 

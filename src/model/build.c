@@ -67,6 +67,9 @@ void cspresnet_model_free(cspresnet_model *model)
     free(model->prepared_off);
     free(model->act_scale);
     free(model->act_zero);
+    free(model->qw);
+    free(model->qw_scale);
+    free(model->qw_block);
     free(model);
 }
 

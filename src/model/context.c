@@ -31,6 +31,11 @@ const char *cspresnet_precision_name(cspresnet_precision p)
     return (unsigned)p < sizeof PRECISION_NAMES / sizeof *PRECISION_NAMES ? PRECISION_NAMES[p] : "unknown";
 }
 
+cspresnet_precision cspresnet_model_file_precision(const cspresnet_model *model)
+{
+    return model ? model->file_precision : CSPRESNET_PRECISION_FP32;
+}
+
 cspresnet_status cspresnet_precision_parse(const char *name, cspresnet_precision *out)
 {
     for (unsigned i = 0; name && i < sizeof PRECISION_NAMES / sizeof *PRECISION_NAMES; i++)

@@ -42,6 +42,13 @@ struct cspresnet_model {
     float *act_scale;
     int *act_zero;
     cspresnet_calibration calib_method;
+    /* An int8 safetensors file's stored s8 weights (OIHW) and per-output-channel scales
+     * per graph node (NULL: none; the arena holds them dequantized, q * scale), carved
+     * from qw_block (safetensors_lowp_read.c); prepare packs these, not the arena. */
+    const int8_t **qw;
+    const float **qw_scale;
+    void *qw_block;
+    cspresnet_precision file_precision;   /* the precision the weight file was written for */
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).
      * NULL when the model allocated its arena. Such params may be only float-aligned. */

@@ -27,6 +27,15 @@ static void drop(cspresnet_model *m)
     m->prepared_precision = CSPRESNET_PRECISION_FP32;
 }
 
+/* Node i's int8 scale, zero point and stored weights, when the model has them. */
+static void node_env(const cspresnet_model *m, int i, prepare_env *pe)
+{
+    pe->act_scale = m->act_scale ? m->act_scale[i] : 0.0f;
+    pe->act_zero = m->act_zero ? m->act_zero[i] : 128;
+    pe->qw = m->qw ? m->qw[i] : NULL;
+    pe->qw_scale = m->qw_scale ? m->qw_scale[i] : NULL;
+}
+
 void cspresnet_prepare_options_init(cspresnet_prepare_options *opt)
 {
     memset(opt, 0, sizeof *opt);
@@ -60,7 +69,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     drop(model);
     const graph *g = &model->g;
     const kernel_set *kt = kernel_set_select(opt->isa);
-    prepare_env pe = {kt, opt->precision, 0.0f, 128};
+    prepare_env pe = {kt, opt->precision, 0.0f, 128, NULL, NULL};
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");
@@ -71,8 +80,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     long total = 0, budget = budget_floats > (size_t)LONG_MAX ? LONG_MAX : (long)budget_floats;
     for (int i = 0; i < g->n_nodes; i++) {
         const gnode *nd = &g->nodes[i];
-        pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
-        pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
+        node_env(model, i, &pe);
         long f = nd->op->prepare_floats ? nd->op->prepare_floats(nd, model->params, &pe) : 0;
         f = (f + 15) & ~15L;
         off[i] = f > 0 && total + f <= budget ? total : -1;
@@ -91,8 +99,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
         return CSPRESNET_ERR_MEMORY;
     }
     for (int i = 0; i < g->n_nodes; i++) {
-        pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
-        pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
+        node_env(model, i, &pe);
         if (off[i] < 0)
             continue;
         const gnode *nd = &g->nodes[i];

@@ -195,11 +195,27 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
     return (double)out->n * out->c * out->h * out->w * in[0].c * nd->a.k * nd->a.k;
 }
 
+int conv2d_node_lowp(const gnode *nd, const param_info *params, const prepare_env *pe)
+{
+    const param_info *w = &params[nd->param[0]];
+    conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
+    if (pe->precision == CSPRESNET_PRECISION_BF16)
+        return conv2d_bf16_taps_applies(pe->kernels, &g) || conv2d_bf16_applies(pe->kernels, &g);
+    if (pe->precision != CSPRESNET_PRECISION_INT8)
+        return 0;
+    long K = (long)g.in_c * g.k * g.k;
+    if (pe->qw)   /* a quantized file: its int8 convs stay int8 on every kernel set */
+        return conv2d_int8_applies(K, pe->act_scale);
+    /* bf16's rule too: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv
+     * (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
+    return conv2d_bf16_applies(pe->kernels, &g) && conv2d_int8_applies(K, pe->act_scale);
+}
+
 /* Packed at load: for bf16 contexts the bf16 weights of the convs that run in bf16
  * (the tap form of conv2d_bf16_taps.c, else conv2d_bf16.c's rows), for int8 ones the
- * quantized rows of the convs with a calibrated input scale that do not run Winograd
- * (conv2d_int8.c; the others run fp32 unprepared), otherwise the Winograd U of a 3x3
- * stride-1 conv for tables with Winograd kernels. */
+ * quantized rows of the convs conv2d_node_lowp picks (conv2d_int8.c; from the stored
+ * s8 weights of a quantized file; the others run fp32 unprepared), otherwise the
+ * Winograd U of a 3x3 stride-1 conv for tables with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
     const param_info *w = &params[nd->param[0]];
@@ -208,13 +224,8 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
         return conv2d_bf16_taps_weight_floats(pe->kernels, g.out_c, g.in_c, g.k);
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
-    if (pe->precision == CSPRESNET_PRECISION_INT8) {
-        long K = (long)g.in_c * g.k * g.k;
-        /* bf16's rule too: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv
-         * (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
-        int direct = conv2d_bf16_applies(pe->kernels, &g);
-        return direct && conv2d_int8_applies(K, pe->act_scale) ? conv2d_int8_weight_floats(g.out_c, K) : 0;
-    }
+    if (pe->precision == CSPRESNET_PRECISION_INT8)
+        return conv2d_node_lowp(nd, params, pe) ? conv2d_int8_weight_floats(g.out_c, (long)g.in_c * g.k * g.k) : 0;
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
 }
@@ -224,13 +235,15 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
 {
     const param_info *w = &params[nd->param[0]];
     conv_geom g = {(int)w->shape[1], 1, 1, (int)w->shape[0], 1, 1, nd->a.k, nd->a.stride, nd->a.pad};
+    const long K = (long)g.in_c * g.k * g.k;
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_taps_applies(pe->kernels, &g))
         conv2d_bf16_taps_weights(pe->kernels, param_at(weights, w), g.out_c, g.in_c, g.k, dst);
     else if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
-        conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
+        conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, K, dst);
+    else if (pe->precision == CSPRESNET_PRECISION_INT8 && pe->qw)
+        conv2d_int8_pack(pe->qw, pe->qw_scale, g.out_c, K, pe->act_scale, pe->act_zero, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8)
-        conv2d_int8_weights(param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale, pe->act_zero,
-                            dst);
+        conv2d_int8_weights(param_at(weights, w), g.out_c, K, pe->act_scale, pe->act_zero, dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }

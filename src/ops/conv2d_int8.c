@@ -63,30 +63,59 @@ float conv2d_int8_weight_scale(const float *w_row, long K)
     return m / 127.0f;
 }
 
-void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst)
+void conv2d_int8_quantize(const float *w, int out_c, long K, long ldq, int8_t *q, float *w_scale)
+{
+    for (int oc = 0; oc < out_c; oc++) {
+        const float *wr = w + oc * K;
+        float ws = conv2d_int8_weight_scale(wr, K);
+        for (long k = 0; k < ldq; k++) {
+            float v = k < K && ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            q[oc * ldq + k] = (int8_t)v;
+        }
+        w_scale[oc] = ws;
+    }
+}
+
+/* The head, comp and scale of a block whose rows and w_scale are in place. */
+static void finish_block(int out_c, long K, float act_scale, int act_zero, float *dst)
 {
     const long lda = (K + 3) / 4;
     int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
     float *scale = dst + INT8_HEAD + out_c, *w_scale = scale + out_c;
-    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
-    memset(dst, 0, sizeof(float) * (size_t)rows_offset(out_c));
+    const int8_t *rows = conv2d_int8_rows(dst, out_c);
+    memset(dst, 0, sizeof(float) * INT8_HEAD);
     dst[0] = 1.0f / act_scale;
     dst[1] = act_scale;
     dst[2] = (float)act_zero;
     for (int oc = 0; oc < out_c; oc++) {
-        const float *wr = w + oc * K;
-        float ws = conv2d_int8_weight_scale(wr, K);
         int32_t sum = 0;
-        for (long k = 0; k < 4 * lda; k++) {
-            float q = k < K && ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-            rows[oc * 4 * lda + k] = (int8_t)q;
-            sum += (int32_t)q;
-        }
+        for (long k = 0; k < 4 * lda; k++)
+            sum += rows[oc * 4 * lda + k];
         comp[oc] = act_zero * sum;
-        w_scale[oc] = ws;
-        scale[oc] = ws * act_scale;
+        scale[oc] = w_scale[oc] * act_scale;
     }
+    memset(w_scale + out_c, 0, sizeof(float) * (size_t)(rows_offset(out_c) - INT8_HEAD - 3L * out_c));
+}
+
+void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst)
+{
+    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
+    conv2d_int8_quantize(w, out_c, K, 4 * ((K + 3) / 4), rows, dst + INT8_HEAD + 2L * out_c);
+    finish_block(out_c, K, act_scale, act_zero, dst);
+}
+
+void conv2d_int8_pack(const int8_t *q, const float *w_scale, int out_c, long K, float act_scale, int act_zero,
+                      float *dst)
+{
+    const long ldr = 4 * ((K + 3) / 4);
+    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
+    for (int oc = 0; oc < out_c; oc++) {
+        memcpy(rows + oc * ldr, q + oc * K, (size_t)K);
+        memset(rows + oc * ldr + K, 0, (size_t)(ldr - K));
+    }
+    memcpy(dst + INT8_HEAD + 2L * out_c, w_scale, sizeof(float) * (size_t)out_c);
+    finish_block(out_c, K, act_scale, act_zero, dst);
 }
 
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c)

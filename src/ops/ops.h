@@ -149,6 +149,15 @@ int conv2d_int8_applies(long K, float act_scale);
 long conv2d_int8_weight_floats(int out_c, long K);
 float conv2d_int8_weight_scale(const float *w_row, long K);
 void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst);
+/* The logical quantized weights of an (OC, K) matrix w: q[oc * ldq + k] = rne(w / w_scale[oc])
+ * in -127..127 (0 for k >= K, ldq >= K), w_scale[oc] = max_k |w[oc][k]| / 127: what
+ * conv2d_int8_weights packs, and what an int8 safetensors file stores. */
+void conv2d_int8_quantize(const float *w, int out_c, long K, long ldq, int8_t *q, float *w_scale);
+/* The same prepared block as conv2d_int8_weights from q (OC x K, ldq = K) and w_scale
+ * already quantized (a quantized file's): bit-identical for the q and w_scale that
+ * conv2d_int8_quantize gives. */
+void conv2d_int8_pack(const int8_t *q, const float *w_scale, int out_c, long K, float act_scale, int act_zero,
+                      float *dst);
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c);
 const float *conv2d_int8_scales(const float *prepared, int out_c);
 long conv2d_int8_scratch_per_thread(long K);

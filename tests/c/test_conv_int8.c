@@ -21,6 +21,7 @@
 
 #include "conv_cases.h"
 #include "harness.h"
+#include "graph/graph.h"
 #include "kernels/lowp_kernels.h"
 #include "ops/ops.h"
 
@@ -150,6 +151,24 @@ static void check_rows(int id, const conv_geom *g, const float *w, const float *
     free(q);
 }
 
+/* A quantized file's path: conv2d_int8_quantize's logical values (q OC x K, w_scale),
+ * packed by conv2d_int8_pack, must give the block conv2d_int8_weights gives, byte for byte. */
+static void check_pack(int id, int out_c, long K, const float *w, float act_scale, int act_zero, const float *prep)
+{
+    const long floats = conv2d_int8_weight_floats(out_c, K);
+    int8_t *q = malloc((size_t)(out_c * K) + 1);
+    float *ws = malloc(sizeof(float) * (size_t)out_c);
+    float *again = aligned_alloc(64, sizeof(float) * (size_t)((floats + 15) & ~15L));
+    conv2d_int8_quantize(w, out_c, K, K, q, ws);
+    conv2d_int8_pack(q, ws, out_c, K, act_scale, act_zero, again);
+    CHECK(memcmp(prep, again, sizeof(float) * (size_t)floats) == 0,
+          "case %d: conv2d_int8_pack of the quantized values differs from conv2d_int8_weights (%d x %ld)", id, out_c,
+          K);
+    free(q);
+    free(ws);
+    free(again);
+}
+
 static void one_case(int id, const kernel_set **sets, int n_sets)
 {
     int n;
@@ -179,6 +198,7 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     float *prep = aligned_alloc(64, sizeof(float) * (size_t)((conv2d_int8_weight_floats(g.out_c, K) + 15) & ~15L));
     conv2d_int8_weights(w, g.out_c, K, act_scale, act_zero, prep);
     check_rows(id, &g, w, prep);
+    check_pack(id, g.out_c, K, w, act_scale, act_zero, prep);
     for (int s = 0; s < n_sets; s++)
         for (int t = 1; t <= 2; t++) {
             float *y = calloc((size_t)out_len, sizeof(float));
@@ -206,6 +226,30 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     free(res);
 }
 
+/* Which convs run int8 (conv2d_node_lowp): with a scale, a 3x3 stride-1 conv on a set with
+ * Winograd stays fp32 unless its weights come stored from a quantized file (the file
+ * decides), a 1x1 conv is int8, the stem's K = 27 conv fp32, and no scale means fp32. */
+static void check_lowp_rule(const kernel_set *kt)
+{
+    param_info p[1] = {{.ndim = 4, .shape = {16, 8, 3, 3}, .numel = 16 * 8 * 9}};
+    gnode nd = {.op = &op_conv2d, .param = {0, -1, -1, -1, -1, -1}, .a = {3, 1, 1, 16, CSPRESNET_ACT_NONE}};
+    const int8_t q[1] = {0};
+    const float ws[1] = {0};
+    prepare_env pe = {kt, CSPRESNET_PRECISION_INT8, 0.05f, 128, NULL, NULL};
+    int wino = kt->winograd != NULL;
+    CHECK(conv2d_node_lowp(&nd, p, &pe) == !wino, "%s: a calibrated 3x3 s1 conv is %s", kt->isa,
+          wino ? "int8 (Winograd should keep it fp32)" : "fp32 (no Winograd here: it should be int8)");
+    pe.qw = q, pe.qw_scale = ws;
+    CHECK(conv2d_node_lowp(&nd, p, &pe) == 1, "%s: a 3x3 s1 conv with stored int8 weights is not int8", kt->isa);
+    pe.act_scale = 0.0f;
+    CHECK(conv2d_node_lowp(&nd, p, &pe) == 0, "%s: a conv without an input scale runs int8", kt->isa);
+    pe.act_scale = 0.05f, pe.qw = NULL, pe.qw_scale = NULL;
+    nd.a.k = 1, nd.a.pad = 0, p[0].shape[1] = 64, p[0].shape[2] = p[0].shape[3] = 1;
+    CHECK(conv2d_node_lowp(&nd, p, &pe) == 1, "%s: a calibrated 1x1 conv is not int8", kt->isa);
+    nd.a.k = 3, nd.a.stride = 2, p[0].shape[1] = 3, p[0].shape[2] = p[0].shape[3] = 3;   /* the stem's first */
+    CHECK(conv2d_node_lowp(&nd, p, &pe) == 0, "%s: a calibrated K = 27 conv runs int8", kt->isa);
+}
+
 int main(void)
 {
     static const char *const names[] = {"ref", "generic", "avx2", "avx512"};
@@ -220,6 +264,8 @@ int main(void)
         printf("kernel set %s: %s\n", sets[s]->isa, sets[s]->int8->name);
     for (int id = 0; id < 40; id++)
         one_case(id, sets, n_sets);
+    for (int s = 0; s < n_sets; s++)
+        check_lowp_rule(sets[s]);
     printf("kernel sets: %d\n", n_sets);
     return harness_done();
 }
