@@ -140,8 +140,14 @@ static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *i
         }
     }
     if (env->mode == GRAPH_EVAL && env->precision == CSPRESNET_PRECISION_INT8 && np->prepared) {
-        np->path = CONV_PATH_INT8;   /* an int8 context packs only the convs that run int8 */
-        np->ws_thread = conv2d_int8_scratch_per_thread((long)g.in_c * g.k * g.k);
+        /* an int8 context packs only the convs that run int8 */
+        if (conv2d_int8_taps_applies(kt, &g)) {
+            np->path = CONV_PATH_INT8_TAPS;
+            np->ws_shared = conv2d_int8_taps_shared(kt, &g);
+        } else {
+            np->path = CONV_PATH_INT8;
+            np->ws_thread = conv2d_int8_scratch_per_thread(kt, (long)g.in_c * g.k * g.k);
+        }
         return;
     }
     if (env->mode == GRAPH_EVAL) {
@@ -179,6 +185,8 @@ static void conv_forward_node(op_run *r)
         conv2d_bf16_taps_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
     else if (r->np->path == CONV_PATH_INT8)
         conv2d_int8_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
+    else if (r->np->path == CONV_PATH_INT8_TAPS)
+        conv2d_int8_taps_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
     else
         conv2d_run(&r->ex, r->np->path, &g, r->p[0], &r->in[0], &r->out, plain ? NULL : &ep);
 }
@@ -197,8 +205,9 @@ static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)
 
 /* Packed at load: for bf16 contexts the bf16 weights of the convs that run in bf16
  * (the tap form of conv2d_bf16_taps.c, else conv2d_bf16.c's rows), for int8 ones the
- * quantized rows of the convs with a calibrated input scale that do not run Winograd
- * (conv2d_int8.c; the others run fp32 unprepared), otherwise the Winograd U of a 3x3
+ * quantized rows of the convs with a calibrated input scale: the tap form's where the
+ * set has it (conv2d_int8_taps.c), else those that do not run Winograd (conv2d_int8.c;
+ * the others run fp32 unprepared), otherwise the Winograd U of a 3x3
  * stride-1 conv for tables with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
@@ -210,10 +219,14 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
         return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
     if (pe->precision == CSPRESNET_PRECISION_INT8) {
         long K = (long)g.in_c * g.k * g.k;
-        /* bf16's rule too: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv
-         * (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
-        int direct = conv2d_bf16_applies(pe->kernels, &g);
-        return direct && conv2d_int8_applies(K, pe->act_scale) ? conv2d_int8_weight_floats(g.out_c, K) : 0;
+        if (!conv2d_int8_applies(K, pe->act_scale))
+            return 0;
+        if (conv2d_int8_taps_applies(pe->kernels, &g))
+            return conv2d_int8_taps_weight_floats(pe->kernels, g.out_c, g.in_c, g.k);
+        /* bf16's rule too where there is no tap form: Winograd F(4,3)'s 4x fewer
+         * multiplies beat a direct int8 conv on the VNNI tile (measured in
+         * docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
+        return conv2d_bf16_applies(pe->kernels, &g) ? conv2d_int8_weight_floats(pe->kernels, g.out_c, K) : 0;
     }
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
@@ -228,9 +241,12 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
         conv2d_bf16_taps_weights(pe->kernels, param_at(weights, w), g.out_c, g.in_c, g.k, dst);
     else if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
+    else if (pe->precision == CSPRESNET_PRECISION_INT8 && conv2d_int8_taps_applies(pe->kernels, &g))
+        conv2d_int8_taps_weights(pe->kernels, param_at(weights, w), g.out_c, g.in_c, g.k, pe->act_scale,
+                                 pe->act_zero, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8)
-        conv2d_int8_weights(param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale, pe->act_zero,
-                            dst);
+        conv2d_int8_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale,
+                            pe->act_zero, dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }

@@ -9,7 +9,8 @@
  * The prepared block of a conv (floats):
  *   [0] 1 / act_scale, [1] act_scale, [2] the zero point z, then from INT8_HEAD:
  *   comp[OC] (int32, z * sum_k q[oc][k]), scale[OC] (w_scale[oc] * act_scale), w_scale[OC], then the
- *   s8 rows: OC rows of lda = ceil(K/4) quads (K in OIHW order, zero past K).
+ *   s8 rows: OC rows (zero rows after them up to the tile's m_align) of lda = ceil(K/4)
+ *   quads rounded up to the tile's k_align (K in OIHW order, zero past K).
  * w_scale[oc] = max_k |w[oc][k]| / 127 and q = rne(w / w_scale) (0 for an all-zero
  * row); activations u8 = clamp(rne(x * (1 / act_scale)) + z, 0, 255), standing for
  * u8 - z (zero padding quantizes to z, exactly 0). z = 128 is the symmetric range;
@@ -50,9 +51,19 @@ static long rows_offset(int out_c)
     return INT8_HEAD + round16(3L * out_c);
 }
 
-long conv2d_int8_weight_floats(int out_c, long K)
+static long round_up(long x, long m)
 {
-    return rows_offset(out_c) + (long)out_c * ((K + 3) / 4);
+    return (x + m - 1) / m * m;
+}
+
+long conv2d_int8_lda(const kernel_set *kt, long K)
+{
+    return round_up((K + 3) / 4, kt->int8->k_align);
+}
+
+long conv2d_int8_weight_floats(const kernel_set *kt, int out_c, long K)
+{
+    return rows_offset(out_c) + round_up(out_c, kt->int8->m_align) * conv2d_int8_lda(kt, K);
 }
 
 float conv2d_int8_weight_scale(const float *w_row, long K)
@@ -63,13 +74,16 @@ float conv2d_int8_weight_scale(const float *w_row, long K)
     return m / 127.0f;
 }
 
-void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst)
+/* Weight k = c*kk + t (OIHW, t the tap) of row oc goes to byte (t*run + c) of the row
+ * (kk = 1: byte k); the rest of the row, and rows oc >= out_c up to m_rows, are zero. */
+void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, long lda, long m_rows,
+                            int kk, long run, float *dst)
 {
-    const long lda = (K + 3) / 4;
     int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
     float *scale = dst + INT8_HEAD + out_c, *w_scale = scale + out_c;
     int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
     memset(dst, 0, sizeof(float) * (size_t)rows_offset(out_c));
+    memset(rows, 0, (size_t)(4 * lda * m_rows));
     dst[0] = 1.0f / act_scale;
     dst[1] = act_scale;
     dst[2] = (float)act_zero;
@@ -77,16 +91,38 @@ void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int
         const float *wr = w + oc * K;
         float ws = conv2d_int8_weight_scale(wr, K);
         int32_t sum = 0;
-        for (long k = 0; k < 4 * lda; k++) {
-            float q = k < K && ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
+        for (long k = 0; k < K; k++) {
+            float q = ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
             q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-            rows[oc * 4 * lda + k] = (int8_t)q;
+            rows[oc * 4 * lda + (k % kk) * run + k / kk] = (int8_t)q;
             sum += (int32_t)q;
         }
         comp[oc] = act_zero * sum;
         w_scale[oc] = ws;
         scale[oc] = ws * act_scale;
     }
+}
+
+void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K, float act_scale, int act_zero,
+                         float *dst)
+{
+    conv2d_int8_weights_at(w, out_c, K, act_scale, act_zero, conv2d_int8_lda(kt, K),
+                           round_up(out_c, kt->int8->m_align), 1, 0, dst);
+}
+
+long conv2d_int8_head_floats(int out_c)
+{
+    return rows_offset(out_c);
+}
+
+const int32_t *conv2d_int8_comp(const float *prepared)
+{
+    return (const int32_t *)(const void *)(prepared + INT8_HEAD);
+}
+
+const float *conv2d_int8_dequant(const float *prepared, int out_c)
+{
+    return prepared + INT8_HEAD + out_c;
 }
 
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c)
@@ -99,11 +135,11 @@ const float *conv2d_int8_scales(const float *prepared, int out_c)
     return prepared + INT8_HEAD + 2L * out_c;
 }
 
-/* The f32 im2col panel (CONV_KC x CONV_NC), then the u8 quads of every K row for
- * CONV_NC pixels (a quad per float). */
-long conv2d_int8_scratch_per_thread(long K)
+/* The f32 im2col panel (CONV_KC x CONV_NC), then the u8 quads of every K row (lda,
+ * rounded up to the tile's K step) for CONV_NC pixels (a quad per float). */
+long conv2d_int8_scratch_per_thread(const kernel_set *kt, long K)
 {
-    return (long)CONV_KC * CONV_NC + (long)CONV_NC * ((K + 3) / 4);
+    return (long)CONV_KC * CONV_NC + (long)round_up(CONV_NC, kt->int8->nr) * conv2d_int8_lda(kt, K);
 }
 
 static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
@@ -112,10 +148,10 @@ static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0
     const kernel_set *kt = job->ex->kernels;
     const u8s8_gemm_config *q8 = kt->int8;
     im2col_rows_fn im2col = kt->conv ? kt->conv->im2col_rows : f32_im2col_rows__ref;
-    const long K = (long)g->in_c * g->k * g->k, N = job->pixels, lda = (K + 3) / 4;
+    const long K = (long)g->in_c * g->k * g->k, N = job->pixels, lda = conv2d_int8_lda(kt, K), kq = (K + 3) / 4;
     const float *prep = job->weight;
-    const int32_t *comp = (const int32_t *)(const void *)(prep + INT8_HEAD);
-    const float *scale = prep + INT8_HEAD + g->out_c;
+    const int32_t *comp = conv2d_int8_comp(prep);
+    const float *scale = conv2d_int8_dequant(prep, g->out_c);
     const int8_t *w = conv2d_int8_rows(prep, g->out_c);
     uint8_t *quads = (uint8_t *)(void *)(panel + (long)CONV_KC * CONV_NC);
     const float *src = job->in->data + image * job->in->batch_stride;
@@ -135,6 +171,9 @@ static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0
             q8->pack(x + s, ldx, kc, nc - s < q8->nr ? nc - s : q8->nr, prep[0], (int)prep[2],
                      quads + (s * lda + k0 / 4 * q8->nr) * 4, q8->nr);
     }
+    if (lda > kq)   /* the rest of the tile's last K step (they meet zero weights): defined bytes */
+        for (int s = 0; s < nc; s += q8->nr)
+            memset(quads + (s * lda + kq * q8->nr) * 4, 0, (size_t)(4 * q8->nr * (lda - kq)));
     for (int m0 = oc_a; m0 < oc_b; m0 += q8->mr) {
         int mr = oc_b - m0 < q8->mr ? oc_b - m0 : q8->mr;
         for (int s = 0; s < nc; s += q8->nr) {

@@ -55,11 +55,16 @@ static void run(const kernel_set *kt, int threads, const conv_geom *g, const flo
         CHECK(0, "threadpool: %s", e.text);
         return;
     }
-    long pt = conv2d_int8_scratch_per_thread((long)g->in_c * g->k * g->k);
-    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((pt * threads + 16 + 15) & ~15L));
+    int taps = conv2d_int8_taps_applies(kt, g);
+    long pt = taps ? 0 : conv2d_int8_scratch_per_thread(kt, (long)g->in_c * g->k * g->k);
+    long sh = taps ? conv2d_int8_taps_shared(kt, g) : 0;
+    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((pt * threads + sh + 16 + 15) & ~15L));
     op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt,
                   .op_scratch = scratch + pt * threads, .fast_scratch = scratch, .fast_per_thread = pt};
-    conv2d_int8_forward(&ex, g, prepared, in, out, ep);
+    if (taps)
+        conv2d_int8_taps_forward(&ex, g, prepared, in, out, ep);
+    else
+        conv2d_int8_forward(&ex, g, prepared, in, out, ep);
     free(scratch);
     threadpool_free(pool);
 }
@@ -134,20 +139,47 @@ static long check_oracle(const oracle *o, const float *got, double *worst, doubl
     return bad;
 }
 
-/* The prepared s8 rows against the oracle's quantized weights. */
-static void check_rows(int id, const conv_geom *g, const float *w, const float *prep)
+/* The prepared block for kt: the tap form's (rows of 9 runs of C rounded up to 64
+ * channels) where the set has it, else OC rows of K rounded up to the tile's K step. */
+static float *prepare(const kernel_set *kt, const conv_geom *g, const float *w, float act_scale, int act_zero,
+                      long *lda, long *run)
 {
-    const long K = (long)g->in_c * g->k * g->k, lda = (K + 3) / 4;
+    const long K = (long)g->in_c * g->k * g->k;
+    int taps = conv2d_int8_taps_applies(kt, g);
+    long n = taps ? conv2d_int8_taps_weight_floats(kt, g->out_c, g->in_c, g->k)
+                  : conv2d_int8_weight_floats(kt, g->out_c, K);
+    float *prep = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
+    if (taps)
+        conv2d_int8_taps_weights(kt, w, g->out_c, g->in_c, g->k, act_scale, act_zero, prep);
+    else
+        conv2d_int8_weights(kt, w, g->out_c, K, act_scale, act_zero, prep);
+    *run = taps ? (g->in_c + 63) / 64 * 64 : 0;
+    *lda = taps ? g->k * g->k * *run / 4 : conv2d_int8_lda(kt, K);
+    return prep;
+}
+
+/* The prepared s8 rows against the oracle's quantized weights: weight k = c*kk + t at
+ * byte t*run + c of its row (run 0: byte k), zero elsewhere. */
+static void check_rows(int id, const kernel_set *kt, const conv_geom *g, const float *w, const float *prep, long lda,
+                       long run)
+{
+    const long K = (long)g->in_c * g->k * g->k;
+    const int kk = run ? g->k * g->k : 1;
     const int8_t *rows = conv2d_int8_rows(prep, g->out_c);
     int *q = malloc(sizeof(int) * (size_t)K);
+    int *want = malloc(sizeof(int) * (size_t)(4 * lda));
     long bad = 0;
     for (int oc = 0; oc < g->out_c; oc++) {
         quant_row(w + oc * K, K, q);
+        memset(want, 0, sizeof(int) * (size_t)(4 * lda));
+        for (long k = 0; k < K; k++)
+            want[(k % kk) * run + k / kk] = q[k];
         for (long k = 0; k < 4 * lda; k++)
-            bad += rows[oc * 4 * lda + k] != (k < K ? q[k] : 0);
+            bad += rows[oc * 4 * lda + k] != want[k];
     }
-    CHECK(bad == 0, "case %d: %ld prepared s8 weights differ from the oracle's", id, bad);
+    CHECK(bad == 0, "case %d (%s): %ld prepared s8 weights differ from the oracle's", id, kt->int8->name, bad);
     free(q);
+    free(want);
 }
 
 static void one_case(int id, const kernel_set **sets, int n_sets)
@@ -176,10 +208,10 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     conv_epilogue ep = {bias, act, id % 2 ? &rt : NULL};
     const long out_len = n * wide_c * P;
     oracle o = {&g, n, w, x, res, act_scale, act_zero, epi ? &ep : NULL, wide_c};
-    float *prep = aligned_alloc(64, sizeof(float) * (size_t)((conv2d_int8_weight_floats(g.out_c, K) + 15) & ~15L));
-    conv2d_int8_weights(w, g.out_c, K, act_scale, act_zero, prep);
-    check_rows(id, &g, w, prep);
-    for (int s = 0; s < n_sets; s++)
+    for (int s = 0; s < n_sets; s++) {
+        long lda, run_bytes;
+        float *prep = prepare(sets[s], &g, w, act_scale, act_zero, &lda, &run_bytes);
+        check_rows(id, sets[s], &g, w, prep, lda, run_bytes);
         for (int t = 1; t <= 2; t++) {
             float *y = calloc((size_t)out_len, sizeof(float));
             tensor4 out = {y, n, g.out_c, g.out_h, g.out_w, wide_c * P};   /* a channel slice */
@@ -199,7 +231,8 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
                   sets[s]->int8->name, what);
             free(y);
         }
-    free(prep);
+        free(prep);
+    }
     free(w);
     free(x);
     free(bias);
@@ -217,7 +250,8 @@ int main(void)
             sets[n_sets++] = kt;
     }
     for (int s = 0; s < n_sets; s++)
-        printf("kernel set %s: %s\n", sets[s]->isa, sets[s]->int8->name);
+        printf("kernel set %s: %s%s\n", sets[s]->isa, sets[s]->int8->name,
+               sets[s]->int8->taps ? " (3x3 stride 1: tap form)" : "");
     for (int id = 0; id < 40; id++)
         one_case(id, sets, n_sets);
     printf("kernel sets: %d\n", n_sets);
