@@ -222,7 +222,7 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
         if (!conv2d_int8_applies(K, pe->act_scale))
             return 0;
         if (conv2d_int8_taps_applies(pe->kernels, &g))
-            return conv2d_int8_taps_weight_floats(pe->kernels, g.out_c, g.in_c, g.k);
+            return conv2d_int8_taps_weight_floats(pe->kernels, &g);
         /* bf16's rule too where there is no tap form: Winograd F(4,3)'s 4x fewer
          * multiplies beat a direct int8 conv on the VNNI tile (measured in
          * docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
@@ -242,8 +242,7 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
     else if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8 && conv2d_int8_taps_applies(pe->kernels, &g))
-        conv2d_int8_taps_weights(pe->kernels, param_at(weights, w), g.out_c, g.in_c, g.k, pe->act_scale,
-                                 pe->act_zero, dst);
+        conv2d_int8_taps_weights(pe->kernels, &g, param_at(weights, w), pe->act_scale, pe->act_zero, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8)
         conv2d_int8_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale,
                             pe->act_zero, dst);

@@ -74,10 +74,11 @@ float conv2d_int8_weight_scale(const float *w_row, long K)
     return m / 127.0f;
 }
 
-/* Weight k = c*kk + t (OIHW, t the tap) of row oc goes to byte (t*run + c) of the row
- * (kk = 1: byte k); the rest of the row, and rows oc >= out_c up to m_rows, are zero. */
+/* Weight k = c*kk + t (OIHW, t the tap) of row oc goes to byte tap_base[t] + c of the
+ * row (tap_base NULL: byte k); the rest of the row, and rows oc >= out_c up to m_rows,
+ * are zero. */
 void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, long lda, long m_rows,
-                            int kk, long run, float *dst)
+                            int kk, const long *tap_base, float *dst)
 {
     int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
     float *scale = dst + INT8_HEAD + out_c, *w_scale = scale + out_c;
@@ -94,7 +95,7 @@ void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, 
         for (long k = 0; k < K; k++) {
             float q = ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
             q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-            rows[oc * 4 * lda + (k % kk) * run + k / kk] = (int8_t)q;
+            rows[oc * 4 * lda + (tap_base ? tap_base[k % kk] + k / kk : k)] = (int8_t)q;
             sum += (int32_t)q;
         }
         comp[oc] = act_zero * sum;
@@ -107,7 +108,7 @@ void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K
                          float *dst)
 {
     conv2d_int8_weights_at(w, out_c, K, act_scale, act_zero, conv2d_int8_lda(kt, K),
-                           round_up(out_c, kt->int8->m_align), 1, 0, dst);
+                           round_up(out_c, kt->int8->m_align), 1, NULL, dst);
 }
 
 long conv2d_int8_head_floats(int out_c)

@@ -152,7 +152,7 @@ float conv2d_int8_weight_scale(const float *w_row, long K);
 void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K, float act_scale, int act_zero,
                          float *dst);
 void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, long lda, long m_rows,
-                            int kk, long run, float *dst);
+                            int kk, const long *tap_base, float *dst);
 long conv2d_int8_head_floats(int out_c);
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c);
 const int32_t *conv2d_int8_comp(const float *prepared);
@@ -162,12 +162,12 @@ long conv2d_int8_scratch_per_thread(const kernel_set *kt, long K);
 void conv2d_int8_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                          const tensor4 *out, const conv_epilogue *ep);
 
-/* conv2d_int8_taps.c: int8 3x3 stride-1 convs straight from a u8 quad image of the
- * input on kernel sets with the int8 tap form (AMX), instead of fp32 Winograd; the
- * image takes conv2d_int8_taps_shared floats. */
+/* conv2d_int8_taps.c: int8 3x3 stride-1 and stride-2 convs straight from a u8 quad
+ * image of the input on kernel sets with the int8 tap form (AMX), instead of fp32
+ * Winograd or im2col; the image takes conv2d_int8_taps_shared floats. */
 int conv2d_int8_taps_applies(const kernel_set *kt, const conv_geom *g);
-long conv2d_int8_taps_weight_floats(const kernel_set *kt, int out_c, int in_c, int k);
-void conv2d_int8_taps_weights(const kernel_set *kt, const float *w, int out_c, int in_c, int k, float act_scale,
+long conv2d_int8_taps_weight_floats(const kernel_set *kt, const conv_geom *g);
+void conv2d_int8_taps_weights(const kernel_set *kt, const conv_geom *g, const float *w, float act_scale,
                               int act_zero, float *dst);
 long conv2d_int8_taps_shared(const kernel_set *kt, const conv_geom *g);
 void conv2d_int8_taps_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
