@@ -172,6 +172,7 @@ typedef struct prepare_env {
     cspresnet_precision precision;
     float act_scale;             /* int8: the node's input scale (0: it stays fp32) */
     int act_zero;                /* and its zero point, 0..255 */
+    const float *act_mean;       /* and the mean of each input channel, or NULL */
 } prepare_env;
 
 /* One node's plan: filled by its op's plan, then by the planner. */

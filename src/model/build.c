@@ -67,6 +67,10 @@ void cspresnet_model_free(cspresnet_model *model)
     free(model->prepared_off);
     free(model->act_scale);
     free(model->act_zero);
+    if (model->act_mean)
+        for (int i = 0; i < model->g.n_nodes; i++)
+            free(model->act_mean[i]);
+    free(model->act_mean);
     free(model);
 }
 

@@ -41,6 +41,7 @@ struct cspresnet_model {
      * 0: the conv stays fp32; NULL: not calibrated), the method that chose them */
     float *act_scale;
     int *act_zero;
+    float **act_mean;          /* per node: the mean of each input channel (NULL: none) */
     cspresnet_calibration calib_method;
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):
      * cspresnet_model_free calls weights_release(weights_owner) instead of free(weights).

@@ -60,7 +60,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     drop(model);
     const graph *g = &model->g;
     const kernel_set *kt = kernel_set_select(opt->isa);
-    prepare_env pe = {kt, opt->precision, 0.0f, 128};
+    prepare_env pe = {kt, opt->precision, 0.0f, 128, NULL};
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");
@@ -93,6 +93,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     for (int i = 0; i < g->n_nodes; i++) {
         pe.act_scale = model->act_scale ? model->act_scale[i] : 0.0f;
         pe.act_zero = model->act_zero ? model->act_zero[i] : 128;
+        pe.act_mean = model->act_mean ? model->act_mean[i] : NULL;
         if (off[i] < 0)
             continue;
         const gnode *nd = &g->nodes[i];

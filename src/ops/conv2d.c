@@ -242,10 +242,11 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
     else if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8 && conv2d_int8_taps_applies(pe->kernels, &g))
-        conv2d_int8_taps_weights(pe->kernels, &g, param_at(weights, w), pe->act_scale, pe->act_zero, dst);
+        conv2d_int8_taps_weights(pe->kernels, &g, param_at(weights, w), pe->act_scale, pe->act_zero,
+                                 pe->act_mean, dst);
     else if (pe->precision == CSPRESNET_PRECISION_INT8)
-        conv2d_int8_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, pe->act_scale,
-                            pe->act_zero, dst);
+        conv2d_int8_weights(pe->kernels, param_at(weights, w), g.out_c, (long)g.in_c * g.k * g.k, g.k * g.k,
+                            pe->act_scale, pe->act_zero, pe->act_mean, dst);
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }

@@ -76,9 +76,12 @@ float conv2d_int8_weight_scale(const float *w_row, long K)
 
 /* Weight k = c*kk + t (OIHW, t the tap) of row oc goes to byte tap_base[t] + c of the
  * row (tap_base NULL: byte k); the rest of the row, and rows oc >= out_c up to m_rows,
- * are zero. */
-void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, long lda, long m_rows,
-                            int kk, const long *tap_base, float *dst)
+ * are zero. With act_mean (the calibrated mean of each input channel) comp also takes
+ * the bias correction: the weight rounding's expected output shift, sum_k (q[k] -
+ * w[k] / w_scale) * act_mean[c], in accumulator units (/ act_scale) rounded to an
+ * integer, so the tile subtracts it for free. */
+void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, const float *act_mean,
+                            long lda, long m_rows, int kk, const long *tap_base, float *dst)
 {
     int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
     float *scale = dst + INT8_HEAD + out_c, *w_scale = scale + out_c;
@@ -92,23 +95,26 @@ void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, 
         const float *wr = w + oc * K;
         float ws = conv2d_int8_weight_scale(wr, K);
         int32_t sum = 0;
+        double shift = 0.0;
         for (long k = 0; k < K; k++) {
             float q = ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
             q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
             rows[oc * 4 * lda + (tap_base ? tap_base[k % kk] + k / kk : k)] = (int8_t)q;
             sum += (int32_t)q;
+            if (act_mean && ws > 0.0f)
+                shift += ((double)q - (double)wr[k] / ws) * act_mean[k / kk];
         }
-        comp[oc] = act_zero * sum;
+        comp[oc] = act_zero * sum + (int32_t)lrint(shift / act_scale);
         w_scale[oc] = ws;
         scale[oc] = ws * act_scale;
     }
 }
 
-void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K, float act_scale, int act_zero,
-                         float *dst)
+void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K, int kk, float act_scale,
+                         int act_zero, const float *act_mean, float *dst)
 {
-    conv2d_int8_weights_at(w, out_c, K, act_scale, act_zero, conv2d_int8_lda(kt, K),
-                           round_up(out_c, kt->int8->m_align), 1, NULL, dst);
+    conv2d_int8_weights_at(w, out_c, K, act_scale, act_zero, act_mean, conv2d_int8_lda(kt, K),
+                           round_up(out_c, kt->int8->m_align), kk, NULL, dst);
 }
 
 long conv2d_int8_head_floats(int out_c)

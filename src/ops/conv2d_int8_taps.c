@@ -79,14 +79,14 @@ long conv2d_int8_taps_weight_floats(const kernel_set *kt, const conv_geom *g)
 }
 
 void conv2d_int8_taps_weights(const kernel_set *kt, const conv_geom *g, const float *w, float act_scale,
-                              int act_zero, float *dst)
+                              int act_zero, const float *act_mean, float *dst)
 {
     taps_form f = taps_form_of(kt, g);
     const int out_c = g->out_c, in_c = g->in_c, k = g->k;
     long tap_base[9];   /* byte of (c = 0, tap t) in a row: t's run, then kx's block in an expanded run */
     for (int t = 0; t < k * k; t++)
         tap_base[t] = f.expand ? 4 * ((t / k) * f.run_q + (t % k) * f.cq4) : 4 * t * f.run_q;
-    conv2d_int8_weights_at(w, out_c, (long)in_c * k * k, act_scale, act_zero, f.runs * f.run_q, m_rows(kt, out_c),
+    conv2d_int8_weights_at(w, out_c, (long)in_c * k * k, act_scale, act_zero, act_mean, f.runs * f.run_q, m_rows(kt, out_c),
                            k * k, tap_base, dst);
 }
 

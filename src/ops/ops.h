@@ -149,10 +149,10 @@ int conv2d_int8_applies(long K, float act_scale);
 long conv2d_int8_lda(const kernel_set *kt, long K);
 long conv2d_int8_weight_floats(const kernel_set *kt, int out_c, long K);
 float conv2d_int8_weight_scale(const float *w_row, long K);
-void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K, float act_scale, int act_zero,
-                         float *dst);
-void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, long lda, long m_rows,
-                            int kk, const long *tap_base, float *dst);
+void conv2d_int8_weights(const kernel_set *kt, const float *w, int out_c, long K, int kk, float act_scale,
+                         int act_zero, const float *act_mean, float *dst);
+void conv2d_int8_weights_at(const float *w, int out_c, long K, float act_scale, int act_zero, const float *act_mean,
+                            long lda, long m_rows, int kk, const long *tap_base, float *dst);
 long conv2d_int8_head_floats(int out_c);
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c);
 const int32_t *conv2d_int8_comp(const float *prepared);
@@ -168,7 +168,7 @@ void conv2d_int8_forward(op_exec *ex, const conv_geom *g, const float *prepared,
 int conv2d_int8_taps_applies(const kernel_set *kt, const conv_geom *g);
 long conv2d_int8_taps_weight_floats(const kernel_set *kt, const conv_geom *g);
 void conv2d_int8_taps_weights(const kernel_set *kt, const conv_geom *g, const float *w, float act_scale,
-                              int act_zero, float *dst);
+                              int act_zero, const float *act_mean, float *dst);
 long conv2d_int8_taps_shared(const kernel_set *kt, const conv_geom *g);
 void conv2d_int8_taps_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                               const tensor4 *out, const conv_epilogue *ep);

@@ -150,9 +150,9 @@ static float *prepare(const kernel_set *kt, const conv_geom *g, const float *w, 
     long n = taps ? conv2d_int8_taps_weight_floats(kt, g) : conv2d_int8_weight_floats(kt, g->out_c, K);
     float *prep = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
     if (taps)
-        conv2d_int8_taps_weights(kt, g, w, act_scale, act_zero, prep);
+        conv2d_int8_taps_weights(kt, g, w, act_scale, act_zero, NULL, prep);
     else
-        conv2d_int8_weights(kt, w, g->out_c, K, act_scale, act_zero, prep);
+        conv2d_int8_weights(kt, w, g->out_c, K, g->k * g->k, act_scale, act_zero, NULL, prep);
     *lda = taps ? 0 : conv2d_int8_lda(kt, K);
     return prep;
 }
@@ -231,6 +231,52 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     free(res);
 }
 
+/* Bias correction: with the calibrated mean mu[c] of each input channel, comp[oc] gains
+ * rne(sum_k (q[k] - w[k] / w_scale) * mu[c(k)] / act_scale), the weight rounding's
+ * expected shift of the output in accumulator units, on every set's layout. */
+static void test_bias_correction(const kernel_set **sets, int n_sets)
+{
+    for (int id = 0; id < 6; id++) {
+        conv_geom g = {rng_int(4, 70), 9, 11, rng_int(1, 40), 0, 0, id % 2 ? 3 : 1, id % 3 == 2 ? 2 : 1, id % 2};
+        g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+        const long K = (long)g.in_c * g.k * g.k;
+        float *w = malloc(sizeof(float) * (size_t)(g.out_c * K)), *mu = malloc(sizeof(float) * (size_t)g.in_c);
+        int *q = malloc(sizeof(int) * (size_t)K);
+        rng_fill(w, g.out_c * K);
+        for (int c = 0; c < g.in_c; c++)
+            mu[c] = (float)(0.2 + rng_uniform());
+        float act_scale = 0.01f;
+        for (int s = 0; s < n_sets; s++) {
+            const kernel_set *kt = sets[s];
+            int taps = conv2d_int8_taps_applies(kt, &g);
+            long n = taps ? conv2d_int8_taps_weight_floats(kt, &g) : conv2d_int8_weight_floats(kt, g.out_c, K);
+            float *p0 = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
+            float *p1 = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
+            if (taps) {
+                conv2d_int8_taps_weights(kt, &g, w, act_scale, 100, NULL, p0);
+                conv2d_int8_taps_weights(kt, &g, w, act_scale, 100, mu, p1);
+            } else {
+                conv2d_int8_weights(kt, w, g.out_c, K, g.k * g.k, act_scale, 100, NULL, p0);
+                conv2d_int8_weights(kt, w, g.out_c, K, g.k * g.k, act_scale, 100, mu, p1);
+            }
+            long bad = 0;
+            for (int oc = 0; oc < g.out_c; oc++) {
+                float ws = quant_row(w + oc * K, K, q);
+                double shift = 0;
+                for (long k = 0; k < K; k++)
+                    shift += ((double)q[k] - (double)w[oc * K + k] / ws) * mu[k / (g.k * g.k)];
+                bad += conv2d_int8_comp(p1)[oc] - conv2d_int8_comp(p0)[oc] != (int32_t)lrint(shift / act_scale);
+            }
+            CHECK(bad == 0, "bias correction %d (%s, k%d s%d, %d -> %d): %ld rows' comp off", id, kt->int8->name, g.k,
+                  g.stride, g.in_c, g.out_c, bad);
+            free(p0);
+            free(p1);
+        }
+        free(w), free(mu), free(q);
+    }
+}
+
 int main(void)
 {
     static const char *const names[] = {"ref", "generic", "avx2", "avx512"};
@@ -246,6 +292,7 @@ int main(void)
                sets[s]->int8->taps ? " (3x3 stride 1 and 2: tap form)" : "");
     for (int id = 0; id < 40; id++)
         one_case(id, sets, n_sets);
+    test_bias_correction(sets, n_sets);
     printf("kernel sets: %d\n", n_sets);
     return harness_done();
 }
