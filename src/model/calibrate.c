@@ -6,7 +6,9 @@
  * inputs; percentile runs the inputs twice, first for them, then for a histogram over
  * [min, max] in CALIB_BINS bins, and clips to the 1 - q and q quantiles (q =
  * CSPRESNET_CALIB_PERCENTILE_Q, bin edges). The range [lo, hi], widened to hold 0, is
- * mapped onto u8 0..255: scale (hi - lo) / 255, zero point rne(-lo / scale).
+ * mapped onto u8 0..255: scale (hi - lo) / 255, zero point rne(-lo / scale). The first
+ * pass also keeps the mean of each input channel (act_mean), from which prepare takes
+ * the bias correction of the weights' rounding (ops/conv2d_int8.c).
  *
  * The conv reading the network's input (the stem's first, 3 channels) keeps scale 0
  * and stays fp32: its K is 27, so an int8 GEMM has nothing to gain there (packing

@@ -8,7 +8,9 @@
  * in (N,C,H,W) f32, weights prepared once (model/prepare.c) -> out (N,OC,OH,OW) f32.
  * The prepared block of a conv (floats):
  *   [0] 1 / act_scale, [1] act_scale, [2] the zero point z, then from INT8_HEAD:
- *   comp[OC] (int32, z * sum_k q[oc][k]), scale[OC] (w_scale[oc] * act_scale), w_scale[OC], then the
+ *   comp[OC] (int32, z * sum_k q[oc][k], plus the bias correction where calibration gave
+ *   channel means: conv2d_int8_weights_at), scale[OC] (w_scale[oc] * act_scale),
+ *   w_scale[OC], then the
  *   s8 rows: OC rows (zero rows after them up to the tile's m_align) of lda = ceil(K/4)
  *   quads rounded up to the tile's k_align (K in OIHW order, zero past K).
  * w_scale[oc] = max_k |w[oc][k]| / 127 and q = rne(w / w_scale) (0 for an all-zero
@@ -17,6 +19,7 @@
  * calibration puts [0, 255] over the input's own range (an activation output's range
  * is mostly positive, so that is a bit more resolution than a symmetric one).
  *
+ * 3x3 convs on sets with an int8 tap form (AMX) go to conv2d_int8_taps.c instead.
  * A task (conv2d_fast.c's driver) packs all K rows of its pixels: each CONV_KC block of
  * f32 im2col rows (a 1x1 conv's are the input rows themselves) quantized into u8 quads,
  * stored strip by strip (nr columns each, so a strip's B is contiguous), then the tile

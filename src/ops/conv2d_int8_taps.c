@@ -108,19 +108,51 @@ typedef struct taps_job {
     int image;
 } taps_job;
 
+/* Expanded row (qe, y) from the quad image's row (qe % cq4, y): quads (q, y, x*stride +
+ * kx) for qe = kx*cq4 + q, the zero point for qe past 3*cq4; the plane's slack after its
+ * last row. */
+static void expand_row(const taps_job *job, long qe, long y)
+{
+    const conv_geom *g = job->base.g;
+    const taps_form *f = &job->f;
+    const long wp = g->in_w + 2L * g->pad, hp = g->in_h + 2L * g->pad;
+    const int s = g->stride, z = (int)job->prep[2];
+    uint8_t *row = job->wide + 4 * (qe * f->plane + y * f->img_w);
+    if (qe >= g->k * f->cq4) {
+        memset(row, z, 4 * (size_t)f->img_w);
+    } else {
+        const uint8_t *src = job->img + 4 * ((qe % f->cq4) * hp * wp + y * wp + qe / f->cq4);
+        if (s == 1) {
+            memcpy(row, src, 4 * (size_t)f->img_w);
+        } else {
+            for (long x = 0; x < f->img_w; x++)
+                memcpy(row + 4 * x, src + 4 * s * x, 4);
+        }
+    }
+    if (y == hp - 1)
+        memset(job->wide + 4 * (qe * f->plane + hp * f->img_w), z, 4 * TAPS_SLACK);
+}
+
 /* Quad rows (q, y) of the quad image, q-major: border and channels past C the zero
- * point, the rest the quantized input; plain planes get their slack. */
+ * point, the rest the quantized input; plain planes get their slack. The expanded form
+ * writes each row's 3 expanded rows while it is in cache, and its planes of z after. */
 static void convert_worker(void *arg, int t, int nt)
 {
     const taps_job *job = arg;
     const conv_geom *g = job->base.g;
+    const taps_form *f = &job->f;
     const u8s8_gemm_config *q8 = job->base.ex->kernels->int8;
     const int p = g->pad, wp = g->in_w + 2 * p, hp = g->in_h + 2 * p, z = (int)job->prep[2];
-    const long pq = job->f.expand ? (long)hp * wp : job->f.plane, plane = (long)g->in_h * g->in_w;
+    const long pq = f->expand ? (long)hp * wp : f->plane, plane = (long)g->in_h * g->in_w;
+    const long data_rows = (f->expand ? f->cq4 : f->run_q) * hp;
     const float *src = job->base.in->data + job->image * job->base.in->batch_stride;
     long begin, end;
-    split_range((job->f.expand ? job->f.cq4 : job->f.run_q) * hp, t, nt, &begin, &end);
+    split_range(f->expand ? (f->cq4 + f->run_q - g->k * f->cq4) * hp : data_rows, t, nt, &begin, &end);
     for (long r = begin; r < end; r++) {
+        if (r >= data_rows) {   /* expanded planes past 3*cq4 */
+            expand_row(job, g->k * f->cq4 + (r - data_rows) / hp, (r - data_rows) % hp);
+            continue;
+        }
         int q = (int)(r / hp), y = (int)(r % hp);
         uint8_t *row = job->img + 4 * (q * pq + (long)y * wp);
         int c0 = 4 * q, rows = g->in_c - c0 < 4 ? g->in_c - c0 : 4;
@@ -132,37 +164,11 @@ static void convert_worker(void *arg, int t, int nt)
             q8->pack(src + c0 * plane + (long)(y - p) * g->in_w, plane, rows, g->in_w, job->prep[0], z, row + 4 * p,
                      1);
         }
-        if (y == hp - 1 && !job->f.expand)
+        if (f->expand)
+            for (int kx = 0; kx < g->k; kx++)
+                expand_row(job, kx * f->cq4 + q, y);
+        else if (y == hp - 1)
             memset(job->img + 4 * (q * pq + (long)hp * wp), z, 4 * TAPS_SLACK);
-    }
-}
-
-/* Expanded rows (q', y): quads (q, y, x*stride + kx) for q' = kx*cq4 + q, z for q' past
- * 3*cq4, then the slack. */
-static void expand_worker(void *arg, int t, int nt)
-{
-    const taps_job *job = arg;
-    const conv_geom *g = job->base.g;
-    const taps_form *f = &job->f;
-    const int wp = g->in_w + 2 * g->pad, hp = g->in_h + 2 * g->pad, s = g->stride, z = (int)job->prep[2];
-    long begin, end;
-    split_range(f->run_q * hp, t, nt, &begin, &end);
-    for (long r = begin; r < end; r++) {
-        long qe = r / hp, y = r % hp;
-        uint8_t *row = job->wide + 4 * (qe * f->plane + y * f->img_w);
-        if (qe >= g->k * f->cq4) {
-            memset(row, z, 4 * (size_t)f->img_w);
-        } else {
-            const uint8_t *src = job->img + 4 * ((qe % f->cq4) * hp * wp + y * wp + qe / f->cq4);
-            if (s == 1) {
-                memcpy(row, src, 4 * (size_t)f->img_w);
-            } else {
-                for (long x = 0; x < f->img_w; x++)
-                    memcpy(row + 4 * x, src + 4 * s * x, 4);
-            }
-        }
-        if (y == hp - 1)
-            memset(job->wide + 4 * (qe * f->plane + hp * f->img_w), z, 4 * TAPS_SLACK);
     }
 }
 
@@ -208,8 +214,6 @@ void conv2d_int8_taps_forward(op_exec *ex, const conv_geom *g, const float *prep
     job.wide = job.f.expand ? job.img + 4 * job.f.cq4 * hp * wp : job.img;
     for (job.image = 0; job.image < in->n; job.image++) {
         threadpool_run(ex->pool, convert_worker, &job);
-        if (job.f.expand)
-            threadpool_run(ex->pool, expand_worker, &job);
         threadpool_run(ex->pool, compute_worker, &job);
     }
 }
