@@ -91,8 +91,8 @@ int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_c
                                         "activations, accumulating in fp32 (AMX where the CPU has it;\n"  \
                                         "outputs about 1-3% of their largest value from fp32's); int8:\n" \
                                         "convs multiply int8 weights (per channel) and activations (per\n" \
-                                        "tensor, calibrated: --calibration) in int32; the stem's first\n" \
-                                        "conv stays fp32 in both"),                                       \
+                                        "tensor, calibrated: --calibration) summed in int32 (AMX where\n" \
+                                        "the CPU has it); the stem's first conv stays fp32 in both"),     \
      .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32, bf16 or int8"}
 /* --calibration SRC and --calib-method M into a common_flags (int8). */
 int cli_calib_method_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);

@@ -62,15 +62,15 @@ void cspresnet_model_free(cspresnet_model *model)
         model->weights_release(model->weights_owner);
     else
         free(model->weights);
+    if (model->act_mean)   /* before graph_free, which clears n_nodes */
+        for (int i = 0; i < model->g.n_nodes; i++)
+            free(model->act_mean[i]);
+    free(model->act_mean);
     graph_free(&model->g);
     free(model->prepared);
     free(model->prepared_off);
     free(model->act_scale);
     free(model->act_zero);
-    if (model->act_mean)
-        for (int i = 0; i < model->g.n_nodes; i++)
-            free(model->act_mean[i]);
-    free(model->act_mean);
     free(model);
 }
 
