@@ -65,6 +65,9 @@ typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_s
  * q of run t of column j is b[tap_off[t] + (q*ldb + j)*4 + (0..3)], A row i holds the
  * runs back to back (lda >= ntaps*kqt quads); the int32 sum runs over every run, then
  * the dequantizing epilogue. */
+/* Quad x of dst = quad x*stride of src, for x < n (the tap form's stride-2 row
+ * expansion): reads src quads up to (n-1)*stride only. */
+typedef void (*u8_gather_fn)(const uint8_t *src, int stride, long n, uint8_t *dst);
 typedef void (*u8s8_taps_fn)(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
                              long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
 
@@ -78,6 +81,7 @@ void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, lo
                          const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                         long ldo);
+void u8_gather_quads__ref(const uint8_t *src, int stride, long n, uint8_t *dst);
 void u8s8_taps_32x32__ref(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
                           long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
 
@@ -102,6 +106,7 @@ void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t
                                 const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                            long ldo);
+void u8_gather_quads__avx512(const uint8_t *src, int stride, long n, uint8_t *dst);
 
 /* The bf16 and int8 families: a GEMM tile and the packing that feeds it. Chosen with
  * the kernel set (kernels.h, select.c): the AVX-512 BF16 / VNNI configs where the CPU
@@ -139,6 +144,7 @@ struct u8s8_gemm_config {
      * up to 32), where the tile is fast enough to beat fp32 Winograd (AMX); NULL
      * elsewhere. */
     u8s8_taps_fn taps;
+    u8_gather_fn gather;    /* every config */
 };
 
 extern const bf16_gemm_config bf16_gemm_config_ref;

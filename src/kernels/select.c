@@ -38,7 +38,7 @@ const f32_train_config f32_train_config_ref = {
 const bf16_gemm_config bf16_gemm_config_ref = {"bf16-gemm-8x32-ref", 8, 32, bf16_gemm_8x32__ref,
                                                bf16_pack_pairs__ref, 1, 1, 1, NULL};
 const u8s8_gemm_config u8s8_gemm_config_ref = {"u8s8-gemm-8x32-ref", 8, 32, u8s8_gemm_8x32__ref,
-                                               u8_pack_quads__ref, 1, 1, NULL};
+                                               u8_pack_quads__ref, 1, 1, NULL, u8_gather_quads__ref};
 
 /* ---- portable fast path ---- */
 static const f32_gemm_config gemm_generic = {"f32-gemm-4x16-generic", 4, 16, f32_gemm_4x16__generic};
@@ -110,9 +110,10 @@ static const bf16_gemm_config bf16_amx = {"bf16-gemm-32x32-amx", 32, 32, bf16_ge
                                           bf16_pack_pairs__avx512bf16, 16, 32, 0,
                                           bf16_taps_32x32__amx};
 static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
-                                             u8_pack_quads__avx512, 1, 1, NULL};
+                                             u8_pack_quads__avx512, 1, 1, NULL, u8_gather_quads__avx512};
 static const u8s8_gemm_config int8_amx = {"u8s8-gemm-32x32-amx", 32, 32, u8s8_gemm_32x32__amx,
-                                          u8_pack_quads__avx512, 16, 32, u8s8_taps_32x32__amx};
+                                          u8_pack_quads__avx512, 16, 32, u8s8_taps_32x32__amx,
+                                          u8_gather_quads__avx512};
 
 /* indexed [bf16 tile: reference, AVX-512 BF16, AMX][int8 tile: reference, AVX-512
  * VNNI, AMX] */

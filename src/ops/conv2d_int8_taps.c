@@ -122,12 +122,10 @@ static void expand_row(const taps_job *job, long qe, long y)
         memset(row, z, 4 * (size_t)f->img_w);
     } else {
         const uint8_t *src = job->img + 4 * ((qe % f->cq4) * hp * wp + y * wp + qe / f->cq4);
-        if (s == 1) {
+        if (s == 1)
             memcpy(row, src, 4 * (size_t)f->img_w);
-        } else {
-            for (long x = 0; x < f->img_w; x++)
-                memcpy(row + 4 * x, src + 4 * s * x, 4);
-        }
+        else
+            job->base.ex->kernels->int8->gather(src, s, f->img_w, row);
     }
     if (y == hp - 1)
         memset(job->wide + 4 * (qe * f->plane + hp * f->img_w), z, 4 * TAPS_SLACK);

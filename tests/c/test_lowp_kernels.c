@@ -226,6 +226,27 @@ static void test_int8_taps(const u8s8_gemm_config *fast)
     }
 }
 
+/* The quad gather against the reference and against the definition, source buffers of
+ * exactly (n-1)*stride + 1 quads (the address sanitizer catches a read past them). */
+static void test_gather(const u8s8_gemm_config *fast)
+{
+    for (int t = 0; t < 60; t++) {
+        int stride = rint_in(1, 3);
+        long n = rint_in(1, 100), ns = (n - 1) * stride + 1;
+        uint8_t *src = malloc((size_t)(4 * ns)), *d0 = malloc((size_t)(4 * n)), *d1 = malloc((size_t)(4 * n));
+        for (long i = 0; i < 4 * ns; i++)
+            src[i] = (uint8_t)rint_in(0, 255);
+        u8_gather_quads__ref(src, stride, n, d0);
+        fast->gather(src, stride, n, d1);
+        long bad = 0;
+        for (long x = 0; x < 4 * n; x++)
+            bad += d0[x] != src[(x / 4) * stride * 4 + x % 4];
+        CHECK(bad == 0, "u8 gather ref stride %d n %ld: %ld bytes off", stride, n, bad);
+        CHECK(memcmp(d0, d1, (size_t)(4 * n)) == 0, "u8 gather %s stride %d n %ld", fast->name, stride, n);
+        free(src), free(d0), free(d1);
+    }
+}
+
 static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config *fast_int8)
 {
     const bf16_gemm_config *ref_bf16 = &bf16_gemm_config_ref;
@@ -291,6 +312,8 @@ static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config 
     }
     if (fast_int8->taps)
         test_int8_taps(fast_int8);
+    if (fast_int8 != ref_int8)
+        test_gather(fast_int8);
 }
 
 int main(void)
@@ -315,7 +338,7 @@ int main(void)
     /* likewise the AVX-512 VNNI int8 tile where AMX is chosen */
     if (best->int8->taps && __builtin_cpu_supports("avx512vnni")) {
         static const u8s8_gemm_config vnni = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
-                                              u8_pack_quads__avx512, 1, 1, NULL};
+                                              u8_pack_quads__avx512, 1, 1, NULL, u8_gather_quads__avx512};
         test_fast(&bf16_gemm_config_ref, &vnni);
         printf("also tested: %s\n", vnni.name);
     }

@@ -87,6 +87,12 @@ void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, lo
         }
 }
 
+void u8_gather_quads__ref(const uint8_t *src, int stride, long n, uint8_t *dst)
+{
+    for (long x = 0; x < n; x++)
+        memcpy(dst + 4 * x, src + 4 * x * stride, 4);
+}
+
 void u8s8_taps_32x32__ref(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
                           long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr)
 {

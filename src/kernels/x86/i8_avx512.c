@@ -83,6 +83,25 @@ void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_s
     }
 }
 
+/* Stride 2: 16 quads a step, the even dwords of two loads (masked to the quads the
+ * step needs, so nothing past (n-1)*2 is read); other strides one quad at a time. */
+void u8_gather_quads__avx512(const uint8_t *src, int stride, long n, uint8_t *dst)
+{
+    if (stride != 2) {
+        for (long x = 0; x < n; x++)
+            memcpy(dst + 4 * x, src + 4 * x * stride, 4);
+        return;
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (long x = 0; x < n; x += 16) {
+        long k = n - x < 16 ? n - x : 16, need = 2 * k - 1;   /* source quads of this step */
+        const uint8_t *s = src + 8 * x;
+        __m512i a = _mm512_maskz_loadu_epi32(first_lanes(need), s);
+        __m512i b = _mm512_maskz_loadu_epi32(first_lanes(need - 16), s + 64);
+        _mm512_mask_storeu_epi32(dst + 4 * x, first_lanes(k), _mm512_permutex2var_epi32(a, even, b));
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
