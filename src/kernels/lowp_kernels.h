@@ -65,11 +65,11 @@ typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_s
  * q of run t of column j is b[tap_off[t] + (q*ldb + j)*4 + (0..3)], A row i holds the
  * runs back to back (lda >= ntaps*kqt quads); the int32 sum runs over every run, then
  * the dequantizing epilogue. */
+typedef void (*u8s8_taps_fn)(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                             long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
 /* Quad x of dst = quad x*stride of src, for x < n (the tap form's stride-2 row
  * expansion): reads src quads up to (n-1)*stride only. */
 typedef void (*u8_gather_fn)(const uint8_t *src, int stride, long n, uint8_t *dst);
-typedef void (*u8s8_taps_fn)(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
-                             long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
 
 /* Reference kernels (any CPU), tile limit 8 x 32 so they stand in for any fast tile. */
 void bf16_gemm_8x32__ref(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
@@ -141,8 +141,8 @@ struct u8s8_gemm_config {
      * rounded up to k_align. Every int8 config is exact (integer sums). */
     int k_align, m_align;
     /* The tap form for 3x3 convs read from a quad image (32 x 32 tiles, B columns read
-     * up to 32), where the tile is fast enough to beat fp32 Winograd (AMX); NULL
-     * elsewhere. */
+     * up to 32), where the tile is fast enough to beat fp32 Winograd and im2col (AMX);
+     * NULL elsewhere. */
     u8s8_taps_fn taps;
     u8_gather_fn gather;    /* every config */
 };

@@ -29,7 +29,7 @@ typedef struct calib_state {
     double *hist;             /* per node CALIB_BINS counts over [lo, hi] (percentile only) */
     double **sum;             /* per node: the sum of each input channel (pass 0), or NULL */
     double *count;            /* and the pixels summed */
-    int oom;
+    int oom;                  /* a sum could not be allocated: calibration fails */
 } calib_state;
 
 static int is_quantized_conv(const graph *g, int i)
@@ -166,7 +166,8 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
     cspresnet_context_options opt = {.threads = threads, .isa = isa};
     cspresnet_context *ctx = NULL;
     cspresnet_status s = CSPRESNET_ERR_MEMORY;
-    if (!st.lo || !st.hi || !scale || !zero || !st.sum || !st.count || !mean || (method == CSPRESNET_CALIB_PERCENTILE && !st.hist)) {
+    if (!st.lo || !st.hi || !scale || !zero || !st.sum || !st.count || !mean ||
+        (method == CSPRESNET_CALIB_PERCENTILE && !st.hist)) {
         fail(s, "out of memory calibrating the model", err, err_size);
         goto done;
     }

@@ -86,8 +86,8 @@ void conv2d_int8_taps_weights(const kernel_set *kt, const conv_geom *g, const fl
     long tap_base[9];   /* byte of (c = 0, tap t) in a row: t's run, then kx's block in an expanded run */
     for (int t = 0; t < k * k; t++)
         tap_base[t] = f.expand ? 4 * ((t / k) * f.run_q + (t % k) * f.cq4) : 4 * t * f.run_q;
-    conv2d_int8_weights_at(w, out_c, (long)in_c * k * k, act_scale, act_zero, act_mean, f.runs * f.run_q, m_rows(kt, out_c),
-                           k * k, tap_base, dst);
+    conv2d_int8_weights_at(w, out_c, (long)in_c * k * k, act_scale, act_zero, act_mean, f.runs * f.run_q,
+                           m_rows(kt, out_c), k * k, tap_base, dst);
 }
 
 /* The quad image (plain: run_q planes, the last ones z), then for the expanded form the
