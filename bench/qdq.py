@@ -5,10 +5,14 @@ runs the deployed network (BN folded, each RepVGG block one 3x3 conv) with, per 
   weights   per output channel, symmetric s8: w_scale = max|w| / 127 (float32), q = rne(w / w_scale)
   input     per tensor, u8 with a zero point: [lo, hi] = min and max of the conv's input over the
             calibration batch, widened to hold 0; scale = (hi - lo) / 255, z = rne(-lo / scale)
-  output    fp32 (the integer sum dequantized), then fp32 bias, activation, residual.
-Which convs are int8 is a rule (RULES, chosen by BENCH_INT8_CONVS): "default" is cspresnet's
-today on kernel sets with Winograd (every conv but the network's first and the 3x3 stride-1
-ones), "all" every conv but the first (the `ref` kernel set's).
+  output    fp32 (the integer sum dequantized, less the bias correction: the weight rounding's
+            expected shift from each input channel's calibrated mean), then fp32 bias,
+            activation, residual. The QDQ model takes the correction into its int32 bias;
+            PyTorch FX has none.
+Which convs are int8 is a rule (RULES, chosen by BENCH_INT8_CONVS; unset: cspresnet's on this
+CPU): "default" is cspresnet's on kernel sets with Winograd and no int8 tap form (every conv but
+the network's first and the 3x3 stride-1 ones), "all" every conv but the first (the AMX-INT8
+sets' and the `ref` set's).
 
 Here the same network and scales for the anchors:
   deployed(port)          the port's deployed form as standard modules (nn.Conv2d with bias)
@@ -47,7 +51,16 @@ def _not_winograd(conv):
 
 # rule name -> which convs (not the network's first) are int8
 RULES = {"default": _not_winograd, "all": lambda conv: True}
-RULE = os.environ.get("BENCH_INT8_CONVS", "default")
+def _have_amx_int8():
+    """Whether this CPU reports AMX-INT8, where cspresnet's int8 runs every 3x3 conv by its tap form."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False
+
+
+RULE = os.environ.get("BENCH_INT8_CONVS", "all" if _have_amx_int8() else "default")
 
 
 class DeployedConv(nn.Module):
@@ -130,19 +143,38 @@ class ConvQuant:
     out_zero: int
     w_q: np.ndarray      # int8, (OC, K)
     w_scale: np.ndarray  # float32, (OC,)
+    corr: np.ndarray     # int32, (OC,): the bias correction in accumulator units (bias_correction)
+
+
+def bias_correction(w, w_q, w_scale, mean, in_scale):
+    """conv2d_int8.c's bias correction: per output channel rne(sum_k (q[k] - w[k] / w_scale) *
+    mean[c(k)] / in_scale), the weight rounding's expected output shift in units of
+    w_scale * in_scale, which the int8 sum then loses (0 for an all-zero row)."""
+    w = np.asarray(w, np.float32).reshape(w_q.shape)
+    kk = w_q.shape[1] // len(mean)
+    m = np.repeat(np.asarray(mean, np.float64), kk)
+    ws = w_scale.astype(np.float64)[:, None]
+    shift = ((w_q.astype(np.float64) - w.astype(np.float64) / ws) * m).sum(axis=1)
+    corr = np.rint(shift / in_scale).astype(np.int32)
+    return np.where(np.abs(w).max(axis=1) > 0, corr, 0).astype(np.int32)
 
 
 def calibrate(net, names, batch, chunk=4):
-    """ConvQuant per name in ``names`` from min and max of each conv's input (and output) over
-    ``batch`` (N, 3, H, W float32), run ``chunk`` images at a time as the CLI's calibration does."""
+    """ConvQuant per name in ``names`` from min and max of each conv's input (and output) and the
+    mean of each input channel over ``batch`` (N, 3, H, W float32), run ``chunk`` images at a
+    time as the CLI's calibration does."""
     mods = dict(net.named_modules())
     rng = {n: [math.inf, -math.inf, math.inf, -math.inf] for n in names}
+    sums = {n: [0.0, 0] for n in names}
 
     def hook(name):
         def fn(mod, inp, out):
             r = rng[name]
             r[0], r[1] = min(r[0], float(inp[0].min())), max(r[1], float(inp[0].max()))
             r[2], r[3] = min(r[2], float(out.min())), max(r[3], float(out.max()))
+            x = inp[0].double()
+            sums[name][0] = sums[name][0] + x.sum(dim=(0, 2, 3)).numpy()
+            sums[name][1] += x.shape[0] * x.shape[2] * x.shape[3]
         return fn
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]
     try:
@@ -156,7 +188,10 @@ def calibrate(net, names, batch, chunk=4):
     for n in names:
         s, z = scale_zero(*rng[n][:2])
         so, zo = scale_zero(*rng[n][2:])
-        out[n] = ConvQuant(s, z, so, zo, *weight_quant(mods[n].weight.detach().numpy()))
+        w = mods[n].weight.detach().numpy()
+        wq, ws = weight_quant(w)
+        mean = (sums[n][0] / sums[n][1]).astype(np.float32)
+        out[n] = ConvQuant(s, z, so, zo, wq, ws, bias_correction(w, wq, ws, mean, s))
     return out
 
 
@@ -218,7 +253,7 @@ def build_qdq(src, dst, quant):
         if len(node.input) > 2:
             bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
             bs = (cq.in_scale * cq.w_scale.astype(np.float64)).astype(np.float32)
-            bq = np.clip(np.rint(bias / bs), -2**31, 2**31 - 1).astype(np.int32)
+            bq = (np.clip(np.rint(bias / bs), -2**31, 2**31 - 1) - cq.corr).astype(np.int32)
             nodes.append(helper.make_node("DequantizeLinear", [const(f"{name}.bias_q", bq), const(f"{name}.bias_scale", bs),
                                           const(f"{name}.bias_zero", np.zeros(shape[0], np.int32))],
                                           [f"{name}.bias_dq"], axis=0))
@@ -257,9 +292,9 @@ class FakeQuantConv(nn.Module):
         w = cq.w_q.astype(np.float64) * cq.w_scale.astype(np.float64)[:, None]
         self.weight = torch.from_numpy(w.reshape(conv.weight.shape))
         b = conv.bias.detach().double()
-        if out_q:
-            bs = torch.from_numpy((cq.in_scale * cq.w_scale.astype(np.float64)).astype(np.float32)).double()
-            b = torch.round(b / bs) * bs
+        bs = torch.from_numpy((cq.in_scale * cq.w_scale.astype(np.float64)).astype(np.float32)).double()
+        corr = torch.from_numpy(cq.corr.astype(np.float64))
+        b = (torch.round(b / bs) - corr) * bs if out_q else b - corr * bs
         self.bias = b
 
     def forward(self, x):

@@ -91,10 +91,11 @@ int cli_precision_flag(const cli_flag *f, const char *v, void *dest, const cli_c
                                         "activations, accumulating in fp32 (AMX where the CPU has it;\n"  \
                                         "outputs about 1-3% of their largest value from fp32's); int8:\n" \
                                         "convs multiply int8 weights (per channel) and activations (per\n" \
-                                        "tensor, calibrated: --calibration) in int32; the stem's first\n" \
-                                        "conv stays fp32 in both. Default: the weight file's (a bf16 or\n" \
-                                        "int8 file from convert / quantize runs so; fp32 or bf16 of an\n"  \
-                                        "int8 file runs its dequantized weights)"),                       \
+                                        "tensor, calibrated: --calibration) summed in int32 (AMX where\n" \
+                                        "the CPU has it); the stem's first conv stays fp32 in both.\n"    \
+                                        "Default: the weight file's (a bf16 or int8 file from convert /\n" \
+                                        "quantize runs so; fp32 or bf16 of an int8 file runs its\n"       \
+                                        "dequantized weights)"),                                          \
      .parse = cli_precision_flag, .off = offsetof(type, cf), .bad = "--precision must be fp32, bf16 or int8"}
 /* --preprocess P into a cspresnet_preprocess (infer, detect, quantize). */
 int cli_preprocess_flag(const cli_flag *f, const char *v, void *dest, const cli_command *cmd);

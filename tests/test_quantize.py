@@ -379,7 +379,17 @@ def _edit(meta, t, case):
     if case == "I8 bias":
         dt, shape, data = t[base + ".bias"]
         t[base + ".bias"] = ("I8", shape, bytes(shape[0]))
-        return base + ".bias", "I8 conv weights and I32 zero points only"
+        return base + ".bias", "I8 conv weights and I32 zero points and bias corrections only"
+    if case == "bias_correction shape":
+        bc = base + ".bias_correction"
+        dt, shape, data = t[bc]
+        t[bc] = (dt, [shape[0] - 1], data[:-4])
+        return bc, "must be I32"
+    if case == "bias_correction dtype":
+        bc = base + ".bias_correction"
+        dt, shape, data = t[bc]
+        t[bc] = ("F32", shape, np.frombuffer(data, np.int32).astype(np.float32).tobytes())
+        return bc, "must be I32"
     if case == "scale of a float conv":
         t["stem.conv1.conv.input_scale"] = f32(0.5)
         return "stem.conv1.conv.input_scale", "belongs to no int8 conv"
@@ -392,7 +402,8 @@ def _edit(meta, t, case):
 
 BAD = ["missing weight_scale", "weight_scale shape", "weight_scale dtype", "weight_scale NaN", "weight_scale zero",
        "input_scale zero", "input_scale NaN", "input_scale shape", "zero point range", "zero point fraction",
-       "precision unknown", "precision missing", "calibration missing", "I8 bias", "scale of a float conv", "I8 ESE weight"]
+       "precision unknown", "precision missing", "calibration missing", "I8 bias", "bias_correction shape", "bias_correction dtype", "scale of a float conv",
+       "I8 ESE weight"]
 
 
 @pytest.mark.parametrize("case", BAD)

@@ -32,6 +32,7 @@
 #define ST_WEIGHT_SCALE ".weight_scale"          /* F32 [OC] */
 #define ST_INPUT_SCALE ".input_scale"            /* F32 [1] */
 #define ST_INPUT_ZERO ".input_zero_point"        /* I32 [1] (F32 read too), 0..255 */
+#define ST_BIAS_CORR ".bias_correction"          /* I32 [OC], optional (absent: 0) */
 
 #define ST_DATA_ALIGN 64                 /* bytes: where the writer starts the data */
 #define ST_MAX_HEADER (100u * 1000 * 1000) /* the reference implementation's limit */

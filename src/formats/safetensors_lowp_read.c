@@ -5,8 +5,8 @@
  * A bf16 file needs nothing beyond the reader: its BF16 tensors widen exactly, so the
  * bf16 convs' weights round to themselves at prepare. An int8 file's I8 conv weights
  * are converted by the reader like any tensor (q as float); here they get their scales:
- * the s8 values and per-channel scales are kept on the model for prepare
- * (conv2d_int8_pack, the block calibrating at load would give), the arena values become
+ * the s8 values, per-channel scales and bias corrections (optional, I32: absent means
+ * 0) are kept on the model for prepare (the block calibrating at load would give), the arena values become
  * q * scale (what an fp32 or bf16 context of the file runs), and the input scale and
  * zero point become the model's calibration. Every scale is checked: its tensor present,
  * F32 (the zero point I32 or F32) of the conv's shape, finite, the input scale > 0, a
@@ -27,7 +27,8 @@ static int ends_with(const char *s, const char *suffix)
 
 static int is_scale_name(const char *name)
 {
-    return ends_with(name, ST_WEIGHT_SCALE) || ends_with(name, ST_INPUT_SCALE) || ends_with(name, ST_INPUT_ZERO);
+    return ends_with(name, ST_WEIGHT_SCALE) || ends_with(name, ST_INPUT_SCALE) || ends_with(name, ST_INPUT_ZERO) ||
+           ends_with(name, ST_BIAS_CORR);
 }
 
 cspresnet_status st_lowp_begin(const char *path, json_t *root, st_tensor *t, const array_entry *entries, size_t n,
@@ -55,10 +56,10 @@ cspresnet_status st_lowp_begin(const char *path, json_t *root, st_tensor *t, con
                              "%s: tensor '%s' is %s but __metadata__ precision is %s: integer tensors belong to int8 "
                              "files only", path, name, t[i].dtype_name, cspresnet_precision_name(q->precision));
         if ((t[i].dtype == DTYPE_I8 && !ends_with(name, ".weight")) ||
-            (t[i].dtype == DTYPE_I32 && !ends_with(name, ST_INPUT_ZERO)))
+            (t[i].dtype == DTYPE_I32 && !ends_with(name, ST_INPUT_ZERO) && !ends_with(name, ST_BIAS_CORR)))
             return error_set(e, CSPRESNET_ERR_FORMAT,
-                             "%s: tensor '%s' is %s: an int8 file has I8 conv weights and I32 zero points only", path,
-                             name, t[i].dtype_name);
+                             "%s: tensor '%s' is %s: an int8 file has I8 conv weights and I32 zero points and bias "
+                             "corrections only", path, name, t[i].dtype_name);
     }
     if (!int8)
         return CSPRESNET_OK;
@@ -104,10 +105,28 @@ static cspresnet_status scalar(const char *path, const st_tensor *t, const array
     return CSPRESNET_OK;
 }
 
+/* The optional bias corrections of an int8 conv (I32 [oc]) into corr, or zeros. */
+static cspresnet_status corrections(const char *path, const st_tensor *t, const array_entry *a, int oc, int32_t *corr,
+                                    error_buf *e)
+{
+    if (!t) {
+        memset(corr, 0, sizeof *corr * (size_t)oc);
+        return CSPRESNET_OK;
+    }
+    if (t->dtype != DTYPE_I32 || t->ndim != 1 || t->shape[0] != oc)
+        return error_set(e, CSPRESNET_ERR_FORMAT, "%s: '%s' must be I32 [%d] (one per output channel), not %s with "
+                         "%d dimensions", path, t->name, oc, t->dtype_name, t->ndim);
+    for (int c = 0; c < oc; c++) {
+        const uint8_t *r = a->raw + 4 * (size_t)c;
+        corr[c] = (int32_t)((uint32_t)r[0] | (uint32_t)r[1] << 8 | (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24);
+    }
+    return CSPRESNET_OK;
+}
+
 /* The int8 conv node i of m, weight tensor t[j]: its scales into the model and block. */
 static cspresnet_status attach_conv(const char *path, cspresnet_model *m, int i, const char *prefix,
-                                    const st_tensor *t, const array_entry *ent, size_t n, float *ws, int8_t *qv,
-                                    error_buf *e)
+                                    const st_tensor *t, const array_entry *ent, size_t n, float *ws, int32_t *corr,
+                                    int8_t *qv, error_buf *e)
 {
     const param_info *p = &m->params[m->g.nodes[i].param[0]];
     const size_t base = strlen(p->key) - strlen(".weight");
@@ -148,10 +167,14 @@ static cspresnet_status attach_conv(const char *path, cspresnet_model *m, int i,
     if (!(zero >= 0 && zero <= 255 && zero == floor(zero)))
         return error_set(e, CSPRESNET_ERR_WEIGHTS, "%s: '%s' is %g: a zero point is an integer in 0..255", path,
                          t[at[2]].name, zero);
+    size_t c = find(t, n, prefix, p->key, base, ST_BIAS_CORR);
+    if (corrections(path, c < n ? &t[c] : NULL, c < n ? &ent[c] : NULL, oc, corr, e) != CSPRESNET_OK)
+        return CSPRESNET_ERR_FORMAT;
     m->act_scale[i] = (float)scale;
     m->act_zero[i] = (int)zero;
     m->qw[i] = qv;
     m->qw_scale[i] = ws;
+    m->qw_corr[i] = corr;
     return CSPRESNET_OK;
 }
 
@@ -201,7 +224,7 @@ cspresnet_status st_lowp_attach(const char *path, cspresnet_model *m, const char
         size_t j = g->nodes[i].op == &op_conv2d ? weight_of(m, i, prefix, t, n) : n;
         if (j < n && t[j].dtype == DTYPE_I8) {
             const param_info *p = &m->params[g->nodes[i].param[0]];
-            bytes += sizeof(float) * (size_t)p->shape[0] + (((size_t)p->numel + 3) & ~(size_t)3);
+            bytes += 8 * (size_t)p->shape[0] + (((size_t)p->numel + 3) & ~(size_t)3);
         }
     }
     if (bytes == 0)
@@ -212,8 +235,9 @@ cspresnet_status st_lowp_attach(const char *path, cspresnet_model *m, const char
     m->act_zero = calloc((size_t)g->n_nodes, sizeof *m->act_zero);
     m->qw = calloc((size_t)g->n_nodes, sizeof *m->qw);
     m->qw_scale = calloc((size_t)g->n_nodes, sizeof *m->qw_scale);
+    m->qw_corr = calloc((size_t)g->n_nodes, sizeof *m->qw_corr);
     m->qw_block = malloc(bytes);
-    if (!m->act_scale || !m->act_zero || !m->qw || !m->qw_scale || !m->qw_block)
+    if (!m->act_scale || !m->act_zero || !m->qw || !m->qw_scale || !m->qw_corr || !m->qw_block)
         return error_set(e, CSPRESNET_ERR_MEMORY, "%s: out of memory", path);
     m->calib_method = q->method;
     unsigned char *at = m->qw_block;
@@ -223,9 +247,10 @@ cspresnet_status st_lowp_attach(const char *path, cspresnet_model *m, const char
             continue;
         const param_info *p = &m->params[g->nodes[i].param[0]];
         float *ws = (float *)(void *)at;
-        int8_t *qv = (int8_t *)(at + sizeof(float) * (size_t)p->shape[0]);
-        at += sizeof(float) * (size_t)p->shape[0] + (((size_t)p->numel + 3) & ~(size_t)3);
-        cspresnet_status s = attach_conv(path, m, i, prefix, t, entries, n, ws, qv, e);
+        int32_t *corr = (int32_t *)(void *)(at + 4 * (size_t)p->shape[0]);
+        int8_t *qv = (int8_t *)(at + 8 * (size_t)p->shape[0]);
+        at += 8 * (size_t)p->shape[0] + (((size_t)p->numel + 3) & ~(size_t)3);
+        cspresnet_status s = attach_conv(path, m, i, prefix, t, entries, n, ws, corr, qv, e);
         if (s != CSPRESNET_OK)
             return s;
     }

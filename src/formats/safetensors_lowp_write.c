@@ -4,8 +4,8 @@
  *
  * The file holds logical quantities, never a kernel's packed layout, so that the
  * packing can change without changing the files: bf16 weights rounded to nearest even;
- * int8 weights as their s8 values in OIHW with per-output-channel scales, and each
- * int8 conv's input scale and zero point. Which convs are written in the low precision
+ * int8 weights as their s8 values in OIHW with per-output-channel scales and bias
+ * corrections, and each int8 conv's input scale and zero point. Which convs are written in the low precision
  * is the rule prepare applies (conv2d_node_lowp) on the kernel set named in the
  * options, so a file loaded on that kernel set runs exactly the network that
  * calibrating at load (int8) or --precision bf16 on the fp32 file would; the others
@@ -87,13 +87,17 @@ static int add_lowp_weight(lowp_out *o, const cspresnet_model *m, size_t i, int 
     const long K = w->numel / oc;
     int8_t *q = own(o, (size_t)w->numel);
     float *ws = own(o, sizeof *ws * (size_t)oc);
-    if (!q || !ws)
+    int32_t *corr = own(o, sizeof *corr * (size_t)oc);
+    if (!q || !ws || !corr)
         return -1;
     if (m->qw && m->qw[node]) {   /* a quantized file's own values, not re-quantized */
         memcpy(q, m->qw[node], (size_t)w->numel);
         memcpy(ws, m->qw_scale[node], sizeof *ws * (size_t)oc);
+        for (int c = 0; c < oc; c++)
+            corr[c] = m->qw_corr && m->qw_corr[node] ? m->qw_corr[node][c] : 0;
     } else {
-        conv2d_int8_quantize(src, oc, K, K, q, ws);
+        conv2d_int8_quantize(src, oc, K, (int)(w->shape[2] * w->shape[3]), m->act_scale[node],
+                             m->act_mean ? m->act_mean[node] : NULL, q, ws, corr);
     }
     w->dtype = "I8";
     w->data = q;
@@ -102,6 +106,10 @@ static int add_lowp_weight(lowp_out *o, const cspresnet_model *m, size_t i, int 
     if (!sk)
         return -1;
     o->t[o->n++] = (st_out){sk, "F32", 1, {oc}, oc, ws};
+    char *ck = aux_key(o, key, ST_BIAS_CORR);
+    if (!ck)
+        return -1;
+    o->t[o->n++] = (st_out){ck, "I32", 1, {oc}, oc, corr};
     int32_t zero = m->act_zero[node];
     return add_scalar(o, key, ST_INPUT_SCALE, "F32", &m->act_scale[node]) ||
            add_scalar(o, key, ST_INPUT_ZERO, "I32", &zero) ? -1 : 0;
@@ -171,8 +179,8 @@ static void pick_layers(const cspresnet_model *m, const kernel_set *kt, const cs
                     log_float(opt->log, opt->log_size, &used, m->params[nd->param[k]].key);
             continue;
         }
-        prepare_env pe = {kt, opt->precision, m->act_scale ? m->act_scale[i] : 0.0f, m->act_zero ? m->act_zero[i] : 128,
-                          m->qw ? m->qw[i] : NULL, m->qw_scale ? m->qw_scale[i] : NULL};
+        prepare_env pe = {.kernels = kt, .precision = opt->precision, .act_scale = m->act_scale ? m->act_scale[i] : 0.0f,
+                          .act_zero = m->act_zero ? m->act_zero[i] : 128, .qw = m->qw ? m->qw[i] : NULL};
         if (conv2d_node_lowp(nd, m->params, &pe)) {
             node_of[nd->param[0]] = i;
             (*n_lowp)++;
@@ -199,8 +207,8 @@ cspresnet_status cspresnet_model_save_safetensors_ex(const cspresnet_model *m, c
     const kernel_set *kt = kernel_set_select(opt->isa);
     lowp_out o = {0};
     int *node_of = malloc(sizeof *node_of * (m->n_params + 1));
-    o.t = malloc(sizeof *o.t * (4 * m->n_params + 1));
-    o.owned = malloc(sizeof *o.owned * (7 * m->n_params + 1));
+    o.t = malloc(sizeof *o.t * (5 * m->n_params + 1));
+    o.owned = malloc(sizeof *o.owned * (9 * m->n_params + 1));
     s = CSPRESNET_ERR_MEMORY;
     if (!node_of || !o.t || !o.owned)
         goto fail;

@@ -172,8 +172,10 @@ typedef struct prepare_env {
     cspresnet_precision precision;
     float act_scale;             /* int8: the node's input scale (0: it stays fp32) */
     int act_zero;                /* and its zero point, 0..255 */
+    const float *act_mean;       /* and the mean of each input channel, or NULL */
     const int8_t *qw;            /* int8: the conv's stored s8 weights (OC x K, a quantized file's), or NULL */
     const float *qw_scale;       /* and their per-output-channel scales */
+    const int32_t *qw_corr;      /* and their bias corrections (accumulator units), or NULL */
 } prepare_env;
 
 /* One node's plan: filled by its op's plan, then by the planner. */

@@ -60,6 +60,16 @@ typedef void (*u8s8_gemm_fn)(int kq, const int8_t *a, long lda, const uint8_t *b
  * for the rows past kc; zero in 0..255. */
 typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                            long ldo);
+/* The same with B gathered per K step, for a conv read straight from a u8 quad image
+ * (ops/conv2d_int8_taps.c): K is ntaps runs of kqt quads (kqt a multiple of 16); quad
+ * q of run t of column j is b[tap_off[t] + (q*ldb + j)*4 + (0..3)], A row i holds the
+ * runs back to back (lda >= ntaps*kqt quads); the int32 sum runs over every run, then
+ * the dequantizing epilogue. */
+typedef void (*u8s8_taps_fn)(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                             long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
+/* Quad x of dst = quad x*stride of src, for x < n (the tap form's stride-2 row
+ * expansion): reads src quads up to (n-1)*stride only. */
+typedef void (*u8_gather_fn)(const uint8_t *src, int stride, long n, uint8_t *dst);
 
 /* Reference kernels (any CPU), tile limit 8 x 32 so they stand in for any fast tile. */
 void bf16_gemm_8x32__ref(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c, long ldc,
@@ -71,6 +81,9 @@ void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, lo
                          const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__ref(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                         long ldo);
+void u8_gather_quads__ref(const uint8_t *src, int stride, long n, uint8_t *dst);
+void u8s8_taps_32x32__ref(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                          long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
 
 /* AMX-BF16 (kernels/x86/bf16_amx.c): 32 x 32, k_align 16, m_align 32, not bit-exact
  * (the tile sums a pair's products in its own order). */
@@ -78,6 +91,12 @@ void bf16_gemm_32x32__amx(int kp, const uint16_t *a, long lda, const uint16_t *b
                           int mr, int nr, int accumulate);
 void bf16_taps_32x32__amx(int ntaps, const long *tap_off, int kpt, const uint16_t *a, long lda, const uint16_t *b,
                           long ldb, float *c, long ldc, int mr, int nr, int accumulate);
+/* AMX-INT8 (kernels/x86/i8_amx.c): 32 x 32, k_align 16, m_align 32, bit-exact (integer
+ * sums). */
+void u8s8_gemm_32x32__amx(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
+                          const float *scale, float *c, long ldc, int mr, int nr);
+void u8s8_taps_32x32__amx(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                          long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr);
 
 /* AVX-512 BF16 (kernels/x86/bf16_avx512.c) and AVX-512 VNNI (kernels/x86/i8_avx512.c). */
 void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint16_t *b, long ldb, float *c,
@@ -87,6 +106,7 @@ void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t
                                 const float *scale, float *c, long ldc, int mr, int nr);
 void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                            long ldo);
+void u8_gather_quads__avx512(const uint8_t *src, int stride, long n, uint8_t *dst);
 
 /* The bf16 and int8 families: a GEMM tile and the packing that feeds it. Chosen with
  * the kernel set (kernels.h, select.c): the AVX-512 BF16 / VNNI configs where the CPU
@@ -114,6 +134,17 @@ struct u8s8_gemm_config {
     int mr, nr;
     u8s8_gemm_fn gemm;
     u8_pack_fn pack;
+    /* What the tile reads past its arguments (1, 1: nothing), as in bf16_gemm_config
+     * with quads for pairs: A rows of lda quads, a multiple of k_align, zero past the
+     * data, a multiple of m_align rows; B rows up to kq rounded up to k_align and columns
+     * up to nr exist (any value: they meet zero weights or unstored lanes). kq is passed
+     * rounded up to k_align. Every int8 config is exact (integer sums). */
+    int k_align, m_align;
+    /* The tap form for 3x3 convs read from a quad image (32 x 32 tiles, B columns read
+     * up to 32), where the tile is fast enough to beat fp32 Winograd and im2col (AMX);
+     * NULL elsewhere. */
+    u8s8_taps_fn taps;
+    u8_gather_fn gather;    /* every config */
 };
 
 extern const bf16_gemm_config bf16_gemm_config_ref;

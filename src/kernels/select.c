@@ -9,8 +9,8 @@
  * cannot run falls back to the best available. Each set names its training config
  * (the AVX-512 kernels in "avx512", the reference ones elsewhere) and its bf16/int8
  * configs (the AVX-512 BF16 / VNNI tiles in "avx512" where the CPU has those
- * extensions, which it may have apart, and the AMX bf16 tile where the CPU and the OS
- * allow AMX: six "avx512" sets).
+ * extensions, which it may have apart, and the AMX bf16 and int8 tiles where the CPU
+ * has them and the OS allows AMX: nine "avx512" sets).
  */
 #define _DEFAULT_SOURCE  /* syscall(2), for the AMX permission */
 #include <string.h>
@@ -39,7 +39,7 @@ const f32_train_config f32_train_config_ref = {
 const bf16_gemm_config bf16_gemm_config_ref = {"bf16-gemm-8x32-ref", 8, 32, bf16_gemm_8x32__ref,
                                                bf16_pack_pairs__ref, 1, 1, 1, NULL};
 const u8s8_gemm_config u8s8_gemm_config_ref = {"u8s8-gemm-8x32-ref", 8, 32, u8s8_gemm_8x32__ref,
-                                               u8_pack_quads__ref};
+                                               u8_pack_quads__ref, 1, 1, NULL, u8_gather_quads__ref};
 
 /* ---- portable fast path ---- */
 static const f32_gemm_config gemm_generic = {"f32-gemm-4x16-generic", 4, 16, f32_gemm_4x16__generic};
@@ -113,32 +113,39 @@ static const bf16_gemm_config bf16_amx = {"bf16-gemm-32x32-amx", 32, 32, bf16_ge
                                           bf16_pack_pairs__avx512bf16, 16, 32, 0,
                                           bf16_taps_32x32__amx};
 static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
-                                             u8_pack_quads__avx512};
+                                             u8_pack_quads__avx512, 1, 1, NULL, u8_gather_quads__avx512};
+static const u8s8_gemm_config int8_amx = {"u8s8-gemm-32x32-amx", 32, 32, u8s8_gemm_32x32__amx,
+                                          u8_pack_quads__avx512, 16, 32, u8s8_taps_32x32__amx,
+                                          u8_gather_quads__avx512};
 
-/* indexed by (bf16 tile: reference, AVX-512 BF16, AMX) * 2 + (has AVX-512 VNNI) */
+/* indexed [bf16 tile: reference, AVX-512 BF16, AMX][int8 tile: reference, AVX-512
+ * VNNI, AMX] */
 #define AVX512_F32                                                                       \
     .isa = "avx512", .gemm = &gemm_avx512, .conv = &conv_avx512, .winograd = &winograd_avx512, \
     .reduce = &reduce_avx512, .train = &train_avx512
-static const kernel_set avx512_sets[6] = {
-    {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &u8s8_gemm_config_ref},
-    {AVX512_F32, .bf16 = &bf16_gemm_config_ref, .int8 = &int8_avx512},
-    {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &u8s8_gemm_config_ref},
-    {AVX512_F32, .bf16 = &bf16_avx512, .int8 = &int8_avx512},
-    {AVX512_F32, .bf16 = &bf16_amx, .int8 = &u8s8_gemm_config_ref},
-    {AVX512_F32, .bf16 = &bf16_amx, .int8 = &int8_avx512},
+#define AVX512_INT8(bf)                                                                  \
+    {{AVX512_F32, .bf16 = bf, .int8 = &u8s8_gemm_config_ref}, {AVX512_F32, .bf16 = bf, .int8 = &int8_avx512}, \
+     {AVX512_F32, .bf16 = bf, .int8 = &int8_amx}}
+static const kernel_set avx512_sets[3][3] = {
+    AVX512_INT8(&bf16_gemm_config_ref),
+    AVX512_INT8(&bf16_avx512),
+    AVX512_INT8(&bf16_amx),
 };
 
-/* AMX-BF16 with tile data enabled by the OS (XCR0 bits 17 and 18) and, on Linux, the
- * process's permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM, asked once, at the
- * first kernel-set choice on an AMX CPU; Linux refuses it when a thread's signal stack is
- * too small for the tile state, and then the AVX-512 BF16 tile is chosen). */
-static int have_amx_bf16(void)
+/* AMX tiles (AMX-TILE, and the bf16 or int8 dot products: cpuid leaf 7 EDX bits 22
+ * and 25, reported apart) with tile data enabled by the OS (XCR0 bits 17 and 18) and,
+ * on Linux, the process's permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM, asked
+ * once, at the first kernel-set choice on an AMX CPU; Linux refuses it when a thread's
+ * signal stack is too small for the tile state, and then the AVX-512 tiles are chosen).
+ * Returns the AMX-BF16 bit | the AMX-INT8 bit << 1, 0 where tiles cannot run. */
+static int have_amx(void)
 {
     unsigned a, b, c, d;
     if (__get_cpuid_max(0, NULL) < 7)
         return 0;
     __cpuid_count(7, 0, a, b, c, d);
-    if (!(d & (1u << 22)) || !(d & (1u << 24)))   /* AMX-BF16, AMX-TILE */
+    int kinds = (int)((d >> 22) & 1u) | (int)((d >> 25) & 1u) << 1;
+    if (!(d & (1u << 24)) || !kinds)              /* AMX-TILE */
         return 0;
     __cpuid(1, a, b, c, d);
     if (!(c & (1u << 27)))                        /* OSXSAVE: xgetbv may run */
@@ -148,7 +155,7 @@ static int have_amx_bf16(void)
     if ((lo & (3u << 17)) != (3u << 17))
         return 0;
 #ifdef __linux__
-    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? kinds : 0;
 #else
     return 0;
 #endif
@@ -159,7 +166,7 @@ static int amx_usable;
 
 static void amx_probe(void)
 {
-    amx_usable = have_amx_bf16();
+    amx_usable = have_amx();
 }
 
 static int have_avx2(void)
@@ -177,7 +184,8 @@ static const kernel_set *avx512_set(void)
     int bf16 = bw && __builtin_cpu_supports("avx512bf16");
     int vnni = bw && __builtin_cpu_supports("avx512vnni");
     pthread_once(&amx_once, amx_probe);   /* asked once: the answer holds for the process */
-    return &avx512_sets[(bf16 + (bf16 && amx_usable)) * 2 + vnni];
+    int amx_bf16 = bf16 && (amx_usable & 1), amx_int8 = bw && (amx_usable & 2);
+    return &avx512_sets[bf16 + amx_bf16][amx_int8 ? 2 : vnni];
 }
 #endif
 

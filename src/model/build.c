@@ -62,6 +62,10 @@ void cspresnet_model_free(cspresnet_model *model)
         model->weights_release(model->weights_owner);
     else
         free(model->weights);
+    if (model->act_mean)   /* before graph_free, which clears n_nodes */
+        for (int i = 0; i < model->g.n_nodes; i++)
+            free(model->act_mean[i]);
+    free(model->act_mean);
     graph_free(&model->g);
     free(model->prepared);
     free(model->prepared_off);
@@ -69,6 +73,7 @@ void cspresnet_model_free(cspresnet_model *model)
     free(model->act_zero);
     free(model->qw);
     free(model->qw_scale);
+    free(model->qw_corr);
     free(model->qw_block);
     free(model);
 }

@@ -6,7 +6,9 @@
  * inputs; percentile runs the inputs twice, first for them, then for a histogram over
  * [min, max] in CALIB_BINS bins, and clips to the 1 - q and q quantiles (q =
  * CSPRESNET_CALIB_PERCENTILE_Q, bin edges). The range [lo, hi], widened to hold 0, is
- * mapped onto u8 0..255: scale (hi - lo) / 255, zero point rne(-lo / scale).
+ * mapped onto u8 0..255: scale (hi - lo) / 255, zero point rne(-lo / scale). The first
+ * pass also keeps the mean of each input channel (act_mean), from which prepare takes
+ * the bias correction of the weights' rounding (ops/conv2d_int8.c).
  *
  * The conv reading the network's input (the stem's first, 3 channels) keeps scale 0
  * and stays fp32: its K is 27, so an int8 GEMM has nothing to gain there (packing
@@ -25,6 +27,9 @@ typedef struct calib_state {
     int pass;                 /* 0: min and max; 1: histogram */
     double *lo, *hi;          /* per node: min and max of its input */
     double *hist;             /* per node CALIB_BINS counts over [lo, hi] (percentile only) */
+    double **sum;             /* per node: the sum of each input channel (pass 0), or NULL */
+    double *count;            /* and the pixels summed */
+    int oom;                  /* a sum could not be allocated: calibration fails */
 } calib_state;
 
 static int is_quantized_conv(const graph *g, int i)
@@ -44,6 +49,20 @@ static void observe(void *arg, int node, const op_run *run)
     for (int n = 0; n < x->n; n++) {
         const float *v = x->data + n * x->batch_stride;
         if (st->pass == 0) {
+            if (!st->sum[node])
+                st->sum[node] = calloc((size_t)x->c, sizeof(double));
+            if (!st->sum[node]) {
+                st->oom = 1;
+                return;
+            }
+            const long hw = (long)x->h * x->w;
+            for (int c = 0; c < x->c; c++) {
+                double s = 0;
+                for (long i = 0; i < hw; i++)
+                    s += v[c * hw + i];
+                st->sum[node][c] += s;
+            }
+            st->count[node] += (double)hw;
             float mn = v[0], mx = v[0];
             for (long i = 1; i < plane; i++) {
                 mn = v[i] < mn ? v[i] : mn;
@@ -111,6 +130,14 @@ static cspresnet_status run_pass(cspresnet_context *ctx, const float *inputs, in
     return CSPRESNET_OK;
 }
 
+static void free_means(float **mean, int n)
+{
+    if (mean)
+        for (int i = 0; i < n; i++)
+            free(mean[i]);
+    free(mean);
+}
+
 static cspresnet_status fail(cspresnet_status s, const char *msg, char *err, size_t err_size)
 {
     error_buf e;
@@ -129,7 +156,9 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
                     "minmax or percentile are needed", err, err_size);
     const graph *g = &model->g;
     calib_state st = {g, 0, malloc(sizeof(double) * (size_t)g->n_nodes), malloc(sizeof(double) * (size_t)g->n_nodes),
-                      NULL};
+                      NULL, calloc((size_t)g->n_nodes, sizeof(double *)), calloc((size_t)g->n_nodes, sizeof(double)),
+                      0};
+    float **mean = calloc((size_t)g->n_nodes, sizeof(float *));
     float *scale = calloc((size_t)g->n_nodes, sizeof(float));
     int *zero = calloc((size_t)g->n_nodes, sizeof(int));
     if (method == CSPRESNET_CALIB_PERCENTILE)
@@ -137,7 +166,8 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
     cspresnet_context_options opt = {.threads = threads, .isa = isa};
     cspresnet_context *ctx = NULL;
     cspresnet_status s = CSPRESNET_ERR_MEMORY;
-    if (!st.lo || !st.hi || !scale || !zero || (method == CSPRESNET_CALIB_PERCENTILE && !st.hist)) {
+    if (!st.lo || !st.hi || !scale || !zero || !st.sum || !st.count || !mean ||
+        (method == CSPRESNET_CALIB_PERCENTILE && !st.hist)) {
         fail(s, "out of memory calibrating the model", err, err_size);
         goto done;
     }
@@ -153,9 +183,20 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
     for (st.pass = 0; st.pass < (method == CSPRESNET_CALIB_PERCENTILE ? 2 : 1); st.pass++)
         if ((s = run_pass(ctx, inputs, n, h, w, batch, err, err_size)) != CSPRESNET_OK)
             goto done;
+    if (st.oom) {
+        s = fail(CSPRESNET_ERR_MEMORY, "out of memory calibrating the model", err, err_size);
+        goto done;
+    }
     for (int i = 0; i < g->n_nodes; i++) {
         if (!is_quantized_conv(g, i))
             continue;
+        int c = (int)model->params[g->nodes[i].param[0]].shape[1];   /* the conv weight (OC,C,k,k) */
+        if (!(mean[i] = malloc(sizeof(float) * (size_t)c))) {
+            s = fail(CSPRESNET_ERR_MEMORY, "out of memory calibrating the model", err, err_size);
+            goto done;
+        }
+        for (int ch = 0; ch < c; ch++)
+            mean[i][ch] = st.sum[i] && st.count[i] > 0 ? (float)(st.sum[i][ch] / st.count[i]) : 0.0f;
         double lo = st.lo[i], hi = st.hi[i];
         if (st.hist && hi > lo)
             clip_range(st.hist + (long)i * CALIB_BINS, CSPRESNET_CALIB_PERCENTILE_Q, &lo, &hi);
@@ -165,9 +206,12 @@ cspresnet_status cspresnet_model_calibrate(cspresnet_model *model, const float *
     free(model->act_zero);
     model->act_scale = scale;
     model->act_zero = zero;
+    free_means(model->act_mean, g->n_nodes);
+    model->act_mean = mean;
     model->calib_method = method;
     scale = NULL;
     zero = NULL;
+    mean = NULL;
 done:
     cspresnet_context_free(ctx);
     free(scale);
@@ -175,6 +219,12 @@ done:
     free(st.lo);
     free(st.hi);
     free(st.hist);
+    free_means(mean, g->n_nodes);
+    if (st.sum)
+        for (int i = 0; i < g->n_nodes; i++)
+            free(st.sum[i]);
+    free(st.sum);
+    free(st.count);
     return s;
 }
 

@@ -41,12 +41,15 @@ struct cspresnet_model {
      * 0: the conv stays fp32; NULL: not calibrated), the method that chose them */
     float *act_scale;
     int *act_zero;
+    float **act_mean;          /* per node: the mean of each input channel (NULL: none) */
     cspresnet_calibration calib_method;
-    /* An int8 safetensors file's stored s8 weights (OIHW) and per-output-channel scales
-     * per graph node (NULL: none; the arena holds them dequantized, q * scale), carved
-     * from qw_block (safetensors_lowp_read.c); prepare packs these, not the arena. */
+    /* An int8 safetensors file's stored s8 weights (OIHW), per-output-channel scales and
+     * bias corrections (NULL per node: none; the arena holds the weights dequantized,
+     * q * scale), carved from qw_block (safetensors_lowp_read.c); prepare packs these,
+     * not the arena. */
     const int8_t **qw;
     const float **qw_scale;
+    const int32_t **qw_corr;
     void *qw_block;
     cspresnet_precision file_precision;   /* the precision the weight file was written for */
     /* Weights owned elsewhere (a read-only mapped safetensors file, weights_external.c):

@@ -32,8 +32,10 @@ static void node_env(const cspresnet_model *m, int i, prepare_env *pe)
 {
     pe->act_scale = m->act_scale ? m->act_scale[i] : 0.0f;
     pe->act_zero = m->act_zero ? m->act_zero[i] : 128;
+    pe->act_mean = m->act_mean ? m->act_mean[i] : NULL;
     pe->qw = m->qw ? m->qw[i] : NULL;
     pe->qw_scale = m->qw_scale ? m->qw_scale[i] : NULL;
+    pe->qw_corr = m->qw_corr ? m->qw_corr[i] : NULL;
 }
 
 void cspresnet_prepare_options_init(cspresnet_prepare_options *opt)
@@ -69,7 +71,7 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
     drop(model);
     const graph *g = &model->g;
     const kernel_set *kt = kernel_set_select(opt->isa);
-    prepare_env pe = {kt, opt->precision, 0.0f, 128, NULL, NULL};
+    prepare_env pe = {kt, opt->precision, 0.0f, 128, NULL, NULL, NULL, NULL};
     long *off = malloc(sizeof(long) * (size_t)(g->n_nodes ? g->n_nodes : 1));
     if (!off) {
         error_set(&e, CSPRESNET_ERR_MEMORY, "out of memory preparing the model");

@@ -140,8 +140,14 @@ static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *i
         }
     }
     if (env->mode == GRAPH_EVAL && env->precision == CSPRESNET_PRECISION_INT8 && np->prepared) {
-        np->path = CONV_PATH_INT8;   /* an int8 context packs only the convs that run int8 */
-        np->ws_thread = conv2d_int8_scratch_per_thread((long)g.in_c * g.k * g.k);
+        /* an int8 context packs only the convs that run int8 */
+        if (conv2d_int8_taps_applies(kt, &g)) {
+            np->path = CONV_PATH_INT8_TAPS;
+            np->ws_shared = conv2d_int8_taps_shared(kt, &g);
+        } else {
+            np->path = CONV_PATH_INT8;
+            np->ws_thread = conv2d_int8_scratch_per_thread(kt, (long)g.in_c * g.k * g.k);
+        }
         return;
     }
     if (env->mode == GRAPH_EVAL) {
@@ -179,6 +185,8 @@ static void conv_forward_node(op_run *r)
         conv2d_bf16_taps_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
     else if (r->np->path == CONV_PATH_INT8)
         conv2d_int8_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
+    else if (r->np->path == CONV_PATH_INT8_TAPS)
+        conv2d_int8_taps_forward(&r->ex, &g, r->ex.prepared, &r->in[0], &r->out, plain ? NULL : &ep);
     else
         conv2d_run(&r->ex, r->np->path, &g, r->p[0], &r->in[0], &r->out, plain ? NULL : &ep);
 }
@@ -204,18 +212,22 @@ int conv2d_node_lowp(const gnode *nd, const param_info *params, const prepare_en
     if (pe->precision != CSPRESNET_PRECISION_INT8)
         return 0;
     long K = (long)g.in_c * g.k * g.k;
+    if (!conv2d_int8_applies(K, pe->act_scale))
+        return 0;
     if (pe->qw)   /* a quantized file: its int8 convs stay int8 on every kernel set */
-        return conv2d_int8_applies(K, pe->act_scale);
-    /* bf16's rule too: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv
-     * (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
-    return conv2d_bf16_applies(pe->kernels, &g) && conv2d_int8_applies(K, pe->act_scale);
+        return 1;
+    /* the tap form (AMX) runs every 3x3 conv but the stem's first; elsewhere bf16's
+     * rule: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv on the VNNI
+     * tile (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
+    return conv2d_int8_taps_applies(pe->kernels, &g) || conv2d_bf16_applies(pe->kernels, &g);
 }
 
 /* Packed at load: for bf16 contexts the bf16 weights of the convs that run in bf16
  * (the tap form of conv2d_bf16_taps.c, else conv2d_bf16.c's rows), for int8 ones the
- * quantized rows of the convs conv2d_node_lowp picks (conv2d_int8.c; from the stored
- * s8 weights of a quantized file; the others run fp32 unprepared), otherwise the
- * Winograd U of a 3x3 stride-1 conv for tables with Winograd kernels. */
+ * quantized rows of the convs conv2d_node_lowp picks (the tap form's where the set has
+ * it, conv2d_int8_taps.c, else conv2d_int8.c's; from the stored values of a quantized
+ * file; the others run fp32 unprepared), otherwise the Winograd U of a 3x3 stride-1 conv
+ * for tables with Winograd kernels. */
 static long conv_prepare_floats(const gnode *nd, const param_info *params, const prepare_env *pe)
 {
     const param_info *w = &params[nd->param[0]];
@@ -224,8 +236,13 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
         return conv2d_bf16_taps_weight_floats(pe->kernels, g.out_c, g.in_c, g.k);
     if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         return conv2d_bf16_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
-    if (pe->precision == CSPRESNET_PRECISION_INT8)
-        return conv2d_node_lowp(nd, params, pe) ? conv2d_int8_weight_floats(g.out_c, (long)g.in_c * g.k * g.k) : 0;
+    if (pe->precision == CSPRESNET_PRECISION_INT8) {
+        if (!conv2d_node_lowp(nd, params, pe))
+            return 0;
+        if (conv2d_int8_taps_applies(pe->kernels, &g))
+            return conv2d_int8_taps_weight_floats(pe->kernels, &g);
+        return conv2d_int8_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
+    }
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
 }
@@ -240,10 +257,15 @@ static void conv_prepare(const gnode *nd, const param_info *params, const float 
         conv2d_bf16_taps_weights(pe->kernels, param_at(weights, w), g.out_c, g.in_c, g.k, dst);
     else if (pe->precision == CSPRESNET_PRECISION_BF16 && conv2d_bf16_applies(pe->kernels, &g))
         conv2d_bf16_weights(pe->kernels, param_at(weights, w), g.out_c, K, dst);
-    else if (pe->precision == CSPRESNET_PRECISION_INT8 && pe->qw)
-        conv2d_int8_pack(pe->qw, pe->qw_scale, g.out_c, K, pe->act_scale, pe->act_zero, dst);
-    else if (pe->precision == CSPRESNET_PRECISION_INT8)
-        conv2d_int8_weights(param_at(weights, w), g.out_c, K, pe->act_scale, pe->act_zero, dst);
+    else if (pe->precision == CSPRESNET_PRECISION_INT8) {
+        int8_weights src = {.w = param_at(weights, w), .act_mean = pe->act_mean};
+        if (pe->qw)   /* a quantized file's values, not the arena's dequantized copy */
+            src = (int8_weights){.q = pe->qw, .w_scale = pe->qw_scale, .corr = pe->qw_corr};
+        if (conv2d_int8_taps_applies(pe->kernels, &g))
+            conv2d_int8_taps_weights(pe->kernels, &g, &src, pe->act_scale, pe->act_zero, dst);
+        else
+            conv2d_int8_weights(pe->kernels, &src, g.out_c, K, g.k * g.k, pe->act_scale, pe->act_zero, dst);
+    }
     else
         conv2d_winograd_u(pe->kernels, &g, param_at(weights, w), dst);
 }

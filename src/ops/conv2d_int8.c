@@ -8,14 +8,18 @@
  * in (N,C,H,W) f32, weights prepared once (model/prepare.c) -> out (N,OC,OH,OW) f32.
  * The prepared block of a conv (floats):
  *   [0] 1 / act_scale, [1] act_scale, [2] the zero point z, then from INT8_HEAD:
- *   comp[OC] (int32, z * sum_k q[oc][k]), scale[OC] (w_scale[oc] * act_scale), w_scale[OC], then the
- *   s8 rows: OC rows of lda = ceil(K/4) quads (K in OIHW order, zero past K).
+ *   comp[OC] (int32, z * sum_k q[oc][k], plus the bias correction where calibration gave
+ *   channel means: conv2d_int8_weights_at), scale[OC] (w_scale[oc] * act_scale),
+ *   w_scale[OC], then the
+ *   s8 rows: OC rows (zero rows after them up to the tile's m_align) of lda = ceil(K/4)
+ *   quads rounded up to the tile's k_align (K in OIHW order, zero past K).
  * w_scale[oc] = max_k |w[oc][k]| / 127 and q = rne(w / w_scale) (0 for an all-zero
  * row); activations u8 = clamp(rne(x * (1 / act_scale)) + z, 0, 255), standing for
  * u8 - z (zero padding quantizes to z, exactly 0). z = 128 is the symmetric range;
  * calibration puts [0, 255] over the input's own range (an activation output's range
  * is mostly positive, so that is a bit more resolution than a symmetric one).
  *
+ * 3x3 convs on sets with an int8 tap form (AMX) go to conv2d_int8_taps.c instead.
  * A task (conv2d_fast.c's driver) packs all K rows of its pixels: each CONV_KC block of
  * f32 im2col rows (a 1x1 conv's are the input rows themselves) quantized into u8 quads,
  * stored strip by strip (nr columns each, so a strip's B is contiguous), then the tile
@@ -50,9 +54,19 @@ static long rows_offset(int out_c)
     return INT8_HEAD + round16(3L * out_c);
 }
 
-long conv2d_int8_weight_floats(int out_c, long K)
+static long round_up(long x, long m)
 {
-    return rows_offset(out_c) + (long)out_c * ((K + 3) / 4);
+    return (x + m - 1) / m * m;
+}
+
+long conv2d_int8_lda(const kernel_set *kt, long K)
+{
+    return round_up((K + 3) / 4, kt->int8->k_align);
+}
+
+long conv2d_int8_weight_floats(const kernel_set *kt, int out_c, long K)
+{
+    return rows_offset(out_c) + round_up(out_c, kt->int8->m_align) * conv2d_int8_lda(kt, K);
 }
 
 float conv2d_int8_weight_scale(const float *w_row, long K)
@@ -63,59 +77,91 @@ float conv2d_int8_weight_scale(const float *w_row, long K)
     return m / 127.0f;
 }
 
-void conv2d_int8_quantize(const float *w, int out_c, long K, long ldq, int8_t *q, float *w_scale)
+/* q = rne(w / w_scale) clamped to -127..127 (0 for an all-zero row's w_scale 0) */
+static int8_t quant1(float w, float ws)
+{
+    float q = ws > 0.0f ? nearbyintf(w / ws) : 0.0f;
+    return (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
+}
+
+/* The bias correction of one row wr (K = C * kk, OIHW): the weight rounding's expected
+ * output shift, sum_k (q[k] - w[k] / w_scale) * act_mean[c], in accumulator units (/
+ * act_scale) rounded to an integer; 0 without channel means. */
+static int32_t row_correction(const float *wr, float ws, long K, int kk, float act_scale, const float *act_mean)
+{
+    double shift = 0.0;
+    if (!act_mean || !(ws > 0.0f))
+        return 0;
+    for (long k = 0; k < K; k++)
+        shift += ((double)quant1(wr[k], ws) - (double)wr[k] / ws) * act_mean[k / kk];
+    return (int32_t)lrint(shift / act_scale);
+}
+
+void conv2d_int8_quantize(const float *w, int out_c, long K, int kk, float act_scale, const float *act_mean,
+                          int8_t *q, float *w_scale, int32_t *corr)
 {
     for (int oc = 0; oc < out_c; oc++) {
         const float *wr = w + oc * K;
         float ws = conv2d_int8_weight_scale(wr, K);
-        for (long k = 0; k < ldq; k++) {
-            float v = k < K && ws > 0.0f ? nearbyintf(wr[k] / ws) : 0.0f;
-            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-            q[oc * ldq + k] = (int8_t)v;
-        }
+        for (long k = 0; k < K; k++)
+            q[oc * K + k] = quant1(wr[k], ws);
         w_scale[oc] = ws;
+        corr[oc] = row_correction(wr, ws, K, kk, act_scale, act_mean);
     }
 }
 
-/* The head, comp and scale of a block whose rows and w_scale are in place. */
-static void finish_block(int out_c, long K, float act_scale, int act_zero, float *dst)
+/* Weight k = c*kk + t (OIHW, t the tap) of row oc goes to byte tap_base[t] + c of the
+ * row (tap_base NULL: byte k); the rest of the row, and rows oc >= out_c up to m_rows,
+ * are zero. comp = z * sum_k q[k] plus the row's bias correction, which the tile thus
+ * subtracts for free. From fp32 weights the values are conv2d_int8_quantize's, so a
+ * file written from them packs to the same block. */
+void conv2d_int8_weights_at(const int8_weights *src, int out_c, long K, float act_scale, int act_zero, long lda,
+                            long m_rows, int kk, const long *tap_base, float *dst)
 {
-    const long lda = (K + 3) / 4;
     int32_t *comp = (int32_t *)(void *)(dst + INT8_HEAD);
     float *scale = dst + INT8_HEAD + out_c, *w_scale = scale + out_c;
-    const int8_t *rows = conv2d_int8_rows(dst, out_c);
-    memset(dst, 0, sizeof(float) * INT8_HEAD);
+    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
+    memset(dst, 0, sizeof(float) * (size_t)rows_offset(out_c));
+    memset(rows, 0, (size_t)(4 * lda * m_rows));
     dst[0] = 1.0f / act_scale;
     dst[1] = act_scale;
     dst[2] = (float)act_zero;
     for (int oc = 0; oc < out_c; oc++) {
+        const float *wr = src->w ? src->w + oc * K : NULL;
+        float ws = wr ? conv2d_int8_weight_scale(wr, K) : src->w_scale[oc];
         int32_t sum = 0;
-        for (long k = 0; k < 4 * lda; k++)
-            sum += rows[oc * 4 * lda + k];
-        comp[oc] = act_zero * sum;
-        scale[oc] = w_scale[oc] * act_scale;
+        for (long k = 0; k < K; k++) {
+            int8_t q = wr ? quant1(wr[k], ws) : src->q[oc * K + k];
+            rows[oc * 4 * lda + (tap_base ? tap_base[k % kk] + k / kk : k)] = q;
+            sum += q;
+        }
+        int32_t corr = wr ? row_correction(wr, ws, K, kk, act_scale, src->act_mean) : src->corr ? src->corr[oc] : 0;
+        comp[oc] = act_zero * sum + corr;
+        w_scale[oc] = ws;
+        scale[oc] = ws * act_scale;
     }
-    memset(w_scale + out_c, 0, sizeof(float) * (size_t)(rows_offset(out_c) - INT8_HEAD - 3L * out_c));
 }
 
-void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst)
+void conv2d_int8_weights(const kernel_set *kt, const int8_weights *src, int out_c, long K, int kk, float act_scale,
+                         int act_zero, float *dst)
 {
-    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
-    conv2d_int8_quantize(w, out_c, K, 4 * ((K + 3) / 4), rows, dst + INT8_HEAD + 2L * out_c);
-    finish_block(out_c, K, act_scale, act_zero, dst);
+    conv2d_int8_weights_at(src, out_c, K, act_scale, act_zero, conv2d_int8_lda(kt, K),
+                           round_up(out_c, kt->int8->m_align), kk, NULL, dst);
 }
 
-void conv2d_int8_pack(const int8_t *q, const float *w_scale, int out_c, long K, float act_scale, int act_zero,
-                      float *dst)
+long conv2d_int8_head_floats(int out_c)
 {
-    const long ldr = 4 * ((K + 3) / 4);
-    int8_t *rows = (int8_t *)(void *)(dst + rows_offset(out_c));
-    for (int oc = 0; oc < out_c; oc++) {
-        memcpy(rows + oc * ldr, q + oc * K, (size_t)K);
-        memset(rows + oc * ldr + K, 0, (size_t)(ldr - K));
-    }
-    memcpy(dst + INT8_HEAD + 2L * out_c, w_scale, sizeof(float) * (size_t)out_c);
-    finish_block(out_c, K, act_scale, act_zero, dst);
+    return rows_offset(out_c);
+}
+
+const int32_t *conv2d_int8_comp(const float *prepared)
+{
+    return (const int32_t *)(const void *)(prepared + INT8_HEAD);
+}
+
+const float *conv2d_int8_dequant(const float *prepared, int out_c)
+{
+    return prepared + INT8_HEAD + out_c;
 }
 
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c)
@@ -128,11 +174,11 @@ const float *conv2d_int8_scales(const float *prepared, int out_c)
     return prepared + INT8_HEAD + 2L * out_c;
 }
 
-/* The f32 im2col panel (CONV_KC x CONV_NC), then the u8 quads of every K row for
- * CONV_NC pixels (a quad per float). */
-long conv2d_int8_scratch_per_thread(long K)
+/* The f32 im2col panel (CONV_KC x CONV_NC), then the u8 quads of every K row (lda,
+ * rounded up to the tile's K step) for CONV_NC pixels (a quad per float). */
+long conv2d_int8_scratch_per_thread(const kernel_set *kt, long K)
 {
-    return (long)CONV_KC * CONV_NC + (long)CONV_NC * ((K + 3) / 4);
+    return (long)CONV_KC * CONV_NC + (long)round_up(CONV_NC, kt->int8->nr) * conv2d_int8_lda(kt, K);
 }
 
 static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0, int nc, int oc_a, int oc_b)
@@ -141,10 +187,10 @@ static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0
     const kernel_set *kt = job->ex->kernels;
     const u8s8_gemm_config *q8 = kt->int8;
     im2col_rows_fn im2col = kt->conv ? kt->conv->im2col_rows : f32_im2col_rows__ref;
-    const long K = (long)g->in_c * g->k * g->k, N = job->pixels, lda = (K + 3) / 4;
+    const long K = (long)g->in_c * g->k * g->k, N = job->pixels, lda = conv2d_int8_lda(kt, K), kq = (K + 3) / 4;
     const float *prep = job->weight;
-    const int32_t *comp = (const int32_t *)(const void *)(prep + INT8_HEAD);
-    const float *scale = prep + INT8_HEAD + g->out_c;
+    const int32_t *comp = conv2d_int8_comp(prep);
+    const float *scale = conv2d_int8_dequant(prep, g->out_c);
     const int8_t *w = conv2d_int8_rows(prep, g->out_c);
     uint8_t *quads = (uint8_t *)(void *)(panel + (long)CONV_KC * CONV_NC);
     const float *src = job->in->data + image * job->in->batch_stride;
@@ -164,6 +210,9 @@ static void int8_task(const conv_gemm_job *job, float *panel, int image, long n0
             q8->pack(x + s, ldx, kc, nc - s < q8->nr ? nc - s : q8->nr, prep[0], (int)prep[2],
                      quads + (s * lda + k0 / 4 * q8->nr) * 4, q8->nr);
     }
+    if (lda > kq)   /* the rest of the tile's last K step (they meet zero weights): defined bytes */
+        for (int s = 0; s < nc; s += q8->nr)
+            memset(quads + (s * lda + kq * q8->nr) * 4, 0, (size_t)(4 * q8->nr * (lda - kq)));
     for (int m0 = oc_a; m0 < oc_b; m0 += q8->mr) {
         int mr = oc_b - m0 < q8->mr ? oc_b - m0 : q8->mr;
         for (int s = 0; s < nc; s += q8->nr) {

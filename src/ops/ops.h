@@ -75,7 +75,8 @@ long conv2d_scratch_per_thread(void);
  * stride-1 convs (conv2d_winograd.c; the few-tiles form conv2d_winograd_few.c), or in
  * training the column-chunk engine (conv2d_cols.c). */
 enum conv_path { CONV_PATH_REF, CONV_PATH_GEMM, CONV_PATH_WINOGRAD, CONV_PATH_WINOGRAD_FEW, CONV_PATH_COLS,
-                 CONV_PATH_BF16, CONV_PATH_BF16_TAPS, CONV_PATH_INT8 };
+                 CONV_PATH_BF16, CONV_PATH_BF16_TAPS, CONV_PATH_INT8,
+                 CONV_PATH_INT8_TAPS };
 /* The path for this conv on n images with `threads` threads (winograd 0: never
  * Winograd) and its workspace: per thread and shared floats, laid out as
  * ex->scratch (= ex->fast_scratch) + t * per_thread, shared at threads * per_thread
@@ -144,25 +145,52 @@ void conv2d_bf16_taps_forward(op_exec *ex, const conv_geom *g, const float *prep
  * channel symmetric s8, with the input's calibrated scale and zero point), activations
  * quantized while packed. conv2d_int8_applies: a conv with a calibrated scale whose
  * int32 sums cannot overflow. conv2d_int8_rows / conv2d_int8_scales: the prepared s8
- * rows (OC x ceil(K/4) quads) and per-channel weight scales. */
+ * rows (OC x conv2d_int8_lda quads, after conv2d_int8_head_floats) and per-channel
+ * weight scales, conv2d_int8_comp / conv2d_int8_dequant the tile's comp and scale;
+ * conv2d_int8_weights_at writes that block with rows of any layout (the tap form's). */
 int conv2d_int8_applies(long K, float act_scale);
-long conv2d_int8_weight_floats(int out_c, long K);
+long conv2d_int8_lda(const kernel_set *kt, long K);
+long conv2d_int8_weight_floats(const kernel_set *kt, int out_c, long K);
 float conv2d_int8_weight_scale(const float *w_row, long K);
-void conv2d_int8_weights(const float *w, int out_c, long K, float act_scale, int act_zero, float *dst);
-/* The logical quantized weights of an (OC, K) matrix w: q[oc * ldq + k] = rne(w / w_scale[oc])
- * in -127..127 (0 for k >= K, ldq >= K), w_scale[oc] = max_k |w[oc][k]| / 127: what
- * conv2d_int8_weights packs, and what an int8 safetensors file stores. */
-void conv2d_int8_quantize(const float *w, int out_c, long K, long ldq, int8_t *q, float *w_scale);
-/* The same prepared block as conv2d_int8_weights from q (OC x K, ldq = K) and w_scale
- * already quantized (a quantized file's): bit-identical for the q and w_scale that
- * conv2d_int8_quantize gives. */
-void conv2d_int8_pack(const int8_t *q, const float *w_scale, int out_c, long K, float act_scale, int act_zero,
-                      float *dst);
+/* What an int8 conv's block is packed from: fp32 OIHW weights w (quantized at prepare;
+ * with act_mean, the calibrated mean of each input channel, the bias correction too),
+ * or a quantized file's logical values (w NULL): q (s8, OC x K, OIHW), w_scale (OC)
+ * and corr (OC bias corrections in accumulator units, NULL: 0). */
+typedef struct int8_weights {
+    const float *w, *act_mean;
+    const int8_t *q;
+    const float *w_scale;
+    const int32_t *corr;
+} int8_weights;
+/* The logical quantized weights of an (OC, K = C * kk) matrix w, what an int8
+ * safetensors file stores: q[oc * K + k] = rne(w / w_scale[oc]) in -127..127, w_scale[oc]
+ * = max_k |w[oc][k]| / 127, corr[oc] the bias correction for act_mean (0 for NULL) at
+ * the input scale act_scale. Packing them gives the block packing w gives. */
+void conv2d_int8_quantize(const float *w, int out_c, long K, int kk, float act_scale, const float *act_mean,
+                          int8_t *q, float *w_scale, int32_t *corr);
+void conv2d_int8_weights(const kernel_set *kt, const int8_weights *src, int out_c, long K, int kk, float act_scale,
+                         int act_zero, float *dst);
+void conv2d_int8_weights_at(const int8_weights *src, int out_c, long K, float act_scale, int act_zero, long lda,
+                            long m_rows, int kk, const long *tap_base, float *dst);
+long conv2d_int8_head_floats(int out_c);
 const int8_t *conv2d_int8_rows(const float *prepared, int out_c);
+const int32_t *conv2d_int8_comp(const float *prepared);
+const float *conv2d_int8_dequant(const float *prepared, int out_c);
 const float *conv2d_int8_scales(const float *prepared, int out_c);
-long conv2d_int8_scratch_per_thread(long K);
+long conv2d_int8_scratch_per_thread(const kernel_set *kt, long K);
 void conv2d_int8_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
                          const tensor4 *out, const conv_epilogue *ep);
+
+/* conv2d_int8_taps.c: int8 3x3 stride-1 and stride-2 convs straight from a u8 quad
+ * image of the input on kernel sets with the int8 tap form (AMX), instead of fp32
+ * Winograd or im2col; the image takes conv2d_int8_taps_shared floats. */
+int conv2d_int8_taps_applies(const kernel_set *kt, const conv_geom *g);
+long conv2d_int8_taps_weight_floats(const kernel_set *kt, const conv_geom *g);
+void conv2d_int8_taps_weights(const kernel_set *kt, const conv_geom *g, const int8_weights *src, float act_scale,
+                              int act_zero, float *dst);
+long conv2d_int8_taps_shared(const kernel_set *kt, const conv_geom *g);
+void conv2d_int8_taps_forward(op_exec *ex, const conv_geom *g, const float *prepared, const tensor4 *in,
+                              const tensor4 *out, const conv_epilogue *ep);
 
 /* conv2d_winograd.c: F(4,3) for 3x3 stride-1 pad-1 convs (called by conv2d_fast.c). */
 int conv2d_winograd_applies(const kernel_set *ks, int allow_winograd, const conv_geom *g);

@@ -56,11 +56,16 @@ static void run(const kernel_set *kt, int threads, const conv_geom *g, const flo
         CHECK(0, "threadpool: %s", e.text);
         return;
     }
-    long pt = conv2d_int8_scratch_per_thread((long)g->in_c * g->k * g->k);
-    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((pt * threads + 16 + 15) & ~15L));
+    int taps = conv2d_int8_taps_applies(kt, g);
+    long pt = taps ? 0 : conv2d_int8_scratch_per_thread(kt, (long)g->in_c * g->k * g->k);
+    long sh = taps ? conv2d_int8_taps_shared(kt, g) : 0;
+    float *scratch = aligned_alloc(64, sizeof(float) * (size_t)((pt * threads + sh + 16 + 15) & ~15L));
     op_exec ex = {.pool = pool, .kernels = kt, .scratch = scratch, .scratch_per_thread = pt,
                   .op_scratch = scratch + pt * threads, .fast_scratch = scratch, .fast_per_thread = pt};
-    conv2d_int8_forward(&ex, g, prepared, in, out, ep);
+    if (taps)
+        conv2d_int8_taps_forward(&ex, g, prepared, in, out, ep);
+    else
+        conv2d_int8_forward(&ex, g, prepared, in, out, ep);
     free(scratch);
     threadpool_free(pool);
 }
@@ -135,10 +140,29 @@ static long check_oracle(const oracle *o, const float *got, double *worst, doubl
     return bad;
 }
 
-/* The prepared s8 rows against the oracle's quantized weights. */
-static void check_rows(int id, const conv_geom *g, const float *w, const float *prep)
+/* The prepared block for kt: the tap form's where the set has it (its row layout is
+ * checked through the outputs only), else OC rows of K rounded up to the tile's K step,
+ * in *lda quads (0 for the tap form). */
+static float *prepare(const kernel_set *kt, const conv_geom *g, const float *w, float act_scale, int act_zero,
+                      long *lda)
 {
-    const long K = (long)g->in_c * g->k * g->k, lda = (K + 3) / 4;
+    const long K = (long)g->in_c * g->k * g->k;
+    int taps = conv2d_int8_taps_applies(kt, g);
+    long n = taps ? conv2d_int8_taps_weight_floats(kt, g) : conv2d_int8_weight_floats(kt, g->out_c, K);
+    float *prep = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
+    int8_weights src = {.w = w};
+    if (taps)
+        conv2d_int8_taps_weights(kt, g, &src, act_scale, act_zero, prep);
+    else
+        conv2d_int8_weights(kt, &src, g->out_c, K, g->k * g->k, act_scale, act_zero, prep);
+    *lda = taps ? 0 : conv2d_int8_lda(kt, K);
+    return prep;
+}
+
+/* The prepared s8 rows (lda quads each) against the oracle's quantized weights. */
+static void check_rows(int id, const kernel_set *kt, const conv_geom *g, const float *w, const float *prep, long lda)
+{
+    const long K = (long)g->in_c * g->k * g->k;
     const int8_t *rows = conv2d_int8_rows(prep, g->out_c);
     int *q = malloc(sizeof(int) * (size_t)K);
     long bad = 0;
@@ -147,25 +171,36 @@ static void check_rows(int id, const conv_geom *g, const float *w, const float *
         for (long k = 0; k < 4 * lda; k++)
             bad += rows[oc * 4 * lda + k] != (k < K ? q[k] : 0);
     }
-    CHECK(bad == 0, "case %d: %ld prepared s8 weights differ from the oracle's", id, bad);
+    CHECK(bad == 0, "case %d (%s): %ld prepared s8 weights differ from the oracle's", id, kt->int8->name, bad);
     free(q);
 }
 
-/* A quantized file's path: conv2d_int8_quantize's logical values (q OC x K, w_scale),
- * packed by conv2d_int8_pack, must give the block conv2d_int8_weights gives, byte for byte. */
-static void check_pack(int id, int out_c, long K, const float *w, float act_scale, int act_zero, const float *prep)
+/* A quantized file's path: conv2d_int8_quantize's logical values (q OC x K, w_scale, the
+ * bias corrections for act_mean), packed for kt, must give the block packing the fp32
+ * weights gives (prep), byte for byte. */
+static void check_pack(int id, const kernel_set *kt, const conv_geom *g, const float *w, float act_scale,
+                       int act_zero, const float *act_mean, const float *prep)
 {
-    const long floats = conv2d_int8_weight_floats(out_c, K);
+    const int out_c = g->out_c;
+    const long K = (long)g->in_c * g->k * g->k;
+    int taps = conv2d_int8_taps_applies(kt, g);
+    const long floats = taps ? conv2d_int8_taps_weight_floats(kt, g) : conv2d_int8_weight_floats(kt, out_c, K);
     int8_t *q = malloc((size_t)(out_c * K) + 1);
     float *ws = malloc(sizeof(float) * (size_t)out_c);
+    int32_t *corr = malloc(sizeof(int32_t) * (size_t)out_c);
     float *again = aligned_alloc(64, sizeof(float) * (size_t)((floats + 15) & ~15L));
-    conv2d_int8_quantize(w, out_c, K, K, q, ws);
-    conv2d_int8_pack(q, ws, out_c, K, act_scale, act_zero, again);
+    conv2d_int8_quantize(w, out_c, K, g->k * g->k, act_scale, act_mean, q, ws, corr);
+    int8_weights src = {.q = q, .w_scale = ws, .corr = corr};
+    if (taps)
+        conv2d_int8_taps_weights(kt, g, &src, act_scale, act_zero, again);
+    else
+        conv2d_int8_weights(kt, &src, out_c, K, g->k * g->k, act_scale, act_zero, again);
     CHECK(memcmp(prep, again, sizeof(float) * (size_t)floats) == 0,
-          "case %d: conv2d_int8_pack of the quantized values differs from conv2d_int8_weights (%d x %ld)", id, out_c,
-          K);
+          "case %d (%s): packing the quantized values differs from packing the fp32 weights (%d x %ld%s)", id,
+          kt->int8->name, out_c, K, act_mean ? ", bias corrected" : "");
     free(q);
     free(ws);
+    free(corr);
     free(again);
 }
 
@@ -195,11 +230,12 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
     conv_epilogue ep = {bias, act, id % 2 ? &rt : NULL};
     const long out_len = n * wide_c * P;
     oracle o = {&g, n, w, x, res, act_scale, act_zero, epi ? &ep : NULL, wide_c};
-    float *prep = aligned_alloc(64, sizeof(float) * (size_t)((conv2d_int8_weight_floats(g.out_c, K) + 15) & ~15L));
-    conv2d_int8_weights(w, g.out_c, K, act_scale, act_zero, prep);
-    check_rows(id, &g, w, prep);
-    check_pack(id, g.out_c, K, w, act_scale, act_zero, prep);
-    for (int s = 0; s < n_sets; s++)
+    for (int s = 0; s < n_sets; s++) {
+        long lda;
+        float *prep = prepare(sets[s], &g, w, act_scale, act_zero, &lda);
+        if (lda)
+            check_rows(id, sets[s], &g, w, prep, lda);
+        check_pack(id, sets[s], &g, w, act_scale, act_zero, NULL, prep);
         for (int t = 1; t <= 2; t++) {
             float *y = calloc((size_t)out_len, sizeof(float));
             tensor4 out = {y, n, g.out_c, g.out_h, g.out_w, wide_c * P};   /* a channel slice */
@@ -219,26 +255,29 @@ static void one_case(int id, const kernel_set **sets, int n_sets)
                   sets[s]->int8->name, what);
             free(y);
         }
-    free(prep);
+        free(prep);
+    }
     free(w);
     free(x);
     free(bias);
     free(res);
 }
 
-/* Which convs run int8 (conv2d_node_lowp): with a scale, a 3x3 stride-1 conv on a set with
- * Winograd stays fp32 unless its weights come stored from a quantized file (the file
- * decides), a 1x1 conv is int8, the stem's K = 27 conv fp32, and no scale means fp32. */
+/* Which convs run int8 (conv2d_node_lowp): with a scale, a 3x3 stride-1 conv is int8 on
+ * a set with the tap form (AMX) or without Winograd, and on a set with Winograd only
+ * when its weights come stored from a quantized file (the file decides); a 1x1 conv is
+ * int8, the stem's K = 27 conv fp32, and no scale means fp32. */
 static void check_lowp_rule(const kernel_set *kt)
 {
     param_info p[1] = {{.ndim = 4, .shape = {16, 8, 3, 3}, .numel = 16 * 8 * 9}};
     gnode nd = {.op = &op_conv2d, .param = {0, -1, -1, -1, -1, -1}, .a = {3, 1, 1, 16, CSPRESNET_ACT_NONE}};
     const int8_t q[1] = {0};
     const float ws[1] = {0};
-    prepare_env pe = {kt, CSPRESNET_PRECISION_INT8, 0.05f, 128, NULL, NULL};
-    int wino = kt->winograd != NULL;
-    CHECK(conv2d_node_lowp(&nd, p, &pe) == !wino, "%s: a calibrated 3x3 s1 conv is %s", kt->isa,
-          wino ? "int8 (Winograd should keep it fp32)" : "fp32 (no Winograd here: it should be int8)");
+    prepare_env pe = {.kernels = kt, .precision = CSPRESNET_PRECISION_INT8, .act_scale = 0.05f, .act_zero = 128};
+    const conv_geom g = {8, 9, 9, 16, 9, 9, 3, 1, 1};
+    int fp32 = kt->winograd != NULL && !conv2d_int8_taps_applies(kt, &g);
+    CHECK(conv2d_node_lowp(&nd, p, &pe) == !fp32, "%s: a calibrated 3x3 s1 conv is %s", kt->isa,
+          fp32 ? "int8 (Winograd should keep it fp32)" : "fp32 (tap form or no Winograd here: it should be int8)");
     pe.qw = q, pe.qw_scale = ws;
     CHECK(conv2d_node_lowp(&nd, p, &pe) == 1, "%s: a 3x3 s1 conv with stored int8 weights is not int8", kt->isa);
     pe.act_scale = 0.0f;
@@ -248,6 +287,54 @@ static void check_lowp_rule(const kernel_set *kt)
     CHECK(conv2d_node_lowp(&nd, p, &pe) == 1, "%s: a calibrated 1x1 conv is not int8", kt->isa);
     nd.a.k = 3, nd.a.stride = 2, p[0].shape[1] = 3, p[0].shape[2] = p[0].shape[3] = 3;   /* the stem's first */
     CHECK(conv2d_node_lowp(&nd, p, &pe) == 0, "%s: a calibrated K = 27 conv runs int8", kt->isa);
+}
+
+/* Bias correction: with the calibrated mean mu[c] of each input channel, comp[oc] gains
+ * rne(sum_k (q[k] - w[k] / w_scale) * mu[c(k)] / act_scale), the weight rounding's
+ * expected shift of the output in accumulator units, on every set's layout. */
+static void test_bias_correction(const kernel_set **sets, int n_sets)
+{
+    for (int id = 0; id < 6; id++) {
+        conv_geom g = {rng_int(4, 70), 9, 11, rng_int(1, 40), 0, 0, id % 2 ? 3 : 1, id % 3 == 2 ? 2 : 1, id % 2};
+        g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+        const long K = (long)g.in_c * g.k * g.k;
+        float *w = malloc(sizeof(float) * (size_t)(g.out_c * K)), *mu = malloc(sizeof(float) * (size_t)g.in_c);
+        int *q = malloc(sizeof(int) * (size_t)K);
+        rng_fill(w, g.out_c * K);
+        for (int c = 0; c < g.in_c; c++)
+            mu[c] = (float)(0.2 + rng_uniform());
+        float act_scale = 0.01f;
+        for (int s = 0; s < n_sets; s++) {
+            const kernel_set *kt = sets[s];
+            int taps = conv2d_int8_taps_applies(kt, &g);
+            long n = taps ? conv2d_int8_taps_weight_floats(kt, &g) : conv2d_int8_weight_floats(kt, g.out_c, K);
+            float *p0 = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
+            float *p1 = aligned_alloc(64, sizeof(float) * (size_t)((n + 15) & ~15L));
+            int8_weights plain = {.w = w}, corrected = {.w = w, .act_mean = mu};
+            if (taps) {
+                conv2d_int8_taps_weights(kt, &g, &plain, act_scale, 100, p0);
+                conv2d_int8_taps_weights(kt, &g, &corrected, act_scale, 100, p1);
+            } else {
+                conv2d_int8_weights(kt, &plain, g.out_c, K, g.k * g.k, act_scale, 100, p0);
+                conv2d_int8_weights(kt, &corrected, g.out_c, K, g.k * g.k, act_scale, 100, p1);
+            }
+            check_pack(id, kt, &g, w, act_scale, 100, mu, p1);
+            long bad = 0;
+            for (int oc = 0; oc < g.out_c; oc++) {
+                float ws = quant_row(w + oc * K, K, q);
+                double shift = 0;
+                for (long k = 0; k < K; k++)
+                    shift += ((double)q[k] - (double)w[oc * K + k] / ws) * mu[k / (g.k * g.k)];
+                bad += conv2d_int8_comp(p1)[oc] - conv2d_int8_comp(p0)[oc] != (int32_t)lrint(shift / act_scale);
+            }
+            CHECK(bad == 0, "bias correction %d (%s, k%d s%d, %d -> %d): %ld rows' comp off", id, kt->int8->name, g.k,
+                  g.stride, g.in_c, g.out_c, bad);
+            free(p0);
+            free(p1);
+        }
+        free(w), free(mu), free(q);
+    }
 }
 
 int main(void)
@@ -261,11 +348,13 @@ int main(void)
             sets[n_sets++] = kt;
     }
     for (int s = 0; s < n_sets; s++)
-        printf("kernel set %s: %s\n", sets[s]->isa, sets[s]->int8->name);
+        printf("kernel set %s: %s%s\n", sets[s]->isa, sets[s]->int8->name,
+               sets[s]->int8->taps ? " (3x3 stride 1 and 2: tap form)" : "");
     for (int id = 0; id < 40; id++)
         one_case(id, sets, n_sets);
     for (int s = 0; s < n_sets; s++)
         check_lowp_rule(sets[s]);
+    test_bias_correction(sets, n_sets);
     printf("kernel sets: %d\n", n_sets);
     return harness_done();
 }

@@ -159,6 +159,94 @@ static void test_packs_ref(void)
     CHECK(h[(0 * 5 + 1) * 2 + 1] == bf16_from_f32(x[1 * 5 + 1]), "pair layout");
 }
 
+/* One u8s8 GEMM of the fast tile against the reference, operands padded as the config
+ * asks (lowp_kernels.h): bit for bit (integer sums). */
+static void test_fast_int8_gemm(const u8s8_gemm_config *fast, int kq, long ldb, long ldc)
+{
+    int mr = rint_in(1, fast->mr), nr = rint_in(1, fast->nr);
+    long la = (kq + rint_in(0, 2) + fast->k_align - 1) / fast->k_align * fast->k_align;
+    int kqa = (kq + fast->k_align - 1) / fast->k_align * fast->k_align;
+    long lb = ldb > fast->nr ? ldb : fast->nr, rows = mr + fast->m_align + fast->mr, lc = ldc > nr ? ldc : nr;
+    int8_t *a = calloc((size_t)(rows * la * 4), 1);
+    uint8_t *b = malloc((size_t)(kqa * lb * 4));
+    float *c0 = malloc((size_t)(mr * lc) * 4), *c1 = malloc((size_t)(mr * lc) * 4), scale[32];
+    int32_t comp[32];
+    for (long i = 0; i < mr; i++)
+        for (long k = 0; k < 4 * kq; k++)
+            a[i * la * 4 + k] = (int8_t)rint_in(-128, 127);
+    for (long i = 0; i < kqa * lb * 4; i++)
+        b[i] = (uint8_t)rint_in(0, 255);
+    for (int i = 0; i < mr; i++)
+        comp[i] = rint_in(-1000000, 1000000), scale[i] = runi(1e-5f, 1e-2f);
+    fill(c0, mr * lc, -1, 1);
+    memcpy(c1, c0, (size_t)(mr * lc) * 4);
+    u8s8_gemm_config_ref.gemm(kq, a, la, b, lb, comp, scale, c0, lc, mr, nr);
+    fast->gemm(kqa, a, la, b, lb, comp, scale, c1, lc, mr, nr);
+    CHECK(memcmp(c0, c1, (size_t)(mr * lc) * 4) == 0, "u8s8 gemm %s %dx%d kq %d", fast->name, mr, nr, kq);
+    free(a), free(b), free(c0), free(c1);
+}
+
+/* The tap form: the reference against an integer sum over the runs written here, then
+ * the fast tile against the reference, bit for bit, on random run counts, offsets and
+ * edge tiles (B read from a big random image, as conv2d_int8_taps.c's quad image). */
+static void test_int8_taps(const u8s8_gemm_config *fast)
+{
+    for (int t = 0; t < 40; t++) {
+        int ntaps = rint_in(1, 9), kqt = 16 * rint_in(1, 5), mr = rint_in(1, 32), nr = rint_in(1, 32);
+        long ldb = rint_in(40, 300), lda = (long)ntaps * kqt + 16 * rint_in(0, 1), ldc = nr + rint_in(0, 3);
+        long off[9], span = 4 * ldb * kqt + 4 * 64;
+        for (int i = 0; i < ntaps; i++)
+            off[i] = 4L * rint_in(0, 40);
+        int8_t *a = calloc((size_t)(32 * lda * 4), 1);
+        uint8_t *b = malloc((size_t)(span + 4 * 40));
+        float *c0 = calloc((size_t)(mr * ldc), 4), *c1 = calloc((size_t)(mr * ldc), 4), scale[32];
+        int32_t comp[32];
+        for (long i = 0; i < mr * lda * 4; i++)
+            a[i] = (int8_t)rint_in(-128, 127);
+        for (long i = 0; i < span + 4 * 40; i++)
+            b[i] = (uint8_t)rint_in(0, 255);
+        for (int i = 0; i < mr; i++)
+            comp[i] = rint_in(-1000000, 1000000), scale[i] = runi(1e-5f, 1e-2f);
+        u8s8_taps_32x32__ref(ntaps, off, kqt, a, lda, b, ldb, comp, scale, c0, ldc, mr, nr);
+        int bad = 0;
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nr; j++) {
+                int64_t sum = 0;
+                for (int r = 0; r < ntaps; r++)
+                    for (int k = 0; k < 4 * kqt; k++)
+                        sum += (int64_t)b[off[r] + ((k / 4) * ldb + j) * 4 + k % 4] * a[i * lda * 4 + r * kqt * 4 + k];
+                bad += bits(c0[i * ldc + j]) != bits((float)(int32_t)(sum - comp[i]) * scale[i]);
+            }
+        CHECK(bad == 0, "u8s8 taps ref %d runs of %d quads %dx%d: %d entries differ from the integer sum", ntaps, kqt,
+              mr, nr, bad);
+        fast->taps(ntaps, off, kqt, a, lda, b, ldb, comp, scale, c1, ldc, mr, nr);
+        CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "u8s8 taps %s %d runs of %d quads %dx%d", fast->name, ntaps,
+              kqt, mr, nr);
+        free(a), free(b), free(c0), free(c1);
+    }
+}
+
+/* The quad gather against the reference and against the definition, source buffers of
+ * exactly (n-1)*stride + 1 quads (the address sanitizer catches a read past them). */
+static void test_gather(const u8s8_gemm_config *fast)
+{
+    for (int t = 0; t < 60; t++) {
+        int stride = rint_in(1, 3);
+        long n = rint_in(1, 100), ns = (n - 1) * stride + 1;
+        uint8_t *src = malloc((size_t)(4 * ns)), *d0 = malloc((size_t)(4 * n)), *d1 = malloc((size_t)(4 * n));
+        for (long i = 0; i < 4 * ns; i++)
+            src[i] = (uint8_t)rint_in(0, 255);
+        u8_gather_quads__ref(src, stride, n, d0);
+        fast->gather(src, stride, n, d1);
+        long bad = 0;
+        for (long x = 0; x < 4 * n; x++)
+            bad += d0[x] != src[(x / 4) * stride * 4 + x % 4];
+        CHECK(bad == 0, "u8 gather ref stride %d n %ld: %ld bytes off", stride, n, bad);
+        CHECK(memcmp(d0, d1, (size_t)(4 * n)) == 0, "u8 gather %s stride %d n %ld", fast->name, stride, n);
+        free(src), free(d0), free(d1);
+    }
+}
+
 static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config *fast_int8)
 {
     const bf16_gemm_config *ref_bf16 = &bf16_gemm_config_ref;
@@ -189,7 +277,7 @@ static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config 
         free(x), free(h0), free(h1), free(q0), free(q1);
     }
     for (int t = 0; t < 80; t++) {
-        int mr = rint_in(1, 8), nr = rint_in(1, 32), kp = rint_in(1, 300), acc = t % 2;
+        int nr = rint_in(1, 32), kp = rint_in(1, 300), acc = t % 2;
         long lda = kp + rint_in(0, 3), ldb = nr + rint_in(0, 5), ldc = nr + rint_in(0, 3);
         if (fast_bf16 != ref_bf16) {   /* operands padded as the config asks (lowp_kernels.h) */
             int mrb = rint_in(1, fast_bf16->mr), kpa = (kp + fast_bf16->k_align - 1) / fast_bf16->k_align * fast_bf16->k_align;
@@ -219,26 +307,13 @@ static void test_fast(const bf16_gemm_config *fast_bf16, const u8s8_gemm_config 
                   fast_bf16->name, mrb, nr, kp, acc, worst);
             free(a), free(b), free(c0), free(c1);
         }
-        if (fast_int8 != ref_int8) {
-            int kq = kp;
-            int8_t *a = malloc((size_t)(mr * lda * 4));
-            uint8_t *b = malloc((size_t)(kq * ldb * 4));
-            float *c0 = malloc((size_t)(mr * ldc) * 4), *c1 = malloc((size_t)(mr * ldc) * 4), scale[8];
-            int32_t comp[8];
-            for (long i = 0; i < mr * lda * 4; i++)
-                a[i] = (int8_t)rint_in(-128, 127);
-            for (long i = 0; i < kq * ldb * 4; i++)
-                b[i] = (uint8_t)rint_in(0, 255);
-            for (int i = 0; i < mr; i++)
-                comp[i] = rint_in(-1000000, 1000000), scale[i] = runi(1e-5f, 1e-2f);
-            fill(c0, mr * ldc, -1, 1);
-            memcpy(c1, c0, (size_t)(mr * ldc) * 4);
-            ref_int8->gemm(kq, a, lda, b, ldb, comp, scale, c0, ldc, mr, nr);
-            fast_int8->gemm(kq, a, lda, b, ldb, comp, scale, c1, ldc, mr, nr);
-            CHECK(memcmp(c0, c1, (size_t)(mr * ldc) * 4) == 0, "u8s8 gemm %s %dx%d kq %d", fast_int8->name, mr, nr, kq);
-            free(a), free(b), free(c0), free(c1);
-        }
+        if (fast_int8 != ref_int8)
+            test_fast_int8_gemm(fast_int8, kp, ldb, ldc);
     }
+    if (fast_int8->taps)
+        test_int8_taps(fast_int8);
+    if (fast_int8 != ref_int8)
+        test_gather(fast_int8);
 }
 
 int main(void)
@@ -259,6 +334,13 @@ int main(void)
                                                     bf16_pack_pairs__avx512bf16, 1, 1, 1, NULL};
         test_fast(&avx512bf16, &u8s8_gemm_config_ref);
         printf("also tested: %s\n", avx512bf16.name);
+    }
+    /* likewise the AVX-512 VNNI int8 tile where AMX is chosen */
+    if (best->int8->taps && __builtin_cpu_supports("avx512vnni")) {
+        static const u8s8_gemm_config vnni = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
+                                              u8_pack_quads__avx512, 1, 1, NULL, u8_gather_quads__avx512};
+        test_fast(&bf16_gemm_config_ref, &vnni);
+        printf("also tested: %s\n", vnni.name);
     }
 #endif
     return harness_done();

@@ -87,6 +87,27 @@ void u8s8_gemm_8x32__ref(int kq, const int8_t *a, long lda, const uint8_t *b, lo
         }
 }
 
+void u8_gather_quads__ref(const uint8_t *src, int stride, long n, uint8_t *dst)
+{
+    for (long x = 0; x < n; x++)
+        memcpy(dst + 4 * x, src + 4 * x * stride, 4);
+}
+
+void u8s8_taps_32x32__ref(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                          long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr, int nr)
+{
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            int32_t acc = 0;
+            for (int t = 0; t < ntaps; t++)
+                for (int q = 0; q < kqt; q++)
+                    for (int u = 0; u < 4; u++)
+                        acc += (int32_t)b[tap_off[t] + ((long)q * ldb + j) * 4 + u] *
+                               (int32_t)a[(long)i * lda * 4 + ((long)t * kqt + q) * 4 + u];
+            c[i * ldc + j] = (float)(acc - comp[i]) * scale[i];
+        }
+}
+
 /* rne(v) + zero clamped to the u8 range; NaN gives the zero point. */
 static uint8_t quantize_u8(float v, int zero)
 {

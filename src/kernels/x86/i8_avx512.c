@@ -46,35 +46,59 @@ void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t
     }
 }
 
-/* 16 columns of one row: clamp(rne(x * inv) + zero, 0, 255) as int32 lanes (NaN ->
- * zero). The clamp bounds -zero and 255 - zero are integers, so clamping before the
- * rounding conversion gives the same values. */
-static __m512i quant16(const float *r, __mmask16 m, __m512 inv, __m512 lo, __m512 hi, __m512i zero)
+/* 16 columns of one row: clamp(rne(x * inv), -zero, 255 - zero) as int32 lanes (NaN ->
+ * 0). The clamp bounds are integers, so clamping before the rounding conversion gives
+ * the same values. */
+static __m512i quant16(const float *r, __mmask16 m, __m512 inv, __m512 lo, __m512 hi)
 {
     __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, r), inv);
     v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    return _mm512_add_epi32(_mm512_cvtps_epi32(v), zero);
+    return _mm512_cvtps_epi32(v);
 }
 
+/* Four rows of 16 columns into 16 quads: packed to int16 with the zero point added (all
+ * in -255..255 before, 0..255 after), then to bytes, which leaves each 128-bit lane as
+ * rows 0-3 of its 4 columns; one byte shuffle per lane makes them 4 quads. */
 void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                            long ldo)
 {
     __m512 inv = _mm512_set1_ps(inv_scale);
     __m512 lo = _mm512_set1_ps((float)-zero), hi = _mm512_set1_ps((float)(255 - zero));
-    __m512i z = _mm512_set1_epi32(zero);
+    __m512i z16 = _mm512_set1_epi16((short)zero);
+    const __m512i quads = _mm512_set4_epi32(0x0f0b0703, 0x0e0a0602, 0x0d090501, 0x0c080400);
     for (int q = 0; q < (kc + 3) / 4; q++) {
         uint8_t *o = out + (long)q * ldo * 4;
+        const float *r = x + (long)(4 * q) * ldx;
         for (int j = 0; j < nc; j += 16) {
             __mmask16 m = first_lanes(nc - j);
-            __m512i word = _mm512_setzero_si512();
-            for (int t = 0; t < 4; t++) {
-                int k = 4 * q + t;
-                __m512i v = k < kc ? quant16(x + (long)k * ldx + j, m, inv, lo, hi, z) : z;
-                word = _mm512_or_si512(word, _mm512_slli_epi32(v, 8 * t));
-            }
-            _mm512_mask_storeu_epi32(o + 4 * j, m, word);
+            __m512i v[4];
+            for (int t = 0; t < 4; t++)
+                v[t] = 4 * q + t < kc ? quant16(r + t * ldx + j, m, inv, lo, hi) : _mm512_setzero_si512();
+            __m512i w01 = _mm512_adds_epi16(_mm512_packs_epi32(v[0], v[1]), z16);
+            __m512i w23 = _mm512_adds_epi16(_mm512_packs_epi32(v[2], v[3]), z16);
+            __m512i b = _mm512_shuffle_epi8(_mm512_packus_epi16(w01, w23), quads);
+            _mm512_mask_storeu_epi32(o + 4 * j, m, b);
         }
+    }
+}
+
+/* Stride 2: 16 quads a step, the even dwords of two loads (masked to the quads the
+ * step needs, so nothing past (n-1)*2 is read); other strides one quad at a time. */
+void u8_gather_quads__avx512(const uint8_t *src, int stride, long n, uint8_t *dst)
+{
+    if (stride != 2) {
+        for (long x = 0; x < n; x++)
+            memcpy(dst + 4 * x, src + 4 * x * stride, 4);
+        return;
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (long x = 0; x < n; x += 16) {
+        long k = n - x < 16 ? n - x : 16, need = 2 * k - 1;   /* source quads of this step */
+        const uint8_t *s = src + 8 * x;
+        __m512i a = _mm512_maskz_loadu_epi32(first_lanes(need), s);
+        __m512i b = _mm512_maskz_loadu_epi32(first_lanes(need - 16), s + 64);
+        _mm512_mask_storeu_epi32(dst + 4 * x, first_lanes(k), _mm512_permutex2var_epi32(a, even, b));
     }
 }
 
