@@ -49,8 +49,9 @@ cspresnet_status cspresnet_model_save_safetensors(const cspresnet_model *model, 
  * (the rule prepare applies) stored in it, everything else F32:
  *   bf16: "<conv>.weight" BF16 (rounded to nearest even);
  *   int8: "<conv>.weight" I8 (the s8 values, OIHW), "<conv>.weight_scale" F32 [OC]
- *         (w = q * scale), "<conv>.input_scale" F32 [1] and "<conv>.input_zero_point"
- *         I32 [1] (u8 = rne(x / scale) + zero, 0..255); biases F32.
+ *         (w = q * scale), "<conv>.input_scale" F32 [1], "<conv>.input_zero_point"
+ *         I32 [1] (u8 = rne(x / scale) + zero, 0..255) and "<conv>.bias_correction"
+ *         I32 [OC] (subtracted from the int32 sums; optional); biases F32.
  * __metadata__ adds precision ("bf16"/"int8"), kernels (the kernel set) and, for int8,
  * calibration (minmax/percentile) and calibration_source. The loaders read them back:
  * cspresnet_model_file_precision says which, and an int8 file's model runs int8 with
