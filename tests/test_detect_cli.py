@@ -128,7 +128,12 @@ def test_tensor_mode_matches_port(tmp_path_factory, tmp_path, name, isa, nms):
     compare(boxes, np.load(out / "boxes.npy"), where + "\nboxes", rtol=tol_b)
     compare(scores, np.load(out / "scores.npy"), where + "\nscores", rtol=tol_s)
     opts = dict(NMS_DEFAULT, **nms)
-    ref = P.multiclass_nms3(boxes.astype(np.float32), scores.astype(np.float32), **opts)
+    # The reference kernels' NMS against the port's NMS of the port's outputs. The fast
+    # path's outputs differ from the port's by up to 1e-3, which among ~2400 rows can move
+    # one pair across the IoU threshold, so its NMS is checked on its own boxes and scores
+    # (which the lines above hold within tolerance of the port's).
+    nms_in = (boxes, scores) if isa == "ref" else (np.load(out / "boxes.npy"), np.load(out / "scores.npy"))
+    ref = P.multiclass_nms3(nms_in[0].astype(np.float32), nms_in[1].astype(np.float32), **opts)
     check_nms(ref, (np.load(out / "nms.npy"), np.load(out / "bbox_num.npy")), tol_b, tol_s, where)
     # NMS really suppresses: fewer rows than candidates even without keep_top_k's cut
     uncut = P.multiclass_nms3(boxes.astype(np.float32), scores.astype(np.float32), **dict(opts, keep_top_k=-1))

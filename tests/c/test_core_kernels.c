@@ -528,18 +528,22 @@ static void test_bf16(const bf16_gemm_config *cfg, const bf16_gemm_config *ref)
     printf("%s vs %s: %d cases, %d failed\n", cfg->name, ref->name, cases, bad);
 }
 
+/* Operands padded as the config asks, as for bf16; integer sums, so the same bits. */
 static void test_int8(const u8s8_gemm_config *cfg, const u8s8_gemm_config *ref)
 {
     int bad = 0, cases = 0;
     for (int t = 0; t < 150; t++, cases++) {
         int mr = t < cfg->mr ? t + 1 : rng_int(1, cfg->mr), nr = rng_int(1, cfg->nr), kq = rng_int(1, 200);
-        long lda = kq + rng_int(0, 3), ldb = nr + rng_int(0, 5), ldc = nr + rng_int(0, 3);
-        int8_t *a = malloc((size_t)(mr * lda * 4));
-        uint8_t *b0 = calloc((size_t)(kq * ldb * 4), 1), *b1 = calloc((size_t)(kq * ldb * 4), 1);
+        int kqa = (int)round_up_l(kq, cfg->k_align);
+        long lda = round_up_l(kq + rng_int(0, 3), cfg->k_align), ldb = cfg->nr + rng_int(0, 5), ldc = nr + rng_int(0, 3);
+        long rows = round_up_l(mr, cfg->m_align) + cfg->mr;
+        int8_t *a = calloc((size_t)(rows * lda * 4), 1);   /* zero past the data, as the config asks */
+        uint8_t *b0 = calloc((size_t)(kqa * ldb * 4), 1), *b1 = calloc((size_t)(kqa * ldb * 4), 1);
         float *x = falloc(4 * kq * ldb), *c0 = falloc(mr * ldc), *c1 = falloc(mr * ldc), scale[32];
         int32_t comp[32];
-        for (long i = 0; i < mr * lda * 4; i++)
-            a[i] = (int8_t)rng_int(-128, 127);
+        for (long i = 0; i < mr; i++)
+            for (long k = 0; k < 4L * kq; k++)
+                a[i * lda * 4 + k] = (int8_t)rng_int(-128, 127);
         for (long i = 0; i < 4 * kq * ldb; i++)
             x[i] = 200.0f * rng_float();
         for (int i = 0; i < mr; i++)
@@ -553,7 +557,7 @@ static void test_int8(const u8s8_gemm_config *cfg, const u8s8_gemm_config *ref)
         rng_fill(c0, mr * ldc);
         memcpy(c1, c0, sizeof(float) * (size_t)(mr * ldc));
         ref->gemm(kq, a, lda, b0, ldb, comp, scale, c0, ldc, mr, nr);
-        cfg->gemm(kq, a, lda, b0, ldb, comp, scale, c1, ldc, mr, nr);
+        cfg->gemm(kqa, a, lda, b0, ldb, comp, scale, c1, ldc, mr, nr);
         ok &= memcmp(c0, c1, sizeof(float) * (size_t)(mr * ldc)) == 0;
         CHECK(ok, "%s vs %s: mr %d nr %d kc %d", cfg->name, ref->name, mr, nr, kc);
         bad += !ok;
