@@ -32,7 +32,7 @@ void f32_im2col_rows_table__generic(const conv_geom *g, const float *images, lon
  * Backward, with xh = (x - mean) * rstd, v = xh * w + b (the activation's input,
  * recomputed rather than stored) and g = da * act'(v):
  *   reduce: *sdy += sum g, *sdyx += sum g * xh (double);
- *   apply:  dx += scale * (g - mdy - xh * mdyx).
+ *   apply:  dx += scale * (g - mdy - xh * mdyx)  (assign: dx = that product, dx not read).
  * act CSPRESNET_ACT_NONE: g = da. The sums of a channel are reduced once, at its end
  * (maps of 1-4 pixels make runs of 1-4 floats). */
 typedef struct bn_act_params {
@@ -40,6 +40,7 @@ typedef struct bn_act_params {
     float scale, shift;      /* rstd * weight, bias - mean * scale */
     float mdy, mdyx;         /* backward apply: batch means of g and g * xh (0 when frozen) */
     cspresnet_act act;
+    int assign;              /* backward apply: write dx instead of adding to it */
 } bn_act_params;
 
 struct f32_train_config {

@@ -12,7 +12,7 @@
  *       B = the chunk of dY transposed (1/(k*k) of the im2col size). Tasks are
  *       (column group, block of BW_KB rows); the groups' partial sums are added in group
  *       order and transposed into dW.
- *   dX += for 1x1 and "same" stride-1 convs: a convolution of dY with the flipped,
+ *   dX += (or =, assign_dx) for 1x1 and "same" stride-1 convs: a convolution of dY with the flipped,
  *       transposed weights Wf[C x OC*k*k] (no col2im); otherwise
  *       col2im(W^T[K x OC] . dY), tasks (image or chunk of images, DX_CB channels).
  *
@@ -90,6 +90,7 @@ void conv2d_backward_scratch(const kernel_set *kt, const conv_geom *g, int n, lo
 
 typedef struct bw_job {
     op_exec *ex;
+    int assign_dx;     /* write dX (=), do not add to it */
     const f32_train_config *tk;
     const conv_geom *g;
     const float *weight;
@@ -249,6 +250,15 @@ static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
     const col_plan *cp = &job->p.cp;
     long first = cp->per_chunk > 1 ? unit : unit * cp->per_image;
     long last = cp->per_chunk > 1 ? unit + 1 : first + cp->per_image;
+    if (job->assign_dx) {   /* the task owns channels [c0, c0+cc) of its unit's images */
+        col_chunk a, b;
+        col_chunk_get(cp, first, &a);
+        col_chunk_get(cp, last - 1, &b);
+        const long plane = (long)g->in_h * g->in_w;
+        for (int n = a.n0; n < b.n0 + b.nimg; n++)
+            memset(job->din->data + (long)n * job->din->batch_stride + (long)c0 * plane, 0,
+                   (size_t)cc * plane * sizeof(float));
+    }
     for (long c = first; c < last; c++) {
         col_chunk ch;
         col_chunk_get(cp, c, &ch);
@@ -353,14 +363,14 @@ static void pass2_worker(void *arg, int t, int nt)
 }
 
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
-                     const tensor4 *dout, const tensor4 *din, float *dweight)
+                     const tensor4 *dout, const tensor4 *din, int assign_dx, float *dweight)
 {
-    if (!ex->kernels->gemm) {
+    if (!ex->kernels->gemm) {   /* the planner never asks this path to assign */
         conv2d_backward_ref(ex, g, weight, in, dout, din, dweight);
         return;
     }
-    bw_job job = {.ex = ex, .tk = ex->kernels->train, .g = g, .weight = weight, .in = in, .dout = dout, .din = din,
-                  .dweight = dweight};
+    bw_job job = {.ex = ex, .assign_dx = assign_dx, .tk = ex->kernels->train, .g = g, .weight = weight, .in = in,
+                  .dout = dout, .din = din, .dweight = dweight};
     make_plan(g, in->n, din != NULL, &job.p);
     job.wx = ex->op_scratch;
     job.partials = ex->op_scratch + job.p.K * g->out_c;
@@ -368,7 +378,7 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
     if (job.p.mode == DX_CONV) {
         conv_geom f = flipped_geom(g);
         conv_cols_prepare(&job.cols, ex->kernels, &f, job.wx, (long)g->out_c * g->k * g->k, dout,
-                          din, 1, ex->scratch, ex->scratch_per_thread);
+                          din, !assign_dx, ex->scratch, ex->scratch_per_thread);
     }
     if (!dweight && job.p.mode == DX_NONE)
         return;

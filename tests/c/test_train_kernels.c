@@ -184,7 +184,7 @@ typedef struct bufs {
 } bufs;
 
 static void run_backward(const kernel_set *kt, int threads, const conv_geom *g, int n, const bufs *in,
-                         float *dx, float *dw, int use_ref)
+                         float *dx, float *dw, int use_ref, int assign)
 {
     threadpool *pool;
     error_buf e;
@@ -207,7 +207,7 @@ static void run_backward(const kernel_set *kt, int threads, const conv_geom *g, 
     if (use_ref)
         conv2d_backward_ref(&ex, g, in->w, &x, &dy, &dxt, dw);
     else
-        conv2d_backward(&ex, g, in->w, &x, &dy, &dxt, dw);
+        conv2d_backward(&ex, g, in->w, &x, &dy, &dxt, assign, dw);
     free(scratch);
     threadpool_free(pool);
 }
@@ -273,22 +273,25 @@ static void test_conv(const kernel_set *kt, const kernel_set *ref)
         rng_fill(b.w, ws);
         rng_fill(b.dy, ys);
         float *dx0 = malloc(sizeof(float) * xs), *dx[3], *dw[3], *out[3];
-        rng_fill(dx0, xs);   /* dX accumulates */
+        rng_fill(dx0, xs);   /* dX accumulates; or (odd it) the fast path assigns over it */
+        const int assign = it % 2;
         for (int v = 0; v < 3; v++) {
             dx[v] = malloc(sizeof(float) * xs);
             memcpy(dx[v], dx0, sizeof(float) * xs);
+            if (assign && v == 0)
+                memset(dx[v], 0, sizeof(float) * xs);
             dw[v] = malloc(sizeof(float) * ws);
             out[v] = malloc(sizeof(float) * ys);
         }
-        run_backward(ref, 1, &g, n, &b, dx[0], dw[0], 1);
-        run_backward(kt, 1, &g, n, &b, dx[1], dw[1], 0);
-        run_backward(kt, 2, &g, n, &b, dx[2], dw[2], 0);
+        run_backward(ref, 1, &g, n, &b, dx[0], dw[0], 1, 0);
+        run_backward(kt, 1, &g, n, &b, dx[1], dw[1], 0, assign);
+        run_backward(kt, 2, &g, n, &b, dx[2], dw[2], 0, assign);
         run_forward(ref, 1, &g, n, &b, out[0], 1);
         run_forward(kt, 1, &g, n, &b, out[1], 0);
         run_forward(kt, 2, &g, n, &b, out[2], 0);
         char what[256];
-        snprintf(what, sizeof what, "%s conv N%d C%d %dx%d -> OC%d %dx%d k%d s%d p%d", kt->isa, n, g.in_c,
-                 g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, g.k, g.stride, g.pad);
+        snprintf(what, sizeof what, "%s conv N%d C%d %dx%d -> OC%d %dx%d k%d s%d p%d%s", kt->isa, n, g.in_c,
+                 g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, g.k, g.stride, g.pad, assign ? " (dX assigned)" : "");
         char msg[400];
         double e1 = rel_err(dw[1], dw[0], ws), e2 = rel_err(dx[1], dx[0], xs), e3 = rel_err(out[1], out[0], ys);
         snprintf(msg, sizeof msg, "%s: dW rel err %.3g", what, e1);
@@ -327,11 +330,16 @@ static void test_pointwise(void)
         for (int it = 0; it < 20; it++) {
             long n = rng_int(1, 35);
             int runs = rng_int(1, 3);
-            float x[128], da[128], y0[128], y1[128], dx0[128], dx1[128];
+            /* odd it: the fast kernel and the reference's second call assign over
+             * garbage; the reference's first call adds to zeros */
+            const int assign = it % 2;
+            float x[128], da[128], y0[128], y1[128], dx0[128], dx1[128], dx2[128];
             for (long i = 0; i < 128; i++) {
                 x[i] = (float)(6.0 * rng_uniform() - 2.0);
                 da[i] = (float)(2.0 * rng_uniform() - 1.0);
-                dx0[i] = dx1[i] = (float)rng_uniform();
+                dx0[i] = dx1[i] = dx2[i] = (float)rng_uniform();
+                if (assign)
+                    dx0[i] = 0.0f;
                 y0[i] = y1[i] = 0.0f;
             }
             bn_act_params p = {.mean = 0.3f, .rstd = 1.7f, .weight = 1.2f, .bias = -0.4f,
@@ -347,17 +355,23 @@ static void test_pointwise(void)
             ref->bn_act_bwd_reduce(x, n + 1, da, n + 1, runs, n, &p, &c0, &c1);
             fast->bn_act_bwd_reduce(x, n + 1, da, n + 1, runs, n, &p, &d0, &d1);
             ref->bn_act_bwd_apply(x, n + 1, da, n + 1, dx0, n + 1, runs, n, &p);
+            p.assign = assign;
             fast->bn_act_bwd_apply(x, n + 1, da, n + 1, dx1, n + 1, runs, n, &p);
+            ref->bn_act_bwd_apply(x, n + 1, da, n + 1, dx2, n + 1, runs, n, &p);
+            for (long i = 0; i < 128 && assign; i++)
+                if (i % (n + 1) == n || i >= runs * (n + 1))   /* gaps: not written, still garbage */
+                    dx1[i] = dx2[i] = 0.0f;
             n = 128;
             char what[160];
-            snprintf(what, sizeof what, "avx512 bn+%s kernels, runs of %d", cspresnet_act_name((cspresnet_act)act), it);
-            double e = rel_err(y1, y0, n), f = rel_err(dx1, dx0, n);
+            snprintf(what, sizeof what, "avx512 bn+%s kernels, runs of %d%s", cspresnet_act_name((cspresnet_act)act), it,
+                     assign ? ", dx assigned" : "");
+            double e = rel_err(y1, y0, n), f = rel_err(dx1, dx0, n), f2 = rel_err(dx2, dx0, n);
             int ok = fabs(a0 - b0) <= 1e-9 * (1 + fabs(a0)) && fabs(a1 - b1) <= 1e-9 * (1 + fabs(a1)) &&
                      fabs(c0 - d0) <= 1e-5 * (1 + fabs(c0)) && fabs(c1 - d1) <= 1e-5 * (1 + fabs(c1)) &&
-                     e <= 2e-6 && f <= 2e-6;
+                     e <= 2e-6 && f <= 2e-6 && f2 == 0.0;
             if (!ok)
-                printf("  stats %g %g / %g %g, reduce %g %g / %g %g, apply err %g, bwd err %g\n", a0, a1, b0,
-                       b1, c0, c1, d0, d1, e, f);
+                printf("  stats %g %g / %g %g, reduce %g %g / %g %g, apply err %g, bwd err %g, ref %g\n", a0, a1,
+                       b0, b1, c0, c1, d0, d1, e, f, f2);
             CHECK(ok, "%s", what);
         }
 }

@@ -120,7 +120,8 @@ void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long
             if (p->act != CSPRESNET_ACT_NONE)
                 g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
             __m512 t = _mm512_fnmadd_ps(xh, mdyx, _mm512_sub_ps(g, mdy));
-            _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
+            __m512 v = p->assign ? _mm512_mul_ps(sc, t) : _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i));
+            _mm512_mask_storeu_ps(dx + i, m, v);
         }
 }
 
