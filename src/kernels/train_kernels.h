@@ -57,6 +57,9 @@ struct f32_train_config {
      * NULL: none (the generic kernels pack). */
     int (*im2col_shift)(const conv_geom *g, const float *images, long image_stride, int nimg,
                         int k0, int kc, long p0, int pc, float *panel, long ldp);
+    /* as f32_im2col_rows_runs__generic (one image, any stride); NULL: that one */
+    void (*im2col_runs)(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
+                        float *panel, long ldp);
     /* as f32_im2col_rows_table__generic (small maps, any stride) */
     void (*im2col_gather)(const conv_geom *g, const float *images, long image_stride, int nimg,
                           int k0, int kc, long p0, int pc, float *panel, long ldp, int *idx);
@@ -89,6 +92,9 @@ void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long
 void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float *dst, long ldd);
 int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
                              int k0, int kc, long p0, int pc, float *panel, long ldp);
+/* f32_im2col_rows_runs__generic, bit for bit, with stride-2 rows by permutes */
+void f32_im2col_runs__avx512(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
+                             float *panel, long ldp);
 
 /* The reference training config (the oracle; the config of every set but "avx512"). */
 extern const f32_train_config f32_train_config_ref;

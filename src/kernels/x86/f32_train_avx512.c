@@ -178,6 +178,56 @@ int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image
     }
     return 1;
 }
+/* out[x] = src[2x] for x < n: pairs of loads folded by one two-source permute; the
+ * loads are masked to the floats the outputs need (never past src[2n-2]). */
+static inline void copy_stride2(const float *src, int n, float *out)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int x = 0; x < n; x += 16) {
+        const int m = n - x < 16 ? n - x : 16, need = 2 * m - 1;   /* floats from src + 2x */
+        __m512 lo = _mm512_maskz_loadu_ps(first_lanes(need), src + 2 * x);
+        __m512 hi = _mm512_maskz_loadu_ps(first_lanes(need - 16), src + 2 * x + 16);
+        _mm512_mask_storeu_ps(out + x, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
+    }
+}
+
+/* f32_im2col_rows_runs__generic with the stride-2 copies vectorised (the stride-2
+ * convs' forward and weight-gradient packing); other strides go to it. Bit-identical:
+ * both only copy and zero-fill. */
+void f32_im2col_runs__avx512(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
+                             float *panel, long ldp)
+{
+    if (g->stride != 2) {
+        f32_im2col_rows_runs__generic(g, image, k0, kc, n0, nc, panel, ldp);
+        return;
+    }
+    const int kk = g->k * g->k;
+    const long plane = (long)g->in_h * g->in_w;
+    const int oy0 = (int)(n0 / g->out_w), ox0 = (int)(n0 % g->out_w);
+    for (int r = 0; r < kc; r++) {
+        const int row = k0 + r, ic = row / kk, ky = (row % kk) / g->k, kx = row % g->k;
+        const float *src = image + ic * plane;
+        float *dst = panel + (long)r * ldp;
+        /* output columns ox with 0 <= 2*ox - pad + kx < in_w: [lo, hi] */
+        const int lo = g->pad - kx > 0 ? (g->pad - kx + 1) / 2 : 0;
+        const int v = g->in_w - 1 + g->pad - kx, hi = v >= 0 ? v / 2 : -1;
+        for (int j = 0, oy = oy0, ox = ox0; j < nc; j += g->out_w - ox, oy++, ox = 0) {
+            const int run = g->out_w - ox < nc - j ? g->out_w - ox : nc - j;
+            const int iy = 2 * oy - g->pad + ky;
+            float *d = dst + j - ox;   /* d[x] for ox <= x < ox + run */
+            const int a = ox > lo ? ox : lo, b = ox + run - 1 < hi ? ox + run - 1 : hi;
+            if (iy < 0 || iy >= g->in_h || a > b) {
+                memset(d + ox, 0, (size_t)run * sizeof(float));
+                continue;
+            }
+            for (int x = ox; x < a; x++)
+                d[x] = 0.0f;
+            copy_stride2(src + (long)iy * g->in_w - g->pad + kx + 2L * a, b - a + 1, d + a);
+            for (int x = b + 1; x < ox + run; x++)
+                d[x] = 0.0f;
+        }
+    }
+}
 /* dst[j*ldd + i] = src[i*lds + j], i < rows, j < cols: 16 x 16 blocks transposed in
  * registers (unpack, then 128-bit lane shuffles), edges by masked loads and stores.
  * (A gather-based im2col for strided convs on small maps was tried here and was half
