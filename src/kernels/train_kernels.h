@@ -25,6 +25,12 @@ void f32_im2col_rows_table__generic(const conv_geom *g, const float *images, lon
                                     int nimg, int k0, int kc, long p0, int pc, float *panel,
                                     long ldp, int *idx);
 
+/* dX image += col2im(col) for channels [c0, c0+cc) and the pixels [p0, p0+pc) of one
+ * image: col row r = (c - c0, ky, kx), ldcol floats apart; each input element gets
+ * its terms in row order (so any twin with the same order has the same bits). */
+void f32_col2im_add__generic(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
+                             int pc, float *image);
+
 /* ---- BN (+ activation) of training, one channel: `runs` contiguous runs of `len`
  * floats (one per image), each operand with its own distance between runs ----
  * Statistics: *s1 += sum x, *s2 += sum x^2 (double accumulators).
@@ -63,6 +69,9 @@ struct f32_train_config {
     /* as f32_im2col_rows_table__generic (small maps, any stride) */
     void (*im2col_gather)(const conv_geom *g, const float *images, long image_stride, int nimg,
                           int k0, int kc, long p0, int pc, float *panel, long ldp, int *idx);
+    /* as f32_col2im_add__generic; NULL: that one */
+    void (*col2im_add)(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0, int pc,
+                       float *image);
     /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols */
     void (*transpose)(const float *src, long lds, int rows, int cols, float *dst, long ldd);
 };
@@ -92,6 +101,9 @@ void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long
 void f32_transpose__avx512(const float *src, long lds, int rows, int cols, float *dst, long ldd);
 int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image_stride, int nimg,
                              int k0, int kc, long p0, int pc, float *panel, long ldp);
+/* f32_col2im_add__generic, bit for bit, with stride-2 rows by lane expansion */
+void f32_col2im_add__avx512(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
+                            int pc, float *image);
 /* f32_im2col_rows_runs__generic, bit for bit, with stride-2 rows by permutes */
 void f32_im2col_runs__avx512(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
                              float *panel, long ldp);

@@ -198,47 +198,6 @@ static void pass0_worker(void *arg, int t, int nt)
     }
 }
 
-/* dX_image[c0.., :, :] += col2im(col) for the chunk pixels [p0, p0+pc) of one image;
- * col row r = (c - c0, ky, kx), ldcol floats apart. Each output row of the chunk is a
- * run of contiguous columns; the valid ox range of each kx is computed, not tested. */
-static void col2im_add(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
-                       int pc, float *image)
-{
-    const int k = g->k, kk = k * k, s = g->stride, pad = g->pad, W = g->in_w;
-    const long plane = (long)g->in_h * g->in_w;
-    int seg_oy[COLS_CB], seg_ox[COLS_CB], seg_j[COLS_CB], seg_n[COLS_CB], ns = 0;
-    for (int j = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); j < pc; oy++, ox = 0) {
-        int run = g->out_w - ox < pc - j ? g->out_w - ox : pc - j;
-        seg_oy[ns] = oy;
-        seg_ox[ns] = ox;
-        seg_j[ns] = j;
-        seg_n[ns++] = run;
-        j += run;
-    }
-    for (int r = 0; r < cc * kk; r++) {
-        const int c = c0 + r / kk, ky = (r % kk) / k, kx = r % k;
-        float *pl = image + c * plane;
-        const float *cr = col + r * ldcol;
-        const int lo = pad - kx > 0 ? (pad - kx + s - 1) / s : 0;
-        const int v = W - 1 + pad - kx, hi = v >= 0 ? v / s : -1;
-        for (int q = 0; q < ns; q++) {
-            const int iy = seg_oy[q] * s - pad + ky;
-            if (iy < 0 || iy >= g->in_h)
-                continue;
-            const int a = seg_ox[q] > lo ? seg_ox[q] : lo;
-            const int b = seg_ox[q] + seg_n[q] - 1 < hi ? seg_ox[q] + seg_n[q] - 1 : hi;
-            const long base = (long)iy * W - pad + kx;
-            const float *src = cr + seg_j[q] - seg_ox[q];
-            if (s == 1)
-                for (int x = a; x <= b; x++)
-                    pl[base + x] += src[x];
-            else
-                for (int x = a; x <= b; x++)
-                    pl[base + (long)x * s] += src[x];
-        }
-    }
-}
-
 static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
 {
     const conv_geom *g = job->g;
@@ -285,8 +244,9 @@ static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
             }
         }
         for (int i = 0; i < ch.nimg; i++)
-            col2im_add(g, col + i * ch.pc, COLS_CB, c0, cc, ch.p0, ch.pc,
-                       job->din->data + (long)(ch.n0 + i) * job->din->batch_stride);
+            (job->tk->col2im_add ? job->tk->col2im_add : f32_col2im_add__generic)(
+                g, col + i * ch.pc, COLS_CB, c0, cc, ch.p0, ch.pc,
+                job->din->data + (long)(ch.n0 + i) * job->din->batch_stride);
     }
 }
 

@@ -82,6 +82,46 @@ static void test_im2col(void)
 }
 
 /* The AVX-512 shifted-plane im2col against the generic one, several images at once. */
+/* The table's col2im-add against f32_col2im_add__generic, bit for bit (same order of
+ * the terms of each element), on random strided geometries and chunks. */
+static void test_col2im(void)
+{
+    const f32_train_config *fast = kernel_set_select("avx512")->train;
+    for (int it = 0; it < 300; it++) {
+        conv_geom g;
+        g.k = rng_int(1, 3) == 1 ? 1 : 3;
+        g.stride = rng_int(1, 2);
+        g.pad = rng_int(0, g.k / 2);
+        g.in_c = rng_int(1, 20);
+        g.in_h = rng_int(1, 12);
+        g.in_w = it % 3 == 0 ? rng_int(30, 90) : rng_int(1, 20);
+        if (g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
+            continue;
+        g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_c = 1;
+        long P = (long)g.out_h * g.out_w, xs = (long)g.in_c * g.in_h * g.in_w;
+        int c0 = rng_int(0, g.in_c - 1), cc = rng_int(1, g.in_c - c0);
+        long p0 = rng_int(0, (int)P - 1);
+        int pc = rng_int(1, (int)(P - p0) < 128 ? (int)(P - p0) : 128);
+        long ldcol = pc + rng_int(0, 3);
+        float *col = malloc(sizeof(float) * cc * g.k * g.k * ldcol), *a = malloc(sizeof(float) * xs),
+              *b = malloc(sizeof(float) * xs);
+        rng_fill(col, (long)cc * g.k * g.k * ldcol);
+        rng_fill(a, xs);
+        for (long i = 0; i < xs; i += 7)
+            a[i] = -0.0f;   /* untouched elements keep their sign */
+        memcpy(b, a, sizeof(float) * xs);
+        f32_col2im_add__generic(&g, col, ldcol, c0, cc, p0, pc, a);
+        fast->col2im_add(&g, col, ldcol, c0, cc, p0, pc, b);
+        CHECK(memcmp(a, b, sizeof(float) * xs) == 0, "%s col2im: C%d %dx%d k%d s%d p%d channels %d+%d pixels %ld+%d",
+              fast->name, g.in_c, g.in_h, g.in_w, g.k, g.stride, g.pad, c0, cc, p0, pc);
+        free(col);
+        free(a);
+        free(b);
+    }
+}
+
 static void test_im2col_shift(void)
 {
     const kernel_set *kt = kernel_set_select("avx512");
@@ -388,6 +428,7 @@ int main(void)
 {
     test_pointwise();
     test_im2col_shift();
+    test_col2im();
     test_transpose_gather();
     test_im2col();
     const kernel_set *ref = kernel_set_select("ref");

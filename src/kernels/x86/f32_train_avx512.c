@@ -228,6 +228,50 @@ void f32_im2col_runs__avx512(const conv_geom *g, const float *image, int k0, int
         }
     }
 }
+/* out[2x] += src[x] for x < n, odd lanes untouched: each 16 sources are spread over
+ * the even lanes of two vectors and added under a mask (so an odd lane's -0.0 stays) */
+static inline void add_stride2(const float *src, int n, float *out)
+{
+    const __m512i lo_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i hi_idx = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+    for (int x = 0; x < n; x += 16) {
+        const int m = n - x < 16 ? n - x : 16, span = 2 * m - 1;   /* floats of out from out + 2x */
+        const __m512 v = _mm512_maskz_loadu_ps(first_lanes(m), src + x);
+        const __mmask16 ml = first_lanes(span) & 0x5555, mh = first_lanes(span - 16) & 0x5555;
+        float *o = out + 2 * x;
+        __m512 d0 = _mm512_maskz_loadu_ps(ml, o), d1 = _mm512_maskz_loadu_ps(mh, o + 16);
+        d0 = _mm512_add_ps(d0, _mm512_permutexvar_ps(lo_idx, v));
+        d1 = _mm512_add_ps(d1, _mm512_permutexvar_ps(hi_idx, v));
+        _mm512_mask_storeu_ps(o, ml, d0);
+        _mm512_mask_storeu_ps(o + 16, mh, d1);
+    }
+}
+
+void f32_col2im_add__avx512(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
+                            int pc, float *image)
+{
+    if (g->stride != 2) {
+        f32_col2im_add__generic(g, col, ldcol, c0, cc, p0, pc, image);
+        return;
+    }
+    const int k = g->k, kk = k * k, pad = g->pad, W = g->in_w;
+    const long plane = (long)g->in_h * g->in_w;
+    for (int r = 0; r < cc * kk; r++) {
+        const int c = c0 + r / kk, ky = (r % kk) / k, kx = r % k;
+        float *pl = image + c * plane;
+        const float *cr = col + r * ldcol;
+        const int lo = pad - kx > 0 ? (pad - kx + 1) / 2 : 0;
+        const int v = W - 1 + pad - kx, hi = v >= 0 ? v / 2 : -1;
+        for (int j = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); j < pc; j += g->out_w - ox, oy++, ox = 0) {
+            const int run = g->out_w - ox < pc - j ? g->out_w - ox : pc - j;
+            const int iy = 2 * oy - pad + ky;
+            const int a = ox > lo ? ox : lo, b = ox + run - 1 < hi ? ox + run - 1 : hi;
+            if (iy < 0 || iy >= g->in_h || a > b)
+                continue;
+            add_stride2(cr + j - ox + a, b - a + 1, pl + (long)iy * W - pad + kx + 2L * a);
+        }
+    }
+}
 /* dst[j*ldd + i] = src[i*lds + j], i < rows, j < cols: 16 x 16 blocks transposed in
  * registers (unpack, then 128-bit lane shuffles), edges by masked loads and stores.
  * (A gather-based im2col for strided convs on small maps was tried here and was half
