@@ -5,8 +5,9 @@
  *
  * Forward runs the model's graph planned in train mode (graph/plan.c) segment by
  * segment; BN takes batch statistics unless BN is frozen (train_bn = 0 or a frozen
- * segment). Backward zeroes the gradients, seeds the returned stage outputs with the
- * caller's gradients and walks the segments from the last one down, each segment's
+ * segment). Backward zeroes the gradients that no node writes first (the weights',
+ * the returned stage outputs'; graph_plan_grad_writers), seeds the returned stage
+ * outputs with the caller's gradients and walks the segments from the last one down, each segment's
  * nodes in reverse; with recomputation a segment's forward is re-run first (running
  * statistics untouched). Frozen segments stop the walk. Memory is planned per input
  * shape; nothing is allocated per step.
