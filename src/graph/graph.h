@@ -217,6 +217,11 @@ typedef struct graph_plan {
     int seg_zero[GRAPH_MAX_SEGMENTS];  /* an inner gradient of the segment has no writer */
 } graph_plan;
 
+/* plan.c: an op's plan for ops whose training backward can assign every input
+ * gradient (node_plan.din_assign_ok) and need nothing else planned. */
+void op_plan_assigns_din(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                         node_plan *np);
+
 /* plan.c: the plan of g for an input shape (env->mode: eval or train). Train: extra
  * floats reserved for the caller (at p->extra_off), recompute: all segments share one
  * activation region. graph_plan_free frees what a plan holds (not the block). */

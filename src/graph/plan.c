@@ -374,6 +374,15 @@ cspresnet_status graph_plan_make(const graph *g, const plan_env *env, const tsha
     return CSPRESNET_OK;
 }
 
+void op_plan_assigns_din(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                         node_plan *np)
+{
+    (void)nd;
+    (void)in;
+    (void)out;
+    np->din_assign_ok = env->mode == GRAPH_TRAIN;
+}
+
 void graph_plan_grad_writers(const graph *g, graph_plan *p, int seg_end)
 {
     for (int t = 0; t < g->n_tensors; t++)

@@ -11,6 +11,20 @@
 
 #include "kernels/kernels.h"
 
+/* Row `row` = (ic, ky, kx) of a conv's im2col matrix, and the output columns ox whose
+ * input column ox*stride - pad + kx lies inside the row: [*lo, *hi] (empty: hi < lo).
+ * Shared by the run-based im2col and col2im kernels. */
+static inline void conv_row_tap(const conv_geom *g, int row, int *ic, int *ky, int *kx, int *lo, int *hi)
+{
+    const int kk = g->k * g->k, s = g->stride;
+    *ic = row / kk;
+    *ky = (row % kk) / g->k;
+    *kx = row % g->k;
+    *lo = g->pad - *kx > 0 ? (g->pad - *kx + s - 1) / s : 0;
+    const int v = g->in_w - 1 + g->pad - *kx;
+    *hi = v >= 0 ? v / s : -1;
+}
+
 /* Same contract and bits as f32_im2col_rows__generic (its reference): rows [k0, k0+kc)
  * x columns [n0, n0+nc) of the implicit im2col matrix of one image into
  * panel[kc][ldp]. Each (row, output row) is one zero-filled edge and one contiguous

@@ -98,13 +98,5 @@ static void act_backward(op_run *r)
         activation_backward(&r->ex, r->nd->a.act, &r->in[0], &r->dout, &r->din[0], r->din_assign[0]);
 }
 
-static void act_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
-{
-    (void)nd;
-    (void)in;
-    (void)out;
-    np->din_assign_ok = env->mode == GRAPH_TRAIN;
-}
-
 const op_desc op_activation = {"activation", OP_IN_PLACE_ONLY,
-    op_infer_same, act_plan, act_forward, act_forward_train, act_backward, NULL, NULL, NULL};
+    op_infer_same, op_plan_assigns_din, act_forward, act_forward_train, act_backward, NULL, NULL, NULL};

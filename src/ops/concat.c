@@ -71,13 +71,5 @@ static void concat_backward(op_run *r)
     threadpool_run(r->ex.pool, concat_worker, &job);
 }
 
-static void concat_plan(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out, node_plan *np)
-{
-    (void)nd;
-    (void)in;
-    (void)out;
-    np->din_assign_ok = env->mode == GRAPH_TRAIN;
-}
-
 const op_desc op_concat = {"concat", OP_OUT_OF_PLACE,
-    concat_infer, concat_plan, concat_forward, concat_forward, concat_backward, NULL, NULL, NULL};
+    concat_infer, op_plan_assigns_din, concat_forward, concat_forward, concat_backward, NULL, NULL, NULL};

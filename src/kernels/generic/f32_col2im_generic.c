@@ -9,14 +9,13 @@
 void f32_col2im_add__generic(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
                              int pc, float *image)
 {
-    const int k = g->k, kk = k * k, s = g->stride, pad = g->pad, W = g->in_w;
+    const int s = g->stride, pad = g->pad, W = g->in_w;
     const long plane = (long)g->in_h * g->in_w;
-    for (int r = 0; r < cc * kk; r++) {
-        const int c = c0 + r / kk, ky = (r % kk) / k, kx = r % k;
-        float *pl = image + c * plane;
+    for (int r = 0; r < cc * g->k * g->k; r++) {
+        int c, ky, kx, lo, hi;   /* row r's channel is c0 + c */
+        conv_row_tap(g, r, &c, &ky, &kx, &lo, &hi);
+        float *pl = image + (c0 + c) * plane;
         const float *cr = col + r * ldcol;
-        const int lo = pad - kx > 0 ? (pad - kx + s - 1) / s : 0;
-        const int v = W - 1 + pad - kx, hi = v >= 0 ? v / s : -1;
         for (int j = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); j < pc; j += g->out_w - ox, oy++, ox = 0) {
             const int run = g->out_w - ox < pc - j ? g->out_w - ox : pc - j;
             const int iy = oy * s - pad + ky;

@@ -201,16 +201,13 @@ void f32_im2col_runs__avx512(const conv_geom *g, const float *image, int k0, int
         f32_im2col_rows_runs__generic(g, image, k0, kc, n0, nc, panel, ldp);
         return;
     }
-    const int kk = g->k * g->k;
     const long plane = (long)g->in_h * g->in_w;
     const int oy0 = (int)(n0 / g->out_w), ox0 = (int)(n0 % g->out_w);
     for (int r = 0; r < kc; r++) {
-        const int row = k0 + r, ic = row / kk, ky = (row % kk) / g->k, kx = row % g->k;
+        int ic, ky, kx, lo, hi;
+        conv_row_tap(g, k0 + r, &ic, &ky, &kx, &lo, &hi);
         const float *src = image + ic * plane;
         float *dst = panel + (long)r * ldp;
-        /* output columns ox with 0 <= 2*ox - pad + kx < in_w: [lo, hi] */
-        const int lo = g->pad - kx > 0 ? (g->pad - kx + 1) / 2 : 0;
-        const int v = g->in_w - 1 + g->pad - kx, hi = v >= 0 ? v / 2 : -1;
         for (int j = 0, oy = oy0, ox = ox0; j < nc; j += g->out_w - ox, oy++, ox = 0) {
             const int run = g->out_w - ox < nc - j ? g->out_w - ox : nc - j;
             const int iy = 2 * oy - g->pad + ky;
@@ -254,14 +251,13 @@ void f32_col2im_add__avx512(const conv_geom *g, const float *col, long ldcol, in
         f32_col2im_add__generic(g, col, ldcol, c0, cc, p0, pc, image);
         return;
     }
-    const int k = g->k, kk = k * k, pad = g->pad, W = g->in_w;
+    const int pad = g->pad, W = g->in_w;
     const long plane = (long)g->in_h * g->in_w;
-    for (int r = 0; r < cc * kk; r++) {
-        const int c = c0 + r / kk, ky = (r % kk) / k, kx = r % k;
-        float *pl = image + c * plane;
+    for (int r = 0; r < cc * g->k * g->k; r++) {
+        int c, ky, kx, lo, hi;
+        conv_row_tap(g, r, &c, &ky, &kx, &lo, &hi);
+        float *pl = image + (c0 + c) * plane;
         const float *cr = col + r * ldcol;
-        const int lo = pad - kx > 0 ? (pad - kx + 1) / 2 : 0;
-        const int v = W - 1 + pad - kx, hi = v >= 0 ? v / 2 : -1;
         for (int j = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); j < pc; j += g->out_w - ox, oy++, ox = 0) {
             const int run = g->out_w - ox < pc - j ? g->out_w - ox : pc - j;
             const int iy = 2 * oy - pad + ky;
