@@ -187,6 +187,10 @@ typedef struct node_plan {
     int fused_act;               /* train: this BN runs the next node's activation */
     int skip;                    /* nothing to run (a fused activation, an elided concat) */
     int prepared;                /* set before the op's plan: its weights are packed for it */
+    int din_assign_ok;           /* train, set by the op's plan: its backward can write each
+                                    wanted din[j] whole (=) instead of adding to it */
+    unsigned char din_first[GN_MAX_IN];  /* train (graph_plan_grad_writers): this backward
+                                    is the first to write in[j]'s gradient */
 } node_plan;
 
 typedef struct tensor_plan {
@@ -195,6 +199,8 @@ typedef struct tensor_plan {
     long bstride;                /* floats between images (more than c*h*w in a slice) */
     int boundary;                /* train: the input or a segment output (own storage) */
     int dead;                    /* train: a fused BN's output, never written */
+    int grad_writer;             /* train: the node whose backward writes the gradient first
+                                    (the last reader), -1: none (zeroed before backward) */
 } tensor_plan;
 
 typedef struct graph_plan {
@@ -212,7 +218,13 @@ typedef struct graph_plan {
     long inner_grad_off;         /* inner gradients, shared by all segments */
     int seg_first[GRAPH_MAX_SEGMENTS], seg_end[GRAPH_MAX_SEGMENTS];  /* node ranges */
     long seg_size[GRAPH_MAX_SEGMENTS];
+    int seg_zero[GRAPH_MAX_SEGMENTS];  /* an inner gradient of the segment has no writer */
 } graph_plan;
+
+/* plan.c: an op's plan for ops whose training backward can assign every input
+ * gradient (node_plan.din_assign_ok) and need nothing else planned. */
+void op_plan_assigns_din(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                         node_plan *np);
 
 /* plan.c: the plan of g for an input shape (env->mode: eval or train). Train: extra
  * floats reserved for the caller (at p->extra_off), recompute: all segments share one
@@ -220,6 +232,13 @@ typedef struct graph_plan {
 cspresnet_status graph_plan_make(const graph *g, const plan_env *env, const tshape *input, int recompute,
                                  long extra, graph_plan *p, error_buf *err);
 void graph_plan_free(graph_plan *p);
+/* Train: who writes each gradient first. Backward runs node by node in reverse, so
+ * the last reader of a tensor (among nodes of segments below seg_end, those backward
+ * visits) is the first to write its gradient: it assigns (din_first, with the op's
+ * din_assign_ok) or the dispatcher zeroes that gradient just before it. The graph's
+ * outputs (seeded by the caller), tensors no node reads and a tensor read twice by one
+ * node keep grad_writer -1 and are zeroed with the rest before backward. */
+void graph_plan_grad_writers(const graph *g, graph_plan *p, int seg_end);
 
 /* Shapes of every tensor for an input of n x c x h x w (each op's infer). */
 cspresnet_status graph_infer_shapes(const graph *g, const tshape *input, tensor_plan *t,
@@ -266,6 +285,7 @@ typedef struct op_run {
     const node_plan *np;
     tensor4 in[GN_MAX_IN], out;
     tensor4 din[GN_MAX_IN], dout; /* backward: din[i].data NULL = not wanted */
+    unsigned char din_assign[GN_MAX_IN];  /* backward: write din[i] (=), do not add to it */
     float *p[GN_MAX_PARAM];      /* parameter data (running statistics are written) */
     float *dp[GN_MAX_PARAM];     /* parameter gradients (overwritten), NULL = none */
     float *save;                 /* train: np->save_floats floats */

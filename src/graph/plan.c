@@ -373,3 +373,49 @@ cspresnet_status graph_plan_make(const graph *g, const plan_env *env, const tsha
     p->block_floats = p->ws_off + p->ws_thread * p->threads + ALIGN16(p->ws_shared);
     return CSPRESNET_OK;
 }
+
+void op_plan_assigns_din(const plan_env *env, const gnode *nd, const tshape *in, const tshape *out,
+                         node_plan *np)
+{
+    (void)nd;
+    (void)in;
+    (void)out;
+    np->din_assign_ok = env->mode == GRAPH_TRAIN;
+}
+
+void graph_plan_grad_writers(const graph *g, graph_plan *p, int seg_end)
+{
+    for (int t = 0; t < g->n_tensors; t++)
+        p->t[t].grad_writer = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const gnode *nd = &g->nodes[i];
+        memset(p->np[i].din_first, 0, sizeof p->np[i].din_first);
+        if (p->np[i].skip || nd->seg >= seg_end)
+            continue;
+        for (int j = 0; j < nd->n_in; j++)
+            p->t[nd->in[j]].grad_writer = i;   /* the last reader wins */
+    }
+    for (int r = 0; r < g->n_outputs; r++)
+        p->t[g->outputs[r]].grad_writer = -1;
+    for (int t = 0; t < g->n_tensors; t++) {
+        int w = p->t[t].grad_writer;
+        if (w < 0)
+            continue;
+        const gnode *nd = &g->nodes[w];
+        int reads = 0, first = -1;
+        for (int j = 0; j < nd->n_in; j++)
+            if (nd->in[j] == t) {
+                reads++;
+                first = first < 0 ? j : first;
+            }
+        if (reads == 1)
+            p->np[w].din_first[first] = 1;
+        else
+            p->t[t].grad_writer = -1;
+    }
+    for (int s = 0; s < GRAPH_MAX_SEGMENTS; s++)
+        p->seg_zero[s] = 0;
+    for (int t = 0; t < g->n_tensors; t++)
+        if (!p->t[t].boundary && !p->t[t].dead && p->t[t].grad_writer < 0)
+            p->seg_zero[g->tensors[t].seg] = 1;
+}

@@ -5,7 +5,9 @@
  * Eval: forward of each node not skipped; an OP_IN_PLACE_ONLY op whose output got its
  * own storage first gets its input copied there. Train: forward_train, and backward
  * in reverse; a fused BN writes (and takes the gradient of) its activation's output,
- * which is skipped. Nothing here allocates.
+ * which is skipped. The first backward to write a gradient (graph_plan_grad_writers)
+ * assigns it when its op can, else the gradient is zeroed just before it runs; every
+ * later one adds. Nothing here allocates.
  */
 #include <string.h>
 #include <time.h>
@@ -39,6 +41,20 @@ static void copy_worker(void *arg, int t, int nt)
         memcpy(job->dst->data + n * job->dst->batch_stride + c * plane,
                job->src->data + n * job->src->batch_stride + c * plane, (size_t)plane * sizeof(float));
     }
+}
+
+typedef struct zero_job {
+    const tensor4 *v;
+} zero_job;
+
+static void zero_worker(void *arg, int t, int nt)
+{
+    const tensor4 *v = ((const zero_job *)arg)->v;
+    const long plane = (long)v->h * v->w;
+    long begin, end;
+    split_range((long)v->n * v->c, t, nt, &begin, &end);
+    for (long p = begin; p < end; p++)
+        memset(v->data + p / v->c * v->batch_stride + p % v->c * plane, 0, (size_t)plane * sizeof(float));
 }
 
 static op_run make_run(graph_runner *r, int i)
@@ -116,9 +132,19 @@ void graph_backward(graph_runner *r, int first, int end, int bn_batch, const uns
         op_run run = make_run(r, i);
         const gnode *nd = run.nd;
         run.bn_batch = bn_batch;
-        for (int j = 0; j < nd->n_in; j++)
-            if (grad_wanted[nd->in[j]])
-                run.din[j] = graph_view(r, nd->in[j], 1);
+        for (int j = 0; j < nd->n_in; j++) {
+            if (!grad_wanted[nd->in[j]])
+                continue;
+            run.din[j] = graph_view(r, nd->in[j], 1);
+            if (!run.np->din_first[j])
+                continue;
+            if (run.np->din_assign_ok) {
+                run.din_assign[j] = 1;
+            } else {
+                zero_job job = {&run.din[j]};
+                threadpool_run(r->ex.pool, zero_worker, &job);
+            }
+        }
         run.dout = graph_view(r, run.np->fused_act ? r->g->nodes[i + 1].out : nd->out, 1);
         run.ex.pool = r->ex.pool;
         nd->op->backward(&run);

@@ -33,6 +33,8 @@ const f32_train_config f32_train_config_ref = {
     .bn_act_apply = f32_bn_act_apply__ref,
     .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__ref,
     .bn_act_bwd_apply = f32_bn_act_bwd_apply__ref,
+    .im2col_runs = f32_im2col_rows_runs__generic,
+    .col2im_add = f32_col2im_add__generic,
     .im2col_gather = f32_im2col_rows_table__generic,
     .transpose = f32_transpose__ref,
 };
@@ -104,6 +106,8 @@ static const f32_train_config train_avx512 = {
     .bn_act_bwd_reduce = f32_bn_act_bwd_reduce__avx512,
     .bn_act_bwd_apply = f32_bn_act_bwd_apply__avx512,
     .im2col_shift = f32_im2col_shift__avx512,
+    .im2col_runs = f32_im2col_runs__avx512,
+    .col2im_add = f32_col2im_add__avx512,
     .im2col_gather = f32_im2col_rows_table__generic,
     .transpose = f32_transpose__avx512,
 };

@@ -78,9 +78,10 @@ static void act_bwd_worker(const void *arg, long p, long plane)
 }
 
 void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *dy,
-                         const tensor4 *dx)
+                         const tensor4 *dx, int assign)
 {
     act_train_job job = make_job(ex, act, x, NULL, dy, dx);
+    job.p.assign = assign;
     planes_run(ex->pool, job.x, act_bwd_worker, &job);
 }
 
@@ -94,8 +95,8 @@ static void act_forward_train(op_run *r) { activation_forward_out(&r->ex, r->nd-
 static void act_backward(op_run *r)
 {
     if (r->din[0].data)
-        activation_backward(&r->ex, r->nd->a.act, &r->in[0], &r->dout, &r->din[0]);
+        activation_backward(&r->ex, r->nd->a.act, &r->in[0], &r->dout, &r->din[0], r->din_assign[0]);
 }
 
 const op_desc op_activation = {"activation", OP_IN_PLACE_ONLY,
-    op_infer_same, NULL, act_forward, act_forward_train, act_backward, NULL, NULL, NULL};
+    op_infer_same, op_plan_assigns_din, act_forward, act_forward_train, act_backward, NULL, NULL, NULL};

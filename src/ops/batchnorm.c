@@ -51,6 +51,7 @@ typedef struct bn_train_job {
     const float *weight, *bias, *run_mean_in, *run_var_in;
     float *save_mean, *save_rstd, *run_mean, *run_var, *dweight, *dbias;
     int train;
+    int assign;        /* backward: dx =, not += */
     cspresnet_act act;
 } bn_train_job;
 
@@ -115,7 +116,8 @@ static void bn_bwd_worker(void *arg, int t, int nt)
     split_range(x->c, t, nt, &begin, &end);
     for (long c = begin; c < end; c++) {
         bn_act_params p = {.mean = job->save_mean[c], .rstd = job->save_rstd[c],
-                           .weight = job->weight[c], .bias = job->bias[c], .act = job->act};
+                           .weight = job->weight[c], .bias = job->bias[c], .act = job->act,
+                           .assign = job->assign};
         p.scale = p.rstd * p.weight;
         double sdy = 0.0, sdyx = 0.0;
         job->tk->bn_act_bwd_reduce(x->data + c * plane, x->batch_stride, dy->data + c * plane,
@@ -135,13 +137,14 @@ static void bn_bwd_worker(void *arg, int t, int nt)
 }
 
 void batchnorm_backward(op_exec *ex, const f32_train_config *tk, int train, cspresnet_act act,
-                        const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                        const tensor4 *x, const tensor4 *dy, const tensor4 *dx, int assign,
                         const float *weight, const float *bias, const float *save_mean,
                         const float *save_rstd, float *dweight, float *dbias)
 {
     bn_train_job job = {.tk = tk, .x = x, .dy = dy, .dx = dx, .weight = weight, .bias = bias,
                         .save_mean = (float *)save_mean, .save_rstd = (float *)save_rstd,
-                        .dweight = dweight, .dbias = dbias, .train = train, .act = act};
+                        .dweight = dweight, .dbias = dbias, .train = train, .act = act,
+                        .assign = assign};
     threadpool_run(ex->pool, bn_bwd_worker, &job);
 }
 
@@ -155,8 +158,10 @@ static void bn_plan(const plan_env *env, const gnode *nd, const tshape *in, cons
 {
     (void)nd;
     (void)in;
-    if (env->mode == GRAPH_TRAIN)
+    if (env->mode == GRAPH_TRAIN) {
         np->save_floats = 2L * out->c;
+        np->din_assign_ok = 1;
+    }
 }
 
 static void bn_forward(op_run *r)
@@ -174,7 +179,7 @@ static void bn_forward_train(op_run *r)
 static void bn_backward(op_run *r)
 {
     batchnorm_backward(&r->ex, r->tk, r->bn_batch, r->np->fused_act ? r->next_act : CSPRESNET_ACT_NONE,
-                       &r->in[0], &r->dout, r->din[0].data ? &r->din[0] : NULL, r->p[0], r->p[1], r->save,
+                       &r->in[0], &r->dout, r->din[0].data ? &r->din[0] : NULL, r->din_assign[0], r->p[0], r->p[1], r->save,
                        r->save + r->in[0].c, r->dp[0], r->dp[1]);
 }
 

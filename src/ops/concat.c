@@ -3,7 +3,8 @@
  *
  * In eval mode the planner usually writes the inputs straight into their slices of
  * out (np->skip: nothing to run); otherwise, and in training, the inputs are copied.
- * Backward adds each slice of dout into its input's gradient. Work is split over
+ * Backward adds each slice of dout into its input's gradient (or copies it, where this
+ * is the gradient's first writer). Work is split over
  * (image, output channel) planes.
  */
 #include <string.h>
@@ -34,8 +35,11 @@ static void concat_worker(void *arg, int t, int nt)
             if (!r->din[i].data)
                 continue;
             float *part = r->din[i].data + n * r->din[i].batch_stride + c * plane;
-            for (long k = 0; k < plane; k++)
-                part[k] += whole[k];
+            if (r->din_assign[i])
+                memcpy(part, whole, (size_t)plane * sizeof(float));
+            else
+                for (long k = 0; k < plane; k++)
+                    part[k] += whole[k];
         } else {
             const float *part = r->in[i].data + n * r->in[i].batch_stride + c * plane;
             memcpy(whole, part, (size_t)plane * sizeof(float));
@@ -68,4 +72,4 @@ static void concat_backward(op_run *r)
 }
 
 const op_desc op_concat = {"concat", OP_OUT_OF_PLACE,
-    concat_infer, NULL, concat_forward, concat_forward, concat_backward, NULL, NULL, NULL};
+    concat_infer, op_plan_assigns_din, concat_forward, concat_forward, concat_backward, NULL, NULL, NULL};

@@ -158,6 +158,7 @@ static void conv_plan_node(const plan_env *env, const gnode *nd, const tshape *i
     if (kt->gemm) {
         long pt, sh;
         np->path = CONV_PATH_COLS;
+        np->din_assign_ok = 1;
         conv2d_backward_scratch(kt, &g, in[0].n, &pt, &sh);
         long cols = conv_cols_scratch(kt, &g);
         np->ws_thread = pt > cols ? pt : cols;
@@ -195,7 +196,8 @@ static void conv_backward_node(op_run *r)
 {
     conv_geom g = conv_geom_of(r->nd, &(tshape){r->in[0].n, r->in[0].c, r->in[0].h, r->in[0].w},
                                &(tshape){r->dout.n, r->dout.c, r->dout.h, r->dout.w});
-    conv2d_backward(&r->ex, &g, r->p[0], &r->in[0], &r->dout, r->din[0].data ? &r->din[0] : NULL, r->dp[0]);
+    conv2d_backward(&r->ex, &g, r->p[0], &r->in[0], &r->dout, r->din[0].data ? &r->din[0] : NULL,
+                    r->din_assign[0], r->dp[0]);
 }
 
 static double conv_macs(const gnode *nd, const tshape *in, const tshape *out)

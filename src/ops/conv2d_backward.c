@@ -12,7 +12,7 @@
  *       B = the chunk of dY transposed (1/(k*k) of the im2col size). Tasks are
  *       (column group, block of BW_KB rows); the groups' partial sums are added in group
  *       order and transposed into dW.
- *   dX += for 1x1 and "same" stride-1 convs: a convolution of dY with the flipped,
+ *   dX += (or =, assign_dx) for 1x1 and "same" stride-1 convs: a convolution of dY with the flipped,
  *       transposed weights Wf[C x OC*k*k] (no col2im); otherwise
  *       col2im(W^T[K x OC] . dY), tasks (image or chunk of images, DX_CB channels).
  *
@@ -90,6 +90,7 @@ void conv2d_backward_scratch(const kernel_set *kt, const conv_geom *g, int n, lo
 
 typedef struct bw_job {
     op_exec *ex;
+    int assign_dx;     /* write dX (=), do not add to it */
     const f32_train_config *tk;
     const conv_geom *g;
     const float *weight;
@@ -197,47 +198,6 @@ static void pass0_worker(void *arg, int t, int nt)
     }
 }
 
-/* dX_image[c0.., :, :] += col2im(col) for the chunk pixels [p0, p0+pc) of one image;
- * col row r = (c - c0, ky, kx), ldcol floats apart. Each output row of the chunk is a
- * run of contiguous columns; the valid ox range of each kx is computed, not tested. */
-static void col2im_add(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
-                       int pc, float *image)
-{
-    const int k = g->k, kk = k * k, s = g->stride, pad = g->pad, W = g->in_w;
-    const long plane = (long)g->in_h * g->in_w;
-    int seg_oy[COLS_CB], seg_ox[COLS_CB], seg_j[COLS_CB], seg_n[COLS_CB], ns = 0;
-    for (int j = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); j < pc; oy++, ox = 0) {
-        int run = g->out_w - ox < pc - j ? g->out_w - ox : pc - j;
-        seg_oy[ns] = oy;
-        seg_ox[ns] = ox;
-        seg_j[ns] = j;
-        seg_n[ns++] = run;
-        j += run;
-    }
-    for (int r = 0; r < cc * kk; r++) {
-        const int c = c0 + r / kk, ky = (r % kk) / k, kx = r % k;
-        float *pl = image + c * plane;
-        const float *cr = col + r * ldcol;
-        const int lo = pad - kx > 0 ? (pad - kx + s - 1) / s : 0;
-        const int v = W - 1 + pad - kx, hi = v >= 0 ? v / s : -1;
-        for (int q = 0; q < ns; q++) {
-            const int iy = seg_oy[q] * s - pad + ky;
-            if (iy < 0 || iy >= g->in_h)
-                continue;
-            const int a = seg_ox[q] > lo ? seg_ox[q] : lo;
-            const int b = seg_ox[q] + seg_n[q] - 1 < hi ? seg_ox[q] + seg_n[q] - 1 : hi;
-            const long base = (long)iy * W - pad + kx;
-            const float *src = cr + seg_j[q] - seg_ox[q];
-            if (s == 1)
-                for (int x = a; x <= b; x++)
-                    pl[base + x] += src[x];
-            else
-                for (int x = a; x <= b; x++)
-                    pl[base + (long)x * s] += src[x];
-        }
-    }
-}
-
 static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
 {
     const conv_geom *g = job->g;
@@ -249,6 +209,15 @@ static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
     const col_plan *cp = &job->p.cp;
     long first = cp->per_chunk > 1 ? unit : unit * cp->per_image;
     long last = cp->per_chunk > 1 ? unit + 1 : first + cp->per_image;
+    if (job->assign_dx) {   /* the task owns channels [c0, c0+cc) of its unit's images */
+        col_chunk a, b;
+        col_chunk_get(cp, first, &a);
+        col_chunk_get(cp, last - 1, &b);
+        const long plane = (long)g->in_h * g->in_w;
+        for (int n = a.n0; n < b.n0 + b.nimg; n++)
+            memset(job->din->data + (long)n * job->din->batch_stride + (long)c0 * plane, 0,
+                   (size_t)cc * plane * sizeof(float));
+    }
     for (long c = first; c < last; c++) {
         col_chunk ch;
         col_chunk_get(cp, c, &ch);
@@ -275,8 +244,9 @@ static void col2im_task(const bw_job *job, float *scratch, long unit, int cb)
             }
         }
         for (int i = 0; i < ch.nimg; i++)
-            col2im_add(g, col + i * ch.pc, COLS_CB, c0, cc, ch.p0, ch.pc,
-                       job->din->data + (long)(ch.n0 + i) * job->din->batch_stride);
+            (job->tk->col2im_add ? job->tk->col2im_add : f32_col2im_add__generic)(
+                g, col + i * ch.pc, COLS_CB, c0, cc, ch.p0, ch.pc,
+                job->din->data + (long)(ch.n0 + i) * job->din->batch_stride);
     }
 }
 
@@ -353,14 +323,14 @@ static void pass2_worker(void *arg, int t, int nt)
 }
 
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
-                     const tensor4 *dout, const tensor4 *din, float *dweight)
+                     const tensor4 *dout, const tensor4 *din, int assign_dx, float *dweight)
 {
-    if (!ex->kernels->gemm) {
+    if (!ex->kernels->gemm) {   /* the planner never asks this path to assign */
         conv2d_backward_ref(ex, g, weight, in, dout, din, dweight);
         return;
     }
-    bw_job job = {.ex = ex, .tk = ex->kernels->train, .g = g, .weight = weight, .in = in, .dout = dout, .din = din,
-                  .dweight = dweight};
+    bw_job job = {.ex = ex, .assign_dx = assign_dx, .tk = ex->kernels->train, .g = g, .weight = weight, .in = in,
+                  .dout = dout, .din = din, .dweight = dweight};
     make_plan(g, in->n, din != NULL, &job.p);
     job.wx = ex->op_scratch;
     job.partials = ex->op_scratch + job.p.K * g->out_c;
@@ -368,7 +338,7 @@ void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const
     if (job.p.mode == DX_CONV) {
         conv_geom f = flipped_geom(g);
         conv_cols_prepare(&job.cols, ex->kernels, &f, job.wx, (long)g->out_c * g->k * g->k, dout,
-                          din, 1, ex->scratch, ex->scratch_per_thread);
+                          din, !assign_dx, ex->scratch, ex->scratch_per_thread);
     }
     if (!dweight && job.p.mode == DX_NONE)
         return;

@@ -76,6 +76,8 @@ void cols_pack_im2col(const f32_train_config *tk, const conv_geom *g, const tens
         if (is_1x1(g)) {
             for (int r = 0; r < kc; r++)
                 memcpy(dst + r * ldp, image + (k0 + r) * plane + ch->p0, (size_t)ch->pc * sizeof(float));
+        } else if (tk->im2col_runs) {
+            tk->im2col_runs(g, image, k0, kc, ch->p0, ch->pc, dst, ldp);
         } else {
             f32_im2col_rows_runs__generic(g, image, k0, kc, ch->p0, ch->pc, dst, ldp);
         }

@@ -3,6 +3,8 @@
  * a or b. Used for the RepVGG branch sum (alpha = the block's alpha, or 1) and the
  * BasicBlock shortcut (alpha = 1).
  */
+#include <string.h>
+
 #include "graph/graph.h"
 #include "kernels/pointwise.h"
 #include "ops/ops.h"
@@ -37,6 +39,7 @@ typedef struct add_bwd_job {
     const tensor4 *b, *dy, *da, *db;
     float alpha;
     double *partials;
+    int assign_a, assign_b;
 } add_bwd_job;
 
 static void add_bwd_worker(const void *arg, long p, long plane)
@@ -46,13 +49,20 @@ static void add_bwd_worker(const void *arg, long p, long plane)
     const float *g = tensor4_plane(dy, p);
     if (job->da) {
         float *d = tensor4_plane(job->da, p);
-        for (long i = 0; i < plane; i++)
-            d[i] += g[i];
+        if (job->assign_a)
+            memcpy(d, g, (size_t)plane * sizeof(float));
+        else
+            for (long i = 0; i < plane; i++)
+                d[i] += g[i];
     }
     if (job->db) {
         float *d = tensor4_plane(job->db, p);
-        for (long i = 0; i < plane; i++)
-            d[i] += job->alpha * g[i];
+        if (job->assign_b)
+            for (long i = 0; i < plane; i++)
+                d[i] = job->alpha * g[i];
+        else
+            for (long i = 0; i < plane; i++)
+                d[i] += job->alpha * g[i];
     }
     if (job->partials) {
         const float *bv = tensor4_plane(job->b, p);
@@ -64,9 +74,10 @@ static void add_bwd_worker(const void *arg, long p, long plane)
 }
 
 void add_scaled_backward(op_exec *ex, const tensor4 *b, float alpha, const tensor4 *dy,
-                         const tensor4 *da, const tensor4 *db, float *dalpha, double *partials)
+                         const tensor4 *da, const tensor4 *db, int assign_a, int assign_b, float *dalpha,
+                         double *partials)
 {
-    add_bwd_job job = {b, dy, da, db, alpha, dalpha ? partials : NULL};
+    add_bwd_job job = {b, dy, da, db, alpha, dalpha ? partials : NULL, assign_a, assign_b};
     planes_run(ex->pool, job.dy, add_bwd_worker, &job);
     if (dalpha) {
         double s = 0.0;
@@ -93,8 +104,10 @@ static void add_plan(const plan_env *env, const gnode *nd, const tshape *in, con
 {
     (void)nd;
     (void)in;
-    if (env->mode == GRAPH_TRAIN)
+    if (env->mode == GRAPH_TRAIN) {
         np->ws_shared = 2L * out->n * out->c;   /* doubles */
+        np->din_assign_ok = 1;
+    }
 }
 
 static float add_alpha(const op_run *r) { return r->nd->param[0] >= 0 ? r->p[0][0] : 1.0f; }
@@ -104,7 +117,8 @@ static void add_forward(op_run *r) { add_scaled_forward(&r->ex, &r->in[0], &r->i
 static void add_backward(op_run *r)
 {
     add_scaled_backward(&r->ex, &r->in[1], add_alpha(r), &r->dout, r->din[0].data ? &r->din[0] : NULL,
-                        r->din[1].data ? &r->din[1] : NULL, r->nd->param[0] >= 0 ? r->dp[0] : NULL,
+                        r->din[1].data ? &r->din[1] : NULL, r->din_assign[0], r->din_assign[1],
+                        r->nd->param[0] >= 0 ? r->dp[0] : NULL,
                         (double *)r->ex.op_scratch);
 }
 

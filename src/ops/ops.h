@@ -232,7 +232,8 @@ void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const fl
  * ACCUMULATE into input gradients (dx +=) and OVERWRITE parameter gradients) ---- */
 
 /* conv2d_backward.c: dweight (OC,C,k,k) = sum_n dout_n . col(in_n)^T (NULL: skipped);
- * din += col2im(W^T . dout) (NULL: skipped). Scratch: with a table that has a GEMM
+ * din += col2im(W^T . dout) (NULL: skipped; assign_dx: din =, with a GEMM tile only).
+ * Scratch: with a table that has a GEMM
  * tile, conv2d_backward_scratch (ops/train_ops.h) per conv; otherwise (the reference
  * path, conv2d_backward_ref.c) per thread conv2d_backward_scratch_per_thread(max OC,
  * max k) floats in ex->scratch (and ex->scratch_per_thread at least that), W^T
@@ -241,17 +242,19 @@ void ese_forward(op_exec *ex, const tensor4 *x, const float *fc_weight, const fl
 long conv2d_backward_scratch_per_thread(int max_oc, int max_k);
 long conv2d_backward_shared_floats(int max_oc, int max_cin, int max_k);
 void conv2d_backward(op_exec *ex, const conv_geom *g, const float *weight, const tensor4 *in,
-                     const tensor4 *dout, const tensor4 *din, float *dweight);
+                     const tensor4 *dout, const tensor4 *din, int assign_dx, float *dweight);
 
-/* activation.c: y = act(x) out of place; dx += dy * act'(x). */
+/* activation.c: y = act(x) out of place; dx += dy * act'(x) (assign: dx =). */
 void activation_forward_out(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *y);
 void activation_backward(op_exec *ex, cspresnet_act act, const tensor4 *x, const tensor4 *dy,
-                         const tensor4 *dx);
+                         const tensor4 *dx, int assign);
 
-/* eltwise.c: backward of out = a + alpha*b: da += dy, db += alpha*dy (NULL ok);
+/* eltwise.c: backward of out = a + alpha*b: da += dy, db += alpha*dy (NULL ok; assign_a,
+ * assign_b: = instead of +=);
  * *dalpha = sum(dy*b) (NULL: skipped) using N*C doubles of partials. */
 void add_scaled_backward(op_exec *ex, const tensor4 *b, float alpha, const tensor4 *dy,
-                         const tensor4 *da, const tensor4 *db, float *dalpha, double *partials);
+                         const tensor4 *da, const tensor4 *db, int assign_a, int assign_b, float *dalpha,
+                         double *partials);
 
 /* ese.c: y = x * hardsigmoid(fc(mean_hw(x))) out of place, saving s and z (N*C each);
  * backward needs 2*N*C floats of ex->op_scratch; dx NULL skips the input gradient. */

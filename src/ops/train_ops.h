@@ -84,7 +84,7 @@ void batchnorm_forward_train(op_exec *ex, const f32_train_config *tk, int train,
                              float *run_var, int update_running, float *save_mean,
                              float *save_rstd);
 void batchnorm_backward(op_exec *ex, const f32_train_config *tk, int train, cspresnet_act act,
-                        const tensor4 *x, const tensor4 *dy, const tensor4 *dx,
+                        const tensor4 *x, const tensor4 *dy, const tensor4 *dx, int assign,
                         const float *weight, const float *bias, const float *save_mean,
                         const float *save_rstd, float *dweight, float *dbias);
 

@@ -5,8 +5,9 @@
  *
  * Forward runs the model's graph planned in train mode (graph/plan.c) segment by
  * segment; BN takes batch statistics unless BN is frozen (train_bn = 0 or a frozen
- * segment). Backward zeroes the gradients, seeds the returned stage outputs with the
- * caller's gradients and walks the segments from the last one down, each segment's
+ * segment). Backward zeroes the gradients that no node writes first (the weights',
+ * the returned stage outputs'; graph_plan_grad_writers), seeds the returned stage
+ * outputs with the caller's gradients and walks the segments from the last one down, each segment's
  * nodes in reverse; with recomputation a segment's forward is re-run first (running
  * statistics untouched). Frozen segments stop the walk. Memory is planned per input
  * shape; nothing is allocated per step.
@@ -221,6 +222,7 @@ static cspresnet_status plan(cspresnet_trainer *tr, int n, int h, int w)
                                          &tr->plan, &tr->err);
     if (s != CSPRESNET_OK)
         return s;
+    graph_plan_grad_writers(&tr->model->g, &tr->plan, tr->active_end);
     double bytes = (double)tr->plan.block_floats * sizeof(float);
     if (bytes <= (double)((size_t)1 << 46))
         tr->block = aligned_alloc(64, ((size_t)tr->plan.block_floats * sizeof(float) + 63) & ~(size_t)63);
@@ -362,7 +364,7 @@ static void zero_grads(cspresnet_trainer *tr)
 {
     parallel_zero(tr, tr->grads, tr->model->weight_floats);
     for (int t = 0; t < tr->model->g.n_tensors; t++)
-        if (tr->plan.t[t].boundary)
+        if (tr->plan.t[t].boundary && tr->plan.t[t].grad_writer < 0)
             parallel_zero(tr, tr->block + tr->plan.t[t].goff, (tshape_numel(&tr->plan.t[t].s) + 15) & ~15L);
 }
 
@@ -378,7 +380,8 @@ static void run_backward(cspresnet_trainer *tr, float *d_input)
     for (int seg = last; seg >= tr->first_trainable; seg--) {
         if (tr->opt.recompute && seg != g->n_segments - 1)
             forward_segment(tr, seg, 0);
-        parallel_zero(tr, tr->block + tr->plan.inner_grad_off, tr->plan.seg_size[seg]);
+        if (tr->plan.seg_zero[seg])
+            parallel_zero(tr, tr->block + tr->plan.inner_grad_off, tr->plan.seg_size[seg]);
         graph_backward(&r, tr->plan.seg_first[seg], tr->plan.seg_end[seg], bn_uses_batch(tr, seg),
                        tr->grad_wanted);
     }

@@ -33,6 +33,7 @@ static double rel_err(const float *a, const float *b, long n)
 
 static void test_im2col(void)
 {
+    const f32_train_config *fast = kernel_set_select("avx512")->train;
     for (int it = 0; it < 400; it++) {
         conv_geom g;
         g.k = (int[]){1, 3, 5}[rng_int(0, 2)];
@@ -40,7 +41,7 @@ static void test_im2col(void)
         g.pad = rng_int(0, g.k / 2 + 1);
         g.in_c = rng_int(1, 5);
         g.in_h = rng_int(1, 13);
-        g.in_w = rng_int(1, 13);
+        g.in_w = it % 4 == 0 ? rng_int(14, 90) : rng_int(1, 13);   /* wide: whole 16-lane blocks */
         g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
         g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
         if (g.out_h < 1 || g.out_w < 1 || g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
@@ -62,6 +63,13 @@ static void test_im2col(void)
         snprintf(what, sizeof what, "im2col runs: C%d %dx%d k%d s%d p%d rows %d+%d cols %ld+%d", g.in_c,
                  g.in_h, g.in_w, g.k, g.stride, g.pad, k0, kc, n0, nc);
         CHECK(memcmp(a, b, sizeof(float) * kc * ldp) == 0, "%s", what);
+        if (fast->im2col_runs) {
+            memset(b, 0x55, sizeof(float) * kc * ldp);
+            fast->im2col_runs(&g, img, k0, kc, n0, nc, b, ldp);
+            char what2[240];
+            snprintf(what2, sizeof what2, "%s (%s)", what, fast->name);
+            CHECK(memcmp(a, b, sizeof(float) * kc * ldp) == 0, "%s", what2);
+        }
         int idx[4096];
         memset(b, 0x55, sizeof(float) * kc * ldp);
         f32_im2col_rows_table__generic(&g, img, 0, 1, k0, kc, n0, nc, b, ldp, idx);
@@ -74,6 +82,46 @@ static void test_im2col(void)
 }
 
 /* The AVX-512 shifted-plane im2col against the generic one, several images at once. */
+/* The table's col2im-add against f32_col2im_add__generic, bit for bit (same order of
+ * the terms of each element), on random strided geometries and chunks. */
+static void test_col2im(void)
+{
+    const f32_train_config *fast = kernel_set_select("avx512")->train;
+    for (int it = 0; it < 300; it++) {
+        conv_geom g;
+        g.k = rng_int(1, 3) == 1 ? 1 : 3;
+        g.stride = rng_int(1, 2);
+        g.pad = rng_int(0, g.k / 2);
+        g.in_c = rng_int(1, 20);
+        g.in_h = rng_int(1, 12);
+        g.in_w = it % 3 == 0 ? rng_int(30, 90) : rng_int(1, 20);
+        if (g.in_h + 2 * g.pad < g.k || g.in_w + 2 * g.pad < g.k)
+            continue;
+        g.out_h = (g.in_h + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_w = (g.in_w + 2 * g.pad - g.k) / g.stride + 1;
+        g.out_c = 1;
+        long P = (long)g.out_h * g.out_w, xs = (long)g.in_c * g.in_h * g.in_w;
+        int c0 = rng_int(0, g.in_c - 1), cc = rng_int(1, g.in_c - c0);
+        long p0 = rng_int(0, (int)P - 1);
+        int pc = rng_int(1, (int)(P - p0) < 128 ? (int)(P - p0) : 128);
+        long ldcol = pc + rng_int(0, 3);
+        float *col = malloc(sizeof(float) * cc * g.k * g.k * ldcol), *a = malloc(sizeof(float) * xs),
+              *b = malloc(sizeof(float) * xs);
+        rng_fill(col, (long)cc * g.k * g.k * ldcol);
+        rng_fill(a, xs);
+        for (long i = 0; i < xs; i += 7)
+            a[i] = -0.0f;   /* untouched elements keep their sign */
+        memcpy(b, a, sizeof(float) * xs);
+        f32_col2im_add__generic(&g, col, ldcol, c0, cc, p0, pc, a);
+        fast->col2im_add(&g, col, ldcol, c0, cc, p0, pc, b);
+        CHECK(memcmp(a, b, sizeof(float) * xs) == 0, "%s col2im: C%d %dx%d k%d s%d p%d channels %d+%d pixels %ld+%d",
+              fast->name, g.in_c, g.in_h, g.in_w, g.k, g.stride, g.pad, c0, cc, p0, pc);
+        free(col);
+        free(a);
+        free(b);
+    }
+}
+
 static void test_im2col_shift(void)
 {
     const kernel_set *kt = kernel_set_select("avx512");
@@ -184,7 +232,7 @@ typedef struct bufs {
 } bufs;
 
 static void run_backward(const kernel_set *kt, int threads, const conv_geom *g, int n, const bufs *in,
-                         float *dx, float *dw, int use_ref)
+                         float *dx, float *dw, int use_ref, int assign)
 {
     threadpool *pool;
     error_buf e;
@@ -207,7 +255,7 @@ static void run_backward(const kernel_set *kt, int threads, const conv_geom *g, 
     if (use_ref)
         conv2d_backward_ref(&ex, g, in->w, &x, &dy, &dxt, dw);
     else
-        conv2d_backward(&ex, g, in->w, &x, &dy, &dxt, dw);
+        conv2d_backward(&ex, g, in->w, &x, &dy, &dxt, assign, dw);
     free(scratch);
     threadpool_free(pool);
 }
@@ -273,22 +321,25 @@ static void test_conv(const kernel_set *kt, const kernel_set *ref)
         rng_fill(b.w, ws);
         rng_fill(b.dy, ys);
         float *dx0 = malloc(sizeof(float) * xs), *dx[3], *dw[3], *out[3];
-        rng_fill(dx0, xs);   /* dX accumulates */
+        rng_fill(dx0, xs);   /* dX accumulates; or (odd it) the fast path assigns over it */
+        const int assign = it % 2;
         for (int v = 0; v < 3; v++) {
             dx[v] = malloc(sizeof(float) * xs);
             memcpy(dx[v], dx0, sizeof(float) * xs);
+            if (assign && v == 0)
+                memset(dx[v], 0, sizeof(float) * xs);
             dw[v] = malloc(sizeof(float) * ws);
             out[v] = malloc(sizeof(float) * ys);
         }
-        run_backward(ref, 1, &g, n, &b, dx[0], dw[0], 1);
-        run_backward(kt, 1, &g, n, &b, dx[1], dw[1], 0);
-        run_backward(kt, 2, &g, n, &b, dx[2], dw[2], 0);
+        run_backward(ref, 1, &g, n, &b, dx[0], dw[0], 1, 0);
+        run_backward(kt, 1, &g, n, &b, dx[1], dw[1], 0, assign);
+        run_backward(kt, 2, &g, n, &b, dx[2], dw[2], 0, assign);
         run_forward(ref, 1, &g, n, &b, out[0], 1);
         run_forward(kt, 1, &g, n, &b, out[1], 0);
         run_forward(kt, 2, &g, n, &b, out[2], 0);
         char what[256];
-        snprintf(what, sizeof what, "%s conv N%d C%d %dx%d -> OC%d %dx%d k%d s%d p%d", kt->isa, n, g.in_c,
-                 g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, g.k, g.stride, g.pad);
+        snprintf(what, sizeof what, "%s conv N%d C%d %dx%d -> OC%d %dx%d k%d s%d p%d%s", kt->isa, n, g.in_c,
+                 g.in_h, g.in_w, g.out_c, g.out_h, g.out_w, g.k, g.stride, g.pad, assign ? " (dX assigned)" : "");
         char msg[400];
         double e1 = rel_err(dw[1], dw[0], ws), e2 = rel_err(dx[1], dx[0], xs), e3 = rel_err(out[1], out[0], ys);
         snprintf(msg, sizeof msg, "%s: dW rel err %.3g", what, e1);
@@ -327,11 +378,16 @@ static void test_pointwise(void)
         for (int it = 0; it < 20; it++) {
             long n = rng_int(1, 35);
             int runs = rng_int(1, 3);
-            float x[128], da[128], y0[128], y1[128], dx0[128], dx1[128];
+            /* odd it: the fast kernel and the reference's second call assign over
+             * garbage; the reference's first call adds to zeros */
+            const int assign = it % 2;
+            float x[128], da[128], y0[128], y1[128], dx0[128], dx1[128], dx2[128];
             for (long i = 0; i < 128; i++) {
                 x[i] = (float)(6.0 * rng_uniform() - 2.0);
                 da[i] = (float)(2.0 * rng_uniform() - 1.0);
-                dx0[i] = dx1[i] = (float)rng_uniform();
+                dx0[i] = dx1[i] = dx2[i] = (float)rng_uniform();
+                if (assign)
+                    dx0[i] = 0.0f;
                 y0[i] = y1[i] = 0.0f;
             }
             bn_act_params p = {.mean = 0.3f, .rstd = 1.7f, .weight = 1.2f, .bias = -0.4f,
@@ -347,17 +403,23 @@ static void test_pointwise(void)
             ref->bn_act_bwd_reduce(x, n + 1, da, n + 1, runs, n, &p, &c0, &c1);
             fast->bn_act_bwd_reduce(x, n + 1, da, n + 1, runs, n, &p, &d0, &d1);
             ref->bn_act_bwd_apply(x, n + 1, da, n + 1, dx0, n + 1, runs, n, &p);
+            p.assign = assign;
             fast->bn_act_bwd_apply(x, n + 1, da, n + 1, dx1, n + 1, runs, n, &p);
+            ref->bn_act_bwd_apply(x, n + 1, da, n + 1, dx2, n + 1, runs, n, &p);
+            for (long i = 0; i < 128 && assign; i++)
+                if (i % (n + 1) == n || i >= runs * (n + 1))   /* gaps: not written, still garbage */
+                    dx1[i] = dx2[i] = 0.0f;
             n = 128;
             char what[160];
-            snprintf(what, sizeof what, "avx512 bn+%s kernels, runs of %d", cspresnet_act_name((cspresnet_act)act), it);
-            double e = rel_err(y1, y0, n), f = rel_err(dx1, dx0, n);
+            snprintf(what, sizeof what, "avx512 bn+%s kernels, runs of %d%s", cspresnet_act_name((cspresnet_act)act), it,
+                     assign ? ", dx assigned" : "");
+            double e = rel_err(y1, y0, n), f = rel_err(dx1, dx0, n), f2 = rel_err(dx2, dx0, n);
             int ok = fabs(a0 - b0) <= 1e-9 * (1 + fabs(a0)) && fabs(a1 - b1) <= 1e-9 * (1 + fabs(a1)) &&
                      fabs(c0 - d0) <= 1e-5 * (1 + fabs(c0)) && fabs(c1 - d1) <= 1e-5 * (1 + fabs(c1)) &&
-                     e <= 2e-6 && f <= 2e-6;
+                     e <= 2e-6 && f <= 2e-6 && f2 == 0.0;
             if (!ok)
-                printf("  stats %g %g / %g %g, reduce %g %g / %g %g, apply err %g, bwd err %g\n", a0, a1, b0,
-                       b1, c0, c1, d0, d1, e, f);
+                printf("  stats %g %g / %g %g, reduce %g %g / %g %g, apply err %g, bwd err %g, ref %g\n", a0, a1,
+                       b0, b1, c0, c1, d0, d1, e, f, f2);
             CHECK(ok, "%s", what);
         }
 }
@@ -366,6 +428,7 @@ int main(void)
 {
     test_pointwise();
     test_im2col_shift();
+    test_col2im();
     test_transpose_gather();
     test_im2col();
     const kernel_set *ref = kernel_set_select("ref");

@@ -14,16 +14,14 @@
 void f32_im2col_rows_runs__generic(const conv_geom *g, const float *image, int k0, int kc,
                                    long n0, int nc, float *panel, long ldp)
 {
-    const int kk = g->k * g->k, s = g->stride;
+    const int s = g->stride;
     const long plane = (long)g->in_h * g->in_w;
     const int oy0 = (int)(n0 / g->out_w), ox0 = (int)(n0 % g->out_w);
     for (int r = 0; r < kc; r++) {
-        const int row = k0 + r, ic = row / kk, ky = (row % kk) / g->k, kx = row % g->k;
+        int ic, ky, kx, lo, hi;   /* hi, lo: output columns reading inside the row */
+        conv_row_tap(g, k0 + r, &ic, &ky, &kx, &lo, &hi);
         const float *src = image + ic * plane;
         float *dst = panel + (long)r * ldp;
-        /* output columns ox with 0 <= ox*s - pad + kx < in_w: [lo, hi] */
-        const int lo = g->pad - kx > 0 ? (g->pad - kx + s - 1) / s : 0;
-        const int v = g->in_w - 1 + g->pad - kx, hi = v >= 0 ? v / s : -1;
         int j = 0, oy = oy0, ox = ox0;
         while (j < nc) {
             const int run = g->out_w - ox < nc - j ? g->out_w - ox : nc - j;

@@ -88,7 +88,8 @@ void f32_bn_act_bwd_apply__ref(const float *x, long xs, const float *da, long da
         for (long i = 0; i < len; i++) {
             float xh = (x[i] - p->mean) * p->rstd;
             float g = da[i] * f32_act_derivative__ref(p->act, xh * p->weight + p->bias);
-            dx[i] += p->scale * (g - p->mdy - xh * p->mdyx);
+            float v = p->scale * (g - p->mdy - xh * p->mdyx);
+            dx[i] = p->assign ? v : dx[i] + v;
         }
 }
 

@@ -120,7 +120,8 @@ void f32_bn_act_bwd_apply__avx512(const float *x, long xs, const float *da, long
             if (p->act != CSPRESNET_ACT_NONE)
                 g = _mm512_mul_ps(g, dact512(_mm512_fmadd_ps(xh, w, b), p->act));
             __m512 t = _mm512_fnmadd_ps(xh, mdyx, _mm512_sub_ps(g, mdy));
-            _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i)));
+            __m512 v = p->assign ? _mm512_mul_ps(sc, t) : _mm512_fmadd_ps(sc, t, _mm512_maskz_loadu_ps(m, dx + i));
+            _mm512_mask_storeu_ps(dx + i, m, v);
         }
 }
 
@@ -176,6 +177,96 @@ int f32_im2col_shift__avx512(const conv_geom *g, const float *images, long image
         }
     }
     return 1;
+}
+/* out[x] = src[2x] for x < n: pairs of loads folded by one two-source permute; the
+ * loads are masked to the floats the outputs need (never past src[2n-2]). */
+static inline void copy_stride2(const float *src, int n, float *out)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (int x = 0; x < n; x += 16) {
+        const int m = n - x < 16 ? n - x : 16, need = 2 * m - 1;   /* floats from src + 2x */
+        __m512 lo = _mm512_maskz_loadu_ps(first_lanes(need), src + 2 * x);
+        __m512 hi = _mm512_maskz_loadu_ps(first_lanes(need - 16), src + 2 * x + 16);
+        _mm512_mask_storeu_ps(out + x, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
+    }
+}
+
+/* f32_im2col_rows_runs__generic with the stride-2 copies vectorised (the stride-2
+ * convs' forward and weight-gradient packing); other strides go to it. Bit-identical:
+ * both only copy and zero-fill. */
+void f32_im2col_runs__avx512(const conv_geom *g, const float *image, int k0, int kc, long n0, int nc,
+                             float *panel, long ldp)
+{
+    if (g->stride != 2) {
+        f32_im2col_rows_runs__generic(g, image, k0, kc, n0, nc, panel, ldp);
+        return;
+    }
+    const long plane = (long)g->in_h * g->in_w;
+    const int oy0 = (int)(n0 / g->out_w), ox0 = (int)(n0 % g->out_w);
+    for (int r = 0; r < kc; r++) {
+        int ic, ky, kx, lo, hi;
+        conv_row_tap(g, k0 + r, &ic, &ky, &kx, &lo, &hi);
+        const float *src = image + ic * plane;
+        float *dst = panel + (long)r * ldp;
+        for (int j = 0, oy = oy0, ox = ox0; j < nc; j += g->out_w - ox, oy++, ox = 0) {
+            const int run = g->out_w - ox < nc - j ? g->out_w - ox : nc - j;
+            const int iy = 2 * oy - g->pad + ky;
+            float *d = dst + j - ox;   /* d[x] for ox <= x < ox + run */
+            const int a = ox > lo ? ox : lo, b = ox + run - 1 < hi ? ox + run - 1 : hi;
+            if (iy < 0 || iy >= g->in_h || a > b) {
+                memset(d + ox, 0, (size_t)run * sizeof(float));
+                continue;
+            }
+            for (int x = ox; x < a; x++)
+                d[x] = 0.0f;
+            copy_stride2(src + (long)iy * g->in_w - g->pad + kx + 2L * a, b - a + 1, d + a);
+            for (int x = b + 1; x < ox + run; x++)
+                d[x] = 0.0f;
+        }
+    }
+}
+/* out[2x] += src[x] for x < n, odd lanes untouched: each 16 sources are spread over
+ * the even lanes of two vectors and added under a mask (so an odd lane's -0.0 stays) */
+static inline void add_stride2(const float *src, int n, float *out)
+{
+    const __m512i lo_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i hi_idx = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+    for (int x = 0; x < n; x += 16) {
+        const int m = n - x < 16 ? n - x : 16, span = 2 * m - 1;   /* floats of out from out + 2x */
+        const __m512 v = _mm512_maskz_loadu_ps(first_lanes(m), src + x);
+        const __mmask16 ml = first_lanes(span) & 0x5555, mh = first_lanes(span - 16) & 0x5555;
+        float *o = out + 2 * x;
+        __m512 d0 = _mm512_maskz_loadu_ps(ml, o), d1 = _mm512_maskz_loadu_ps(mh, o + 16);
+        d0 = _mm512_add_ps(d0, _mm512_permutexvar_ps(lo_idx, v));
+        d1 = _mm512_add_ps(d1, _mm512_permutexvar_ps(hi_idx, v));
+        _mm512_mask_storeu_ps(o, ml, d0);
+        _mm512_mask_storeu_ps(o + 16, mh, d1);
+    }
+}
+
+void f32_col2im_add__avx512(const conv_geom *g, const float *col, long ldcol, int c0, int cc, long p0,
+                            int pc, float *image)
+{
+    if (g->stride != 2) {
+        f32_col2im_add__generic(g, col, ldcol, c0, cc, p0, pc, image);
+        return;
+    }
+    const int pad = g->pad, W = g->in_w;
+    const long plane = (long)g->in_h * g->in_w;
+    for (int r = 0; r < cc * g->k * g->k; r++) {
+        int c, ky, kx, lo, hi;
+        conv_row_tap(g, r, &c, &ky, &kx, &lo, &hi);
+        float *pl = image + (c0 + c) * plane;
+        const float *cr = col + r * ldcol;
+        for (int j = 0, oy = (int)(p0 / g->out_w), ox = (int)(p0 % g->out_w); j < pc; j += g->out_w - ox, oy++, ox = 0) {
+            const int run = g->out_w - ox < pc - j ? g->out_w - ox : pc - j;
+            const int iy = 2 * oy - pad + ky;
+            const int a = ox > lo ? ox : lo, b = ox + run - 1 < hi ? ox + run - 1 : hi;
+            if (iy < 0 || iy >= g->in_h || a > b)
+                continue;
+            add_stride2(cr + j - ox + a, b - a + 1, pl + (long)iy * W - pad + kx + 2L * a);
+        }
+    }
 }
 /* dst[j*ldd + i] = src[i*lds + j], i < rows, j < cols: 16 x 16 blocks transposed in
  * registers (unpack, then 128-bit lane shuffles), edges by masked loads and stores.
