@@ -245,6 +245,10 @@ static long conv_prepare_floats(const gnode *nd, const param_info *params, const
             return conv2d_int8_taps_weight_floats(pe->kernels, &g);
         return conv2d_int8_weight_floats(pe->kernels, g.out_c, (long)g.in_c * g.k * g.k);
     }
+    /* A bf16 context's fp32 convs run as an fp32 context runs them, U per forward: U is
+     * 4x the 3x3 weights (l: 183 MB), the memory goal leaves it out of fp32 loads too. */
+    if (pe->precision != CSPRESNET_PRECISION_FP32)
+        return 0;
     int wino = pe->kernels->winograd && nd->a.k == 3 && nd->a.stride == 1 && nd->a.pad == 1;
     return wino ? conv2d_winograd_u_floats(&g) : 0;
 }
