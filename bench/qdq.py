@@ -11,8 +11,8 @@ runs the deployed network (BN folded, each RepVGG block one 3x3 conv) with, per 
             PyTorch FX has none.
 Which convs are int8 is a rule (RULES, chosen by BENCH_INT8_CONVS; unset: cspresnet's on this
 CPU): "default" is cspresnet's on kernel sets with Winograd and no int8 tap form (every conv but
-the network's first and the 3x3 stride-1 ones), "all" every conv but the first (the AMX-INT8
-sets' and the `ref` set's).
+the network's first and the 3x3 stride-1 ones: the avx2 and generic sets), "all" every conv but
+the first (the AVX-512 VNNI and AMX-INT8 sets' and the `ref` set's).
 
 Here the same network and scales for the anchors:
   deployed(port)          the port's deployed form as standard modules (nn.Conv2d with bias)
@@ -51,16 +51,17 @@ def _not_winograd(conv):
 
 # rule name -> which convs (not the network's first) are int8
 RULES = {"default": _not_winograd, "all": lambda conv: True}
-def _have_amx_int8():
-    """Whether this CPU reports AMX-INT8, where cspresnet's int8 runs every 3x3 conv by its tap form."""
+def _have_int8_taps():
+    """Whether this CPU reports AVX-512 VNNI or AMX-INT8, whose int8 kernel sets run every 3x3 conv
+    by the tap form (cspresnet's avx512 set: the VNNI or AMX tile)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+            return any(line.startswith("flags") and (" avx512_vnni" in line or " amx_int8" in line) for line in f)
     except OSError:
         return False
 
 
-RULE = os.environ.get("BENCH_INT8_CONVS", "all" if _have_amx_int8() else "default")
+RULE = os.environ.get("BENCH_INT8_CONVS", "all" if _have_int8_taps() else "default")
 
 
 class DeployedConv(nn.Module):

@@ -258,8 +258,9 @@ typedef struct cspresnet_prepare_options {
 void cspresnet_prepare_options_init(cspresnet_prepare_options *opt);
 
 /* cspresnet_model_prepare for contexts of opt->precision. bf16: every conv that runs in
- * bf16 gets its weights in bfloat16 (about half their fp32 bytes), the others their
- * Winograd U; int8: see below; a conv left out by the budget runs in fp32. Where the
+ * bf16 gets its weights in bfloat16 (about half their fp32 bytes); int8: see below; the
+ * convs that stay fp32 run as in an fp32 context (no Winograd U packed: it is 4x the
+ * 3x3 weights), and a conv left out by the budget runs in fp32. Where the
  * weights are a read-only file mapping (a safetensors file), the fp32 pages of each conv
  * packed for bf16 or int8 are handed back to the system (they are read from the file
  * again if used), so the model then holds mainly the packed copy. Contexts made with the
@@ -279,8 +280,9 @@ cspresnet_status cspresnet_model_prepare_ex(cspresnet_model *model, const cspres
  * clipping the rare extremes); [lo, hi] widened to hold 0 becomes s = (hi - lo) / 255,
  * z = rne(-lo / s). Min-max measured better on our networks (docs/ARCHITECTURE.md,
  * "int8"). The network's first conv (3 input channels, the stem) is left fp32, and so
- * are the 3x3 stride-1 convs a kernel set runs by Winograd F(4,3) (as for bf16: its 4x
- * fewer multiplies beat int8's rate; the "ref" set has no Winograd). Calibrate
+ * are the 3x3 stride-1 convs a kernel set without an int8 tap form runs by Winograd
+ * F(4,3) (avx2, generic: its 4x fewer multiplies beat their int8 tiles; the avx512 set
+ * with AVX-512 VNNI or AMX-INT8 and the "ref" set run them int8). Calibrate
  * the form that will run (after cspresnet_model_deploy), then
  * cspresnet_model_prepare_ex with precision int8, then contexts of precision int8. */
 typedef enum cspresnet_calibration {

@@ -61,7 +61,7 @@ typedef void (*u8s8_gemm_fn)(int kq, const int8_t *a, long lda, const uint8_t *b
 typedef void (*u8_pack_fn)(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                            long ldo);
 /* The same with B gathered per K step, for a conv read straight from a u8 quad image
- * (ops/conv2d_int8_taps.c): K is ntaps runs of kqt quads (kqt a multiple of 16); quad
+ * (ops/conv2d_int8_taps.c): K is ntaps runs of kqt quads (kqt a multiple of k_align); quad
  * q of run t of column j is b[tap_off[t] + (q*ldb + j)*4 + (0..3)], A row i holds the
  * runs back to back (lda >= ntaps*kqt quads); the int32 sum runs over every run, then
  * the dequantizing epilogue. */
@@ -104,6 +104,9 @@ void bf16_gemm_8x32__avx512bf16(int kp, const uint16_t *a, long lda, const uint1
 void bf16_pack_pairs__avx512bf16(const float *x, long ldx, int kc, int nc, uint16_t *out, long ldo);
 void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                                 const float *scale, float *c, long ldc, int mr, int nr);
+void u8s8_taps_32x32__avx512vnni(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                                 long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr,
+                                 int nr);
 void u8_pack_quads__avx512(const float *x, long ldx, int kc, int nc, float inv_scale, int zero, uint8_t *out,
                            long ldo);
 void u8_gather_quads__avx512(const uint8_t *src, int stride, long n, uint8_t *dst);
@@ -141,8 +144,8 @@ struct u8s8_gemm_config {
      * rounded up to k_align. Every int8 config is exact (integer sums). */
     int k_align, m_align;
     /* The tap form for 3x3 convs read from a quad image (32 x 32 tiles, B columns read
-     * up to 32), where the tile is fast enough to beat fp32 Winograd and im2col (AMX);
-     * NULL elsewhere. */
+     * up to 32), where the tile is fast enough to beat fp32 Winograd and im2col (AMX,
+     * AVX-512 VNNI: docs/ARCHITECTURE.md, "int8"); NULL elsewhere. */
     u8s8_taps_fn taps;
     u8_gather_fn gather;    /* every config */
 };

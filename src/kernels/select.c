@@ -117,7 +117,8 @@ static const bf16_gemm_config bf16_amx = {"bf16-gemm-32x32-amx", 32, 32, bf16_ge
                                           bf16_pack_pairs__avx512bf16, 16, 32, 0,
                                           bf16_taps_32x32__amx};
 static const u8s8_gemm_config int8_avx512 = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
-                                             u8_pack_quads__avx512, 1, 1, NULL, u8_gather_quads__avx512};
+                                             u8_pack_quads__avx512, 1, 1, u8s8_taps_32x32__avx512vnni,
+                                             u8_gather_quads__avx512};
 static const u8s8_gemm_config int8_amx = {"u8s8-gemm-32x32-amx", 32, 32, u8s8_gemm_32x32__amx,
                                           u8_pack_quads__avx512, 16, 32, u8s8_taps_32x32__amx,
                                           u8_gather_quads__avx512};

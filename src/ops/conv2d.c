@@ -218,9 +218,9 @@ int conv2d_node_lowp(const gnode *nd, const param_info *params, const prepare_en
         return 0;
     if (pe->qw)   /* a quantized file: its int8 convs stay int8 on every kernel set */
         return 1;
-    /* the tap form (AMX) runs every 3x3 conv but the stem's first; elsewhere bf16's
-     * rule: Winograd F(4,3)'s 4x fewer multiplies beat a direct int8 conv on the VNNI
-     * tile (measured in docs/ARCHITECTURE.md, "int8"), so those convs stay fp32 Winograd */
+    /* the tap form (AVX-512 VNNI, AMX) runs every 3x3 conv but the stem's first; elsewhere
+     * bf16's rule: on the sets without a fast int8 tile (avx2, generic) Winograd F(4,3)'s
+     * 4x fewer multiplies win, so those convs stay fp32 Winograd (docs/ARCHITECTURE.md) */
     return conv2d_int8_taps_applies(pe->kernels, &g) || conv2d_bf16_applies(pe->kernels, &g);
 }
 

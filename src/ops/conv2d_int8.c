@@ -19,7 +19,7 @@
  * calibration puts [0, 255] over the input's own range (an activation output's range
  * is mostly positive, so that is a bit more resolution than a symmetric one).
  *
- * 3x3 convs on sets with an int8 tap form (AMX) go to conv2d_int8_taps.c instead.
+ * 3x3 convs on sets with an int8 tap form (VNNI, AMX) go to conv2d_int8_taps.c instead.
  * A task (conv2d_fast.c's driver) packs all K rows of its pixels: each CONV_KC block of
  * f32 im2col rows (a 1x1 conv's are the input rows themselves) quantized into u8 quads,
  * stored strip by strip (nr columns each, so a strip's B is contiguous), then the tile

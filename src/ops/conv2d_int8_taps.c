@@ -1,6 +1,7 @@
 /*
  * conv2d_int8_taps.c - int8 3x3 pad-1 convs (stride 1 and 2) read straight from a u8
- * copy of the input, on kernel sets whose int8 config has the tap form (AMX), in place
+ * copy of the input, on kernel sets whose int8 config has the tap form (AVX-512 VNNI and
+ * AMX tiles), in place
  * of the fp32 Winograd (stride 1) and the im2col GEMM (stride 2) they run elsewhere;
  * conv2d_bf16_taps.c is the bf16 twin of the plain form.
  *

@@ -192,7 +192,9 @@ static void test_fast_int8_gemm(const u8s8_gemm_config *fast, int kq, long ldb, 
 static void test_int8_taps(const u8s8_gemm_config *fast)
 {
     for (int t = 0; t < 40; t++) {
-        int ntaps = rint_in(1, 9), kqt = 16 * rint_in(1, 5), mr = rint_in(1, 32), nr = rint_in(1, 32);
+        /* runs of whole K steps: 16 quads on AMX, any count on the VNNI tile */
+        int ntaps = rint_in(1, 9), kqt = fast->k_align * rint_in(1, fast->k_align > 1 ? 5 : 80);
+        int mr = rint_in(1, 32), nr = rint_in(1, 32);
         long ldb = rint_in(40, 300), lda = (long)ntaps * kqt + 16 * rint_in(0, 1), ldc = nr + rint_in(0, 3);
         long off[9], span = 4 * ldb * kqt + 4 * 64;
         for (int i = 0; i < ntaps; i++)
@@ -336,9 +338,10 @@ int main(void)
         printf("also tested: %s\n", avx512bf16.name);
     }
     /* likewise the AVX-512 VNNI int8 tile where AMX is chosen */
-    if (best->int8->taps && __builtin_cpu_supports("avx512vnni")) {
+    if (best->int8->k_align > 1 && __builtin_cpu_supports("avx512vnni")) {
         static const u8s8_gemm_config vnni = {"u8s8-gemm-8x32-avx512vnni", 8, 32, u8s8_gemm_8x32__avx512vnni,
-                                              u8_pack_quads__avx512, 1, 1, NULL, u8_gather_quads__avx512};
+                                              u8_pack_quads__avx512, 1, 1, u8s8_taps_32x32__avx512vnni,
+                                              u8_gather_quads__avx512};
         test_fast(&bf16_gemm_config_ref, &vnni);
         printf("also tested: %s\n", vnni.name);
     }

@@ -16,34 +16,66 @@
 #include "kernels/lowp_kernels.h"
 #include "kernels/x86/avx512_math.h"
 
-/* Rows past mr repeat row mr-1, as in the bf16 tile. */
+/* One 8-row block of the tile over ntaps runs of kqt quads (the GEMM: one run at
+ * offset 0). Rows past `rows` repeat row rows-1 (their sums are computed and never
+ * stored), so the sixteen int32 accumulators stay in registers; the row loops are
+ * unrolled by hand, as in the bf16 tile (the compiler keeps an array of accumulators
+ * in memory, which ran the VNNI tile at a quarter of its rate). Integer sums: any
+ * order gives the reference's bits. */
+#define I8_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define I8_ROW_INIT(i)                                                                          \
+    const int8_t *a##i = a + (long)(i < rows ? i : rows - 1) * lda * 4;                         \
+    __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0;
+#define I8_ROW_DOT(i)                                                                           \
+    {                                                                                           \
+        __m512i av = _mm512_set1_epi32(load_i32(a##i + at + 4 * q));                            \
+        c##i##0 = _mm512_dpbusd_epi32(c##i##0, b0, av);                                         \
+        c##i##1 = _mm512_dpbusd_epi32(c##i##1, b1, av);                                         \
+    }
+#define I8_ROW_STORE(i)                                                                         \
+    if (i < rows) {                                                                             \
+        __m512i z = _mm512_set1_epi32(comp[i]);                                                 \
+        __m512 s = _mm512_set1_ps(scale[i]);                                                    \
+        float *ci = c + (long)i * ldc;                                                          \
+        _mm512_mask_storeu_ps(ci, m0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c##i##0, z)), s));  \
+        _mm512_mask_storeu_ps(ci + 16, m1, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c##i##1, z)), s)); \
+    }
+
+static inline void block8(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                          long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int rows, int nr)
+{
+    __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
+    I8_ROWS(I8_ROW_INIT)
+    for (int t = 0; t < ntaps; t++) {
+        const uint8_t *bt = b + tap_off[t];
+        const long at = 4L * t * kqt;
+        for (int q = 0; q < kqt; q++) {
+            const uint8_t *bq = bt + (long)q * ldb * 4;
+            __m512i b0 = _mm512_maskz_loadu_epi32(m0, bq);
+            __m512i b1 = _mm512_maskz_loadu_epi32(m1, bq + 64);
+            I8_ROWS(I8_ROW_DOT)
+        }
+    }
+    I8_ROWS(I8_ROW_STORE)
+}
+
 void u8s8_gemm_8x32__avx512vnni(int kq, const int8_t *a, long lda, const uint8_t *b, long ldb, const int32_t *comp,
                                 const float *scale, float *c, long ldc, int mr, int nr)
 {
-    __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
-    const int8_t *ar[8];
-    for (int i = 0; i < 8; i++)
-        ar[i] = a + (long)(i < mr ? i : mr - 1) * lda * 4;
-    __m512i acc[8][2];
-    for (int i = 0; i < 8; i++)
-        acc[i][0] = acc[i][1] = _mm512_setzero_si512();
-    for (int q = 0; q < kq; q++) {
-        const uint8_t *bq = b + (long)q * ldb * 4;
-        __m512i b0 = _mm512_maskz_loadu_epi32(m0, bq);
-        __m512i b1 = _mm512_maskz_loadu_epi32(m1, bq + 64);
-        for (int i = 0; i < 8; i++) {
-            __m512i av = _mm512_set1_epi32(load_i32(ar[i] + 4 * q));
-            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, av);
-            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, av);
-        }
-    }
-    for (int i = 0; i < mr; i++) {
-        __m512i z = _mm512_set1_epi32(comp[i]);
-        __m512 s = _mm512_set1_ps(scale[i]);
-        _mm512_mask_storeu_ps(c + (long)i * ldc, m0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][0], z)), s));
-        _mm512_mask_storeu_ps(c + (long)i * ldc + 16, m1,
-                              _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][1], z)), s));
-    }
+    static const long zero = 0;
+    block8(1, &zero, kq, a, lda, b, ldb, comp, scale, c, ldc, mr, nr);
+}
+
+/* The tap form's 32 x 32 tile (kernels/lowp_kernels.h) as 8-row blocks: each block
+ * sums every run of its rows, reading B (a run's quads for 32 columns, from L1) once
+ * per block. */
+void u8s8_taps_32x32__avx512vnni(int ntaps, const long *tap_off, int kqt, const int8_t *a, long lda, const uint8_t *b,
+                                 long ldb, const int32_t *comp, const float *scale, float *c, long ldc, int mr,
+                                 int nr)
+{
+    for (int i0 = 0; i0 < mr; i0 += 8)
+        block8(ntaps, tap_off, kqt, a + (long)i0 * lda * 4, lda, b, ldb, comp + i0, scale + i0, c + (long)i0 * ldc,
+               ldc, mr - i0 < 8 ? mr - i0 : 8, nr);
 }
 
 /* 16 columns of one row: clamp(rne(x * inv), -zero, 255 - zero) as int32 lanes (NaN ->
