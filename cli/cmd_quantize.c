@@ -57,14 +57,14 @@ static const char SYNOPSIS[] =
     "same inputs and method, and every conv that runs int8 on the kernel set (--isa, else\n"
     "CSPRESNET_ISA, else this CPU's best) stored as its int8 values: \"<conv>.weight\" I8 (OIHW),\n"
     "\"<conv>.weight_scale\" F32 [OC], \"<conv>.input_scale\" F32 [1], \"<conv>.input_zero_point\"\n"
-    "I32 [1]; biases and the convs that stay float F32 (the stem's first conv, and the 3x3\n"
-    "stride-1 convs a kernel set runs by Winograd); the list of those is printed. infer, bench\n"
-    "and detect run Q as int8 with no calibration, with the same outputs, bit for bit, as\n"
-    "calibrating F at load. The calibration inputs: random (4 seeded 256x256 images), an .npy\n"
-    "batch (N x 3 x H x W, used as is), or JPEG/PNG images, folders and list files (resized\n"
-    "to --size, or letterboxed with --letterbox, and pre-processed by --preprocess, as infer\n"
-    "and detect do). --arch P with no --weights quantizes seeded random weights (for\n"
-    "benchmarks).\n"
+    "I32 [1]; biases and the convs that stay float F32 (the stem's first conv, and on sets with\n"
+    "no int8 tap form, avx2 and generic, the 3x3 stride-1 convs they run by Winograd); the\n"
+    "list of those is printed. infer, bench and detect run Q as int8 with no calibration,\n"
+    "with the same outputs, bit for bit, as calibrating F at load. The calibration inputs:\n"
+    "random (4 seeded 256x256 images), an .npy batch (N x 3 x H x W, used as is), or JPEG/PNG\n"
+    "images, folders and list files (resized to --size, or letterboxed with --letterbox, and\n"
+    "pre-processed by --preprocess, as infer and detect do). --arch P with no --weights\n"
+    "quantizes seeded random weights (for benchmarks).\n"
     "\n";
 
 static const char NOTES[] =
