@@ -1,9 +1,8 @@
 /*
  * conv2d_int8_taps.c - int8 3x3 pad-1 convs (stride 1 and 2) read straight from a u8
- * copy of the input, on kernel sets whose int8 config has the tap form (AVX-512 VNNI and
- * AMX tiles), in place
- * of the fp32 Winograd (stride 1) and the im2col GEMM (stride 2) they run elsewhere;
- * conv2d_bf16_taps.c is the bf16 twin of the plain form.
+ * copy of the input, on kernel sets whose int8 config has the tap form (the AVX-512 VNNI
+ * and AMX tiles), in place of the fp32 Winograd (stride 1) and the im2col GEMM (stride
+ * 2) they run elsewhere; conv2d_bf16_taps.c is the bf16 twin of the plain form.
  *
  * Per image: (1) the input (C,H,W) f32 becomes a quad image, ceil(C/4) quad planes of
  * (H+2) x (W+2) quads, quad (q, y, x) holding channels 4q..4q+3 at input pixel (y-1,
@@ -14,14 +13,15 @@
  * epilogue over the task's rows (epilogue rows of 32 pixels spent as much in per-row
  * setup as in arithmetic: 24.5 -> 22.8 ms for arch s at 640x640, 1 thread, Xeon with
  * AMX, 2026-12-04). Two forms of B, chosen per conv (taps_form_of):
- *   plain (stride 1, C a multiple of 64 or near it): 9 runs, one per tap (ky, kx), each
- *     the quad image itself shifted by ky rows and kx pixels, C rounded up to 64 (the
- *     tile's 16-quad K step) by planes of z; nothing is copied per task.
+ *   plain (stride 1, C a multiple of 4 * k_align or near it): 9 runs, one per tap (ky,
+ *     kx), each the quad image itself shifted by ky rows and kx pixels, C rounded up to
+ *     the tile's K step (AMX: 16 quads; VNNI: 1, so every stride-1 conv) by planes of z;
+ *     nothing is copied per task.
  *   row-expanded (stride 2, or few channels): the quad image gathered once more into
  *     planes q' = kx * ceil(C/4) + q of (H+2) rows x OW pixels, (q', y, x) = (q, y,
  *     x*stride + kx), so a run per ky holds the 3 kx taps in its K (3*ceil(C/4) quads
- *     rounded up to 16): stride-2 pixels become contiguous, and C = 16 or 32 fill 75% of
- *     the K steps instead of 25% or 50%.
+ *     rounded up to the K step): stride-2 pixels become contiguous, and on AMX C = 16 or
+ *     32 fill 75% of the K steps instead of 25% or 50%.
  * Every plane ends with 32 slack quads (a tile reads 32 columns from any start). The
  * weights are conv2d_int8.c's prepared block (scales, comp = z * sum of the row's s8
  * weights) with rows of the runs in the same K order, zero past the data, rows rounded
