@@ -22,6 +22,12 @@
  *     x*stride + kx), so a run per ky holds the 3 kx taps in its K (3*ceil(C/4) quads
  *     rounded up to the K step): stride-2 pixels become contiguous, and on AMX C = 16 or
  *     32 fill 75% of the K steps instead of 25% or 50%.
+ *   flat (stride 2 whose output rows fill under 80% of the 32-pixel tiles, as 40 or 20
+ *     pixels do): the expanded planes once per run, of output rows, (r, q', oy, x) =
+ *     (q, oy*stride + r, x*stride + kx), so a run's pixels are contiguous across rows and
+ *     tasks of TASK_PIXELS span rows (the 20- and 40-pixel stride-2 convs of s: 2.9 ->
+ *     2.0-2.1 ms on the AVX-512 EPYC, 2026-12-04). Chosen from the input size at run
+ *     time: the weights' K order is the expanded form's.
  * Every plane ends with 32 slack quads (a tile reads 32 columns from any start). The
  * weights are conv2d_int8.c's prepared block (scales, comp = z * sum of the row's s8
  * weights) with rows of the runs in the same K order, zero past the data, rows rounded
@@ -38,6 +44,7 @@
 
 typedef struct taps_form {
     int expand;         /* 1: row-expanded */
+    int flat;           /* 1: expanded, each run its own planes of output rows (below) */
     int runs;           /* 9 (plain) or 3 */
     long cq4;           /* ceil(C/4): planes of the quad image */
     long run_q;         /* quads per run, a multiple of the tile's K step */
@@ -53,10 +60,18 @@ static long round_up(long x, long m)
 static taps_form taps_form_of(const kernel_set *kt, const conv_geom *g)
 {
     const long step = kt->int8->k_align, cq4 = (g->in_c + 3) / 4, hp = g->in_h + 2L * g->pad;
-    taps_form f = {0, g->k * g->k, cq4, round_up(cq4, step), g->in_w + 2L * g->pad, 0};
+    taps_form f = {0, 0, g->k * g->k, cq4, round_up(cq4, step), g->in_w + 2L * g->pad, 0};
     if (g->stride != 1 || round_up(g->k * cq4, step) < g->k * f.run_q)
-        f = (taps_form){1, g->k, cq4, round_up(g->k * cq4, step), g->out_w, 0};
+        f = (taps_form){1, 0, g->k, cq4, round_up(g->k * cq4, step), g->out_w, 0};
     f.plane = hp * f.img_w + TAPS_SLACK;
+    /* stride 2 with output rows that fill under 80% of the 32-pixel tiles (40 or 20
+     * pixels: 62%): the flat form, whose tasks span rows. The weights' K order is the
+     * same in both, so this depends on the input size only (never at prepare). */
+    long tiles = (g->out_w + 31) / 32;
+    if (f.expand && g->stride == 2 && 10L * g->out_w < 8L * 32 * tiles) {
+        f.flat = 1;
+        f.plane = (long)g->out_h * g->out_w + TAPS_SLACK;
+    }
     return f;
 }
 
@@ -97,7 +112,8 @@ long conv2d_int8_taps_shared(const kernel_set *kt, const conv_geom *g)
 {
     taps_form f = taps_form_of(kt, g);
     const long hp = g->in_h + 2L * g->pad, wp = g->in_w + 2L * g->pad;
-    return f.expand ? f.cq4 * hp * wp + f.run_q * f.plane : f.run_q * f.plane;   /* a quad per float */
+    const long wide = (f.flat ? f.runs : 1) * f.run_q * f.plane;
+    return f.expand ? f.cq4 * hp * wp + wide : wide;   /* a quad per float */
 }
 
 typedef struct taps_job {
@@ -110,26 +126,36 @@ typedef struct taps_job {
 } taps_job;
 
 /* Expanded row (qe, y) from the quad image's row (qe % cq4, y): quads (q, y, x*stride +
- * kx) for qe = kx*cq4 + q, the zero point for qe past 3*cq4; the plane's slack after its
- * last row. */
+ * kx) for qe = kx*cq4 + q, the zero point for qe past 3*cq4. It lands at row y of plane
+ * qe, or in the flat form at output row oy of plane qe of each run r with oy*stride + r
+ * = y (none, one or two). The planes' slack after the last row. */
 static void expand_row(const taps_job *job, long qe, long y)
 {
     const conv_geom *g = job->base.g;
     const taps_form *f = &job->f;
     const long wp = g->in_w + 2L * g->pad, hp = g->in_h + 2L * g->pad;
-    const int s = g->stride, z = (int)job->prep[2];
-    uint8_t *row = job->wide + 4 * (qe * f->plane + y * f->img_w);
-    if (qe >= g->k * f->cq4) {
-        memset(row, z, 4 * (size_t)f->img_w);
-    } else {
+    const int s = g->stride, z = (int)job->prep[2], planes = f->flat ? f->runs : 1;
+    uint8_t *dst[3];
+    int n = 0;
+    for (int r = 0; r < planes; r++) {
+        long oy = f->flat ? (y - r) / s : y;
+        if (!f->flat || (y >= r && (y - r) % s == 0 && oy < g->out_h))
+            dst[n++] = job->wide + 4 * ((r * f->run_q + qe) * f->plane + oy * f->img_w);
+    }
+    if (n > 0 && qe >= g->k * f->cq4) {
+        memset(dst[0], z, 4 * (size_t)f->img_w);
+    } else if (n > 0) {
         const uint8_t *src = job->img + 4 * ((qe % f->cq4) * hp * wp + y * wp + qe / f->cq4);
         if (s == 1)
-            memcpy(row, src, 4 * (size_t)f->img_w);
+            memcpy(dst[0], src, 4 * (size_t)f->img_w);
         else
-            job->base.ex->kernels->int8->gather(src, s, f->img_w, row);
+            job->base.ex->kernels->int8->gather(src, s, f->img_w, dst[0]);
     }
+    for (int i = 1; i < n; i++)
+        memcpy(dst[i], dst[0], 4 * (size_t)f->img_w);
     if (y == hp - 1)
-        memset(job->wide + 4 * (qe * f->plane + hp * f->img_w), z, 4 * TAPS_SLACK);
+        for (int r = 0; r < planes; r++)
+            memset(job->wide + 4 * ((r * f->run_q + qe) * f->plane + f->plane - TAPS_SLACK), z, 4 * TAPS_SLACK);
 }
 
 /* Quad rows (q, y) of the quad image, q-major: border and channels past C the zero
@@ -177,25 +203,28 @@ static void compute_worker(void *arg, int t, int nt)
     const conv_geom *g = job->base.g;
     const kernel_set *kt = job->base.ex->kernels;
     const taps_form *f = &job->f;
-    const int segs = (g->out_w + TASK_PIXELS - 1) / TASK_PIXELS;
+    /* tasks: up to TASK_PIXELS pixels of one output row, or in the flat form of the map */
+    const long span = f->flat ? job->base.pixels : g->out_w;
+    const long segs = (span + TASK_PIXELS - 1) / TASK_PIXELS;
     const long lda = f->runs * f->run_q, pixels = job->base.pixels;
     const int8_t *w = conv2d_int8_rows(job->prep, g->out_c);
     const int32_t *comp = conv2d_int8_comp(job->prep);
     const float *scale = conv2d_int8_dequant(job->prep, g->out_c);
     long tap_off[9];
     for (int r = 0; r < f->runs; r++)
-        tap_off[r] = f->expand ? 4 * r * f->img_w : 4 * ((r / g->k) * f->img_w + r % g->k);
+        tap_off[r] = f->flat ? 4 * r * f->run_q * f->plane
+                   : f->expand ? 4 * r * f->img_w : 4 * ((r / g->k) * f->img_w + r % g->k);
     float *dst = job->base.out->data + job->image * job->base.out->batch_stride;
     long begin, end;
-    split_range((long)g->out_h * segs, t, nt, &begin, &end);
+    split_range((f->flat ? 1 : g->out_h) * segs, t, nt, &begin, &end);
     for (long task = begin; task < end; task++) {
-        int oy = (int)(task / segs), x0 = (int)(task % segs) * TASK_PIXELS;
-        int nc = g->out_w - x0 < TASK_PIXELS ? g->out_w - x0 : TASK_PIXELS;
-        long n0 = (long)oy * g->out_w + x0;
+        long oy = task / segs, x0 = task % segs * TASK_PIXELS;
+        int nc = (int)(span - x0 < TASK_PIXELS ? span - x0 : TASK_PIXELS);
+        long n0 = oy * g->out_w + x0, b0 = f->flat ? n0 : oy * g->stride * f->img_w + x0;
         for (int m0 = 0; m0 < g->out_c; m0 += 32) {
             int mr = g->out_c - m0 < 32 ? g->out_c - m0 : 32;
             for (int j = 0; j < nc; j += 32) {
-                const uint8_t *b = job->wide + 4L * ((long)oy * g->stride * f->img_w + x0 + j);
+                const uint8_t *b = job->wide + 4L * (b0 + j);
                 kt->int8->taps(f->runs, tap_off, (int)f->run_q, w + 4L * m0 * lda, lda, b, f->plane, comp + m0,
                                scale + m0, dst + m0 * pixels + n0 + j, pixels, mr, nc - j < 32 ? nc - j : 32);
             }
