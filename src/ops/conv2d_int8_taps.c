@@ -12,7 +12,7 @@
  * the tile, which sums its runs (below) in int32 and dequantizes, then the fp32
  * epilogue over the task's rows (epilogue rows of 32 pixels spent as much in per-row
  * setup as in arithmetic: 24.5 -> 22.8 ms for arch s at 640x640, 1 thread, Xeon with
- * AMX, 2026-12-04). Two forms of B, chosen per conv (taps_form_of):
+ * AMX, 2026-12-04). Three forms of B, chosen per conv (taps_form_of):
  *   plain (stride 1, C a multiple of 4 * k_align or near it): 9 runs, one per tap (ky,
  *     kx), each the quad image itself shifted by ky rows and kx pixels, C rounded up to
  *     the tile's K step (AMX: 16 quads; VNNI: 1, so every stride-1 conv) by planes of z;
